@@ -1,0 +1,333 @@
+"""The run configuration: one schema, parsed once from Flower's ``context.run_config``.
+
+Keys follow Flower's LLM examples: kebab-case, dotted by section (``lora.rank``). Every key has a
+default here; ``pyproject.toml``'s ``[tool.flwr.app.config]`` repeats them because Flower only
+accepts ``--run-config`` overrides of keys it already knows (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from federated.data.files import TABLE_SUFFIXES
+from federated.models import PRESETS
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+
+BUILTIN_DATASETS = {"chatterbot": TASK_CAUSAL_LM, "wordnet": TASK_CLASSIFICATION}
+
+
+class ConfigError(ValueError):
+    """A run-config key has a value that is not allowed; the message is one line for the user."""
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[Any, ...] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+) -> Any:
+    """A dataclass field that carries its documentation and its allowed range."""
+    meta = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum}
+    meta["above"] = above
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: str = option(
+        "smollm2-135m",
+        "A preset (smollm2-135m, minilm-l6, tiny-llama, tiny-bert), a local folder or a hub id.",
+    )
+    task: str = option(
+        "auto",
+        "What the model does; auto takes it from the preset or the dataset.",
+        choices=("auto", TASK_CAUSAL_LM, TASK_CLASSIFICATION),
+    )
+    max_length: int = option(96, "Tokens per example after truncation.", minimum=8)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    name: str = option(
+        "chatterbot",
+        "chatterbot (instruction pairs), wordnet (definition to category), "
+        "or a path to your own .jsonl or .csv file.",
+    )
+    text_column: str = option("text", "Your file's column with the prompt or input text.")
+    target_column: str = option("target", "Your file's column with the response (causal LM).")
+    label_column: str = option("label", "Your file's column with the class (classification).")
+    group_column: str = option("", "Your file's column for the natural partitioner.")
+    partitioner: str = option(
+        "natural",
+        "How examples are split across clients: iid, dirichlet over labels or categories, "
+        "or natural (one category per client).",
+        choices=("iid", "dirichlet", "natural"),
+    )
+    dirichlet_alpha: float = option(0.5, "Concentration of the Dirichlet split.", above=0.0)
+    test_fraction: float = option(
+        0.1,
+        "Share of all examples the server keeps as its global test set.",
+        above=0.0,
+        maximum=0.5,
+    )
+    held_out_fraction: float = option(
+        0.2, "Share of each client's examples kept out of training.", above=0.0, maximum=0.5
+    )
+    num_classes: int = option(
+        0, "wordnet only: keep the N largest categories (0: all 45).", minimum=0
+    )
+    max_per_class: int = option(
+        0, "wordnet only: at most N examples per category (0: all).", minimum=0
+    )
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    rank: int = option(8, "LoRA rank r.", minimum=1)
+    alpha: float = option(16.0, "LoRA scaling numerator (scale = alpha / r).", above=0.0)
+    dropout: float = option(0.05, "Dropout on the LoRA input.", minimum=0.0, maximum=0.9)
+    target_modules: str = option(
+        "auto",
+        "Comma-separated module names to adapt, all-linear, or auto: the preset's attention "
+        "query and value projections (all-linear for other models).",
+    )
+
+    @property
+    def targets(self) -> tuple[str, ...] | None:
+        """The module names to adapt; None for auto, resolved where the model is known."""
+        if self.target_modules.strip() == "auto":
+            return None
+        return tuple(name.strip() for name in self.target_modules.split(",") if name.strip())
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    local_steps: int = option(
+        5, "Optimizer steps per client per round (0: use local-epochs).", minimum=0
+    )
+    local_epochs: float = option(
+        0.0, "Passes over the client's data per round, if local-steps is 0.", minimum=0.0
+    )
+    lr: float = option(1e-3, "AdamW learning rate.", above=0.0)
+    weight_decay: float = option(0.0, "AdamW weight decay.", minimum=0.0)
+    batch_size: int = option(4, "Examples per local step.", minimum=1)
+    max_grad_norm: float = option(
+        1.0, "Clip the gradient norm of a step to this (0: off).", minimum=0.0
+    )
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    batch_size: int = option(16, "Examples per evaluation batch.", minimum=1)
+    max_examples: int = option(
+        32,
+        "Evaluate on at most N examples (evenly spread) of each held-out and test set (0: all).",
+        minimum=0,
+    )
+
+
+@dataclass(frozen=True)
+class StrategySettings:
+    name: str = option("fedavg", "Aggregation strategy.", choices=("fedavg",))
+    fraction_train: float = option(
+        1.0, "Share of connected clients sampled to train each round.", above=0.0, maximum=1.0
+    )
+    fraction_evaluate: float = option(
+        1.0,
+        "Share of connected clients sampled to evaluate each round (0: none).",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    min_train_nodes: int = option(2, "Train with at least this many clients.", minimum=1)
+    min_available_nodes: int = option(2, "Wait until this many clients are connected.", minimum=1)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    round_timeout: float = option(3600.0, "Seconds to wait for the replies of a round.", above=0.0)
+    max_update_norm: float = option(
+        1e4,
+        "Reject a reply whose update has an L2 norm above this (a poisoned or diverged client).",
+        above=0.0,
+    )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    num_server_rounds: int = option(3, "Federated rounds.", minimum=1)
+    seed: int = option(0, "Seed of the data split, the model init and every client's sampler.")
+    run_name: str = option("", "Folder name under output-dir (empty: model-strategy-timestamp).")
+    output_dir: str = option(
+        "results", "Where runs are written, relative to where flwr run starts the app."
+    )
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    strategy: StrategySettings = field(default_factory=StrategySettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+
+    @property
+    def task(self) -> str:
+        """The task from the key, else from the preset, else from the built-in dataset, else LM."""
+        if self.model.task != "auto":
+            return self.model.task
+        if self.model.name in PRESETS:
+            return PRESETS[self.model.name].task
+        return BUILTIN_DATASETS.get(self.data.name, TASK_CAUSAL_LM)
+
+
+def _key(prefix: str, name: str) -> str:
+    return prefix + name.replace("_", "-")
+
+
+def iter_options(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
+    """Every leaf option as (flat key, field), in declaration order."""
+    leaves: list[tuple[str, dataclasses.Field]] = []
+    for f in dataclasses.fields(cls):
+        if f.default is dataclasses.MISSING:  # a section: built by its default_factory
+            leaves += iter_options(f.default_factory, _key(prefix, f.name) + ".")
+        else:
+            leaves.append((_key(prefix, f.name), f))
+    return leaves
+
+
+def default_flat_config() -> dict[str, Any]:
+    """The defaults as Flower's flat run config (what pyproject's app config must hold)."""
+    return {key: f.default for key, f in iter_options()}
+
+
+def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
+    expected = type(f.default)
+    meta = f.metadata
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not expected:
+        raise ConfigError(
+            f"run config '{key}' = {value!r}: expected {expected.__name__}, "
+            f"got {type(value).__name__}"
+        )
+    if expected is float and not math.isfinite(value):
+        raise ConfigError(f"run config '{key}' = {value!r}: must be a finite number")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        allowed = ", ".join(map(str, meta["choices"]))
+        raise ConfigError(f"run config '{key}' = {value!r}: allowed values are {allowed}")
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise ConfigError(f"run config '{key}' = {value!r}: must be >= {meta['minimum']}")
+    if meta["maximum"] is not None and value > meta["maximum"]:
+        raise ConfigError(f"run config '{key}' = {value!r}: must be <= {meta['maximum']}")
+    if meta["above"] is not None and value <= meta["above"]:
+        raise ConfigError(f"run config '{key}' = {value!r}: must be > {meta['above']}")
+    return value
+
+
+def _build(cls: type, prefix: str, flat: Mapping[str, Any]) -> Any:
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        key = _key(prefix, f.name)
+        if f.default is dataclasses.MISSING:
+            kwargs[f.name] = _build(f.default_factory, key + ".", flat)
+        elif key in flat:
+            kwargs[f.name] = _check_value(key, f, flat[key])
+    return cls(**kwargs)
+
+
+def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
+    """Validate a flat run config (Flower's ``context.run_config``) into a frozen ``RunConfig``.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key, the value and what is allowed.
+    """
+    known = {key for key, _ in iter_options()}
+    for key in raw:
+        if key not in known:
+            close = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"run config has unknown key '{key}'{hint}")
+    config = _build(RunConfig, "", raw)
+    _check_combinations(config)
+    return config
+
+
+def _check_combinations(config: RunConfig) -> None:
+    train, data, model = config.train, config.data, config.model
+    if (train.local_steps > 0) == (train.local_epochs > 0):
+        raise ConfigError(
+            f"run config 'train.local-steps' = {train.local_steps} and 'train.local-epochs' = "
+            f"{train.local_epochs}: set exactly one of them above 0"
+        )
+    is_table = data.name.endswith(TABLE_SUFFIXES)
+    if data.name not in BUILTIN_DATASETS and not is_table:
+        raise ConfigError(
+            f"run config 'data.name' = {data.name!r}: use chatterbot, wordnet or a .jsonl/.csv path"
+        )
+    if is_table and not Path(data.name).expanduser().is_file():
+        raise ConfigError(f"run config 'data.name' = {data.name!r}: no such file")
+    for key, value in (
+        ("data.num-classes", data.num_classes),
+        ("data.max-per-class", data.max_per_class),
+    ):
+        if value and data.name != "wordnet":
+            raise ConfigError(f"run config '{key}' = {value}: only applies to data.name = wordnet")
+    if data.name in BUILTIN_DATASETS and BUILTIN_DATASETS[data.name] != config.task:
+        raise ConfigError(
+            f"run config 'data.name' = {data.name!r} is a {BUILTIN_DATASETS[data.name]} dataset, "
+            f"but model '{model.name}' is set up for {config.task}; "
+            "pick a matching model or model.task"
+        )
+    if config.strategy.min_available_nodes < config.strategy.min_train_nodes:
+        raise ConfigError(
+            f"run config 'strategy.min-available-nodes' = {config.strategy.min_available_nodes}: "
+            f"must be >= strategy.min-train-nodes ({config.strategy.min_train_nodes})"
+        )
+
+
+def run_config_to_flat(config: RunConfig) -> dict[str, Any]:
+    """The flat form of a parsed config, for summaries and for the config sent to clients."""
+    flat: dict[str, Any] = {}
+
+    def walk(obj: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, _key(prefix, f.name) + ".")
+            else:
+                flat[_key(prefix, f.name)] = value
+
+    walk(config, "")
+    return flat
+
+
+def config_reference_markdown() -> str:
+    """The README's configuration table, generated from the schema so the two cannot drift."""
+    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    for key, f in iter_options():
+        meta = f.metadata
+        if meta["choices"]:
+            allowed = ", ".join(f"`{c}`" for c in meta["choices"])
+        else:
+            bounds = []
+            if meta["above"] is not None:
+                bounds.append(f"> {meta['above']}")
+            if meta["minimum"] is not None:
+                bounds.append(f">= {meta['minimum']}")
+            if meta["maximum"] is not None:
+                bounds.append(f"<= {meta['maximum']}")
+            allowed = type(f.default).__name__ + (" " + ", ".join(bounds) if bounds else "")
+        rows.append(f"| `{key}` | `{f.default!r}` | {allowed} | {meta['help']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(config_reference_markdown())

@@ -1,0 +1,305 @@
+"""LoRA adapters: wrapping, the trainable state, and the meaning of peft's parameter names.
+
+This is the one module that knows how peft names LoRA tensors. Everything else sees a flat mapping
+``key -> tensor`` whose keys are those of ``peft.get_peft_model_state_dict`` (no adapter name, e.g.
+``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``), and asks :func:`lora_pairs`
+which keys belong together.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model, get_peft_model_state_dict
+from torch import nn
+from transformers import PreTrainedModel
+
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+
+ALL_LINEAR = "all-linear"
+_LORA_A = "lora_A"
+_LORA_B = "lora_B"
+_PEFT_TASK_TYPES = {TASK_CAUSAL_LM: TaskType.CAUSAL_LM, TASK_CLASSIFICATION: TaskType.SEQ_CLS}
+# Names transformers gives the classification head (BERT-like models and decoder-only models).
+_HEAD_NAMES = ("classifier", "score")
+
+
+def wrap_with_lora(
+    model: PreTrainedModel,
+    task: str,
+    *,
+    rank: int,
+    alpha: float,
+    dropout: float,
+    target_modules: tuple[str, ...],
+    seed: int = 0,
+) -> PeftModel:
+    """Wrap a base model with one LoRA adapter; only the adapter (and a classifier head) trains.
+
+    Parameters
+    ----------
+    model : PreTrainedModel
+        The base model; peft modifies it in place.
+    task : str
+        ``TASK_CAUSAL_LM`` or ``TASK_CLASSIFICATION``. For classification the head
+        (``classifier`` or ``score``) is trained in full through peft's ``modules_to_save``.
+    rank, alpha, dropout : int, float, float
+        LoRA rank r, scaling numerator (the update is scaled by alpha / r) and dropout on its input.
+    target_modules : tuple of str
+        Module names matched as peft does (exact name or ``.name`` suffix), or ``("all-linear",)``.
+    seed : int
+        Seed of the random initialisation of the A factors (B starts at zero, so the wrapped model
+        computes exactly what the base model does).
+
+    Returns
+    -------
+    PeftModel
+        The wrapped model.
+
+    Raises
+    ------
+    ValueError
+        On a bad setting, a target that matches no module, or a target that matches an embedding
+        layer (per-sample gradients for differential privacy cannot handle LoRA on embeddings).
+    """
+    if task not in _PEFT_TASK_TYPES:
+        raise ValueError(f"task {task!r} is not one of {', '.join(_PEFT_TASK_TYPES)}")
+    if not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"lora rank must be an integer >= 1, got {rank!r}")
+    if not alpha > 0:
+        raise ValueError(f"lora alpha must be > 0, got {alpha!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"lora dropout must be in [0, 1), got {dropout!r}")
+    targets = _check_targets(model, target_modules)
+    head = _classification_head(model) if task == TASK_CLASSIFICATION else None
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        task_type=_PEFT_TASK_TYPES[task],
+        bias="none",
+    )
+    # For SEQ_CLS peft itself puts "classifier" and "score" in modules_to_save (naming it here
+    # too would only duplicate the entries); _check_trainable_names confirms the head trains.
+    # peft draws lora_A from torch's global RNG: fork it so the adapter depends on `seed` only.
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # peft 0.21 calls a transformers 5 method that is deprecated; nothing for users to act on.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(model, config)
+    _check_trainable_names(peft_model, head)
+    return peft_model
+
+
+def trainable_state(model: PeftModel) -> dict[str, torch.Tensor]:
+    """Return every trainable tensor of the active adapter, as detached fp32 CPU copies.
+
+    Parameters
+    ----------
+    model : PeftModel
+        A model made by :func:`wrap_with_lora`.
+
+    Returns
+    -------
+    dict of str to Tensor
+        Keys as in ``peft.get_peft_model_state_dict`` (without the adapter name), sorted.
+    """
+    return {
+        key: param.detach().to(device="cpu", dtype=torch.float32, copy=True)
+        for key, param in _trainable_parameters(model).items()
+    }
+
+
+def load_trainable_state(model: PeftModel, state: Mapping[str, torch.Tensor]) -> None:
+    """Copy a trainable state into the model, in place.
+
+    The parameters keep their identity (no re-allocation), so references held elsewhere, such as
+    an optimizer's, stay attached; values are cast to each parameter's dtype and device.
+
+    Parameters
+    ----------
+    model : PeftModel
+        A model made by :func:`wrap_with_lora`.
+    state : Mapping of str to Tensor
+        Exactly the keys and shapes that :func:`trainable_state` returns for ``model``.
+
+    Raises
+    ------
+    ValueError
+        Naming the first missing or unexpected key, or a key whose shape or type is wrong;
+        nothing is copied in that case.
+    """
+    params = _trainable_parameters(model)
+    missing = sorted(params.keys() - state.keys())
+    if missing:
+        raise ValueError(f"trainable state lacks {len(missing)} key(s), first {missing[0]!r}")
+    unexpected = sorted(state.keys() - params.keys())
+    if unexpected:
+        raise ValueError(
+            f"trainable state has {len(unexpected)} unexpected key(s), first {unexpected[0]!r}"
+        )
+    for key, param in params.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise ValueError(f"trainable state {key!r} is not a floating-point tensor")
+        if value.shape != param.shape:
+            raise ValueError(
+                f"trainable state {key!r} has shape {tuple(value.shape)}, "
+                f"the model expects {tuple(param.shape)}"
+            )
+    with torch.no_grad():
+        for key, param in params.items():
+            param.copy_(state[key])
+
+
+@dataclass(frozen=True)
+class LoraPair:
+    """The two LoRA factors of one adapted module: its update is ``B @ A`` (times alpha / r).
+
+    Attributes
+    ----------
+    module : str
+        The adapted module's key prefix, e.g. ``base_model.model.model.layers.0.self_attn.q_proj``.
+    a_key, b_key : str
+        Keys of the A factor (shape r x in) and the B factor (shape out x r).
+    """
+
+    module: str
+    a_key: str
+    b_key: str
+
+
+def lora_pairs(keys: Iterable[str]) -> tuple[list[LoraPair], list[str]]:
+    """Group state keys into the (A, B) factor pairs of each adapted module.
+
+    Parameters
+    ----------
+    keys : iterable of str
+        Keys as returned by :func:`trainable_state`.
+
+    Returns
+    -------
+    pairs : list of LoraPair
+        One per adapted module, sorted by module name.
+    others : list of str
+        The keys that are not LoRA factors (such as a classifier head), sorted.
+
+    Raises
+    ------
+    ValueError
+        When a factor lacks its partner, or a key looks like a LoRA tensor but is not an A or B
+        weight (an adapter name left in the key, or a LoRA variant this module does not handle).
+    """
+    factors: dict[str, dict[str, str]] = {}
+    others: list[str] = []
+    for key in keys:
+        parts = key.split(".")
+        if len(parts) >= 3 and parts[-2] in (_LORA_A, _LORA_B) and parts[-1] == "weight":
+            module = ".".join(parts[:-2])
+            factors.setdefault(module, {})[parts[-2]] = key
+        elif any(part.startswith("lora_") for part in parts):
+            raise ValueError(f"key {key!r} is a LoRA tensor but not a '<module>.lora_A/B.weight'")
+        else:
+            others.append(key)
+    pairs = []
+    for module in sorted(factors):
+        found = factors[module]
+        for factor in (_LORA_A, _LORA_B):
+            if factor not in found:
+                raise ValueError(f"module {module!r} has no {factor} factor among the keys")
+        pairs.append(LoraPair(module=module, a_key=found[_LORA_A], b_key=found[_LORA_B]))
+    return pairs, sorted(others)
+
+
+def save_adapter(model: PeftModel, path: Path) -> None:
+    """Save the adapter in peft's own format, loadable with ``PeftModel.from_pretrained``.
+
+    Parameters
+    ----------
+    model : PeftModel
+        A model made by :func:`wrap_with_lora`.
+    path : Path
+        Folder to write ``adapter_config.json`` and ``adapter_model.safetensors`` into.
+    """
+    # Embeddings are never adapted here and the vocabulary never resized; "auto" would look for
+    # the base model's config, on the hub if need be, to find that out.
+    model.save_pretrained(str(path), save_embedding_layers=False)
+
+
+def _check_targets(model: nn.Module, target_modules: tuple[str, ...]) -> str | list[str]:
+    if isinstance(target_modules, str) or not target_modules:
+        raise ValueError(
+            f"lora target modules must be a non-empty tuple of names, got {target_modules!r}"
+        )
+    if ALL_LINEAR in target_modules:
+        if len(target_modules) != 1:
+            raise ValueError(f"'{ALL_LINEAR}' must be the only lora target, got {target_modules}")
+        # peft's all-linear covers nn.Linear layers only and leaves the output layer out.
+        return ALL_LINEAR
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding) and any(
+            name == target or name.endswith(f".{target}") for target in target_modules
+        ):
+            raise ValueError(
+                f"lora target {name!r} is an embedding layer; keep embeddings frozen "
+                "(differential privacy cannot compute per-sample gradients for LoRA on them)"
+            )
+    return list(target_modules)
+
+
+def _classification_head(model: nn.Module) -> str:
+    children = dict(model.named_children())
+    for name in _HEAD_NAMES:
+        if name in children:
+            return name
+    raise ValueError(
+        f"{type(model).__name__} has no classification head named {' or '.join(_HEAD_NAMES)}"
+    )
+
+
+def _trainable_parameters(model: PeftModel) -> dict[str, nn.Parameter]:
+    # Named parameters carry the adapter name ("q_proj.lora_A.default.weight",
+    # "classifier.modules_to_save.default.weight"); peft's saved state does not.
+    adapter = model.active_adapter
+    params = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            params[_strip_adapter_name(name, adapter)] = param
+    return dict(sorted(params.items()))
+
+
+def _strip_adapter_name(name: str, adapter: str) -> str:
+    parts = name.split(".")
+    kept = []
+    for i, part in enumerate(parts):
+        previous = parts[i - 1] if i else ""
+        if part == adapter and (previous.startswith("lora_") or previous == "modules_to_save"):
+            continue
+        if part == "modules_to_save" and i + 1 < len(parts) and parts[i + 1] == adapter:
+            continue
+        kept.append(part)
+    return ".".join(kept)
+
+
+def _check_trainable_names(model: PeftModel, head: str | None) -> None:
+    # The rest of fedtune trusts these keys to match peft's saved adapters and to consist of LoRA
+    # factors plus the head; a peft upgrade that changes either must fail here, not in aggregation.
+    ours = set(_trainable_parameters(model))
+    peft_keys = set(get_peft_model_state_dict(model, save_embedding_layers=False))
+    if ours != peft_keys:
+        diff = sorted(ours ^ peft_keys)
+        raise RuntimeError(f"trainable keys differ from peft's adapter state, e.g. {diff[0]!r}")
+    pairs, others = lora_pairs(ours)
+    if not pairs:
+        raise RuntimeError("wrapping produced no LoRA factors")
+    head_keys = [key for key in others if head is not None and f".{head}." in key]
+    if len(head_keys) != len(others):
+        stray = sorted(set(others) - set(head_keys))
+        raise RuntimeError(f"unexpected trainable tensor {stray[0]!r} besides LoRA and the head")
+    if head is not None and not head_keys:
+        raise RuntimeError(f"the classification head {head!r} is not trainable after wrapping")

@@ -1,0 +1,19 @@
+"""Names of the records and entries inside the messages between server and clients.
+
+The array and config keys are Flower's defaults, so Flower's own strategies read our messages.
+"""
+
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+
+SERVER_ROUND = "server-round"
+NUM_EXAMPLES = "num-examples"
+PARTITION_ID = "partition-id"
+TRAIN_LOSS = "train-loss"
+TRAIN_STEPS = "train-steps"
+TRAIN_SECONDS = "train-seconds"
+PEAK_MEMORY_MB = "peak-memory-mb"
+EVAL_LOSS = "eval-loss"
+EVAL_PERPLEXITY = "eval-perplexity"
+EVAL_ACCURACY = "eval-accuracy"

@@ -1,0 +1,47 @@
+"""The files of a run under ``results/<run>/``: one JSON line per round and a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # A run killed mid-write must not leave a truncated file behind.
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunResults:
+    """Append-only per-round metrics and a summary, in one folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = folder / METRICS_FILE
+        self.metrics_path.write_text("")
+
+    def append_round(self, record: Mapping[str, Any]) -> None:
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.flush()
+
+    def rounds(self) -> list[dict[str, Any]]:
+        return read_rounds(self.metrics_path)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> Path:
+        path = self.folder / SUMMARY_FILE
+        _write_atomically(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        return path
+
+
+def read_rounds(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file, in round order."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

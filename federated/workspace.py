@@ -1,0 +1,125 @@
+"""What a process needs to take part in a run: the corpus, its split, the model with LoRA.
+
+Each piece is built once per process and cached by its (frozen, hashable) settings: a Ray actor
+serves many simulated clients in turn, and reloading a model for each would dominate the round.
+The cached model is shared, so every message overwrites all of its trainable tensors first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from peft import PeftModel
+
+from federated.config import DataSettings, LoraSettings, ModelSettings, RunConfig
+from federated.data.chatterbot import load_chatterbot
+from federated.data.corpus import Corpus
+from federated.data.encode import encode_examples
+from federated.data.files import load_table
+from federated.data.partition import FederatedSplit, federated_split, global_test_indices
+from federated.data.wordnet import load_wordnet
+from federated.lora import ALL_LINEAR, wrap_with_lora
+from federated.models import PRESETS, load_base_model, load_tokenizer
+
+Encoded = list[dict[str, list[int]]]
+
+
+@lru_cache(maxsize=2)
+def load_corpus(data: DataSettings, task: str, seed: int) -> Corpus:
+    """The whole data set named by ``data.name``."""
+    if data.name == "chatterbot":
+        return load_chatterbot()
+    if data.name == "wordnet":
+        return load_wordnet(
+            categories=data.num_classes or None, max_per_class=data.max_per_class or None, seed=seed
+        )
+    return load_table(
+        Path(data.name).expanduser(),
+        task=task,
+        text_column=data.text_column,
+        target_column=data.target_column,
+        label_column=data.label_column,
+        group_column=data.group_column,
+    )
+
+
+def corpus_for(config: RunConfig) -> Corpus:
+    return load_corpus(config.data, config.task, config.seed)
+
+
+@lru_cache(maxsize=4)
+def _split(data: DataSettings, task: str, seed: int, num_partitions: int) -> FederatedSplit:
+    return federated_split(
+        load_corpus(data, task, seed),
+        num_partitions,
+        data.partitioner,
+        alpha=data.dirichlet_alpha,
+        test_fraction=data.test_fraction,
+        held_out_fraction=data.held_out_fraction,
+        seed=seed,
+    )
+
+
+def client_indices(
+    config: RunConfig, partition_id: int, num_partitions: int
+) -> tuple[list[int], list[int]]:
+    """(train, held-out) example indices of one client."""
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(f"partition-id {partition_id} is outside 0..{num_partitions - 1}")
+    return _split(config.data, config.task, config.seed, num_partitions).clients[partition_id]
+
+
+def server_test_indices(config: RunConfig) -> list[int]:
+    """The server's global test set, drawn before partitioning: the same for any client count."""
+    return global_test_indices(corpus_for(config), config.data.test_fraction, config.seed)
+
+
+def num_labels(config: RunConfig) -> int | None:
+    labels = corpus_for(config).label_names
+    return len(labels) if labels else None
+
+
+@lru_cache(maxsize=1)
+def _lora_model(
+    model: ModelSettings, lora: LoraSettings, task: str, labels: int | None, seed: int
+) -> tuple[PeftModel, Any]:
+    base = load_base_model(model.name, task, num_labels=labels, seed=seed)
+    targets = lora.targets
+    if targets is None:
+        preset = PRESETS.get(model.name)
+        targets = preset.default_target_modules if preset else (ALL_LINEAR,)
+    peft_model = wrap_with_lora(
+        base,
+        task,
+        rank=lora.rank,
+        alpha=lora.alpha,
+        dropout=lora.dropout,
+        target_modules=targets,
+        seed=seed,
+    )
+    return peft_model, load_tokenizer(model.name)
+
+
+def lora_model(config: RunConfig) -> tuple[PeftModel, Any]:
+    """The base model wrapped with fresh LoRA factors, and its tokenizer (cached per process)."""
+    return _lora_model(config.model, config.lora, config.task, num_labels(config), config.seed)
+
+
+def encode_indices(
+    config: RunConfig, tokenizer: Any, indices: Sequence[int], limit: int = 0
+) -> Encoded:
+    """Tokenize the chosen examples; with ``limit``, an evenly spread subset of that many.
+
+    Indices come sorted, and sorted indices run category by category: taking the first ``limit``
+    would evaluate on the first categories only.
+    """
+    corpus = corpus_for(config)
+    chosen = list(indices)
+    if limit and len(chosen) > limit:
+        chosen = [chosen[i * len(chosen) // limit] for i in range(limit)]
+    return encode_examples(
+        [corpus.examples[i] for i in chosen], tokenizer, config.task, config.model.max_length
+    )

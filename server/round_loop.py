@@ -1,0 +1,186 @@
+"""The round loop: train, validate, aggregate, evaluate, record, checkpoint, report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from logging import INFO, WARNING
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ConfigRecord, Message
+from flwr.common import log
+from flwr.serverapp import Grid
+
+from federated import message_keys as keys
+from federated.config import RunConfig
+from federated.evaluation import EvalResult
+from federated.results import RunResults
+from federated.wire import record_to_tensors, tensors_to_record
+from server.checkpoint import save_checkpoint
+from server.exchange import Exchange, exchange
+from server.reply_validation import check_evaluate_reply, check_train_reply
+from strategies.lora_strategy import LoraStrategy
+
+GlobalEvaluation = Callable[[dict[str, torch.Tensor]], EvalResult]
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def _progress(stage: str) -> Callable[[int, int], None]:
+    return lambda done, total: log(INFO, "    %s: %d/%d clients done", stage, done, total)
+
+
+@dataclass
+class _ClientRound:
+    """One node's part in a round, as written to ``metrics.jsonl``."""
+
+    node_id: int
+    status: str = "ok"
+    partition_id: int | None = None
+    bytes_down: int = 0
+    bytes_up: int = 0
+    train_loss: float | None = None
+    num_examples: int | None = None
+    train_seconds: float | None = None
+
+
+def _screen_train(
+    ex: Exchange, reference: dict[str, torch.Tensor], max_norm: float
+) -> tuple[list[Message], dict[int, _ClientRound]]:
+    clients = {node: _ClientRound(node, bytes_down=n) for node, n in ex.bytes_down.items()}
+    valid = []
+    for reply in ex.replies:
+        node = reply.metadata.src_node_id
+        entry = clients.setdefault(node, _ClientRound(node))
+        entry.bytes_up = ex.bytes_up[node]
+        reason = check_train_reply(reply, reference, max_norm)
+        if reason:
+            entry.status = f"rejected: {reason}"
+            log(WARNING, "    rejected the reply of node %d: %s", node, reason)
+            continue
+        metrics = reply.content.metric_records[keys.METRICS]
+        entry.partition_id = int(metrics.get(keys.PARTITION_ID, -1))
+        entry.train_loss = float(metrics[keys.TRAIN_LOSS])
+        entry.num_examples = int(metrics[keys.NUM_EXAMPLES])
+        entry.train_seconds = float(metrics.get(keys.TRAIN_SECONDS, 0.0))
+        valid.append(reply)
+    for node in ex.timed_out:
+        clients[node].status = "no reply before server.round-timeout"
+        log(WARNING, "    node %d sent no reply before the timeout", node)
+    return valid, clients
+
+
+def _screen_evaluate(ex: Exchange) -> list[Message]:
+    valid = []
+    for reply in ex.replies:
+        reason = check_evaluate_reply(reply)
+        if reason:
+            log(
+                WARNING,
+                "    ignored the evaluation of node %d: %s",
+                reply.metadata.src_node_id,
+                reason,
+            )
+        else:
+            valid.append(reply)
+    return valid
+
+
+def _prefixed(prefix: str, result: EvalResult) -> dict[str, float]:
+    return {f"{prefix}_{name}": value for name, value in result.metrics().items()}
+
+
+def run_rounds(
+    grid: Grid,
+    strategy: LoraStrategy,
+    initial: dict[str, torch.Tensor],
+    config: RunConfig,
+    results: RunResults,
+    evaluate_global: GlobalEvaluation,
+) -> dict[str, torch.Tensor]:
+    """Run ``config.num_server_rounds`` rounds from ``initial``; return the final global tensors."""
+    rounds = config.num_server_rounds
+    timeout = config.server.round_timeout
+    current = initial
+    initial_test = evaluate_global(current)
+    results.append_round({"round": 0, **_prefixed("test", initial_test)})
+    log(INFO, "[round 0/%d] initial model: test loss %.4f", rounds, initial_test.loss)
+    for server_round in range(1, rounds + 1):
+        started = time.perf_counter()
+        log(INFO, "[round %d/%d] training", server_round, rounds)
+        sent = strategy.configure_train(
+            server_round, tensors_to_record(current), ConfigRecord(), grid
+        )
+        train_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("train"))
+        valid, clients = _screen_train(train_ex, current, config.server.max_update_norm)
+
+        aggregation_started = time.perf_counter()
+        arrays, train_metrics = strategy.aggregate_train(server_round, valid)
+        aggregation_seconds = time.perf_counter() - aggregation_started
+        if arrays is None:
+            log(WARNING, "    no valid update this round: the global model stays as it was")
+        else:
+            current = record_to_tensors(arrays)
+
+        sent = strategy.configure_evaluate(
+            server_round, tensors_to_record(current), ConfigRecord(), grid
+        )
+        eval_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("evaluate"))
+        eval_metrics = strategy.aggregate_evaluate(server_round, _screen_evaluate(eval_ex))
+        test = evaluate_global(current)
+
+        for node, n in eval_ex.bytes_down.items():
+            clients.setdefault(node, _ClientRound(node)).bytes_down += n
+        for node, n in eval_ex.bytes_up.items():
+            clients.setdefault(node, _ClientRound(node)).bytes_up += n
+        record: dict[str, Any] = {
+            "round": server_round,
+            "clients_sampled": len(train_ex.bytes_down),
+            "clients_accepted": len(valid),
+            "train_loss": float(train_metrics[keys.TRAIN_LOSS]) if train_metrics else None,
+            "held_out_loss": float(eval_metrics[keys.EVAL_LOSS]) if eval_metrics else None,
+            **{
+                f"held_out_{name.removeprefix('eval-')}": float(value)
+                for name, value in (eval_metrics or {}).items()
+                if name in (keys.EVAL_PERPLEXITY, keys.EVAL_ACCURACY)
+            },
+            **_prefixed("test", test),
+            "train_bytes_down": sum(train_ex.bytes_down.values()),
+            "train_bytes_up": sum(train_ex.bytes_up.values()),
+            "eval_bytes_down": sum(eval_ex.bytes_down.values()),
+            "eval_bytes_up": sum(eval_ex.bytes_up.values()),
+            "aggregation_seconds": aggregation_seconds,
+            "round_seconds": time.perf_counter() - started,
+            "clients": [vars(c) for c in sorted(clients.values(), key=lambda c: c.node_id)],
+        }
+        record["bytes_down"] = record["train_bytes_down"] + record["eval_bytes_down"]
+        record["bytes_up"] = record["train_bytes_up"] + record["eval_bytes_up"]
+        results.append_round(record)
+        save_checkpoint(results.folder, server_round, current)
+        log(INFO, "%s", _round_line(record, rounds))
+    return current
+
+
+def _round_line(record: dict[str, Any], rounds: int) -> str:
+    def number(key: str) -> str:
+        value = record.get(key)
+        return "n/a" if value is None else f"{value:.4f}"
+
+    return (
+        f"[round {record['round']}/{rounds}]"
+        f" clients {record['clients_accepted']}/{record['clients_sampled']}"
+        f" | train loss {number('train_loss')} | held-out loss {number('held_out_loss')}"
+        f" | test loss {number('test_loss')} | up {_megabytes(record['bytes_up'])}"
+        f" down {_megabytes(record['bytes_down'])} | {record['round_seconds']:.1f} s"
+    )
+
+
+def folder_for(config: RunConfig, started: str) -> Path:
+    """``output-dir/run-name``, the run name defaulting to model-strategy-start time."""
+    name = config.run_name or f"{config.model.name}-{config.strategy.name}-{started}"
+    return Path(config.output_dir).expanduser().resolve() / name

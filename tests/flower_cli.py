@@ -1,0 +1,61 @@
+"""Run the app with Flower's own CLI (`flwr run`), against a private local SuperLink.
+
+Each test session gets its own Flower home and ports, so it neither reuses a SuperLink a user left
+running (with another working directory and environment) nor leaves one behind.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class FlowerCli:
+    """``flwr run .`` with an isolated Flower home; ``close`` stops the SuperLink it started."""
+
+    def __init__(self, home: Path) -> None:
+        self.http_port = free_port()
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "FLWR_HOME": str(home),
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(self.http_port),
+            "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "HF_HUB_OFFLINE": "1",
+        }
+
+    def run(
+        self, run_config: str, num_supernodes: int, timeout: float = 600
+    ) -> subprocess.CompletedProcess:
+        command = [
+            str(BIN / "flwr"), "run", str(ROOT), "--stream",
+            "--run-config", run_config,
+            "--federation-config", f"num-supernodes={num_supernodes} client-resources-num-cpus=1",
+        ]  # fmt: skip
+        return subprocess.run(
+            command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def close(self) -> None:
+        marker = str(self.http_port)
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = proc.info["cmdline"] or []
+            if "flower-superlink" in " ".join(cmdline) and marker in cmdline:
+                for child in proc.children(recursive=True):
+                    child.kill()
+                proc.kill()

@@ -1,0 +1,68 @@
+"""The real server and client apps, with two clients that send bad updates, for run_simulation.
+
+Flower's Python simulation API passes no run config, so a ClientApp mod and a thin ServerApp put
+the test's config (from an environment variable, which Ray's workers inherit) into the context.
+Partition 0 replies with NaNs and partition 1 with a tensor missing: the server must reject both,
+say why, and finish the run with the other clients.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+import client.app as real_client
+import server.app as real_server
+from federated import message_keys as keys
+from federated.wire import record_to_tensors, tensors_to_record
+
+CONFIG_ENV = "FEDTUNE_TEST_RUN_CONFIG"
+
+
+def _run_config() -> dict:
+    return json.loads(os.environ[CONFIG_ENV])
+
+
+def _inject_config(msg: Message, context: Context, call_next) -> Message:
+    # A ClientApp's context refuses a new run_config; hand the handler a copy that has it.
+    configured = Context(
+        run_id=context.run_id,
+        node_id=context.node_id,
+        node_config=context.node_config,
+        state=context.state,
+        run_config=_run_config(),
+    )
+    return call_next(msg, configured)
+
+
+def _poison(msg: Message, context: Context, call_next) -> Message:
+    reply = call_next(msg, context)
+    partition = context.node_config["partition-id"]
+    if msg.metadata.message_type != "train" or partition > 1 or reply.has_error():
+        return reply
+    tensors = record_to_tensors(reply.content.array_records[keys.ARRAYS])
+    first = sorted(tensors)[0]
+    if partition == 0:
+        tensors[first] = torch.full_like(tensors[first], float("nan"))
+    else:
+        del tensors[first]
+    reply.content.array_records[keys.ARRAYS] = tensors_to_record(tensors)
+    return reply
+
+
+client = ClientApp(mods=[_inject_config, _poison])
+client.train()(real_client.train)
+client.evaluate()(real_client.evaluate)
+
+server = ServerApp()
+
+
+@server.main()
+def main(grid: Grid, context: Context) -> None:
+    context.run_config = _run_config()
+    real_server.main(grid, context)

@@ -1,0 +1,93 @@
+"""The run config: defaults agree with pyproject and the README, bad input gets one clear line."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from federated.config import (
+    ConfigError,
+    config_reference_markdown,
+    default_flat_config,
+    iter_options,
+    parse_run_config,
+    run_config_to_flat,
+)
+from strategies.registry import STRATEGIES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_app_config_equals_schema_defaults() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    table = pyproject["tool"]["flwr"]["app"]["config"]
+
+    def flatten(node: dict, prefix: str = "") -> dict:
+        flat = {}
+        for key, value in node.items():
+            if isinstance(value, dict):
+                flat.update(flatten(value, f"{prefix}{key}."))
+            else:
+                flat[f"{prefix}{key}"] = value
+        return flat
+
+    assert flatten(table) == default_flat_config()
+
+
+def test_readme_documents_every_key_with_the_generated_table() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert config_reference_markdown() in readme
+
+
+def test_defaults_parse_and_round_trip() -> None:
+    config = parse_run_config(default_flat_config())
+    assert run_config_to_flat(config) == default_flat_config()
+    assert config.task == "causal-lm"
+
+
+def test_overrides_reach_their_section() -> None:
+    config = parse_run_config(
+        {"lora.rank": 4, "train.lr": 1, "model.name": "tiny-bert", "data.name": "wordnet"}
+    )
+    assert config.lora.rank == 4
+    assert config.train.lr == 1.0 and isinstance(config.train.lr, float)
+    assert config.task == "classification"
+
+
+def test_strategy_choices_are_the_registered_strategies() -> None:
+    field = dict(iter_options())["strategy.name"]
+    assert set(field.metadata["choices"]) == set(STRATEGIES)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"lora.rnak": 8}, "unknown key 'lora.rnak'"),
+        ({"rank": 8}, "did you mean 'lora.rank'"),
+        ({"lora.rank": 0}, "'lora.rank' = 0: must be >= 1"),
+        ({"lora.rank": "8"}, "'lora.rank' = '8': expected int, got str"),
+        ({"lora.rank": True}, "expected int, got bool"),
+        ({"train.lr": float("nan")}, "must be a finite number"),
+        ({"train.lr": 0.0}, "'train.lr' = 0.0: must be > 0.0"),
+        ({"data.partitioner": "random"}, "allowed values are iid, dirichlet, natural"),
+        ({"strategy.name": "fedprox"}, "allowed values are fedavg"),
+        ({"train.local-steps": 0}, "set exactly one of them above 0"),
+        ({"train.local-epochs": 1.0}, "set exactly one of them above 0"),
+        ({"data.name": "imagenet"}, "use chatterbot, wordnet or a .jsonl/.csv path"),
+        ({"data.name": "/nowhere/data.jsonl"}, "no such file"),
+        ({"data.num-classes": 8}, "only applies to data.name = wordnet"),
+        ({"data.name": "wordnet"}, "is a classification dataset, but model 'smollm2-135m'"),
+        (
+            {"strategy.min-available-nodes": 1, "strategy.min-train-nodes": 3},
+            "must be >= strategy.min-train-nodes",
+        ),
+    ],
+)
+def test_bad_values_name_key_value_and_what_is_allowed(raw: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_run_config(raw)
+    message = str(err.value)
+    assert expected in message
+    assert "\n" not in message
