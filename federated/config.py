@@ -7,7 +7,9 @@ accepts ``--run-config`` overrides of keys it already knows (a test keeps the tw
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -252,7 +254,8 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     known = {key for key, _ in iter_options()}
     for key in raw:
         if key not in known:
-            close = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
+            close = [k for k in sorted(known) if k.split(".")[-1] == key.split(".")[-1]]
+            close = close or difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"run config has unknown key '{key}'{hint}")
     config = _build(RunConfig, "", raw)
@@ -329,5 +332,24 @@ def config_reference_markdown() -> str:
     return "\n".join(rows)
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m federated.config``: print the reference table, or check a ``--run-config``."""
+    parser = argparse.ArgumentParser(prog="python -m federated.config", description=main.__doc__)
+    parser.add_argument("--check", metavar="RUN_CONFIG", help='e.g. "lora.rank=16 train.lr=5e-4"')
+    args = parser.parse_args(argv)
+    if args.check is None:
+        print(config_reference_markdown())
+        return 0
+    from flwr.common.config import parse_config_args  # Flower's own parser of --run-config
+
+    try:
+        config = parse_run_config({**default_flat_config(), **parse_config_args([args.check])})
+    except ConfigError as err:
+        print(err)
+        return 2
+    print(f"ok: {config.model.name} on {config.data.name}, {config.task}, {config.strategy.name}")
+    return 0
+
+
 if __name__ == "__main__":
-    print(config_reference_markdown())
+    raise SystemExit(main())

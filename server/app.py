@@ -19,12 +19,13 @@ from federated.results import RunResults
 from federated.workspace import encode_indices, lora_model, server_test_indices
 from server.loss_plot import plot_losses
 from server.round_loop import folder_for, run_rounds
+from strategies.lora_strategy import LoraStrategy
 from strategies.registry import STRATEGIES
 
 app = ServerApp()
 
 
-def _strategy(config: RunConfig):
+def _strategy(config: RunConfig) -> LoraStrategy:
     s = config.strategy
     return STRATEGIES[s.name](
         fraction_train=s.fraction_train,
@@ -33,6 +34,12 @@ def _strategy(config: RunConfig):
         min_evaluate_nodes=s.min_train_nodes if s.fraction_evaluate > 0 else 0,
         min_available_nodes=s.min_available_nodes,
     )
+
+
+def _mean_per_client(rounds: list[dict], key: str) -> float | None:
+    """Bytes one client sends or receives in a round, on average over clients and rounds."""
+    values = [client[key] for r in rounds for client in r["clients"]]
+    return sum(values) / len(values) if values else None
 
 
 @app.main()
@@ -95,6 +102,8 @@ def main(grid: Grid, context: Context) -> None:
         "final_held_out_loss": trained[-1].get("held_out_loss") if trained else None,
         "bytes_up_total": sum(r["bytes_up"] for r in trained),
         "bytes_down_total": sum(r["bytes_down"] for r in trained),
+        "bytes_up_per_client_round": _mean_per_client(trained, "bytes_up"),
+        "bytes_down_per_client_round": _mean_per_client(trained, "bytes_down"),
         "rejected_replies": sum(r["clients_sampled"] - r["clients_accepted"] for r in trained),
         "wall_seconds": time.perf_counter() - wall_started,
         "adapter": str(adapter_dir),

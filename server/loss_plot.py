@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no screen on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 SERIES = (
     ("train_loss", "train (clients)"),
@@ -26,6 +27,7 @@ def plot_losses(rounds: Sequence[dict[str, Any]], path: Path, title: str) -> Pat
         if points:
             xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, marker="o", label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("loss")
     ax.set_title(title)

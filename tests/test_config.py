@@ -91,3 +91,12 @@ def test_bad_values_name_key_value_and_what_is_allowed(raw: dict, expected: str)
     message = str(err.value)
     assert expected in message
     assert "\n" not in message
+
+
+def test_check_command_explains_a_run_config_string(capsys: pytest.CaptureFixture[str]) -> None:
+    from federated.config import main
+
+    assert main(["--check", "lora.rnak=3"]) == 2
+    assert "unknown key 'lora.rnak'; did you mean 'lora.rank'?" in capsys.readouterr().out
+    assert main(["--check", "lora.rank=16 train.lr=5e-4"]) == 0
+    assert capsys.readouterr().out.startswith("ok: smollm2-135m on chatterbot")
