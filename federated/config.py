@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -101,6 +102,27 @@ class LoraSettings:
         "Comma-separated module names to adapt, all-linear, or auto: the preset's attention "
         "query and value projections (all-linear for other models).",
     )
+    client_ranks: str = option(
+        "",
+        "Comma-separated ranks given to clients by partition id, cycling (e.g. 4,8,16); each at "
+        "most lora.rank, which stays the server's rank. Empty: every client uses lora.rank. "
+        "Every client keeps the scale alpha / lora.rank.",
+    )
+
+    @property
+    def scale(self) -> float:
+        """The LoRA scale shared by every client whatever its rank, so products compare."""
+        return self.alpha / self.rank
+
+    def ranks(self) -> tuple[int, ...]:
+        """The cycle of client ranks (just lora.rank when client-ranks is empty)."""
+        if not self.client_ranks.strip():
+            return (self.rank,)
+        return tuple(int(part) for part in self.client_ranks.split(","))
+
+    def rank_of(self, partition_id: int) -> int:
+        cycle = self.ranks()
+        return cycle[partition_id % len(cycle)]
 
     @property
     def targets(self) -> tuple[str, ...] | None:
@@ -138,7 +160,14 @@ class EvalSettings:
 
 @dataclass(frozen=True)
 class StrategySettings:
-    name: str = option("fedavg", "Aggregation strategy.", choices=("fedavg",))
+    name: str = option(
+        "fedavg",
+        "Aggregation strategy; see the README's strategy table.",
+        choices=(
+            "fedavg", "ffa-lora", "fedsa-lora", "flora",
+            "fedex-lora", "flexlora", "lora-fair", "hetlora",
+        ),
+    )  # fmt: skip
     fraction_train: float = option(
         1.0, "Share of connected clients sampled to train each round.", above=0.0, maximum=1.0
     )
@@ -150,6 +179,18 @@ class StrategySettings:
     )
     min_train_nodes: int = option(2, "Train with at least this many clients.", minimum=1)
     min_available_nodes: int = option(2, "Wait until this many clients are connected.", minimum=1)
+    lora_fair_lambda: float = option(
+        0.01,
+        "lora-fair: weight of the penalty that keeps the corrected B near the mean B.",
+        minimum=0.0,
+    )
+    lora_fair_solver: str = option(
+        "iterative",
+        "lora-fair: iterative (the paper's objective, first-order steps) or closed-form "
+        "(the ridge least-squares solution of the same problem).",
+        choices=("iterative", "closed-form"),
+    )
+    lora_fair_steps: int = option(200, "lora-fair: steps of the iterative solver.", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -289,11 +330,28 @@ def _check_combinations(config: RunConfig) -> None:
             f"but model '{model.name}' is set up for {config.task}; "
             "pick a matching model or model.task"
         )
+    _check_client_ranks(config.lora)
     if config.strategy.min_available_nodes < config.strategy.min_train_nodes:
         raise ConfigError(
             f"run config 'strategy.min-available-nodes' = {config.strategy.min_available_nodes}: "
             f"must be >= strategy.min-train-nodes ({config.strategy.min_train_nodes})"
         )
+
+
+def _check_client_ranks(lora: LoraSettings) -> None:
+    key = "lora.client-ranks"
+    try:
+        ranks = lora.ranks()
+    except ValueError:
+        raise ConfigError(
+            f"run config '{key}' = {lora.client_ranks!r}: use comma-separated integers, e.g. 4,8,16"
+        ) from None
+    for rank in ranks:
+        if not 1 <= rank <= lora.rank:
+            raise ConfigError(
+                f"run config '{key}' = {lora.client_ranks!r}: every rank must be between 1 and "
+                f"lora.rank ({lora.rank}), the server's rank"
+            )
 
 
 def run_config_to_flat(config: RunConfig) -> dict[str, Any]:
@@ -332,11 +390,29 @@ def config_reference_markdown() -> str:
     return "\n".join(rows)
 
 
+def app_config_toml() -> str:
+    """The ``[tool.flwr.app.config]`` table of pyproject.toml, with every default."""
+    lines = ["[tool.flwr.app.config]"]
+    for key, value in default_flat_config().items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = json.dumps(value)
+        else:
+            text = repr(value)
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m federated.config``: print the reference table, or check a ``--run-config``."""
     parser = argparse.ArgumentParser(prog="python -m federated.config", description=main.__doc__)
     parser.add_argument("--check", metavar="RUN_CONFIG", help='e.g. "lora.rank=16 train.lr=5e-4"')
+    parser.add_argument("--toml", action="store_true", help="print pyproject's app config table")
     args = parser.parse_args(argv)
+    if args.toml:
+        print(app_config_toml())
+        return 0
     if args.check is None:
         print(config_reference_markdown())
         return 0

@@ -111,7 +111,7 @@ def trainable_state(model: PeftModel) -> dict[str, torch.Tensor]:
     """
     return {
         key: param.detach().to(device="cpu", dtype=torch.float32, copy=True)
-        for key, param in _trainable_parameters(model).items()
+        for key, param in trainable_parameters(model).items()
     }
 
 
@@ -134,7 +134,7 @@ def load_trainable_state(model: PeftModel, state: Mapping[str, torch.Tensor]) ->
         Naming the first missing or unexpected key, or a key whose shape or type is wrong;
         nothing is copied in that case.
     """
-    params = _trainable_parameters(model)
+    params = trainable_parameters(model)
     missing = sorted(params.keys() - state.keys())
     if missing:
         raise ValueError(f"trainable state lacks {len(missing)} key(s), first {missing[0]!r}")
@@ -172,6 +172,15 @@ class LoraPair:
     module: str
     a_key: str
     b_key: str
+
+
+def factor_of(key: str) -> tuple[str, int] | None:
+    """(adapted module, rank dimension) of a LoRA factor key: 0 for A [r, d_in], 1 for B
+    [d_out, r]; None for any other tensor. Works on any subset of keys, unlike lora_pairs."""
+    parts = key.split(".")
+    if len(parts) >= 3 and parts[-2] in (_LORA_A, _LORA_B) and parts[-1] == "weight":
+        return ".".join(parts[:-2]), 0 if parts[-2] == _LORA_A else 1
+    return None
 
 
 def lora_pairs(keys: Iterable[str]) -> tuple[list[LoraPair], list[str]]:
@@ -214,6 +223,11 @@ def lora_pairs(keys: Iterable[str]) -> tuple[list[LoraPair], list[str]]:
                 raise ValueError(f"module {module!r} has no {factor} factor among the keys")
         pairs.append(LoraPair(module=module, a_key=found[_LORA_A], b_key=found[_LORA_B]))
     return pairs, sorted(others)
+
+
+def base_weight_key(module: str) -> str:
+    """The parameter name of the frozen weight under an adapted module (``LoraPair.module``)."""
+    return f"{module}.base_layer.weight"
 
 
 def save_adapter(model: PeftModel, path: Path) -> None:
@@ -262,7 +276,8 @@ def _classification_head(model: nn.Module) -> str:
     )
 
 
-def _trainable_parameters(model: PeftModel) -> dict[str, nn.Parameter]:
+def trainable_parameters(model: PeftModel) -> dict[str, nn.Parameter]:
+    """The parameters that train, by the key :func:`trainable_state` gives them."""
     # Named parameters carry the adapter name ("q_proj.lora_A.default.weight",
     # "classifier.modules_to_save.default.weight"); peft's saved state does not.
     adapter = model.active_adapter
@@ -289,7 +304,7 @@ def _strip_adapter_name(name: str, adapter: str) -> str:
 def _check_trainable_names(model: PeftModel, head: str | None) -> None:
     # The rest of fedtune trusts these keys to match peft's saved adapters and to consist of LoRA
     # factors plus the head; a peft upgrade that changes either must fail here, not in aggregation.
-    ours = set(_trainable_parameters(model))
+    ours = set(trainable_parameters(model))
     peft_keys = set(get_peft_model_state_dict(model, save_embedding_layers=False))
     if ours != peft_keys:
         diff = sorted(ours ^ peft_keys)

@@ -17,3 +17,10 @@ PEAK_MEMORY_MB = "peak-memory-mb"
 EVAL_LOSS = "eval-loss"
 EVAL_PERPLEXITY = "eval-perplexity"
 EVAL_ACCURACY = "eval-accuracy"
+LORA_RANK = "lora-rank"
+EVAL_GLOBAL_LOSS = "eval-global-loss"
+
+# The dense additions to the frozen base weights that some strategies send with the factors.
+BASE_DELTA = "base-delta"
+# Node state: a client's own B factors, kept between rounds when a strategy personalises B.
+PERSONAL_B = "personal-b"

@@ -12,8 +12,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from peft import PeftModel
-
 from federated.config import DataSettings, LoraSettings, ModelSettings, RunConfig
 from federated.data.chatterbot import load_chatterbot
 from federated.data.corpus import Corpus
@@ -21,6 +19,7 @@ from federated.data.encode import encode_examples
 from federated.data.files import load_table
 from federated.data.partition import FederatedSplit, federated_split, global_test_indices
 from federated.data.wordnet import load_wordnet
+from federated.local_model import LocalModel
 from federated.lora import ALL_LINEAR, wrap_with_lora
 from federated.models import PRESETS, load_base_model, load_tokenizer
 
@@ -82,10 +81,10 @@ def num_labels(config: RunConfig) -> int | None:
     return len(labels) if labels else None
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=2)
 def _lora_model(
-    model: ModelSettings, lora: LoraSettings, task: str, labels: int | None, seed: int
-) -> tuple[PeftModel, Any]:
+    model: ModelSettings, lora: LoraSettings, rank: int, task: str, labels: int | None, seed: int
+) -> LocalModel:
     base = load_base_model(model.name, task, num_labels=labels, seed=seed)
     targets = lora.targets
     if targets is None:
@@ -94,18 +93,25 @@ def _lora_model(
     peft_model = wrap_with_lora(
         base,
         task,
-        rank=lora.rank,
-        alpha=lora.alpha,
+        rank=rank,
+        alpha=lora.scale * rank,
         dropout=lora.dropout,
         target_modules=targets,
         seed=seed,
     )
-    return peft_model, load_tokenizer(model.name)
+    return LocalModel.wrap(peft_model, load_tokenizer(model.name), rank)
 
 
-def lora_model(config: RunConfig) -> tuple[PeftModel, Any]:
-    """The base model wrapped with fresh LoRA factors, and its tokenizer (cached per process)."""
-    return _lora_model(config.model, config.lora, config.task, num_labels(config), config.seed)
+def lora_model(config: RunConfig, rank: int | None = None) -> LocalModel:
+    """The base model wrapped with seeded LoRA factors of ``rank`` (default: lora.rank).
+
+    Cached per process; every rank keeps the scale alpha / lora.rank, so that the products of
+    clients with different ranks can be compared and combined.
+    """
+    rank = rank or config.lora.rank
+    return _lora_model(
+        config.model, config.lora, rank, config.task, num_labels(config), config.seed
+    )
 
 
 def encode_indices(

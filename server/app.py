@@ -6,34 +6,24 @@ import json
 import random
 import time
 from logging import ERROR, INFO
+from typing import Any
 
 import torch
 from flwr.app import Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
+from federated.adapter_files import save_global_adapter
 from federated.config import ConfigError, RunConfig, parse_run_config, run_config_to_flat
 from federated.evaluation import EvalResult, evaluate_model
-from federated.lora import load_trainable_state, save_adapter, trainable_state
 from federated.results import RunResults
 from federated.workspace import encode_indices, lora_model, server_test_indices
 from server.loss_plot import plot_losses
 from server.round_loop import folder_for, run_rounds
-from strategies.lora_strategy import LoraStrategy
-from strategies.registry import STRATEGIES
+from strategies.lora_strategy import GlobalModel, LoraStrategy
+from strategies.registry import build_strategy
 
 app = ServerApp()
-
-
-def _strategy(config: RunConfig) -> LoraStrategy:
-    s = config.strategy
-    return STRATEGIES[s.name](
-        fraction_train=s.fraction_train,
-        fraction_evaluate=s.fraction_evaluate,
-        min_train_nodes=s.min_train_nodes,
-        min_evaluate_nodes=s.min_train_nodes if s.fraction_evaluate > 0 else 0,
-        min_available_nodes=s.min_available_nodes,
-    )
 
 
 def _mean_per_client(rounds: list[dict], key: str) -> float | None:
@@ -42,58 +32,10 @@ def _mean_per_client(rounds: list[dict], key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-@app.main()
-def main(grid: Grid, context: Context) -> None:
-    try:
-        config = parse_run_config(context.run_config)
-    except ConfigError as err:
-        log(ERROR, "%s", err)
-        raise SystemExit(2) from None
-    torch.set_num_threads(1)
-    # Flower samples clients with the `random` module; seeding it makes the client draw repeatable.
-    random.seed(config.seed)
-    started = time.strftime("%Y%m%d-%H%M%S")
-    results = RunResults(folder_for(config, started))
-    log(INFO, "fedtune: writing results to %s", results.folder)
-
-    model, tokenizer = lora_model(config)
-    initial = trainable_state(model)
-    test_set = encode_indices(
-        config, tokenizer, server_test_indices(config), limit=config.eval.max_examples
-    )
-    log(
-        INFO,
-        "model %s (%s), %d trainable tensors, test set of %d examples",
-        config.model.name,
-        config.task,
-        len(initial),
-        len(test_set),
-    )
-
-    def evaluate_global(tensors: dict[str, torch.Tensor]) -> EvalResult:
-        load_trainable_state(model, tensors)
-        return evaluate_model(
-            model,
-            test_set,
-            config.task,
-            batch_size=config.eval.batch_size,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-
-    wall_started = time.perf_counter()
-    final = run_rounds(grid, _strategy(config), initial, config, results, evaluate_global)
-
-    load_trainable_state(model, final)
-    adapter_dir = results.folder / "adapter"
-    save_adapter(model, adapter_dir)
+def _summary(config: RunConfig, results: RunResults, wall_seconds: float) -> dict[str, Any]:
     rounds = results.rounds()
-    plot_losses(
-        rounds,
-        results.folder / "loss.png",
-        f"{config.model.name} on {config.data.name}, {config.strategy.name}",
-    )
     trained = [r for r in rounds if r["round"] > 0]
-    summary = {
+    return {
         "run_name": results.folder.name,
         "config": run_config_to_flat(config),
         "rounds": len(trained),
@@ -104,10 +46,59 @@ def main(grid: Grid, context: Context) -> None:
         "bytes_down_total": sum(r["bytes_down"] for r in trained),
         "bytes_up_per_client_round": _mean_per_client(trained, "bytes_up"),
         "bytes_down_per_client_round": _mean_per_client(trained, "bytes_down"),
+        "aggregation_seconds_mean": (
+            sum(r["aggregation_seconds"] for r in trained) / len(trained) if trained else None
+        ),
         "rejected_replies": sum(r["clients_sampled"] - r["clients_accepted"] for r in trained),
-        "wall_seconds": time.perf_counter() - wall_started,
-        "adapter": str(adapter_dir),
+        "wall_seconds": wall_seconds,
+        "adapter": str(results.folder / "adapter"),
     }
+
+
+def _start(context: Context) -> tuple[RunConfig, LoraStrategy]:
+    """The run config and the strategy, or one logged line and exit when either is refused."""
+    try:
+        config = parse_run_config(context.run_config)
+        local = lora_model(config)
+        return config, build_strategy(config, GlobalModel(dict(local.initial)))
+    except ConfigError as err:
+        log(ERROR, "%s", err)
+        raise SystemExit(2) from None
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    config, strategy = _start(context)
+    torch.set_num_threads(1)
+    # Flower samples clients with the `random` module; seeding it makes the client draw repeatable.
+    random.seed(config.seed)
+    results = RunResults(folder_for(config, time.strftime("%Y%m%d-%H%M%S")))
+    log(INFO, "fedtune: writing results to %s", results.folder)
+
+    local = lora_model(config)
+    test_indices = server_test_indices(config)
+    test_set = encode_indices(config, local.tokenizer, test_indices, limit=config.eval.max_examples)
+    described = (config.model.name, config.task, config.strategy.name, len(test_set))
+    log(INFO, "model %s (%s), strategy %s, test set of %d examples", *described)
+
+    def evaluate_global(model: GlobalModel) -> EvalResult:
+        local.load(model.trainable, model.base_delta)
+        return evaluate_model(
+            local.model,
+            test_set,
+            config.task,
+            batch_size=config.eval.batch_size,
+            pad_token_id=local.tokenizer.pad_token_id,
+        )
+
+    wall_started = time.perf_counter()
+    final = run_rounds(grid, strategy, config, results, evaluate_global)
+
+    local.load(final.trainable, final.base_delta)
+    save_global_adapter(local, final.base_delta, results.folder / "adapter")
+    title = f"{config.model.name} on {config.data.name}, {config.strategy.name}"
+    plot_losses(results.rounds(), results.folder / "loss.png", title)
+    summary = _summary(config, results, time.perf_counter() - wall_started)
     results.write_summary(summary)
     log(INFO, "fedtune: done. %s", json.dumps(summary["final_test"]))
     log(

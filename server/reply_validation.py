@@ -13,6 +13,8 @@ import torch
 from flwr.app import Message
 
 from federated import message_keys as keys
+from federated.local_model import fit_rank
+from federated.lora import factor_of
 from federated.wire import WIRE_DTYPE, record_to_tensors
 
 
@@ -32,14 +34,44 @@ def _metrics_problem(msg: Message, required: tuple[str, ...]) -> str | None:
     return None
 
 
+def _shape_problem(got: torch.Size, want: torch.Size, rank_dim: int | None) -> str | None:
+    """Why ``got`` does not fit ``want``; a LoRA factor may have a smaller rank when ``rank_dim``
+    names its rank dimension (0 for A [r, d_in], 1 for B [d_out, r])."""
+    if got == want:
+        return None
+    if rank_dim is not None and len(got) == len(want) == 2:
+        other = 1 - rank_dim
+        if got[other] == want[other] and 1 <= got[rank_dim] <= want[rank_dim]:
+            return None
+    return f"has shape {tuple(got)}, expected {tuple(want)}"
+
+
+def _rank_mismatch(update: Mapping[str, torch.Tensor]) -> str | None:
+    ranks: dict[str, set[int]] = {}
+    for key, tensor in update.items():
+        factor = factor_of(key)
+        if factor is not None:
+            module, rank_dim = factor
+            ranks.setdefault(module, set()).add(tensor.shape[rank_dim])
+    for module, seen in ranks.items():
+        if len(seen) > 1:
+            return f"'{module}' has factors of different ranks {sorted(seen)}"
+    return None
+
+
 def check_train_reply(
-    msg: Message, reference: Mapping[str, torch.Tensor], max_update_norm: float
+    msg: Message,
+    reference: Mapping[str, torch.Tensor],
+    max_update_norm: float,
+    *,
+    allow_lower_rank: bool = False,
 ) -> str | None:
     """Why this training reply must be rejected, or None when it is sound.
 
-    ``reference`` holds the global tensors the client was sent: the reply must carry the same
-    names, shapes and dtype, only finite values, and move no further from them than
-    ``max_update_norm`` (L2 over all tensors).
+    ``reference`` holds what the client should send back: the reply must carry the same names,
+    the same shapes (or, with ``allow_lower_rank``, LoRA factors of a smaller rank), fp32, only
+    finite values, and move no further from the reference than ``max_update_norm`` (L2 over all
+    tensors, the reference cut to the reply's rank).
     """
     if msg.has_error():
         return f"client failed: {msg.error.reason}"
@@ -59,13 +91,18 @@ def check_train_reply(
     squared = 0.0
     for name, ref in reference.items():
         tensor = update[name]
-        if tensor.shape != ref.shape:
-            return f"'{name}' has shape {tuple(tensor.shape)}, expected {tuple(ref.shape)}"
+        factor = factor_of(name) if allow_lower_rank else None
+        problem = _shape_problem(tensor.shape, ref.shape, factor[1] if factor else None)
+        if problem:
+            return f"'{name}' {problem}"
         if tensor.dtype != WIRE_DTYPE:
             return f"'{name}' has dtype {tensor.dtype}, expected {WIRE_DTYPE}"
         if not torch.isfinite(tensor).all():
             return f"'{name}' has non-finite values"
-        squared += float((tensor.double() - ref.double()).pow(2).sum())
+        squared += float((tensor.double() - fit_rank(ref, tensor.shape).double()).pow(2).sum())
+    problem = _rank_mismatch(update)
+    if problem:
+        return problem
     norm = math.sqrt(squared)
     if norm > max_update_norm:
         return f"update norm {norm:.3g} exceeds server.max-update-norm {max_update_norm:.3g}"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ConfigRecord, Message
+from flwr.app import Message
 from flwr.common import log
 from flwr.serverapp import Grid
 
@@ -18,13 +18,12 @@ from federated import message_keys as keys
 from federated.config import RunConfig
 from federated.evaluation import EvalResult
 from federated.results import RunResults
-from federated.wire import record_to_tensors, tensors_to_record
 from server.checkpoint import save_checkpoint
 from server.exchange import Exchange, exchange
 from server.reply_validation import check_evaluate_reply, check_train_reply
-from strategies.lora_strategy import LoraStrategy
+from strategies.lora_strategy import GlobalModel, LoraStrategy
 
-GlobalEvaluation = Callable[[dict[str, torch.Tensor]], EvalResult]
+GlobalEvaluation = Callable[[GlobalModel], EvalResult]
 
 
 def _megabytes(n: int) -> str:
@@ -42,6 +41,7 @@ class _ClientRound:
     node_id: int
     status: str = "ok"
     partition_id: int | None = None
+    lora_rank: int | None = None
     bytes_down: int = 0
     bytes_up: int = 0
     train_loss: float | None = None
@@ -50,7 +50,7 @@ class _ClientRound:
 
 
 def _screen_train(
-    ex: Exchange, reference: dict[str, torch.Tensor], max_norm: float
+    ex: Exchange, reference: dict[str, torch.Tensor], max_norm: float, lower_rank: bool
 ) -> tuple[list[Message], dict[int, _ClientRound]]:
     clients = {node: _ClientRound(node, bytes_down=n) for node, n in ex.bytes_down.items()}
     valid = []
@@ -58,13 +58,14 @@ def _screen_train(
         node = reply.metadata.src_node_id
         entry = clients.setdefault(node, _ClientRound(node))
         entry.bytes_up = ex.bytes_up[node]
-        reason = check_train_reply(reply, reference, max_norm)
+        reason = check_train_reply(reply, reference, max_norm, allow_lower_rank=lower_rank)
         if reason:
             entry.status = f"rejected: {reason}"
             log(WARNING, "    rejected the reply of node %d: %s", node, reason)
             continue
         metrics = reply.content.metric_records[keys.METRICS]
         entry.partition_id = int(metrics.get(keys.PARTITION_ID, -1))
+        entry.lora_rank = int(metrics.get(keys.LORA_RANK, 0)) or None
         entry.train_loss = float(metrics[keys.TRAIN_LOSS])
         entry.num_examples = int(metrics[keys.NUM_EXAMPLES])
         entry.train_seconds = float(metrics.get(keys.TRAIN_SECONDS, 0.0))
@@ -98,41 +99,38 @@ def _prefixed(prefix: str, result: EvalResult) -> dict[str, float]:
 def run_rounds(
     grid: Grid,
     strategy: LoraStrategy,
-    initial: dict[str, torch.Tensor],
     config: RunConfig,
     results: RunResults,
     evaluate_global: GlobalEvaluation,
-) -> dict[str, torch.Tensor]:
-    """Run ``config.num_server_rounds`` rounds from ``initial``; return the final global tensors."""
+) -> GlobalModel:
+    """Run ``config.num_server_rounds`` rounds from the strategy's model; return the final one."""
     rounds = config.num_server_rounds
     timeout = config.server.round_timeout
-    current = initial
-    initial_test = evaluate_global(current)
+    initial_test = evaluate_global(strategy.model)
     results.append_round({"round": 0, **_prefixed("test", initial_test)})
     log(INFO, "[round 0/%d] initial model: test loss %.4f", rounds, initial_test.loss)
     for server_round in range(1, rounds + 1):
         started = time.perf_counter()
         log(INFO, "[round %d/%d] training", server_round, rounds)
-        sent = strategy.configure_train(
-            server_round, tensors_to_record(current), ConfigRecord(), grid
-        )
+        sent = strategy.training_messages(server_round, grid)
         train_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("train"))
-        valid, clients = _screen_train(train_ex, current, config.server.max_update_norm)
+        valid, clients = _screen_train(
+            train_ex,
+            strategy.reply_reference(),
+            config.server.max_update_norm,
+            strategy.mixed_ranks,
+        )
 
         aggregation_started = time.perf_counter()
         arrays, train_metrics = strategy.aggregate_train(server_round, valid)
         aggregation_seconds = time.perf_counter() - aggregation_started
         if arrays is None:
             log(WARNING, "    no valid update this round: the global model stays as it was")
-        else:
-            current = record_to_tensors(arrays)
 
-        sent = strategy.configure_evaluate(
-            server_round, tensors_to_record(current), ConfigRecord(), grid
-        )
+        sent = strategy.evaluation_messages(server_round, grid)
         eval_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("evaluate"))
         eval_metrics = strategy.aggregate_evaluate(server_round, _screen_evaluate(eval_ex))
-        test = evaluate_global(current)
+        test = evaluate_global(strategy.model)
 
         for node, n in eval_ex.bytes_down.items():
             clients.setdefault(node, _ClientRound(node)).bytes_down += n
@@ -145,9 +143,9 @@ def run_rounds(
             "train_loss": float(train_metrics[keys.TRAIN_LOSS]) if train_metrics else None,
             "held_out_loss": float(eval_metrics[keys.EVAL_LOSS]) if eval_metrics else None,
             **{
-                f"held_out_{name.removeprefix('eval-')}": float(value)
+                f"held_out_{name.removeprefix('eval-').replace('-', '_')}": float(value)
                 for name, value in (eval_metrics or {}).items()
-                if name in (keys.EVAL_PERPLEXITY, keys.EVAL_ACCURACY)
+                if name in (keys.EVAL_PERPLEXITY, keys.EVAL_ACCURACY, keys.EVAL_GLOBAL_LOSS)
             },
             **_prefixed("test", test),
             "train_bytes_down": sum(train_ex.bytes_down.values()),
@@ -161,9 +159,9 @@ def run_rounds(
         record["bytes_down"] = record["train_bytes_down"] + record["eval_bytes_down"]
         record["bytes_up"] = record["train_bytes_up"] + record["eval_bytes_up"]
         results.append_round(record)
-        save_checkpoint(results.folder, server_round, current)
+        save_checkpoint(results.folder, server_round, strategy.model.flat())
         log(INFO, "%s", _round_line(record, rounds))
-    return current
+    return strategy.model
 
 
 def _round_line(record: dict[str, Any], rounds: int) -> str:

@@ -10,22 +10,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from strategies.lora_strategy import LoraStrategy
-
-
-def weighted_mean(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """Sum of w_i·t_i over i with the weights normalised to one, in float64 for stable sums."""
-    if len(tensors) != len(weights) or not tensors:
-        raise ValueError(
-            f"need one weight per tensor, got {len(tensors)} tensors, {len(weights)} weights"
-        )
-    total = float(sum(weights))
-    if total <= 0:
-        raise ValueError(f"weights must add up to a positive number, got {total}")
-    acc = torch.zeros_like(tensors[0], dtype=torch.float64)
-    for tensor, weight in zip(tensors, weights, strict=True):
-        acc += tensor.to(torch.float64) * (weight / total)
-    return acc.to(tensors[0].dtype)
+from strategies.lora_factors import weighted_mean
+from strategies.lora_strategy import GlobalModel, LoraStrategy, Tensors
 
 
 def aggregate_fedavg(
@@ -51,8 +37,7 @@ class FedAvgLora(LoraStrategy):
     """FedAvg over LoRA tensors (https://arxiv.org/abs/1602.05629), the naive baseline."""
 
     name = "fedavg"
+    linear = True
 
-    def aggregate(
-        self, updates: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
-    ) -> dict[str, torch.Tensor]:
-        return aggregate_fedavg(updates, weights)
+    def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:
+        self.model = GlobalModel(aggregate_fedavg(updates, weights), self.model.base_delta)

@@ -1,47 +1,168 @@
-"""The Flower side shared by every LoRA strategy: records in, tensors to the math, records out.
+"""The Flower side shared by every LoRA strategy: global state, payloads, records in and out.
 
-Sampling, message construction and metric averaging are Flower's own ``FedAvg``; a subclass only
-supplies ``aggregate``, a function of tensors that knows nothing of messages.
+Sampling, message construction and metric averaging are Flower's own ``FedAvg``. A subclass says
+what its global model is, what each round sends (``train_payload``) and how replies combine
+(``aggregate``, which calls the strategy's pure function on tensors).
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from logging import INFO
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
 from federated import message_keys as keys
+from federated.config import RunConfig
+from federated.lora import LoraPair, lora_pairs
+from federated.round_plan import RoundPlan
 from federated.wire import record_to_tensors, tensors_to_record
+from strategies.lora_factors import Factors
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class GlobalModel:
+    """The server's model: trainable tensors at the server's rank, and dense additions to the
+    frozen base weight of adapted modules (by module name; empty for most strategies)."""
+
+    trainable: Tensors
+    base_delta: Tensors = field(default_factory=dict)
+
+    def flat(self) -> Tensors:
+        """One flat mapping, for checkpoints."""
+        return {
+            **self.trainable,
+            **{f"{keys.BASE_DELTA}/{m}": t for m, t in self.base_delta.items()},
+        }
+
+
+def add_to_base_delta(
+    delta: Mapping[str, torch.Tensor], additions: Mapping[str, torch.Tensor], scale: float
+) -> Tensors:
+    """``delta + scale * addition`` per module: what the LoRA factors cannot hold goes into the
+    frozen base weights, with the LoRA scale so it means what the factors' product meant."""
+    out = dict(delta)
+    for module, addition in additions.items():
+        step = scale * addition.to(torch.float64)
+        out[module] = (step if module not in out else out[module].to(torch.float64) + step).float()
+    return out
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What a round sends each client: tensors to set, base deltas, and the plan."""
+
+    trainable: Tensors
+    base_delta: Tensors
+    plan: RoundPlan
 
 
 class LoraStrategy(FedAvg):
-    """Base of fedtune's strategies; configured like Flower's ``FedAvg``."""
+    """Base of fedtune's strategies; sampling is configured like Flower's ``FedAvg``.
+
+    Parameters
+    ----------
+    initial
+        The global model before the first round (seeded factors, zero B, the initial head).
+    scale
+        The LoRA scale alpha / r shared by every client; products merged into base weights carry it.
+    **fedavg_kwargs
+        Flower ``FedAvg`` sampling settings (fraction_train, min_train_nodes, ...).
+    """
 
     name: ClassVar[str]
+    linear: ClassVar[bool]  # aggregation is a weighted sum of client updates (SecAgg-compatible)
+    mixed_ranks: ClassVar[bool] = False
 
-    def __init__(self, **fedavg_kwargs: object) -> None:
+    def __init__(self, initial: GlobalModel, *, scale: float, **fedavg_kwargs: Any) -> None:
         super().__init__(
             weighted_by_key=keys.NUM_EXAMPLES,
             arrayrecord_key=keys.ARRAYS,
             configrecord_key=keys.CONFIG,
-            **fedavg_kwargs,  # type: ignore[arg-type]
+            **fedavg_kwargs,
         )
+        self.model = initial
+        self.scale = scale
+        self.pairs: list[LoraPair] = lora_pairs(initial.trainable)[0]
+        self.initial = GlobalModel(dict(initial.trainable), dict(initial.base_delta))
 
+    @classmethod
+    def from_config(
+        cls, config: RunConfig, initial: GlobalModel, **fedavg_kwargs: Any
+    ) -> LoraStrategy:
+        """This strategy with its own options taken from the run config."""
+        return cls(initial, scale=config.lora.scale, **fedavg_kwargs)
+
+    # -- what a round sends ------------------------------------------------------------------
+    def train_payload(self) -> Payload:
+        """The tensors and plan of a training round; by default the whole global model."""
+        return Payload(self.model.trainable, self.model.base_delta, RoundPlan())
+
+    def eval_payload(self) -> Payload:
+        """What clients evaluate: the global model, with the plan's view of personal state."""
+        return Payload(self.model.trainable, self.model.base_delta, RoundPlan())
+
+    def reply_reference(self) -> Tensors:
+        """What a sound training reply carries: these names, at most these shapes."""
+        plan = self.train_payload().plan
+        skip = set()
+        if not plan.upload_a:
+            skip |= {p.a_key for p in self.pairs}
+        if not plan.upload_b:
+            skip |= {p.b_key for p in self.pairs}
+        return {k: v for k, v in self.model.trainable.items() if k not in skip}
+
+    # -- the math ----------------------------------------------------------------------------
     @abstractmethod
-    def aggregate(
-        self, updates: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
-    ) -> dict[str, torch.Tensor]:
-        """Combine the clients' tensors into the next global tensors."""
+    def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:
+        """Fold the clients' uploads into ``self.model``."""
 
+    def factors_of(self, update: Mapping[str, torch.Tensor]) -> Factors:
+        """The (A, B) pair of every adapted module in one client's upload."""
+        return {p.module: (update[p.a_key], update[p.b_key]) for p in self.pairs}
+
+    def with_factors(self, factors: Factors, others: Mapping[str, torch.Tensor]) -> Tensors:
+        """Trainable tensors from per-module factors plus the non-factor tensors (a head)."""
+        out = dict(others)
+        for p in self.pairs:
+            out[p.a_key], out[p.b_key] = factors[p.module]
+        return out
+
+    def others_of(self, update: Mapping[str, torch.Tensor]) -> Tensors:
+        factor_keys = {k for p in self.pairs for k in (p.a_key, p.b_key)}
+        return {k: v for k, v in update.items() if k not in factor_keys}
+
+    # -- Flower ------------------------------------------------------------------------------
     def summary(self) -> None:
-        log(INFO, "\t├──> Aggregation: %s", self.name)
+        log(INFO, "\t├──> Aggregation: %s (linear: %s)", self.name, self.linear)
         super().summary()
+
+    def _messages(
+        self, kind: str, server_round: int, payload: Payload, grid: Grid
+    ) -> list[Message]:
+        configure = self.configure_train if kind == "train" else self.configure_evaluate
+        config = payload.plan.to_config(ConfigRecord())
+        messages = list(configure(server_round, tensors_to_record(payload.trainable), config, grid))
+        if payload.base_delta:
+            delta = tensors_to_record(payload.base_delta)
+            for content in {id(m.content): m.content for m in messages}.values():
+                content[keys.BASE_DELTA] = delta
+        return messages
+
+    def training_messages(self, server_round: int, grid: Grid) -> list[Message]:
+        return self._messages("train", server_round, self.train_payload(), grid)
+
+    def evaluation_messages(self, server_round: int, grid: Grid) -> list[Message]:
+        return self._messages("evaluate", server_round, self.eval_payload(), grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -50,9 +171,8 @@ class LoraStrategy(FedAvg):
         if not valid:
             return None, None
         contents = [msg.content for msg in valid]
-        updates = [record_to_tensors(content.array_records[keys.ARRAYS]) for content in contents]
-        weights = [
-            float(content.metric_records[keys.METRICS][keys.NUM_EXAMPLES]) for content in contents
-        ]
-        arrays = tensors_to_record(self.aggregate(updates, weights))
-        return arrays, self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        updates = [record_to_tensors(c.array_records[keys.ARRAYS]) for c in contents]
+        weights = [float(c.metric_records[keys.METRICS][keys.NUM_EXAMPLES]) for c in contents]
+        self.aggregate(updates, weights)
+        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        return tensors_to_record(self.model.trainable), metrics

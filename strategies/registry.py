@@ -1,9 +1,17 @@
-"""Strategies by the name the run config uses (``strategy.name``)."""
+"""Strategies by the name the run config uses (``strategy.name``), built from a run config."""
 
 from __future__ import annotations
 
+from federated.config import ConfigError, RunConfig
 from strategies.fedavg import FedAvgLora
-from strategies.lora_strategy import LoraStrategy
+from strategies.fedex_lora import FedExLora
+from strategies.fedsa_lora import FedSaLora
+from strategies.ffa_lora import FfaLora
+from strategies.flexlora import FlexLora
+from strategies.flora import FLoRA
+from strategies.hetlora import HetLora
+from strategies.lora_fair import LoraFair
+from strategies.lora_strategy import GlobalModel, LoraStrategy
 
 STRATEGIES: dict[str, type[LoraStrategy]] = {}
 
@@ -15,4 +23,34 @@ def register(cls: type[LoraStrategy]) -> type[LoraStrategy]:
     return cls
 
 
-register(FedAvgLora)
+for _cls in (FedAvgLora, FfaLora, FedSaLora, FLoRA, FedExLora, FlexLora, LoraFair, HetLora):
+    register(_cls)
+
+
+def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
+    """The configured strategy, starting from ``initial``.
+
+    Raises
+    ------
+    ConfigError
+        When the strategy cannot serve the configured clients (mixed ranks it cannot combine).
+    """
+    cls = STRATEGIES[config.strategy.name]
+    ranks = set(config.lora.ranks())
+    if ranks != {config.lora.rank} and not cls.mixed_ranks:
+        mixed = ", ".join(name for name, c in STRATEGIES.items() if c.mixed_ranks)
+        raise ConfigError(
+            f"run config 'lora.client-ranks' = {config.lora.client_ranks!r}: strategy "
+            f"'{cls.name}' needs every client at lora.rank ({config.lora.rank}); "
+            f"mixed ranks work with {mixed}"
+        )
+    s = config.strategy
+    return cls.from_config(
+        config,
+        initial,
+        fraction_train=s.fraction_train,
+        fraction_evaluate=s.fraction_evaluate,
+        min_train_nodes=s.min_train_nodes,
+        min_evaluate_nodes=s.min_train_nodes if s.fraction_evaluate > 0 else 0,
+        min_available_nodes=s.min_available_nodes,
+    )

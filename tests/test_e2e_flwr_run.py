@@ -11,10 +11,9 @@ from peft import PeftModel
 from safetensors.torch import load_file
 
 from federated.config import parse_run_config
-from federated.lora import trainable_state
 from federated.models import load_base_model
 from federated.workspace import lora_model
-from tests.flower_cli import FlowerCli
+from simulation.flower_cli import FlowerCli
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +61,7 @@ def test_bytes_are_counted_per_client_and_add_up(lm_run) -> None:
     _, folder = lm_run
     rounds = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()][1:]
     config = parse_run_config({"model.name": "tiny-llama"})
-    tensors = trainable_state(lora_model(config)[0])
+    tensors = lora_model(config).initial
     payload = sum(t.numel() * 4 for t in tensors.values())
     for r in rounds:
         assert len(r["clients"]) == 4
@@ -82,7 +81,7 @@ def test_adapter_changed_and_loads_with_peft(lm_run) -> None:
         assert (folder / name).is_file()
     base = load_base_model("tiny-llama", "causal-lm", seed=0)
     model = PeftModel.from_pretrained(base, folder / "adapter")
-    initial = trainable_state(lora_model(parse_run_config({"model.name": "tiny-llama"}))[0])
+    initial = lora_model(parse_run_config({"model.name": "tiny-llama"})).initial
     final = load_file(str(folder / "checkpoint.safetensors"))
     assert set(final) == set(initial)
     assert any(not torch.equal(final[k], initial[k]) for k in initial)
@@ -96,8 +95,19 @@ def test_adapter_changed_and_loads_with_peft(lm_run) -> None:
     torch.testing.assert_close(match[0], final[b_key])
 
 
-def test_a_bad_value_stops_the_run_with_one_line(flower: FlowerCli, tmp_path: Path) -> None:
-    proc = flower.run(f"lora.rank=0 output-dir='{tmp_path}'", num_supernodes=2, timeout=300)
-    output = proc.stdout + proc.stderr
-    assert "run config 'lora.rank' = 0: must be >= 1" in output
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        ("lora.rank=0", "run config 'lora.rank' = 0: must be >= 1"),
+        (
+            "lora.rank=4 lora.client-ranks='2,4'",
+            "strategy 'fedavg' needs every client at lora.rank (4); mixed ranks work with",
+        ),
+    ],
+)
+def test_a_bad_setting_stops_the_run_with_one_line(
+    flower: FlowerCli, tmp_path: Path, overrides: str, line: str
+) -> None:
+    proc = flower.run(f"{overrides} output-dir='{tmp_path}'", num_supernodes=2, timeout=300)
+    assert line in proc.stdout + proc.stderr
     assert not any(tmp_path.iterdir())

@@ -7,16 +7,14 @@ import math
 from pathlib import Path
 
 import pytest
-from flwr.simulation import run_simulation
 from safetensors.torch import load_file
 
-from tests.poisoned_apps import CONFIG_ENV
+from tests.simulate import simulate
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bad_updates_are_rejected_and_the_round_goes_on(tmp_path: Path, monkeypatch) -> None:
+def test_bad_updates_are_rejected_and_the_round_goes_on(tmp_path: Path) -> None:
     config = {
         "model.name": "tiny-bert",
         "data.name": "wordnet",
@@ -27,15 +25,8 @@ def test_bad_updates_are_rejected_and_the_round_goes_on(tmp_path: Path, monkeypa
         "output-dir": str(tmp_path),
         "run-name": "poisoned",
     }
-    monkeypatch.setenv(CONFIG_ENV, json.dumps(config))
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # Ray's workers import tests.poisoned_apps
-    from tests.poisoned_apps import client, server
+    folder = simulate(config, num_clients=4, poison=True)
 
-    run_simulation(
-        server, client, num_supernodes=4, backend_config={"client_resources": {"num_cpus": 1}}
-    )
-
-    folder = tmp_path / "poisoned"
     rounds = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()][1:]
     assert len(rounds) == 2
     for record in rounds:

@@ -110,3 +110,21 @@ def test_evaluate_reply_needs_finite_loss() -> None:
     )
     assert check_evaluate_reply(_reply(good)) is None
     assert "eval-loss" in check_evaluate_reply(_reply(bad))
+
+
+def test_lower_rank_factors_pass_only_for_mixed_rank_strategies() -> None:
+    reference = {"m.lora_A.weight": torch.zeros(4, 6), "m.lora_B.weight": torch.zeros(5, 4)}
+    low = {"m.lora_A.weight": torch.ones(2, 6), "m.lora_B.weight": torch.ones(5, 2)}
+    reply = _reply(_train_content(tensors=low))
+    assert check_train_reply(reply, reference, 100.0, allow_lower_rank=True) is None
+    assert "has shape (2, 6), expected (4, 6)" in check_train_reply(reply, reference, 100.0)
+    uneven = {"m.lora_A.weight": torch.ones(2, 6), "m.lora_B.weight": torch.ones(5, 3)}
+    problem = check_train_reply(
+        _reply(_train_content(tensors=uneven)), reference, 100.0, allow_lower_rank=True
+    )
+    assert "factors of different ranks [2, 3]" in problem
+    wide = {"m.lora_A.weight": torch.ones(2, 7), "m.lora_B.weight": torch.ones(5, 2)}
+    problem = check_train_reply(
+        _reply(_train_content(tensors=wide)), reference, 100.0, allow_lower_rank=True
+    )
+    assert "has shape (2, 7)" in problem

@@ -30,7 +30,8 @@ CLS = parse_run_config(
 
 
 def _client_data(config, split: int = 0):
-    model, tokenizer = lora_model(config)
+    local = lora_model(config)
+    model, tokenizer = local.model, local.tokenizer
     train_ids, held_out = client_indices(config, 0, 4)
     ids = train_ids if split == 0 else held_out
     return model, tokenizer, encode_indices(config, tokenizer, ids)

@@ -1,9 +1,8 @@
-"""The real server and client apps, with two clients that send bad updates, for run_simulation.
+"""The real server and client apps for Flower's Python simulation API (``run_simulation``).
 
-Flower's Python simulation API passes no run config, so a ClientApp mod and a thin ServerApp put
-the test's config (from an environment variable, which Ray's workers inherit) into the context.
-Partition 0 replies with NaNs and partition 1 with a tensor missing: the server must reject both,
-say why, and finish the run with the other clients.
+That API passes no run config, so a ClientApp mod and a thin ServerApp put the test's config
+(from an environment variable, which Ray's workers inherit) into the context. With
+``FEDTUNE_TEST_POISON=1``, partition 0 replies with NaNs and partition 1 with a tensor missing.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from federated import message_keys as keys
 from federated.wire import record_to_tensors, tensors_to_record
 
 CONFIG_ENV = "FEDTUNE_TEST_RUN_CONFIG"
+POISON_ENV = "FEDTUNE_TEST_POISON"
 
 
 def _run_config() -> dict:
@@ -43,7 +43,9 @@ def _inject_config(msg: Message, context: Context, call_next) -> Message:
 def _poison(msg: Message, context: Context, call_next) -> Message:
     reply = call_next(msg, context)
     partition = context.node_config["partition-id"]
-    if msg.metadata.message_type != "train" or partition > 1 or reply.has_error():
+    if os.environ.get(POISON_ENV) != "1" or msg.metadata.message_type != "train":
+        return reply
+    if partition > 1 or reply.has_error():
         return reply
     tensors = record_to_tensors(reply.content.array_records[keys.ARRAYS])
     first = sorted(tensors)[0]

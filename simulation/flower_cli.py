@@ -1,7 +1,7 @@
-"""Run the app with Flower's own CLI (`flwr run`), against a private local SuperLink.
+"""Run the app with Flower's own CLI (``flwr run``) against a private local SuperLink.
 
-Each test session gets its own Flower home and ports, so it neither reuses a SuperLink a user left
-running (with another working directory and environment) nor leaves one behind.
+Tests and benchmarks get their own Flower home and ports, so they neither reuse a SuperLink a user
+left running (with another working directory and environment) nor leave one behind.
 """
 
 from __future__ import annotations

@@ -1,0 +1,169 @@
+"""Rank the LoRA aggregation strategies: MiniLM-L6 + LoRA on WordNet definition -> category.
+
+Every strategy runs through ``flwr run`` on Flower's simulation engine with the same data split,
+rounds, local steps and seeds, at two Dirichlet skews; centralized LoRA on the pooled training
+data, with the same number of optimizer steps, is the ceiling. Each finished run is kept under
+``runs/``, so an interrupted benchmark resumes where it stopped.
+
+    python benchmarks/strategies/run.py            # all runs, then results.json
+    python benchmarks/strategies/report.py         # plot and table from results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from client.lora_trainer import train_lora
+from federated.config import parse_run_config
+from federated.evaluation import evaluate_model
+from federated.workspace import client_indices, encode_indices, lora_model, server_test_indices
+from simulation.flower_cli import FlowerCli
+from strategies.registry import STRATEGIES
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "runs"
+RESULTS = HERE / "results.json"
+
+SETTINGS = {
+    "clients": 20,
+    "alphas": [0.1, 1.0],
+    "seeds": [0, 1, 2],
+    "run_config": {
+        "model.name": "minilm-l6",
+        "model.max-length": 32,
+        "data.name": "wordnet",
+        "data.num-classes": 8,
+        "data.max-per-class": 400,
+        "data.partitioner": "dirichlet",
+        "data.test-fraction": 0.1,
+        "num-server-rounds": 8,
+        "lora.rank": 8,
+        "lora.alpha": 16.0,
+        "train.lr": 0.003,
+        "train.local-steps": 8,
+        "train.batch-size": 16,
+        "eval.max-examples": 0,
+        "eval.batch-size": 64,
+        "strategy.fraction-train": 0.25,
+        "strategy.fraction-evaluate": 0.0,
+        "strategy.min-train-nodes": 5,
+        "strategy.min-available-nodes": 20,
+    },
+}
+
+
+def _flwr_value(value: object) -> str:
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
+def run_config(strategy: str, alpha: float, seed: int) -> dict:
+    return {
+        **SETTINGS["run_config"],
+        "strategy.name": strategy,
+        "data.dirichlet-alpha": alpha,
+        "seed": seed,
+    }
+
+
+def federated_run(cli: FlowerCli, strategy: str, alpha: float, seed: int) -> dict:
+    """One strategy's run (or its saved result): accuracy, bytes and aggregation time per round."""
+    name = f"{strategy}-alpha{alpha}-seed{seed}"
+    saved = RUNS / name / "summary.json"
+    if not saved.is_file():
+        config = {**run_config(strategy, alpha, seed), "output-dir": str(RUNS), "run-name": name}
+        text = " ".join(f"{k}={_flwr_value(v)}" for k, v in config.items())
+        proc = cli.run(text, num_supernodes=SETTINGS["clients"], timeout=1800)
+        if proc.returncode != 0 or not saved.is_file():
+            raise RuntimeError(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    rounds = [json.loads(line) for line in (RUNS / name / "metrics.jsonl").read_text().splitlines()]
+    trained = rounds[1:]
+
+    def per_client(key: str) -> list[float]:
+        return [sum(c[key] for c in r["clients"]) / len(r["clients"]) for r in trained]
+
+    return {
+        "accuracy": [r["test_accuracy"] for r in rounds],
+        "bytes_up_per_client": per_client("bytes_up"),
+        "bytes_down_per_client": per_client("bytes_down"),
+        "aggregation_seconds": [r["aggregation_seconds"] for r in trained],
+    }
+
+
+def centralized_run(alpha: float, seed: int) -> dict:
+    """LoRA on all clients' training data pooled, as many steps as a federated round gives."""
+    name = f"centralized-alpha{alpha}-seed{seed}"
+    saved = RUNS / name / "summary.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
+    config = parse_run_config(run_config("fedavg", alpha, seed))
+    local = lora_model(config)
+    local.load(local.initial)
+    pooled = []
+    for partition in range(SETTINGS["clients"]):
+        pooled += client_indices(config, partition, SETTINGS["clients"])[0]
+    train = encode_indices(config, local.tokenizer, pooled)
+    test = encode_indices(config, local.tokenizer, server_test_indices(config))
+    per_round = (
+        round(SETTINGS["clients"] * config.strategy.fraction_train) * config.train.local_steps
+    )
+    settings = config.train.__class__(**{**vars(config.train), "local_steps": per_round})
+    generator = torch.Generator().manual_seed(seed)
+    pad = local.tokenizer.pad_token_id
+
+    def accuracy() -> float:
+        return evaluate_model(
+            local.model, test, config.task, batch_size=64, pad_token_id=pad
+        ).accuracy
+
+    curve = [accuracy()]
+    for _ in range(config.num_server_rounds):
+        train_lora(local.model, train, config.task, settings, pad_token_id=pad, generator=generator)
+        curve.append(accuracy())
+    result = {"accuracy": curve, "steps_per_round": per_round}
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(result) + "\n")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--strategies", nargs="*", default=sorted(STRATEGIES))
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(1)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    cli = FlowerCli(RUNS / ".flwr-home")
+    results: dict = {"settings": SETTINGS, "runs": {}}
+    started = time.perf_counter()
+    try:
+        for alpha in SETTINGS["alphas"]:
+            for seed in SETTINGS["seeds"]:
+                key = f"alpha={alpha}"
+                bucket = results["runs"].setdefault(key, {})
+                bucket.setdefault("centralized", []).append(centralized_run(alpha, seed))
+                for strategy in args.strategies:
+                    t0 = time.perf_counter()
+                    bucket.setdefault(strategy, []).append(
+                        federated_run(cli, strategy, alpha, seed)
+                    )
+                    final = bucket[strategy][-1]["accuracy"][-1]
+                    took = time.perf_counter() - t0
+                    print(
+                        f"{key} seed={seed} {strategy}: accuracy {final:.3f} ({took:.0f} s)",
+                        flush=True,
+                    )
+    finally:
+        cli.close()
+    results["wall_seconds"] = time.perf_counter() - started
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

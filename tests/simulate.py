@@ -1,0 +1,38 @@
+"""Run the real apps through Flower's simulation engine from a test, with a given run config."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from flwr.simulation import run_simulation
+
+from tests.simulation_apps import CONFIG_ENV, POISON_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def simulate(config: dict, num_clients: int, *, poison: bool = False) -> Path:
+    """Run to the end and return the run's results folder (``output-dir/run-name``)."""
+    env = {
+        CONFIG_ENV: json.dumps(config),
+        POISON_ENV: "1" if poison else "0",
+        "PYTHONPATH": str(ROOT),  # Ray's workers import tests.simulation_apps
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        from tests.simulation_apps import client, server
+
+        run_simulation(
+            server, client, num_supernodes=num_clients,
+            backend_config={"client_resources": {"num_cpus": 1}},
+        )  # fmt: skip
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return Path(config["output-dir"]) / config["run-name"]

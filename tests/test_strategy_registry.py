@@ -1,0 +1,54 @@
+"""Strategies by name: options from the run config, mixed ranks refused or served, linearity."""
+
+from __future__ import annotations
+
+import pytest
+
+from federated.config import ConfigError, parse_run_config
+from federated.workspace import lora_model
+from strategies.lora_strategy import GlobalModel
+from strategies.registry import STRATEGIES, build_strategy
+
+TINY = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 4, "lora.rank": 4}
+
+
+def _initial(config) -> GlobalModel:
+    return GlobalModel(dict(lora_model(config).initial))
+
+
+def test_every_strategy_builds_from_its_config() -> None:
+    for name, cls in STRATEGIES.items():
+        config = parse_run_config({**TINY, "strategy.name": name})
+        strategy = build_strategy(config, _initial(config))
+        assert isinstance(strategy, cls)
+        assert strategy.scale == pytest.approx(config.lora.alpha / config.lora.rank)
+
+
+def test_only_weighted_sums_are_linear() -> None:
+    # Secure aggregation can only ever deliver a sum: these three need nothing else.
+    assert {n for n, c in STRATEGIES.items() if c.linear} == {"fedavg", "ffa-lora", "fedsa-lora"}
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_mixed_ranks_are_served_or_refused_at_start(name: str) -> None:
+    config = parse_run_config({**TINY, "strategy.name": name, "lora.client-ranks": "2,4"})
+    if STRATEGIES[name].mixed_ranks:
+        assert build_strategy(config, _initial(config)).name == name
+    else:
+        with pytest.raises(ConfigError, match=f"strategy '{name}' needs every client at lora.rank"):
+            build_strategy(config, _initial(config))
+
+
+def test_client_ranks_must_fit_the_server_rank() -> None:
+    with pytest.raises(ConfigError, match="between 1 and lora.rank"):
+        parse_run_config({**TINY, "lora.client-ranks": "2,8"})
+    with pytest.raises(ConfigError, match="comma-separated integers"):
+        parse_run_config({**TINY, "lora.client-ranks": "2;4"})
+
+
+def test_lora_fair_takes_its_options() -> None:
+    raw = {**TINY, "strategy.name": "lora-fair", "strategy.lora-fair-lambda": 0.5,
+           "strategy.lora-fair-solver": "closed-form", "strategy.lora-fair-steps": 7}  # fmt: skip
+    config = parse_run_config(raw)
+    strategy = build_strategy(config, _initial(config))
+    assert (strategy.lam, strategy.solver, strategy.steps) == (0.5, "closed-form", 7)
