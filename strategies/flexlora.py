@@ -11,11 +11,16 @@ from typing import Any
 
 import torch
 
-from federated.config import RunConfig
 from federated.round_plan import RoundPlan
 from strategies.fedavg import aggregate_fedavg
 from strategies.lora_factors import Factors, best_rank_approximation, mean_of_products
-from strategies.lora_strategy import GlobalModel, LoraStrategy, Payload, Tensors, add_to_base_delta
+from strategies.lora_strategy import (
+    GlobalModel,
+    Payload,
+    ServerRankStrategy,
+    Tensors,
+    add_to_base_delta,
+)
 
 
 def aggregate_flexlora(
@@ -56,7 +61,7 @@ def aggregate_flexlora(
     return means, factors
 
 
-class FlexLora(LoraStrategy):
+class FlexLora(ServerRankStrategy):
     """FlexLoRA (https://arxiv.org/abs/2402.11505): the global model is the weighted mean of the
     clients' full products; each client restarts from its best approximation at its own rank.
 
@@ -66,18 +71,11 @@ class FlexLora(LoraStrategy):
 
     name = "flexlora"
     linear = False
-    mixed_ranks = True
 
-    def __init__(
-        self, initial: GlobalModel, *, scale: float, rank: int, **fedavg_kwargs: Any
-    ) -> None:
-        super().__init__(initial, scale=scale, **fedavg_kwargs)
-        self.rank = rank
+    def __init__(self, initial: GlobalModel, **kwargs: Any) -> None:
+        super().__init__(initial, **kwargs)
+        # What clients start from: the seeded factors until the first aggregation.
         self.client_start = dict(initial.trainable)
-
-    @classmethod
-    def from_config(cls, config: RunConfig, initial: GlobalModel, **fedavg_kwargs: Any) -> FlexLora:
-        return cls(initial, scale=config.lora.scale, rank=config.lora.rank, **fedavg_kwargs)
 
     def train_payload(self) -> Payload:
         return Payload(self.client_start, {}, RoundPlan())

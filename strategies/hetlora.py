@@ -7,11 +7,9 @@ EMNLP 2024, https://arxiv.org/abs/2401.06432.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
-from federated.config import RunConfig
 from strategies.fedavg import aggregate_fedavg
 from strategies.lora_factors import (
     Factors,
@@ -21,7 +19,7 @@ from strategies.lora_factors import (
     rank_of,
     weighted_mean,
 )
-from strategies.lora_strategy import GlobalModel, LoraStrategy, Tensors
+from strategies.lora_strategy import GlobalModel, ServerRankStrategy, Tensors
 
 
 def sparsity_weights(
@@ -91,24 +89,13 @@ def aggregate_hetlora(clients: Sequence[Factors], weights: Sequence[float], rank
     return out
 
 
-class HetLora(LoraStrategy):
+class HetLora(ServerRankStrategy):
     """HetLoRA (https://arxiv.org/abs/2401.06432): clients of different ranks, zero-padded to the
     server's rank and weighted by the norm of their products; each client takes the prefix of
     its own rank."""
 
     name = "hetlora"
     linear = False
-    mixed_ranks = True
-
-    def __init__(
-        self, initial: GlobalModel, *, scale: float, rank: int, **fedavg_kwargs: Any
-    ) -> None:
-        super().__init__(initial, scale=scale, **fedavg_kwargs)
-        self.rank = rank
-
-    @classmethod
-    def from_config(cls, config: RunConfig, initial: GlobalModel, **fedavg_kwargs: Any) -> HetLora:
-        return cls(initial, scale=config.lora.scale, rank=config.lora.rank, **fedavg_kwargs)
 
     def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:
         padded = aggregate_hetlora([self.factors_of(u) for u in updates], weights, self.rank)

@@ -176,3 +176,21 @@ class LoraStrategy(FedAvg):
         self.aggregate(updates, weights)
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         return tensors_to_record(self.model.trainable), metrics
+
+
+class ServerRankStrategy(LoraStrategy):
+    """A strategy that serves clients of any rank up to the server's rank (``lora.rank``)."""
+
+    mixed_ranks = True
+
+    def __init__(
+        self, initial: GlobalModel, *, scale: float, rank: int, **fedavg_kwargs: Any
+    ) -> None:
+        super().__init__(initial, scale=scale, **fedavg_kwargs)
+        self.rank = rank
+
+    @classmethod
+    def from_config(
+        cls, config: RunConfig, initial: GlobalModel, **fedavg_kwargs: Any
+    ) -> ServerRankStrategy:
+        return cls(initial, scale=config.lora.scale, rank=config.lora.rank, **fedavg_kwargs)
