@@ -107,11 +107,7 @@ def train(msg: Message, context: Context) -> Message:
     state = trainable_state(r.local.model)
     if r.plan.keep_b:
         r.state[keys.PERSONAL_B] = tensors_to_record({k: state[k] for k in r.b_keys})
-    dropped = set()
-    if not r.plan.upload_a:
-        dropped |= {p.a_key for p in r.local.pairs}
-    if not r.plan.upload_b:
-        dropped |= r.b_keys
+    withheld = r.plan.withheld(r.local.pairs)
     metrics = MetricRecord(
         {
             keys.NUM_EXAMPLES: len(encoded),
@@ -123,7 +119,7 @@ def train(msg: Message, context: Context) -> Message:
             keys.PEAK_MEMORY_MB: result.peak_memory_mb,
         }
     )
-    upload = tensors_to_record({k: v for k, v in state.items() if k not in dropped})
+    upload = tensors_to_record({k: v for k, v in state.items() if k not in withheld})
     return Message(content=RecordDict({keys.ARRAYS: upload, keys.METRICS: metrics}), reply_to=msg)
 
 

@@ -6,9 +6,12 @@ names of strategies: which factors it trains, which it keeps, which it sends bac
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 from flwr.app import ConfigRecord
+
+from federated.lora import LoraPair
 
 _PREFIX = "plan."
 
@@ -35,6 +38,16 @@ class RoundPlan:
     fresh_factors: bool = False
     upload_a: bool = True
     upload_b: bool = True
+
+    def withheld(self, pairs: Iterable[LoraPair]) -> set[str]:
+        """The factor keys a reply leaves out under this plan."""
+        keys: set[str] = set()
+        for pair in pairs:
+            if not self.upload_a:
+                keys.add(pair.a_key)
+            if not self.upload_b:
+                keys.add(pair.b_key)
+        return keys
 
     def to_config(self, config: ConfigRecord) -> ConfigRecord:
         for f in fields(self):

@@ -113,13 +113,8 @@ class LoraStrategy(FedAvg):
 
     def reply_reference(self) -> Tensors:
         """What a sound training reply carries: these names, at most these shapes."""
-        plan = self.train_payload().plan
-        skip = set()
-        if not plan.upload_a:
-            skip |= {p.a_key for p in self.pairs}
-        if not plan.upload_b:
-            skip |= {p.b_key for p in self.pairs}
-        return {k: v for k, v in self.model.trainable.items() if k not in skip}
+        withheld = self.train_payload().plan.withheld(self.pairs)
+        return {k: v for k, v in self.model.trainable.items() if k not in withheld}
 
     # -- the math ----------------------------------------------------------------------------
     @abstractmethod

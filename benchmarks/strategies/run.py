@@ -58,14 +58,20 @@ SETTINGS = {
 }
 
 
+# Settings of a registered strategy compared as a strategy of their own.
+VARIANTS = {"lora-fair-closed-form": ("lora-fair", {"strategy.lora-fair-solver": "closed-form"})}
+
+
 def _flwr_value(value: object) -> str:
     return f"'{value}'" if isinstance(value, str) else str(value)
 
 
 def run_config(strategy: str, alpha: float, seed: int) -> dict:
+    name, overrides = VARIANTS.get(strategy, (strategy, {}))
     return {
         **SETTINGS["run_config"],
-        "strategy.name": strategy,
+        **overrides,
+        "strategy.name": name,
         "data.dirichlet-alpha": alpha,
         "seed": seed,
     }
@@ -133,7 +139,7 @@ def centralized_run(alpha: float, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategies", nargs="*", default=sorted(STRATEGIES))
+    parser.add_argument("--strategies", nargs="*", default=sorted(STRATEGIES) + sorted(VARIANTS))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
