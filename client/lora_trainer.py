@@ -77,6 +77,7 @@ def train_lora(
         optimizer.step()
         losses.append(float(loss.detach()))
         seen += int(batch["input_ids"].shape[0])
+    optimizer.zero_grad(set_to_none=True)  # the round is over: keep no gradient memory
     model.eval()
     return TrainResult(
         loss=sum(losses) / len(losses),

@@ -146,6 +146,57 @@ class TrainSettings:
     max_grad_norm: float = option(
         1.0, "Clip the gradient norm of a step to this (0: off).", minimum=0.0
     )
+    lr_schedule: str = option(
+        "constant",
+        "Learning rate across rounds: constant, linear (decays to 0 at the last round) or cosine. "
+        "Zeroth-order runs need constant: replay multiplies every scalar by one learning rate.",
+        choices=("constant", "linear", "cosine"),
+    )
+
+    def lr_at(self, server_round: int, num_rounds: int) -> float:
+        """The learning rate of a round (1-based) under the schedule."""
+        progress = (server_round - 1) / num_rounds
+        if self.lr_schedule == "linear":
+            return self.lr * (1.0 - progress)
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.lr
+
+
+@dataclass(frozen=True)
+class ZoSettings:
+    params: str = option(
+        "full",
+        "What zeroth-order steps train: full (every weight), lora (the LoRA factors and a head) "
+        "or sparse (the largest-magnitude entries of each matrix, and every vector).",
+        choices=("full", "lora", "sparse"),
+    )
+    perturbation: str = option(
+        "dense",
+        "dense (every entry random, as FedKSeed) or low-rank (u·vᵀ per matrix: replaying K seeds "
+        "becomes one matrix product per matrix).",
+        choices=("dense", "low-rank"),
+    )
+    pool_size: int = option(4096, "K, the candidate seeds shared by the run.", minimum=1)
+    lr: float = option(1e-5, "Constant learning rate of the zeroth-order steps.", above=0.0)
+    eps: float = option(1e-3, "Perturbation scale of the two-point estimate.", above=0.0)
+    sparse_fraction: float = option(
+        0.01, "sparse: share of each matrix's entries that train.", above=0.0, maximum=1.0
+    )
+    pro: bool = option(
+        False, "FedKSeed-Pro: sample seeds by the size of their past scalars, not uniformly."
+    )
+    pro_clip: float = option(
+        0.5,
+        "FedKSeed-Pro: scalars are clipped to this size before their mean sets a seed's weight.",
+        above=0.0,
+    )
+    downlink: str = option(
+        "changes",
+        "What the server sends: all K seed sums, or only those that changed since the client "
+        "last synced.",
+        choices=("sums", "changes"),
+    )
 
 
 @dataclass(frozen=True)
@@ -165,7 +216,7 @@ class StrategySettings:
         "Aggregation strategy; see the README's strategy table.",
         choices=(
             "fedavg", "ffa-lora", "fedsa-lora", "flora",
-            "fedex-lora", "flexlora", "lora-fair", "hetlora",
+            "fedex-lora", "flexlora", "lora-fair", "hetlora", "fedkseed",
         ),
     )  # fmt: skip
     fraction_train: float = option(
@@ -205,6 +256,11 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class RunConfig:
+    mode: str = option(
+        "lora",
+        "lora (first-order LoRA training) or zo (zeroth-order, seed-based: FedKSeed).",
+        choices=("lora", "zo"),
+    )
     num_server_rounds: int = option(3, "Federated rounds.", minimum=1)
     seed: int = option(0, "Seed of the data split, the model init and every client's sampler.")
     run_name: str = option("", "Folder name under output-dir (empty: model-strategy-timestamp).")
@@ -215,6 +271,7 @@ class RunConfig:
     data: DataSettings = field(default_factory=DataSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    zo: ZoSettings = field(default_factory=ZoSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     strategy: StrategySettings = field(default_factory=StrategySettings)
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -331,10 +388,35 @@ def _check_combinations(config: RunConfig) -> None:
             "pick a matching model or model.task"
         )
     _check_client_ranks(config.lora)
+    _check_zo(config)
     if config.strategy.min_available_nodes < config.strategy.min_train_nodes:
         raise ConfigError(
             f"run config 'strategy.min-available-nodes' = {config.strategy.min_available_nodes}: "
             f"must be >= strategy.min-train-nodes ({config.strategy.min_train_nodes})"
+        )
+
+
+def _check_zo(config: RunConfig) -> None:
+    if config.mode != "zo":
+        if config.strategy.name == "fedkseed":
+            raise ConfigError(
+                "run config 'strategy.name' = 'fedkseed': it aggregates seed scalars; set mode = zo"
+            )
+        return
+    if config.train.lr_schedule != "constant":
+        raise ConfigError(
+            f"run config 'train.lr-schedule' = {config.train.lr_schedule!r}: mode zo needs "
+            "constant, because clients rebuild the model by replaying every scalar with one "
+            "learning rate"
+        )
+    if config.strategy.name != "fedkseed":
+        raise ConfigError(
+            f"run config 'strategy.name' = {config.strategy.name!r}: mode zo aggregates seed "
+            "scalars; use strategy.name = fedkseed"
+        )
+    if config.train.local_steps < 1:
+        raise ConfigError(
+            "run config 'train.local-steps' = 0: mode zo counts its steps; set it above 0"
         )
 
 

@@ -24,3 +24,16 @@ EVAL_GLOBAL_LOSS = "eval-global-loss"
 BASE_DELTA = "base-delta"
 # Node state: a client's own B factors, kept between rounds when a strategy personalises B.
 PERSONAL_B = "personal-b"
+
+# Zeroth-order (FedKSeed) messages: a client's steps up, the seed sums (or their changes) down.
+SEED_INDICES = "seed-indices"
+SEED_SCALARS = "seed-scalars"
+SEED_SUMS = "seed-sums"
+CHANGED_INDICES = "changed-indices"
+CHANGED_SUMS = "changed-sums"
+SEED_PROBABILITIES = "seed-probabilities"
+SUMS_VERSION = "sums-version"
+SUMS_BASE_VERSION = "sums-base-version"
+# Node state: the seed sums a client last synced, and their version.
+ZO_SUMS = "zo-sums"
+ZO_SUMS_VERSION = "zo-sums-version"

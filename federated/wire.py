@@ -13,10 +13,17 @@ WIRE_DTYPE = torch.float32
 
 
 def tensors_to_record(tensors: Mapping[str, torch.Tensor]) -> ArrayRecord:
-    """Pack named tensors into an ArrayRecord as contiguous fp32 CPU arrays, in key order."""
-    return ArrayRecord(
-        {key: tensors[key].detach().to("cpu", WIRE_DTYPE).contiguous() for key in sorted(tensors)}
-    )
+    """Pack named tensors into an ArrayRecord as contiguous CPU arrays, in key order.
+
+    Floating tensors travel as fp32; integer tensors (seed indices) keep their dtype.
+    """
+    packed = {}
+    for key in sorted(tensors):
+        tensor = tensors[key].detach().to("cpu")
+        if tensor.is_floating_point():
+            tensor = tensor.to(WIRE_DTYPE)
+        packed[key] = tensor.contiguous()
+    return ArrayRecord(packed)
 
 
 def record_to_tensors(record: ArrayRecord) -> dict[str, torch.Tensor]:

@@ -22,6 +22,9 @@ from federated.data.wordnet import load_wordnet
 from federated.local_model import LocalModel
 from federated.lora import ALL_LINEAR, wrap_with_lora
 from federated.models import PRESETS, load_base_model, load_tokenizer
+from federated.zo.seed_pool import SeedPool
+from federated.zo.targets import zo_targets
+from federated.zo.zo_model import ZoModel
 
 Encoded = list[dict[str, list[int]]]
 
@@ -129,3 +132,25 @@ def encode_indices(
     return encode_examples(
         [corpus.examples[i] for i in chosen], tokenizer, config.task, config.model.max_length
     )
+
+
+@lru_cache(maxsize=1)
+def _zo_model(config: RunConfig) -> ZoModel:
+    z = config.zo
+    if z.params == "lora":
+        local = lora_model(config)
+        local.load(local.initial)
+        model, tokenizer = local.model, local.tokenizer
+    else:
+        model = load_base_model(
+            config.model.name, config.task, num_labels=num_labels(config), seed=config.seed
+        )
+        tokenizer = load_tokenizer(config.model.name)
+    targets = zo_targets(model, z.params, sparse_fraction=z.sparse_fraction)
+    pool = SeedPool.from_run_seed(config.seed, z.pool_size)
+    return ZoModel(model, tokenizer, targets, pool, lr=z.lr, structure=z.perturbation)
+
+
+def zo_model(config: RunConfig) -> ZoModel:
+    """The run's zeroth-order model: base weights, targets, seed pool (cached per process)."""
+    return _zo_model(config)

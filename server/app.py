@@ -6,20 +6,24 @@ import json
 import random
 import time
 from logging import ERROR, INFO
+from pathlib import Path
 from typing import Any
 
 import torch
 from flwr.app import Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
+from safetensors.torch import save_file
 
+from federated import message_keys as keys
 from federated.adapter_files import save_global_adapter
 from federated.config import ConfigError, RunConfig, parse_run_config, run_config_to_flat
 from federated.evaluation import EvalResult, evaluate_model
 from federated.results import RunResults
-from federated.workspace import encode_indices, lora_model, server_test_indices
+from federated.workspace import encode_indices, lora_model, server_test_indices, zo_model
 from server.loss_plot import plot_losses
 from server.round_loop import folder_for, run_rounds
+from strategies.fedkseed import FedKSeed
 from strategies.lora_strategy import GlobalModel, LoraStrategy
 from strategies.registry import build_strategy
 
@@ -30,6 +34,10 @@ def _mean_per_client(rounds: list[dict], key: str) -> float | None:
     """Bytes one client sends or receives in a round, on average over clients and rounds."""
     values = [client[key] for r in rounds for client in r["clients"]]
     return sum(values) / len(values) if values else None
+
+
+def _model_files(config: RunConfig) -> tuple[str, ...]:
+    return ("zo_sums.safetensors", "zo_model.json") if config.mode == "zo" else ("adapter",)
 
 
 def _summary(config: RunConfig, results: RunResults, wall_seconds: float) -> dict[str, Any]:
@@ -51,7 +59,7 @@ def _summary(config: RunConfig, results: RunResults, wall_seconds: float) -> dic
         ),
         "rejected_replies": sum(r["clients_sampled"] - r["clients_accepted"] for r in trained),
         "wall_seconds": wall_seconds,
-        "adapter": str(results.folder / "adapter"),
+        "model_files": [str(results.folder / name) for name in _model_files(config)],
     }
 
 
@@ -59,11 +67,61 @@ def _start(context: Context) -> tuple[RunConfig, LoraStrategy]:
     """The run config and the strategy, or one logged line and exit when either is refused."""
     try:
         config = parse_run_config(context.run_config)
-        local = lora_model(config)
-        return config, build_strategy(config, GlobalModel(dict(local.initial)))
+        if config.mode == "zo":
+            initial = FedKSeed.initial_model(config.zo.pool_size)
+        else:
+            initial = GlobalModel(dict(lora_model(config).initial))
+        return config, build_strategy(config, initial)
     except ConfigError as err:
         log(ERROR, "%s", err)
         raise SystemExit(2) from None
+
+
+class _ServerModel:
+    """The server's copy of the global model, to evaluate it and to save the final one."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.zo = zo_model(config) if config.mode == "zo" else None
+        self.local = None if self.zo else lora_model(config)
+        self.tokenizer = self.zo.tokenizer if self.zo else self.local.tokenizer
+        indices = server_test_indices(config)
+        self.test_set = encode_indices(
+            config, self.tokenizer, indices, limit=config.eval.max_examples
+        )
+
+    def load(self, model: GlobalModel) -> torch.nn.Module:
+        if self.zo:
+            self.zo.load(model.trainable[keys.SEED_SUMS])
+            return self.zo.model
+        self.local.load(model.trainable, model.base_delta)
+        return self.local.model
+
+    def evaluate(self, model: GlobalModel) -> EvalResult:
+        return evaluate_model(
+            self.load(model),
+            self.test_set,
+            self.config.task,
+            batch_size=self.config.eval.batch_size,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+
+    def save(self, model: GlobalModel, folder: Path) -> None:
+        """The adapter in peft's format (LoRA), or the seed sums and how to replay them (zo)."""
+        self.load(model)
+        if self.local:
+            save_global_adapter(self.local, model.base_delta, folder / "adapter")
+            return
+        z = self.config.zo
+        save_file(
+            {keys.SEED_SUMS: model.trainable[keys.SEED_SUMS]}, str(folder / "zo_sums.safetensors")
+        )
+        recipe = {
+            "model": self.config.model.name, "seed": self.config.seed, "pool-size": z.pool_size,
+            "params": z.params, "perturbation": z.perturbation, "lr": z.lr,
+            "sparse-fraction": z.sparse_fraction,
+        }  # fmt: skip
+        (folder / _model_files(self.config)[1]).write_text(json.dumps(recipe, indent=2) + "\n")
 
 
 @app.main()
@@ -75,32 +133,17 @@ def main(grid: Grid, context: Context) -> None:
     results = RunResults(folder_for(config, time.strftime("%Y%m%d-%H%M%S")))
     log(INFO, "fedtune: writing results to %s", results.folder)
 
-    local = lora_model(config)
-    test_indices = server_test_indices(config)
-    test_set = encode_indices(config, local.tokenizer, test_indices, limit=config.eval.max_examples)
-    described = (config.model.name, config.task, config.strategy.name, len(test_set))
-    log(INFO, "model %s (%s), strategy %s, test set of %d examples", *described)
-
-    def evaluate_global(model: GlobalModel) -> EvalResult:
-        local.load(model.trainable, model.base_delta)
-        return evaluate_model(
-            local.model,
-            test_set,
-            config.task,
-            batch_size=config.eval.batch_size,
-            pad_token_id=local.tokenizer.pad_token_id,
-        )
+    server_model = _ServerModel(config)
+    described = (config.model.name, config.task, config.mode, config.strategy.name)
+    log(INFO, "model %s (%s), mode %s, strategy %s", *described)
 
     wall_started = time.perf_counter()
-    final = run_rounds(grid, strategy, config, results, evaluate_global)
+    final = run_rounds(grid, strategy, config, results, server_model.evaluate)
 
-    local.load(final.trainable, final.base_delta)
-    save_global_adapter(local, final.base_delta, results.folder / "adapter")
+    server_model.save(final, results.folder)
     title = f"{config.model.name} on {config.data.name}, {config.strategy.name}"
     plot_losses(results.rounds(), results.folder / "loss.png", title)
     summary = _summary(config, results, time.perf_counter() - wall_started)
     results.write_summary(summary)
     log(INFO, "fedtune: done. %s", json.dumps(summary["final_test"]))
-    log(
-        INFO, "fedtune: adapter, metrics.jsonl, summary.json and loss.png are in %s", results.folder
-    )
+    log(INFO, "fedtune: results, metrics.jsonl, summary.json, loss.png in %s", results.folder)

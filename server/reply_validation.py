@@ -109,6 +109,39 @@ def check_train_reply(
     return None
 
 
+def check_seed_reply(msg: Message, pool_size: int, max_steps: int) -> str | None:
+    """Why this zeroth-order reply must be rejected: it may carry only seed indices in the pool
+    and as many finite scalars, at most one pair per local step."""
+    if msg.has_error():
+        return f"client failed: {msg.error.reason}"
+    records = msg.content.array_records
+    if list(records) != [keys.ARRAYS]:
+        return f"expected exactly one array record '{keys.ARRAYS}', got {sorted(records)}"
+    problem = _metrics_problem(msg, (keys.NUM_EXAMPLES, keys.TRAIN_LOSS))
+    if problem:
+        return problem
+    try:
+        steps = record_to_tensors(records[keys.ARRAYS])
+    except Exception as err:  # a malformed array must not stop the round
+        return f"arrays cannot be decoded: {err}"
+    if set(steps) != {keys.SEED_INDICES, keys.SEED_SCALARS}:
+        return f"expected {keys.SEED_INDICES} and {keys.SEED_SCALARS}, got {sorted(steps)}"
+    indices, scalars = steps[keys.SEED_INDICES], steps[keys.SEED_SCALARS]
+    if indices.dim() != 1 or indices.shape != scalars.shape:
+        return f"indices {tuple(indices.shape)} and scalars {tuple(scalars.shape)} do not pair up"
+    if indices.dtype != torch.int64 or scalars.dtype != WIRE_DTYPE:
+        return (
+            f"expected int64 indices and {WIRE_DTYPE} scalars, got {indices.dtype}, {scalars.dtype}"
+        )
+    if len(indices) > max_steps:
+        return f"{len(indices)} steps reported, at most {max_steps} (train.local-steps) allowed"
+    if len(indices) and (indices.min() < 0 or indices.max() >= pool_size):
+        return f"seed index outside the pool of {pool_size}"
+    if not torch.isfinite(scalars).all():
+        return "non-finite scalars"
+    return None
+
+
 def check_evaluate_reply(msg: Message) -> str | None:
     """Why this evaluation reply must be ignored, or None when it is sound."""
     if msg.has_error():

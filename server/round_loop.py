@@ -9,7 +9,6 @@ from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
-import torch
 from flwr.app import Message
 from flwr.common import log
 from flwr.serverapp import Grid
@@ -20,7 +19,7 @@ from federated.evaluation import EvalResult
 from federated.results import RunResults
 from server.checkpoint import save_checkpoint
 from server.exchange import Exchange, exchange
-from server.reply_validation import check_evaluate_reply, check_train_reply
+from server.reply_validation import check_evaluate_reply, check_seed_reply, check_train_reply
 from strategies.lora_strategy import GlobalModel, LoraStrategy
 
 GlobalEvaluation = Callable[[GlobalModel], EvalResult]
@@ -49,8 +48,19 @@ class _ClientRound:
     train_seconds: float | None = None
 
 
+def _reply_check(strategy: LoraStrategy, config: RunConfig) -> Callable[[Message], str | None]:
+    """The check a training reply of this strategy must pass."""
+    if strategy.reply_kind == "seed-steps":
+        pool_size, steps = config.zo.pool_size, config.train.local_steps
+        return lambda reply: check_seed_reply(reply, pool_size, steps)
+    reference, max_norm = strategy.reply_reference(), config.server.max_update_norm
+    return lambda reply: check_train_reply(
+        reply, reference, max_norm, allow_lower_rank=strategy.mixed_ranks
+    )
+
+
 def _screen_train(
-    ex: Exchange, reference: dict[str, torch.Tensor], max_norm: float, lower_rank: bool
+    ex: Exchange, check: Callable[[Message], str | None]
 ) -> tuple[list[Message], dict[int, _ClientRound]]:
     clients = {node: _ClientRound(node, bytes_down=n) for node, n in ex.bytes_down.items()}
     valid = []
@@ -58,7 +68,7 @@ def _screen_train(
         node = reply.metadata.src_node_id
         entry = clients.setdefault(node, _ClientRound(node))
         entry.bytes_up = ex.bytes_up[node]
-        reason = check_train_reply(reply, reference, max_norm, allow_lower_rank=lower_rank)
+        reason = check(reply)
         if reason:
             entry.status = f"rejected: {reason}"
             log(WARNING, "    rejected the reply of node %d: %s", node, reason)
@@ -114,12 +124,7 @@ def run_rounds(
         log(INFO, "[round %d/%d] training", server_round, rounds)
         sent = strategy.training_messages(server_round, grid)
         train_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("train"))
-        valid, clients = _screen_train(
-            train_ex,
-            strategy.reply_reference(),
-            config.server.max_update_norm,
-            strategy.mixed_ranks,
-        )
+        valid, clients = _screen_train(train_ex, _reply_check(strategy, config))
 
         aggregation_started = time.perf_counter()
         arrays, train_metrics = strategy.aggregate_train(server_round, valid)

@@ -82,6 +82,7 @@ class LoraStrategy(FedAvg):
     name: ClassVar[str]
     linear: ClassVar[bool]  # aggregation is a weighted sum of client updates (SecAgg-compatible)
     mixed_ranks: ClassVar[bool] = False
+    reply_kind: ClassVar[str] = "tensors"  # or "seed-steps": what a training reply carries
 
     def __init__(self, initial: GlobalModel, *, scale: float, **fedavg_kwargs: Any) -> None:
         super().__init__(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from federated.config import ConfigError, RunConfig
 from strategies.fedavg import FedAvgLora
 from strategies.fedex_lora import FedExLora
+from strategies.fedkseed import FedKSeed
 from strategies.fedsa_lora import FedSaLora
 from strategies.ffa_lora import FfaLora
 from strategies.flexlora import FlexLora
@@ -23,7 +24,17 @@ def register(cls: type[LoraStrategy]) -> type[LoraStrategy]:
     return cls
 
 
-for _cls in (FedAvgLora, FfaLora, FedSaLora, FLoRA, FedExLora, FlexLora, LoraFair, HetLora):
+for _cls in (
+    FedAvgLora,
+    FfaLora,
+    FedSaLora,
+    FLoRA,
+    FedExLora,
+    FlexLora,
+    LoraFair,
+    HetLora,
+    FedKSeed,
+):
     register(_cls)
 
 

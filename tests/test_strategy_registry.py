@@ -6,6 +6,7 @@ import pytest
 
 from federated.config import ConfigError, parse_run_config
 from federated.workspace import lora_model
+from strategies.fedkseed import FedKSeed
 from strategies.lora_strategy import GlobalModel
 from strategies.registry import STRATEGIES, build_strategy
 
@@ -16,20 +17,40 @@ def _initial(config) -> GlobalModel:
     return GlobalModel(dict(lora_model(config).initial))
 
 
-def test_every_strategy_builds_from_its_config() -> None:
-    for name, cls in STRATEGIES.items():
+LORA_STRATEGIES = sorted(n for n, c in STRATEGIES.items() if c.reply_kind == "tensors")
+
+
+def test_every_lora_strategy_builds_from_its_config() -> None:
+    for name in LORA_STRATEGIES:
         config = parse_run_config({**TINY, "strategy.name": name})
         strategy = build_strategy(config, _initial(config))
-        assert isinstance(strategy, cls)
+        assert isinstance(strategy, STRATEGIES[name])
         assert strategy.scale == pytest.approx(config.lora.alpha / config.lora.rank)
+
+
+def test_fedkseed_is_the_zeroth_order_strategy() -> None:
+    config = parse_run_config(
+        {**TINY, "mode": "zo", "strategy.name": "fedkseed", "zo.pool-size": 16}
+    )
+    strategy = build_strategy(config, FedKSeed.initial_model(16))
+    assert strategy.reply_kind == "seed-steps" and strategy.pool_size == 16
+    with pytest.raises(ConfigError, match="mode zo aggregates seed scalars"):
+        parse_run_config({**TINY, "mode": "zo"})
+    with pytest.raises(ConfigError, match="set mode = zo"):
+        parse_run_config({**TINY, "strategy.name": "fedkseed"})
+    with pytest.raises(ConfigError, match="mode zo needs constant"):
+        parse_run_config(
+            {**TINY, "mode": "zo", "strategy.name": "fedkseed", "train.lr-schedule": "cosine"}
+        )
 
 
 def test_only_weighted_sums_are_linear() -> None:
     # Secure aggregation can only ever deliver a sum: these three need nothing else.
-    assert {n for n, c in STRATEGIES.items() if c.linear} == {"fedavg", "ffa-lora", "fedsa-lora"}
+    linear = {"fedavg", "ffa-lora", "fedsa-lora", "fedkseed"}
+    assert {n for n, c in STRATEGIES.items() if c.linear} == linear
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("name", LORA_STRATEGIES)
 def test_mixed_ranks_are_served_or_refused_at_start(name: str) -> None:
     config = parse_run_config({**TINY, "strategy.name": name, "lora.client-ranks": "2,4"})
     if STRATEGIES[name].mixed_ranks:

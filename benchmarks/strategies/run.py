@@ -139,7 +139,8 @@ def centralized_run(alpha: float, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategies", nargs="*", default=sorted(STRATEGIES) + sorted(VARIANTS))
+    lora = sorted(name for name, cls in STRATEGIES.items() if cls.reply_kind == "tensors")
+    parser.add_argument("--strategies", nargs="*", default=lora + sorted(VARIANTS))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)

@@ -1,0 +1,119 @@
+"""A LoRA client's round: take the strategy's tensors and plan, train or evaluate, reply."""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import Context, Message, MetricRecord, RecordDict
+
+from client.lora_trainer import train_lora
+from client.node import eval_metrics, partition_of, run_seed
+from federated import message_keys as keys
+from federated.config import parse_run_config
+from federated.evaluation import EvalResult, evaluate_model
+from federated.local_model import LocalModel
+from federated.lora import trainable_state
+from federated.round_plan import RoundPlan
+from federated.wire import record_to_tensors, tensors_to_record
+from federated.workspace import client_indices, encode_indices, lora_model
+
+
+class _Round:
+    """One message's view: the run config, this client's partition and model, the plan."""
+
+    def __init__(self, msg: Message, context: Context) -> None:
+        self.config = parse_run_config(context.run_config)
+        self.partition_id, self.num_partitions = partition_of(context)
+        self.local: LocalModel = lora_model(
+            self.config, self.config.lora.rank_of(self.partition_id)
+        )
+        content = msg.content
+        self.plan = RoundPlan.from_config(content.config_records[keys.CONFIG])
+        self.server_round = int(content.config_records[keys.CONFIG][keys.SERVER_ROUND])
+        self.received = record_to_tensors(content.array_records[keys.ARRAYS])
+        delta = content.array_records.get(keys.BASE_DELTA)
+        self.base_delta = record_to_tensors(delta) if delta is not None else {}
+        self.state = context.state
+
+    @property
+    def b_keys(self) -> set[str]:
+        return {p.b_key for p in self.local.pairs}
+
+    def personal_b(self) -> dict[str, torch.Tensor]:
+        """This client's own B factors from earlier rounds (none before its first round)."""
+        record = self.state.array_records.get(keys.PERSONAL_B)
+        return record_to_tensors(record) if record is not None else {}
+
+    def load(self, *, personal: bool) -> None:
+        tensors = dict(self.received)
+        if self.plan.fresh_factors:
+            tensors.update(
+                self.local.fresh_factors(
+                    run_seed(self.config, self.partition_id, self.server_round)
+                )
+            )
+        if personal:
+            # Before a client's first round its personal B is the seeded initial one (zero).
+            tensors.update({k: self.local.initial[k] for k in self.b_keys})
+            tensors.update(self.personal_b())
+        self.local.load(tensors, self.base_delta)
+
+    def evaluate(self, indices: list[int]) -> EvalResult:
+        encoded = encode_indices(
+            self.config, self.local.tokenizer, indices, limit=self.config.eval.max_examples
+        )
+        return evaluate_model(
+            self.local.model,
+            encoded,
+            self.config.task,
+            batch_size=self.config.eval.batch_size,
+            pad_token_id=self.local.tokenizer.pad_token_id,
+        )
+
+
+def train(msg: Message, context: Context) -> Message:
+    r = _Round(msg, context)
+    r.load(personal=r.plan.keep_b)
+    train_ids, _ = client_indices(r.config, r.partition_id, r.num_partitions)
+    encoded = encode_indices(r.config, r.local.tokenizer, train_ids)
+    # Each (run seed, client, round) gets its own batch order, the same on every rerun.
+    generator = torch.Generator().manualrun_seed(
+        run_seed(r.config, r.partition_id, r.server_round, "batches")
+    )
+    with r.local.a_frozen(not r.plan.train_a):
+        result = train_lora(
+            r.local.model, encoded, r.config.task, r.config.train,
+            pad_token_id=r.local.tokenizer.pad_token_id, generator=generator,
+        )  # fmt: skip
+    state = trainable_state(r.local.model)
+    if r.plan.keep_b:
+        r.state[keys.PERSONAL_B] = tensors_to_record({k: state[k] for k in r.b_keys})
+    withheld = r.plan.withheld(r.local.pairs)
+    metrics = MetricRecord(
+        {
+            keys.NUM_EXAMPLES: len(encoded),
+            keys.PARTITION_ID: r.partition_id,
+            keys.LORA_RANK: r.local.rank,
+            keys.TRAIN_LOSS: result.loss,
+            keys.TRAIN_STEPS: result.steps,
+            keys.TRAIN_SECONDS: result.seconds,
+            keys.PEAK_MEMORY_MB: result.peak_memory_mb,
+        }
+    )
+    upload = tensors_to_record({k: v for k, v in state.items() if k not in withheld})
+    return Message(content=RecordDict({keys.ARRAYS: upload, keys.METRICS: metrics}), reply_to=msg)
+
+
+def evaluate(msg: Message, context: Context) -> Message:
+    r = _Round(msg, context)
+    _, held_out = client_indices(r.config, r.partition_id, r.num_partitions)
+    r.load(personal=False)
+    result = r.evaluate(held_out)
+    global_loss = result.loss
+    if r.plan.keep_b:
+        # The personalised model is what this client uses; the global one is reported beside it.
+        r.load(personal=True)
+        result = r.evaluate(held_out)
+    values = eval_metrics(result)
+    if r.plan.keep_b:
+        values[keys.EVAL_GLOBAL_LOSS] = global_loss
+    return Message(content=RecordDict({keys.METRICS: MetricRecord(values)}), reply_to=msg)

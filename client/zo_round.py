@@ -1,0 +1,73 @@
+"""A zeroth-order client's round: sync the seed sums, rebuild the model, step, reply with pairs."""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import Context, Message, MetricRecord, RecordDict
+
+from client.node import eval_metrics, partition_of, run_seed
+from client.zo_trainer import train_zo
+from federated import message_keys as keys
+from federated.config import RunConfig, parse_run_config
+from federated.evaluation import evaluate_model
+from federated.wire import record_to_tensors, tensors_to_record
+from federated.workspace import client_indices, encode_indices, zo_model
+from federated.zo.sums_sync import client_sums
+from federated.zo.zo_model import ZoModel
+
+
+def _rebuild(msg: Message, context: Context) -> tuple[RunConfig, ZoModel, int, int, int]:
+    """The run config, the model rebuilt at the message's seed sums, the partition, the round."""
+    config = parse_run_config(context.run_config)
+    partition_id, num_partitions = partition_of(context)
+    zo = zo_model(config)
+    sums, _ = client_sums(msg.content, context.state, len(zo.pool))
+    zo.load(sums)
+    server_round = int(msg.content.config_records[keys.CONFIG][keys.SERVER_ROUND])
+    return config, zo, partition_id, num_partitions, server_round
+
+
+def train(msg: Message, context: Context) -> Message:
+    config, zo, partition_id, num_partitions, server_round = _rebuild(msg, context)
+    train_ids, _ = client_indices(config, partition_id, num_partitions)
+    encoded = encode_indices(config, zo.tokenizer, train_ids)
+    arrays = record_to_tensors(msg.content.array_records[keys.ARRAYS])
+    generator = torch.Generator().manual_seed(run_seed(config, partition_id, server_round, "zo"))
+    with zo.scratch():
+        result = train_zo(
+            zo.model, zo.targets, zo.pool, encoded, config.task,
+            steps=config.train.local_steps, lr=config.zo.lr, eps=config.zo.eps,
+            batch_size=config.train.batch_size, structure=config.zo.perturbation,
+            pad_token_id=zo.tokenizer.pad_token_id,
+            generator=generator,
+            probabilities=arrays.get(keys.SEED_PROBABILITIES),
+        )  # fmt: skip
+    steps = {
+        keys.SEED_INDICES: torch.tensor(result.indices, dtype=torch.int64),
+        keys.SEED_SCALARS: torch.tensor(result.scalars, dtype=torch.float32),
+    }
+    metrics = MetricRecord(
+        {
+            keys.NUM_EXAMPLES: len(encoded),
+            keys.PARTITION_ID: partition_id,
+            keys.TRAIN_LOSS: result.loss,
+            keys.TRAIN_STEPS: len(result.indices),
+            keys.TRAIN_SECONDS: result.seconds,
+            keys.PEAK_MEMORY_MB: result.peak_memory_mb,
+        }
+    )
+    content = RecordDict({keys.ARRAYS: tensors_to_record(steps), keys.METRICS: metrics})
+    return Message(content=content, reply_to=msg)
+
+
+def evaluate(msg: Message, context: Context) -> Message:
+    config, zo, partition_id, num_partitions, _ = _rebuild(msg, context)
+    _, held_out = client_indices(config, partition_id, num_partitions)
+    encoded = encode_indices(config, zo.tokenizer, held_out, limit=config.eval.max_examples)
+    result = evaluate_model(
+        zo.model, encoded, config.task,
+        batch_size=config.eval.batch_size, pad_token_id=zo.tokenizer.pad_token_id,
+    )  # fmt: skip
+    return Message(
+        content=RecordDict({keys.METRICS: MetricRecord(eval_metrics(result))}), reply_to=msg
+    )

@@ -1,0 +1,1 @@
+"""Zeroth-order, seed-based training: perturbations from shared seeds, steps and replay."""

@@ -1,0 +1,64 @@
+"""A model rebuilt from the base weights and the seed sums, with a replay cache.
+
+The cache keeps the model at the sums it last rebuilt and replays only the seeds whose sums
+changed since: a client that served one round catches up on the next by replaying the few seeds
+of that round, not all K. It is exact up to float rounding; ``cache=False`` rebuilds from w0
+every time, the bit-for-bit path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from federated.zo.perturbation import Target
+from federated.zo.replay import replay_
+from federated.zo.seed_pool import SeedPool
+from federated.zo.targets import restore_, snapshot
+
+
+class ZoModel:
+    """A model, its zeroth-order targets, and the seed sums its weights currently reflect."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        targets: list[Target],
+        pool: SeedPool,
+        *,
+        lr: float,
+        structure: str,
+        cache: bool = True,
+    ) -> None:
+        self.model, self.tokenizer, self.targets, self.pool = model, tokenizer, targets, pool
+        self.lr, self.structure, self.cache = lr, structure, cache
+        self.base = snapshot(targets)
+        self.applied = torch.zeros(len(pool))
+        for param in model.parameters():
+            param.requires_grad_(False)  # no autograd anywhere: memory stays at inference level
+
+    def load(self, sums: torch.Tensor) -> int:
+        """Make the weights w0 − lr·Σ_j sums[j]·z_j; returns how many seeds were replayed."""
+        sums = sums.to(torch.float32)
+        if self.cache:
+            replayed = replay_(
+                self.targets, self.pool, sums - self.applied, self.lr, self.structure
+            )
+        else:
+            restore_(self.targets, self.base)
+            replayed = replay_(self.targets, self.pool, sums, self.lr, self.structure)
+        self.applied = sums.clone()
+        return replayed
+
+    @contextmanager
+    def scratch(self) -> Iterator[None]:
+        """Local steps inside the block leave no trace: the weights return to ``applied``."""
+        saved = snapshot(self.targets)
+        try:
+            yield
+        finally:
+            restore_(self.targets, saved)

@@ -1,0 +1,160 @@
+"""FedKSeed (https://arxiv.org/abs/2312.06353): zeroth-order steps travel as (seed, scalar).
+
+The server keeps one running sum of scalars per seed of the pool; the model is the base weights
+minus lr times the seed sums' perturbations, which every party rebuilds on its own. A round's
+update is the weighted mean over clients of their steps, a linear function of their replies.
+FedKSeed-Pro samples seeds by the size of their past scalars instead of uniformly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+
+from federated import message_keys as keys
+from federated.config import RunConfig
+from federated.wire import tensors_to_record
+from federated.zo.sums_sync import SumsLedger
+from strategies.lora_factors import normalised_weights
+from strategies.lora_strategy import GlobalModel, LoraStrategy, Payload, Tensors
+
+
+def aggregate_seed_scalars(
+    steps: Sequence[tuple[torch.Tensor, torch.Tensor]], weights: Sequence[float], pool_size: int
+) -> torch.Tensor:
+    """Σ_k p_k Σ_t g_{k,t}·e_{j_{k,t}}: how much each seed's sum moves this round.
+
+    Parameters
+    ----------
+    steps
+        Per client, (seed indices [T_k], scalars [T_k]) of its local steps, in order.
+    weights
+        One non-negative weight per client, usually its number of training examples.
+    pool_size
+        K, the number of seeds.
+    """
+    p = normalised_weights(weights, len(steps))
+    delta = torch.zeros(pool_size, dtype=torch.float64)
+    for (indices, scalars), p_k in zip(steps, p, strict=True):
+        delta.index_add_(0, indices.long(), scalars.to(torch.float64) * p_k)
+    return delta.to(torch.float32)
+
+
+def seed_probabilities(amplitude_sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """FedKSeed-Pro's sampling distribution over seeds.
+
+    A seed's importance is the mean size of its clipped scalars so far, its history starting at
+    one zero (so an unused seed counts as 0); importances are scaled to [0, 1] and softmaxed.
+    """
+    importance = amplitude_sums.double() / (counts.double() + 1.0)
+    spread = importance.max() - importance.min()
+    return ((importance - importance.min()) / (spread + 1e-10)).softmax(0).to(torch.float32)
+
+
+class FedKSeed(LoraStrategy):
+    """FedKSeed's server: seed sums, per-node downlinks, optional Pro sampling."""
+
+    name = "fedkseed"
+    linear = True
+    reply_kind = "seed-steps"
+
+    def __init__(
+        self,
+        initial: GlobalModel,
+        *,
+        scale: float,
+        pro: bool,
+        pro_clip: float,
+        changes_only: bool,
+        **fedavg_kwargs: Any,
+    ) -> None:
+        super().__init__(initial, scale=scale, **fedavg_kwargs)
+        self.ledger = SumsLedger(initial.trainable[keys.SEED_SUMS].clone())
+        self.pool_size = len(self.ledger.sums)
+        self.pro, self.pro_clip, self.changes_only = pro, pro_clip, changes_only
+        self.amplitude_sums = torch.zeros(self.pool_size, dtype=torch.float64)
+        self.counts = torch.zeros(self.pool_size, dtype=torch.float64)
+        self.sent_version: dict[str, int] = {}
+        self.sampled: dict[str, list[int]] = {"train": [], "evaluate": []}
+
+    @classmethod
+    def from_config(cls, config: RunConfig, initial: GlobalModel, **fedavg_kwargs: Any) -> FedKSeed:
+        z = config.zo
+        return cls(
+            initial, scale=1.0, pro=z.pro, pro_clip=z.pro_clip,
+            changes_only=z.downlink == "changes", **fedavg_kwargs,
+        )  # fmt: skip
+
+    @staticmethod
+    def initial_model(pool_size: int) -> GlobalModel:
+        return GlobalModel({keys.SEED_SUMS: torch.zeros(pool_size)})
+
+    def probabilities(self) -> torch.Tensor:
+        return seed_probabilities(self.amplitude_sums, self.counts)
+
+    def _messages(
+        self, kind: str, server_round: int, payload: Payload, grid: Grid
+    ) -> list[Message]:
+        # Flower's FedAvg samples the nodes; each node then gets its own downlink.
+        configure = self.configure_train if kind == "train" else self.configure_evaluate
+        sampled = list(configure(server_round, ArrayRecord(), ConfigRecord(), grid))
+        messages = []
+        for template in sampled:
+            node = template.metadata.dst_node_id
+            arrays, base = self.ledger.payload(node, self.changes_only)
+            if self.pro and kind == "train":
+                arrays[keys.SEED_PROBABILITIES] = self.probabilities()
+            config = ConfigRecord(
+                {
+                    keys.SERVER_ROUND: server_round,
+                    keys.SUMS_VERSION: self.ledger.version,
+                    keys.SUMS_BASE_VERSION: base,
+                }
+            )
+            content = RecordDict({keys.ARRAYS: tensors_to_record(arrays), keys.CONFIG: config})
+            messages.append(
+                Message(
+                    content=content, message_type=template.metadata.message_type, dst_node_id=node
+                )
+            )
+        self.sent_version[kind] = self.ledger.version
+        self.sampled[kind] = [m.metadata.dst_node_id for m in messages]
+        return messages
+
+    def _settle(self, kind: str, replies: list[Message]) -> None:
+        """Nodes that answered hold the version they were sent; others may not, so forget them."""
+        answered = {m.metadata.src_node_id for m in replies if not m.has_error()}
+        for node in self.sampled[kind]:
+            if node in answered:
+                self.ledger.confirm(node, self.sent_version[kind])
+            else:
+                self.ledger.forget(node)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        self._settle("train", replies)
+        return super().aggregate_train(server_round, replies)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        replies = list(replies)
+        self._settle("evaluate", replies)
+        return super().aggregate_evaluate(server_round, replies)
+
+    def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:
+        steps = [(u[keys.SEED_INDICES], u[keys.SEED_SCALARS]) for u in updates]
+        delta = aggregate_seed_scalars(steps, weights, self.pool_size)
+        for indices, scalars in steps:
+            clipped = scalars.double().clamp(-self.pro_clip, self.pro_clip).abs()
+            self.amplitude_sums.index_add_(0, indices.long(), clipped)
+            self.counts.index_add_(0, indices.long(), torch.ones_like(clipped))
+        sums = self.ledger.sums + delta
+        self.ledger.advance(sums)
+        self.model = GlobalModel({keys.SEED_SUMS: sums})
