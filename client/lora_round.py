@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
@@ -79,9 +81,11 @@ def train(msg: Message, context: Context) -> Message:
     generator = torch.Generator().manualrun_seed(
         run_seed(r.config, r.partition_id, r.server_round, "batches")
     )
+    lr = r.config.train.lr_at(r.server_round, r.config.num_server_rounds)
+    settings = dataclasses.replace(r.config.train, lr=lr)
     with r.local.a_frozen(not r.plan.train_a):
         result = train_lora(
-            r.local.model, encoded, r.config.task, r.config.train,
+            r.local.model, encoded, r.config.task, settings,
             pad_token_id=r.local.tokenizer.pad_token_id, generator=generator,
         )  # fmt: skip
     state = trainable_state(r.local.model)

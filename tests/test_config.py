@@ -100,3 +100,13 @@ def test_check_command_explains_a_run_config_string(capsys: pytest.CaptureFixtur
     assert "unknown key 'lora.rnak'; did you mean 'lora.rank'?" in capsys.readouterr().out
     assert main(["--check", "lora.rank=16 train.lr=5e-4"]) == 0
     assert capsys.readouterr().out.startswith("ok: smollm2-135m on chatterbot")
+
+
+def test_learning_rate_schedules_across_rounds() -> None:
+    def lrs(schedule: str) -> list[float]:
+        train = parse_run_config({"train.lr": 1.0, "train.lr-schedule": schedule}).train
+        return [train.lr_at(r, 4) for r in (1, 2, 3, 4)]
+
+    assert lrs("constant") == [1.0] * 4
+    assert lrs("linear") == pytest.approx([1.0, 0.75, 0.5, 0.25])
+    assert lrs("cosine") == pytest.approx([1.0, 0.8535534, 0.5, 0.1464466])
