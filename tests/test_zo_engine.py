@@ -18,6 +18,7 @@ from federated.zo.perturbation import STRUCTURES, Target, dense_vector, perturb_
 from federated.zo.replay import BLOCK, replay_
 from federated.zo.seed_pool import SeedPool
 from federated.zo.targets import restore_, snapshot, zo_targets
+from federated.zo.zo_model import ZoModel
 from tests.model_fixtures import TINY_NUM_LABELS, tiny_lora_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,3 +157,30 @@ def test_zeroth_order_steps_lower_the_loss_without_gradients() -> None:
     assert after < before - 0.05
     assert len(result.indices) == len(result.scalars) == 150
     assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_replay_cache_catches_up_to_a_full_rebuild(structure: str) -> None:
+    pool = SeedPool.from_run_seed(0, 200)
+    g = torch.Generator().manual_seed(1)
+    earlier = torch.zeros(len(pool))
+    earlier[:40] = torch.randn(40, generator=g)
+    later = earlier.clone()
+    later[30:90] += torch.randn(60, generator=g)  # a few rounds later: some sums moved, some new
+
+    def model(cache: bool) -> ZoModel:
+        base = load_base_model("tiny-llama", "causal-lm", seed=0)
+        return ZoModel(
+            base, None, zo_targets(base, "full"), pool, lr=1e-3, structure=structure, cache=cache
+        )
+
+    cached, rebuilt = model(cache=True), model(cache=False)
+    cached.load(earlier)
+    assert cached.load(later) == 60  # only the seeds whose sums changed are replayed
+    assert rebuilt.load(later) == 90
+    for a, b in zip(cached.targets, rebuilt.targets, strict=True):
+        torch.testing.assert_close(a.tensor, b.tensor, rtol=1e-5, atol=1e-6)
+    with cached.scratch():
+        perturb_(cached.targets, pool[0], 1.0, structure)
+    for a, b in zip(cached.targets, rebuilt.targets, strict=True):
+        torch.testing.assert_close(a.tensor, b.tensor, rtol=1e-5, atol=1e-6)
