@@ -78,7 +78,7 @@ def train(msg: Message, context: Context) -> Message:
     train_ids, _ = client_indices(r.config, r.partition_id, r.num_partitions)
     encoded = encode_indices(r.config, r.local.tokenizer, train_ids)
     # Each (run seed, client, round) gets its own batch order, the same on every rerun.
-    generator = torch.Generator().manualrun_seed(
+    generator = torch.Generator().manual_seed(
         run_seed(r.config, r.partition_id, r.server_round, "batches")
     )
     lr = r.config.train.lr_at(r.server_round, r.config.num_server_rounds)

@@ -18,6 +18,13 @@ from federated.lora import factor_of
 from federated.wire import WIRE_DTYPE, record_to_tensors
 
 
+def client_failure(msg: Message) -> str:
+    """A client's error in one line: the last line of what it raised, at most 300 characters."""
+    lines = [line.strip() for line in (msg.error.reason or "").splitlines() if line.strip()]
+    reason = lines[-1] if lines else f"error code {msg.error.code}"
+    return f"client failed: {reason[:300]}"
+
+
 def _metrics_problem(msg: Message, required: tuple[str, ...]) -> str | None:
     records = msg.content.metric_records
     if keys.METRICS not in records:
@@ -74,7 +81,7 @@ def check_train_reply(
     tensors, the reference cut to the reply's rank).
     """
     if msg.has_error():
-        return f"client failed: {msg.error.reason}"
+        return client_failure(msg)
     records = msg.content.array_records
     if list(records) != [keys.ARRAYS]:
         return f"expected exactly one array record '{keys.ARRAYS}', got {sorted(records)}"
@@ -113,7 +120,7 @@ def check_seed_reply(msg: Message, pool_size: int, max_steps: int) -> str | None
     """Why this zeroth-order reply must be rejected: it may carry only seed indices in the pool
     and as many finite scalars, at most one pair per local step."""
     if msg.has_error():
-        return f"client failed: {msg.error.reason}"
+        return client_failure(msg)
     records = msg.content.array_records
     if list(records) != [keys.ARRAYS]:
         return f"expected exactly one array record '{keys.ARRAYS}', got {sorted(records)}"
@@ -145,5 +152,5 @@ def check_seed_reply(msg: Message, pool_size: int, max_steps: int) -> str | None
 def check_evaluate_reply(msg: Message) -> str | None:
     """Why this evaluation reply must be ignored, or None when it is sound."""
     if msg.has_error():
-        return f"client failed: {msg.error.reason}"
+        return client_failure(msg)
     return _metrics_problem(msg, (keys.NUM_EXAMPLES, keys.EVAL_LOSS))
