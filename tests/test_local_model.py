@@ -50,6 +50,7 @@ def test_clients_of_lower_rank_take_the_prefix_and_keep_the_scale() -> None:
 
 def test_base_delta_is_added_to_the_originals_and_removed_again() -> None:
     local = lora_model(CONFIG)
+    local.load(local.initial)  # the cached model may hold another test's state
     plain = _logits(local.model)
     module = local.pairs[0].module
     delta = {module: torch.full_like(local.original_base[module], 0.05)}

@@ -55,23 +55,24 @@ def table(results: dict) -> str:
     for alpha, by_strategy in results["runs"].items():
         lines += [
             f"\n**Dirichlet {alpha}**\n",
-            "| strategy | final accuracy | best round accuracy | up / client / round | "
+            "| strategy | seeds | final accuracy | best round accuracy | up / client / round | "
             "down / client / round | aggregation |",
-            "|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|",
         ]
         rows = []
         for name, runs in by_strategy.items():
             final = _mean_std([run["accuracy"][-1] for run in runs])
             best = _mean_std([max(run["accuracy"]) for run in runs])
             if name == CEILING:
-                cells = [f"{name} (ceiling)", f"{final[0]:.3f} ± {final[1]:.3f}", f"{best[0]:.3f}"]
+                cells = [f"{name} (ceiling)", str(len(runs)), f"{final[0]:.3f} ± {final[1]:.3f}"]
+                cells.append(f"{best[0]:.3f}")
                 rows.append((final[0], "| " + " | ".join(cells + ["–"] * 3) + " |"))
                 continue
             up = statistics.fmean(v for run in runs for v in run["bytes_up_per_client"])
             down = statistics.fmean(v for run in runs for v in run["bytes_down_per_client"])
             agg = statistics.fmean(v for run in runs for v in run["aggregation_seconds"])
             cells = [
-                name, f"{final[0]:.3f} ± {final[1]:.3f}", f"{best[0]:.3f}",
+                name, str(len(runs)), f"{final[0]:.3f} ± {final[1]:.3f}", f"{best[0]:.3f}",
                 f"{up / 1e3:.0f} KB", f"{down / 1e3:.0f} KB", f"{agg * 1e3:.1f} ms",
             ]  # fmt: skip
             rows.append((final[0], "| " + " | ".join(cells) + " |"))

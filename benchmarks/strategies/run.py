@@ -137,34 +137,42 @@ def centralized_run(alpha: float, seed: int) -> dict:
     return result
 
 
+def _finished(name: str) -> bool:
+    return (RUNS / name / "summary.json").is_file()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     lora = sorted(name for name, cls in STRATEGIES.items() if cls.reply_kind == "tensors")
     parser.add_argument("--strategies", nargs="*", default=lora + sorted(VARIANTS))
+    parser.add_argument(
+        "--collect", action="store_true", help="start no run; gather the finished ones only"
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
     RUNS.mkdir(parents=True, exist_ok=True)
     cli = FlowerCli(RUNS / ".flwr-home")
-    results: dict = {"settings": SETTINGS, "runs": {}}
+    results: dict = {"settings": SETTINGS, "complete": True, "runs": {}}
     started = time.perf_counter()
     try:
         for alpha in SETTINGS["alphas"]:
+            bucket = results["runs"].setdefault(f"alpha={alpha}", {})
             for seed in SETTINGS["seeds"]:
-                key = f"alpha={alpha}"
-                bucket = results["runs"].setdefault(key, {})
-                bucket.setdefault("centralized", []).append(centralized_run(alpha, seed))
-                for strategy in args.strategies:
+                names = {"centralized": f"centralized-alpha{alpha}-seed{seed}"}
+                names |= {s: f"{s}-alpha{alpha}-seed{seed}" for s in args.strategies}
+                for strategy, name in names.items():
+                    if args.collect and not _finished(name):
+                        results["complete"] = False
+                        continue
                     t0 = time.perf_counter()
-                    bucket.setdefault(strategy, []).append(
-                        federated_run(cli, strategy, alpha, seed)
-                    )
-                    final = bucket[strategy][-1]["accuracy"][-1]
+                    if strategy == "centralized":
+                        run = centralized_run(alpha, seed)
+                    else:
+                        run = federated_run(cli, strategy, alpha, seed)
+                    bucket.setdefault(strategy, []).append(run)
                     took = time.perf_counter() - t0
-                    print(
-                        f"{key} seed={seed} {strategy}: accuracy {final:.3f} ({took:.0f} s)",
-                        flush=True,
-                    )
+                    print(f"{name}: accuracy {run['accuracy'][-1]:.3f} ({took:.0f} s)", flush=True)
     finally:
         cli.close()
     results["wall_seconds"] = time.perf_counter() - started
