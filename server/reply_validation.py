@@ -41,6 +41,22 @@ def _metrics_problem(msg: Message, required: tuple[str, ...]) -> str | None:
     return None
 
 
+def _train_arrays(msg: Message) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The tensors of a training reply, or why the reply is unusable before looking at them."""
+    if msg.has_error():
+        return {}, client_failure(msg)
+    records = msg.content.array_records
+    if list(records) != [keys.ARRAYS]:
+        return {}, f"expected exactly one array record '{keys.ARRAYS}', got {sorted(records)}"
+    problem = _metrics_problem(msg, (keys.NUM_EXAMPLES, keys.TRAIN_LOSS))
+    if problem:
+        return {}, problem
+    try:
+        return record_to_tensors(records[keys.ARRAYS]), None
+    except Exception as err:  # a malformed array must not stop the round
+        return {}, f"arrays cannot be decoded: {err}"
+
+
 def _shape_problem(got: torch.Size, want: torch.Size, rank_dim: int | None) -> str | None:
     """Why ``got`` does not fit ``want``; a LoRA factor may have a smaller rank when ``rank_dim``
     names its rank dimension (0 for A [r, d_in], 1 for B [d_out, r])."""
@@ -80,18 +96,9 @@ def check_train_reply(
     finite values, and move no further from the reference than ``max_update_norm`` (L2 over all
     tensors, the reference cut to the reply's rank).
     """
-    if msg.has_error():
-        return client_failure(msg)
-    records = msg.content.array_records
-    if list(records) != [keys.ARRAYS]:
-        return f"expected exactly one array record '{keys.ARRAYS}', got {sorted(records)}"
-    problem = _metrics_problem(msg, (keys.NUM_EXAMPLES, keys.TRAIN_LOSS))
+    update, problem = _train_arrays(msg)
     if problem:
         return problem
-    try:
-        update = record_to_tensors(records[keys.ARRAYS])
-    except Exception as err:  # a malformed array must not stop the round
-        return f"arrays cannot be decoded: {err}"
     missing, extra = set(reference) - set(update), set(update) - set(reference)
     if missing or extra:
         return f"tensor names differ: missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}"
@@ -119,18 +126,9 @@ def check_train_reply(
 def check_seed_reply(msg: Message, pool_size: int, max_steps: int) -> str | None:
     """Why this zeroth-order reply must be rejected: it may carry only seed indices in the pool
     and as many finite scalars, at most one pair per local step."""
-    if msg.has_error():
-        return client_failure(msg)
-    records = msg.content.array_records
-    if list(records) != [keys.ARRAYS]:
-        return f"expected exactly one array record '{keys.ARRAYS}', got {sorted(records)}"
-    problem = _metrics_problem(msg, (keys.NUM_EXAMPLES, keys.TRAIN_LOSS))
+    steps, problem = _train_arrays(msg)
     if problem:
         return problem
-    try:
-        steps = record_to_tensors(records[keys.ARRAYS])
-    except Exception as err:  # a malformed array must not stop the round
-        return f"arrays cannot be decoded: {err}"
     if set(steps) != {keys.SEED_INDICES, keys.SEED_SCALARS}:
         return f"expected {keys.SEED_INDICES} and {keys.SEED_SCALARS}, got {sorted(steps)}"
     indices, scalars = steps[keys.SEED_INDICES], steps[keys.SEED_SCALARS]
