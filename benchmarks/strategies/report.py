@@ -36,10 +36,10 @@ def plot(results: dict, path: Path) -> None:
             mean, std = _curve(runs)
             rounds = range(len(mean))
             style = {"linestyle": "--", "color": "black"} if name == CEILING else {}
-            ax.plot(rounds, mean, label=name, **style)
+            (line,) = ax.plot(rounds, mean, label=name, **style)
             lower = [m - s for m, s in zip(mean, std, strict=True)]
             upper = [m + s for m, s in zip(mean, std, strict=True)]
-            ax.fill_between(rounds, lower, upper, alpha=0.12, color=style.get("color"))
+            ax.fill_between(rounds, lower, upper, alpha=0.12, color=line.get_color())
         ax.set_title(f"MiniLM-L6 + LoRA, WordNet 8 classes, Dirichlet {alpha}")
         ax.set_xlabel("round (centralized: the same number of steps)")
         ax.grid(alpha=0.3)
