@@ -112,12 +112,14 @@ def evaluate(msg: Message, context: Context) -> Message:
     _, held_out = client_indices(r.config, r.partition_id, r.num_partitions)
     r.load(personal=False)
     result = r.evaluate(held_out)
-    global_loss = result.loss
+    global_result = result
     if r.plan.keep_b:
         # The personalised model is what this client uses; the global one is reported beside it.
         r.load(personal=True)
         result = r.evaluate(held_out)
     values = eval_metrics(result)
     if r.plan.keep_b:
-        values[keys.EVAL_GLOBAL_LOSS] = global_loss
+        values[keys.EVAL_GLOBAL_LOSS] = global_result.loss
+        if global_result.accuracy is not None:
+            values[keys.EVAL_GLOBAL_ACCURACY] = global_result.accuracy
     return Message(content=RecordDict({keys.METRICS: MetricRecord(values)}), reply_to=msg)

@@ -19,6 +19,7 @@ EVAL_PERPLEXITY = "eval-perplexity"
 EVAL_ACCURACY = "eval-accuracy"
 LORA_RANK = "lora-rank"
 EVAL_GLOBAL_LOSS = "eval-global-loss"
+EVAL_GLOBAL_ACCURACY = "eval-global-accuracy"
 
 # The dense additions to the frozen base weights that some strategies send with the factors.
 BASE_DELTA = "base-delta"

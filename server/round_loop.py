@@ -86,6 +86,15 @@ def _screen_train(
     return valid, clients
 
 
+# The clients' evaluation metrics recorded per round, beside the loss.
+_HELD_OUT_METRICS = (
+    keys.EVAL_PERPLEXITY,
+    keys.EVAL_ACCURACY,
+    keys.EVAL_GLOBAL_LOSS,
+    keys.EVAL_GLOBAL_ACCURACY,
+)
+
+
 def _screen_evaluate(ex: Exchange) -> list[Message]:
     valid = []
     for reply in ex.replies:
@@ -150,7 +159,7 @@ def run_rounds(
             **{
                 f"held_out_{name.removeprefix('eval-').replace('-', '_')}": float(value)
                 for name, value in (eval_metrics or {}).items()
-                if name in (keys.EVAL_PERPLEXITY, keys.EVAL_ACCURACY, keys.EVAL_GLOBAL_LOSS)
+                if name in _HELD_OUT_METRICS
             },
             **_prefixed("test", test),
             "train_bytes_down": sum(train_ex.bytes_down.values()),

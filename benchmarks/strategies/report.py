@@ -28,11 +28,18 @@ def _curve(runs: list[dict]) -> tuple[list[float], list[float]]:
     return [m for m, _ in stats], [s for _, s in stats]
 
 
+def _personalised(runs: list[dict]) -> bool:
+    """Runs that every client evaluated: judged on held-out data, not in the global ranking."""
+    return "held_out_accuracy" in runs[0]
+
+
 def plot(results: dict, path: Path) -> None:
     alphas = list(results["runs"])
     fig, axes = plt.subplots(1, len(alphas), figsize=(6 * len(alphas), 4.5), sharey=True)
     for ax, alpha in zip(axes, alphas, strict=True):
         for name, runs in sorted(results["runs"][alpha].items()):
+            if _personalised(runs):
+                continue
             mean, std = _curve(runs)
             rounds = range(len(mean))
             style = {"linestyle": "--", "color": "black"} if name == CEILING else {}
@@ -61,6 +68,8 @@ def table(results: dict) -> str:
         ]
         rows = []
         for name, runs in by_strategy.items():
+            if _personalised(runs):
+                continue
             final = _mean_std([run["accuracy"][-1] for run in runs])
             best = _mean_std([max(run["accuracy"]) for run in runs])
             if name == CEILING:
@@ -80,10 +89,31 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def personalised_table(results: dict) -> str:
+    """Final held-out accuracy over all clients: each client's own model against the global one."""
+    lines = [
+        "| Dirichlet alpha | strategy | seeds | personalised (own B) | global (Ā, mean B) |",
+        "|---|---|---|---|---|",
+    ]
+    for alpha, by_strategy in results["runs"].items():
+        for name, runs in by_strategy.items():
+            if not _personalised(runs):
+                continue
+            own = _mean_std([run["held_out_accuracy"][-1] for run in runs])
+            shared = _mean_std([run["held_out_global_accuracy"][-1] for run in runs])
+            lines.append(
+                f"| {alpha.removeprefix('alpha=')} | {name} | {len(runs)} | "
+                f"{own[0]:.3f} ± {own[1]:.3f} | {shared[0]:.3f} ± {shared[1]:.3f} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     results = json.loads((HERE / "results.json").read_text())
     plot(results, HERE / "accuracy.png")
     print(table(results))
+    print()
+    print(personalised_table(results))
 
 
 if __name__ == "__main__":

@@ -58,8 +58,12 @@ SETTINGS = {
 }
 
 
-# Settings of a registered strategy compared as a strategy of their own.
-VARIANTS = {"lora-fair-closed-form": ("lora-fair", {"strategy.lora-fair-solver": "closed-form"})}
+# Settings of a registered strategy compared as a strategy of their own. fedsa-lora is judged by
+# its personalised models: every client evaluates its own B on its held-out data each round.
+VARIANTS = {
+    "lora-fair-closed-form": ("lora-fair", {"strategy.lora-fair-solver": "closed-form"}),
+    "fedsa-lora-personalised": ("fedsa-lora", {"strategy.fraction-evaluate": 1.0}),
+}
 
 
 def _flwr_value(value: object) -> str:
@@ -93,7 +97,13 @@ def federated_run(cli: FlowerCli, strategy: str, alpha: float, seed: int) -> dic
     def per_client(key: str) -> list[float]:
         return [sum(c[key] for c in r["clients"]) / len(r["clients"]) for r in trained]
 
+    held_out = {
+        key: [r[key] for r in trained]
+        for key in ("held_out_accuracy", "held_out_global_accuracy")
+        if all(r.get(key) is not None for r in trained)
+    }
     return {
+        **held_out,
         "accuracy": [r["test_accuracy"] for r in rounds],
         "bytes_up_per_client": per_client("bytes_up"),
         "bytes_down_per_client": per_client("bytes_down"),
