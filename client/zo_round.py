@@ -11,7 +11,7 @@ from federated import message_keys as keys
 from federated.config import RunConfig, parse_run_config
 from federated.evaluation import evaluate_model
 from federated.wire import record_to_tensors, tensors_to_record
-from federated.workspace import client_indices, encode_indices, zo_model
+from federated.workspace import client_indices, encode_indices, forget_zo_model, zo_model
 from federated.zo.sums_sync import client_sums
 from federated.zo.zo_model import ZoModel
 
@@ -33,7 +33,7 @@ def train(msg: Message, context: Context) -> Message:
     encoded = encode_indices(config, zo.tokenizer, train_ids)
     arrays = record_to_tensors(msg.content.array_records[keys.ARRAYS])
     generator = torch.Generator().manual_seed(run_seed(config, partition_id, server_round, "zo"))
-    with zo.scratch():
+    try:
         result = train_zo(
             zo.model, zo.targets, zo.pool, encoded, config.task,
             steps=config.train.local_steps, lr=config.zo.lr, eps=config.zo.eps,
@@ -42,6 +42,10 @@ def train(msg: Message, context: Context) -> Message:
             generator=generator,
             probabilities=arrays.get(keys.SEED_PROBABILITIES),
         )  # fmt: skip
+    except BaseException:
+        forget_zo_model()  # stopped mid-step: the weights are unknown, the next round reloads w0
+        raise
+    zo.moved_by(result.indices, result.scalars)  # the next load replays these steps away
     steps = {
         keys.SEED_INDICES: torch.tensor(result.indices, dtype=torch.int64),
         keys.SEED_SCALARS: torch.tensor(result.scalars, dtype=torch.float32),

@@ -154,3 +154,8 @@ def _zo_model(config: RunConfig) -> ZoModel:
 def zo_model(config: RunConfig) -> ZoModel:
     """The run's zeroth-order model: base weights, targets, seed pool (cached per process)."""
     return _zo_model(config)
+
+
+def forget_zo_model() -> None:
+    """Drop the cached zeroth-order model: the next ``zo_model`` loads w0 again."""
+    _zo_model.cache_clear()

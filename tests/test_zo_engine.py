@@ -180,7 +180,9 @@ def test_replay_cache_catches_up_to_a_full_rebuild(structure: str) -> None:
     assert rebuilt.load(later) == 90
     for a, b in zip(cached.targets, rebuilt.targets, strict=True):
         torch.testing.assert_close(a.tensor, b.tensor, rtol=1e-5, atol=1e-6)
-    with cached.scratch():
-        perturb_(cached.targets, pool[0], 1.0, structure)
+    # A local step along seed 0 with scalar 2.5: counted, then replayed away by the next load.
+    perturb_(cached.targets, pool[0], -1e-3 * 2.5, structure)
+    cached.moved_by([0], [2.5])
+    assert cached.load(later) == 1
     for a, b in zip(cached.targets, rebuilt.targets, strict=True):
         torch.testing.assert_close(a.tensor, b.tensor, rtol=1e-5, atol=1e-6)

@@ -3,13 +3,17 @@
 The cache keeps the model at the sums it last rebuilt and replays only the seeds whose sums
 changed since: a client that served one round catches up on the next by replaying the few seeds
 of that round, not all K. It is exact up to float rounding; ``cache=False`` rebuilds from w0
-every time, the bit-for-bit path.
+every time, the bit-for-bit path, and keeps a copy of w0 for it.
+
+A client's own local steps are sums too (w moved by −lr·g·z_j for each step along seed j), so the
+cached model never copies its weights to undo them: it counts them into the sums it reflects, and
+the next load replays them away together with the round's new global sums, in one pass. Memory
+stays at the model's own size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -36,7 +40,7 @@ class ZoModel:
     ) -> None:
         self.model, self.tokenizer, self.targets, self.pool = model, tokenizer, targets, pool
         self.lr, self.structure, self.cache = lr, structure, cache
-        self.base = snapshot(targets)
+        self.base = None if cache else snapshot(targets)
         self.applied = torch.zeros(len(pool))
         for param in model.parameters():
             param.requires_grad_(False)  # no autograd anywhere: memory stays at inference level
@@ -49,16 +53,15 @@ class ZoModel:
                 self.targets, self.pool, sums - self.applied, self.lr, self.structure
             )
         else:
+            assert self.base is not None
             restore_(self.targets, self.base)
             replayed = replay_(self.targets, self.pool, sums, self.lr, self.structure)
         self.applied = sums.clone()
         return replayed
 
-    @contextmanager
-    def scratch(self) -> Iterator[None]:
-        """Local steps inside the block leave no trace: the weights return to ``applied``."""
-        saved = snapshot(self.targets)
-        try:
-            yield
-        finally:
-            restore_(self.targets, saved)
+    def moved_by(self, indices: Sequence[int], scalars: Sequence[float]) -> None:
+        """Local steps moved the weights along these seeds: reflect them in ``applied``."""
+        if not self.cache:
+            raise RuntimeError("a model without the replay cache rebuilds from w0; it cannot move")
+        for index, scalar in zip(indices, scalars, strict=True):
+            self.applied[index] += scalar
