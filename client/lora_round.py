@@ -7,8 +7,10 @@ import dataclasses
 import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
+from client.dp_lora_trainer import train_lora_dp
 from client.lora_trainer import train_lora
 from client.node import eval_metrics, partition_of, run_seed
+from client.privacy_budget import RoundPrivacy, declined, ledger_of, over_budget, spend
 from federated import message_keys as keys
 from federated.config import parse_run_config
 from federated.evaluation import EvalResult, evaluate_model
@@ -74,37 +76,50 @@ class _Round:
 
 def train(msg: Message, context: Context) -> Message:
     r = _Round(msg, context)
-    r.load(personal=r.plan.keep_b)
     train_ids, _ = client_indices(r.config, r.partition_id, r.num_partitions)
     encoded = encode_indices(r.config, r.local.tokenizer, train_ids)
-    # Each (run seed, client, round) gets its own batch order, the same on every rerun.
-    generator = torch.Generator().manual_seed(
-        run_seed(r.config, r.partition_id, r.server_round, "batches")
-    )
+    privacy = RoundPrivacy.of(r.config, len(encoded)) if r.config.dp.record_level else None
+    ledger = ledger_of(r.state)
+    if privacy is not None and (epsilon_next := over_budget(ledger, privacy)) is not None:
+        return declined(msg, ledger, privacy, epsilon_next, r.partition_id, len(encoded))
+    r.load(personal=r.plan.keep_b)
     lr = r.config.train.lr_at(r.server_round, r.config.num_server_rounds)
     settings = dataclasses.replace(r.config.train, lr=lr)
     with r.local.a_frozen(not r.plan.train_a):
-        result = train_lora(
-            r.local.model, encoded, r.config.task, settings,
-            pad_token_id=r.local.tokenizer.pad_token_id, generator=generator,
-        )  # fmt: skip
+        if privacy is None:
+            # Each (run seed, client, round) gets its own batch order, the same on every rerun.
+            generator = torch.Generator().manual_seed(
+                run_seed(r.config, r.partition_id, r.server_round, "batches")
+            )
+            result = train_lora(
+                r.local.model, encoded, r.config.task, settings,
+                pad_token_id=r.local.tokenizer.pad_token_id, generator=generator,
+            )  # fmt: skip
+        else:
+            result = train_lora_dp(
+                r.local.model, encoded, r.config.task, settings,
+                noise_multiplier=privacy.noise_multiplier, max_grad_norm=r.config.dp.max_grad_norm,
+                sample_rate=privacy.sample_rate, mode=r.config.dp.grad_sample_mode,
+                pad_token_id=r.local.tokenizer.pad_token_id,
+            )  # fmt: skip
     state = trainable_state(r.local.model)
     if r.plan.keep_b:
         r.state[keys.PERSONAL_B] = tensors_to_record({k: state[k] for k in r.b_keys})
     withheld = r.plan.withheld(r.local.pairs)
-    metrics = MetricRecord(
-        {
-            keys.NUM_EXAMPLES: len(encoded),
-            keys.PARTITION_ID: r.partition_id,
-            keys.LORA_RANK: r.local.rank,
-            keys.TRAIN_LOSS: result.loss,
-            keys.TRAIN_STEPS: result.steps,
-            keys.TRAIN_SECONDS: result.seconds,
-            keys.PEAK_MEMORY_MB: result.peak_memory_mb,
-        }
-    )
+    values = {
+        keys.NUM_EXAMPLES: len(encoded),
+        keys.PARTITION_ID: r.partition_id,
+        keys.LORA_RANK: r.local.rank,
+        keys.TRAIN_LOSS: result.loss,
+        keys.TRAIN_STEPS: result.steps,
+        keys.TRAIN_SECONDS: result.seconds,
+        keys.PEAK_MEMORY_MB: result.peak_memory_mb,
+    }
+    if privacy is not None:
+        values[keys.DP_EPSILON] = spend(r.state, ledger, privacy)
     upload = tensors_to_record({k: v for k, v in state.items() if k not in withheld})
-    return Message(content=RecordDict({keys.ARRAYS: upload, keys.METRICS: metrics}), reply_to=msg)
+    content = RecordDict({keys.ARRAYS: upload, keys.METRICS: MetricRecord(values)})
+    return Message(content=content, reply_to=msg)
 
 
 def evaluate(msg: Message, context: Context) -> Message:

@@ -245,6 +245,39 @@ class StrategySettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    record_level: bool = option(
+        False,
+        "Record-level DP on every client: DP-SGD with opacus for LoRA (Poisson sampling, "
+        "per-sample clipping, Gaussian noise); clipped, noised scalar gradients for zo.",
+    )
+    noise_multiplier: float = option(
+        0.0,
+        "Noise standard deviation over the clipping bound (0: the smallest that keeps "
+        "dp.target-epsilon over every round of the run).",
+        minimum=0.0,
+    )
+    target_epsilon: float = option(
+        0.0,
+        "A client's budget for the whole run (0: none, then dp.noise-multiplier must be set). "
+        "A client whose next round would spend past it does not train.",
+        minimum=0.0,
+    )
+    delta: float = option(1e-5, "The delta of (epsilon, delta)-DP.", above=0.0, maximum=0.1)
+    max_grad_norm: float = option(
+        1.0,
+        "Per-example clipping bound: of the LoRA gradient, or of the zo scalar gradient.",
+        above=0.0,
+    )
+    grad_sample_mode: str = option(
+        "hooks",
+        "How opacus gets per-sample gradient norms: hooks, functorch, or ghost (ghost "
+        "clipping: norms without materialising per-sample gradients).",
+        choices=("hooks", "functorch", "ghost"),
+    )
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     round_timeout: float = option(3600.0, "Seconds to wait for the replies of a round.", above=0.0)
     max_update_norm: float = option(
@@ -274,6 +307,7 @@ class RunConfig:
     zo: ZoSettings = field(default_factory=ZoSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     strategy: StrategySettings = field(default_factory=StrategySettings)
+    dp: PrivacySettings = field(default_factory=PrivacySettings)
     server: ServerSettings = field(default_factory=ServerSettings)
 
     @property
@@ -389,6 +423,7 @@ def _check_combinations(config: RunConfig) -> None:
         )
     _check_client_ranks(config.lora)
     _check_zo(config)
+    _check_privacy(config)
     if config.strategy.min_available_nodes < config.strategy.min_train_nodes:
         raise ConfigError(
             f"run config 'strategy.min-available-nodes' = {config.strategy.min_available_nodes}: "
@@ -417,6 +452,22 @@ def _check_zo(config: RunConfig) -> None:
     if config.train.local_steps < 1:
         raise ConfigError(
             "run config 'train.local-steps' = 0: mode zo counts its steps; set it above 0"
+        )
+
+
+def _check_privacy(config: RunConfig) -> None:
+    dp = config.dp
+    if not dp.record_level:
+        return
+    if dp.noise_multiplier == 0 and dp.target_epsilon == 0:
+        raise ConfigError(
+            "run config 'dp.record-level' = True needs a noise: set dp.noise-multiplier, or "
+            "dp.target-epsilon to derive it for the whole run"
+        )
+    if config.train.local_steps < 1:
+        raise ConfigError(
+            "run config 'train.local-steps' = 0: record-level DP accounts fixed steps per round; "
+            "set it above 0"
         )
 
 

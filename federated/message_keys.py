@@ -38,3 +38,10 @@ SUMS_BASE_VERSION = "sums-base-version"
 # Node state: the seed sums a client last synced, and their version.
 ZO_SUMS = "zo-sums"
 ZO_SUMS_VERSION = "zo-sums-version"
+
+# Record-level DP: the epsilon a client has spent, and its reply when its budget is spent.
+DP_EPSILON = "dp-epsilon"
+DP_DECLINED = "dp-budget-spent"
+DP_EPSILON_NEXT = "dp-epsilon-next"
+# Node state: the client's privacy ledger across rounds.
+DP_LEDGER = "dp-ledger"

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from federated.config import DataSettings, LoraSettings, ModelSettings, RunConfig
+from federated.config import ConfigError, DataSettings, LoraSettings, ModelSettings, RunConfig
 from federated.data.chatterbot import load_chatterbot
 from federated.data.corpus import Corpus
 from federated.data.encode import encode_examples
@@ -93,15 +93,19 @@ def _lora_model(
     if targets is None:
         preset = PRESETS.get(model.name)
         targets = preset.default_target_modules if preset else (ALL_LINEAR,)
-    peft_model = wrap_with_lora(
-        base,
-        task,
-        rank=rank,
-        alpha=lora.scale * rank,
-        dropout=lora.dropout,
-        target_modules=targets,
-        seed=seed,
-    )
+    try:
+        peft_model = wrap_with_lora(
+            base,
+            task,
+            rank=rank,
+            alpha=lora.scale * rank,
+            dropout=lora.dropout,
+            target_modules=targets,
+            seed=seed,
+        )
+    except ValueError as err:  # a target that is missing or an embedding: the user's setting
+        key = f"run config 'lora.target-modules' = {lora.target_modules!r}"
+        raise ConfigError(f"{key}: {err}") from None
     return LocalModel.wrap(peft_model, load_tokenizer(model.name), rank)
 
 

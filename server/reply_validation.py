@@ -147,6 +147,18 @@ def check_seed_reply(msg: Message, pool_size: int, max_steps: int) -> str | None
     return None
 
 
+def budget_declined(msg: Message) -> str | None:
+    """Why the client did not train, when it says its privacy budget is spent; else None."""
+    if msg.has_error() or keys.METRICS not in msg.content.metric_records:
+        return None
+    metrics = msg.content.metric_records[keys.METRICS]
+    if not metrics.get(keys.DP_DECLINED):
+        return None
+    spent = metrics.get(keys.DP_EPSILON, math.nan)
+    would = metrics.get(keys.DP_EPSILON_NEXT, math.nan)
+    return f"privacy budget spent: epsilon {spent:.3g} so far, this round would reach {would:.3g}"
+
+
 def check_evaluate_reply(msg: Message) -> str | None:
     """Why this evaluation reply must be ignored, or None when it is sound."""
     if msg.has_error():

@@ -19,7 +19,12 @@ from federated.evaluation import EvalResult
 from federated.results import RunResults
 from server.checkpoint import save_checkpoint
 from server.exchange import Exchange, exchange
-from server.reply_validation import check_evaluate_reply, check_seed_reply, check_train_reply
+from server.reply_validation import (
+    budget_declined,
+    check_evaluate_reply,
+    check_seed_reply,
+    check_train_reply,
+)
 from strategies.lora_strategy import GlobalModel, LoraStrategy
 
 GlobalEvaluation = Callable[[GlobalModel], EvalResult]
@@ -46,6 +51,7 @@ class _ClientRound:
     train_loss: float | None = None
     num_examples: int | None = None
     train_seconds: float | None = None
+    epsilon: float | None = None  # record-level DP: what the client has spent so far
 
 
 def _reply_check(strategy: LoraStrategy, config: RunConfig) -> Callable[[Message], str | None]:
@@ -68,6 +74,12 @@ def _screen_train(
         node = reply.metadata.src_node_id
         entry = clients.setdefault(node, _ClientRound(node))
         entry.bytes_up = ex.bytes_up[node]
+        refusal = budget_declined(reply)
+        if refusal:
+            entry.status = f"declined: {refusal}"
+            entry.epsilon = reply.content.metric_records[keys.METRICS].get(keys.DP_EPSILON)
+            log(INFO, "    node %d did not train: %s", node, refusal)
+            continue
         reason = check(reply)
         if reason:
             entry.status = f"rejected: {reason}"
@@ -79,6 +91,8 @@ def _screen_train(
         entry.train_loss = float(metrics[keys.TRAIN_LOSS])
         entry.num_examples = int(metrics[keys.NUM_EXAMPLES])
         entry.train_seconds = float(metrics.get(keys.TRAIN_SECONDS, 0.0))
+        if keys.DP_EPSILON in metrics:
+            entry.epsilon = float(metrics[keys.DP_EPSILON])
         valid.append(reply)
     for node in ex.timed_out:
         clients[node].status = "no reply before server.round-timeout"

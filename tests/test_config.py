@@ -15,6 +15,7 @@ from federated.config import (
     parse_run_config,
     run_config_to_flat,
 )
+from federated.workspace import lora_model
 from strategies.registry import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +84,17 @@ def test_strategy_choices_are_the_registered_strategies() -> None:
             {"strategy.min-available-nodes": 1, "strategy.min-train-nodes": 3},
             "must be >= strategy.min-train-nodes",
         ),
+        ({"dp.record-level": True}, "set dp.noise-multiplier, or dp.target-epsilon"),
+        (
+            {
+                "dp.record-level": True,
+                "dp.noise-multiplier": 1.0,
+                "train.local-steps": 0,
+                "train.local-epochs": 1.0,
+            },
+            "record-level DP accounts fixed steps per round",
+        ),
+        ({"dp.grad-sample-mode": "ew"}, "allowed values are hooks, functorch, ghost"),
     ],
 )
 def test_bad_values_name_key_value_and_what_is_allowed(raw: dict, expected: str) -> None:
@@ -91,6 +103,13 @@ def test_bad_values_name_key_value_and_what_is_allowed(raw: dict, expected: str)
     message = str(err.value)
     assert expected in message
     assert "\n" not in message
+
+
+def test_lora_on_an_embedding_layer_is_refused_in_one_line() -> None:
+    # Refused always, so also under record-level DP: opacus has no per-sample gradients for it.
+    config = parse_run_config({"model.name": "tiny-llama", "lora.target-modules": "embed_tokens"})
+    with pytest.raises(ConfigError, match="'lora.target-modules' = 'embed_tokens': .* embedding"):
+        lora_model(config)
 
 
 def test_check_command_explains_a_run_config_string(capsys: pytest.CaptureFixture[str]) -> None:

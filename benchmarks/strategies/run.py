@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.flower_runs import per_client, run_rounds
 from client.lora_trainer import train_lora
 from federated.config import parse_run_config
 from federated.evaluation import evaluate_model
@@ -66,10 +67,6 @@ VARIANTS = {
 }
 
 
-def _flwr_value(value: object) -> str:
-    return f"'{value}'" if isinstance(value, str) else str(value)
-
-
 def run_config(strategy: str, alpha: float, seed: int) -> dict:
     name, overrides = VARIANTS.get(strategy, (strategy, {}))
     return {
@@ -84,19 +81,8 @@ def run_config(strategy: str, alpha: float, seed: int) -> dict:
 def federated_run(cli: FlowerCli, strategy: str, alpha: float, seed: int) -> dict:
     """One strategy's run (or its saved result): accuracy, bytes and aggregation time per round."""
     name = f"{strategy}-alpha{alpha}-seed{seed}"
-    saved = RUNS / name / "summary.json"
-    if not saved.is_file():
-        config = {**run_config(strategy, alpha, seed), "output-dir": str(RUNS), "run-name": name}
-        text = " ".join(f"{k}={_flwr_value(v)}" for k, v in config.items())
-        proc = cli.run(text, num_supernodes=SETTINGS["clients"], timeout=1800)
-        if proc.returncode != 0 or not saved.is_file():
-            raise RuntimeError(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    rounds = [json.loads(line) for line in (RUNS / name / "metrics.jsonl").read_text().splitlines()]
+    rounds = run_rounds(cli, RUNS, name, run_config(strategy, alpha, seed), SETTINGS["clients"])
     trained = rounds[1:]
-
-    def per_client(key: str) -> list[float]:
-        return [sum(c[key] for c in r["clients"]) / len(r["clients"]) for r in trained]
-
     held_out = {
         key: [r[key] for r in trained]
         for key in ("held_out_accuracy", "held_out_global_accuracy")
@@ -105,8 +91,8 @@ def federated_run(cli: FlowerCli, strategy: str, alpha: float, seed: int) -> dic
     return {
         **held_out,
         "accuracy": [r["test_accuracy"] for r in rounds],
-        "bytes_up_per_client": per_client("bytes_up"),
-        "bytes_down_per_client": per_client("bytes_down"),
+        "bytes_up_per_client": per_client(rounds, "bytes_up"),
+        "bytes_down_per_client": per_client(rounds, "bytes_down"),
         "aggregation_seconds": [r["aggregation_seconds"] for r in trained],
     }
 

@@ -1,0 +1,129 @@
+"""What zeroth-order, seed-based training trades: bytes and learning against LoRA FedAvg.
+
+Each model runs LoRA FedAvg and FedKSeed variants through ``flwr run`` on Flower's simulation
+engine with the same clients, data split, rounds and seed. Every finished run is kept under
+``runs/`` and skipped when the script runs again.
+
+    python -m benchmarks.zo.run       # the federated runs, then runs.json
+    python -m benchmarks.zo.costs     # step time, memory and replay time, costs.json
+    python -m benchmarks.zo.report    # plots and tables
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.flower_runs import per_client, run_rounds
+from simulation.flower_cli import FlowerCli
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "runs"
+RESULTS = HERE / "runs.json"
+
+# Shared by every run of a model: data, clients, sampling, rounds, evaluation.
+MODELS = {
+    "smollm2-135m": {
+        "clients": 10,
+        "run_config": {
+            "model.name": "smollm2-135m", "data.name": "chatterbot", "num-server-rounds": 4,
+            "strategy.fraction-train": 0.3, "strategy.min-train-nodes": 3,
+            "strategy.fraction-evaluate": 0.0, "strategy.min-available-nodes": 10,
+            "eval.max-examples": 64, "train.batch-size": 4, "seed": 0,
+        },
+    },
+    "minilm-l6": {
+        "clients": 20,
+        "run_config": {
+            "model.name": "minilm-l6", "model.max-length": 32, "data.name": "wordnet",
+            "data.num-classes": 8, "data.max-per-class": 400, "data.partitioner": "dirichlet",
+            "data.dirichlet-alpha": 1.0, "data.test-fraction": 0.1, "num-server-rounds": 8,
+            "strategy.fraction-train": 0.25, "strategy.min-train-nodes": 5,
+            "strategy.fraction-evaluate": 0.0, "strategy.min-available-nodes": 20,
+            "eval.max-examples": 0, "eval.batch-size": 64, "train.batch-size": 16, "seed": 0,
+        },
+    },
+}  # fmt: skip
+
+_ZO = {"mode": "zo", "strategy.name": "fedkseed", "zo.pool-size": 4096, "zo.eps": 1e-3}
+
+# Per model, the compared methods. A ZO step costs two forward passes and no backward, so ZO
+# clients take more, cheaper steps; learning rates are the largest stable ones found for each.
+METHODS = {
+    "smollm2-135m": {
+        "lora-fedavg": {"strategy.name": "fedavg", "train.local-steps": 10, "train.lr": 1e-3},
+        "zo-full-low-rank": {
+            **_ZO, "zo.params": "full", "zo.perturbation": "low-rank", "zo.lr": 1e-5,
+            "train.local-steps": 20,
+        },
+        "zo-lora-dense": {
+            **_ZO, "zo.params": "lora", "zo.perturbation": "dense", "zo.lr": 3e-3,
+            "train.local-steps": 20,
+        },
+    },
+    "minilm-l6": {
+        "lora-fedavg": {"strategy.name": "fedavg", "train.local-steps": 8, "train.lr": 3e-3},
+        "zo-full-dense": {
+            **_ZO, "zo.params": "full", "zo.perturbation": "dense", "zo.lr": 1e-3,
+            "train.local-steps": 40,
+        },
+        "zo-full-low-rank": {
+            **_ZO, "zo.params": "full", "zo.perturbation": "low-rank", "zo.lr": 1e-3,
+            "train.local-steps": 40,
+        },
+        "zo-lora-dense": {
+            **_ZO, "zo.params": "lora", "zo.perturbation": "dense", "zo.lr": 1e-2,
+            "train.local-steps": 40,
+        },
+    },
+}  # fmt: skip
+
+
+def summarise(rounds: list[dict], clients: int) -> dict:
+    """Curves and per-client bytes of one run; totals per client over the whole run."""
+    up, down = per_client(rounds, "bytes_up"), per_client(rounds, "bytes_down")
+    total_up = sum(r["bytes_up"] for r in rounds[1:]) / clients
+    total_down = sum(r["bytes_down"] for r in rounds[1:]) / clients
+    return {
+        "test_loss": [r["test_loss"] for r in rounds],
+        "test_accuracy": [r.get("test_accuracy") for r in rounds],
+        "bytes_up_per_client": up,
+        "bytes_down_per_client": down,
+        "total_bytes_per_client": total_up + total_down,
+        "round_seconds": [r["round_seconds"] for r in rounds[1:]],
+        "train_seconds_per_client": [
+            statistics.fmean(c["train_seconds"] for c in r["clients"] if c["train_seconds"])
+            for r in rounds[1:]
+        ],
+    }
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(1)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    cli = FlowerCli(Path(os.environ.get("TMPDIR", "/tmp")) / "fedtune-zo-bench-flwr")
+    results: dict = {"settings": {"models": MODELS, "methods": METHODS}, "runs": {}}
+    try:
+        for model, shared in MODELS.items():
+            for method, overrides in METHODS[model].items():
+                name = f"{model}-{method}"
+                start = time.perf_counter()
+                config = {**shared["run_config"], **overrides}
+                rounds = run_rounds(cli, RUNS, name, config, shared["clients"], timeout=3600)
+                results["runs"].setdefault(model, {})[method] = summarise(rounds, shared["clients"])
+                took = time.perf_counter() - start
+                print(f"{name}: test loss {rounds[-1]['test_loss']:.3f} ({took:.0f} s)", flush=True)
+    finally:
+        cli.close()
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

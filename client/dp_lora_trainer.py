@@ -1,0 +1,164 @@
+"""Record-level DP-SGD for the LoRA weights, with opacus.
+
+Each step samples every example independently with probability q (Poisson sampling, which the
+RDP accountant's amplification assumes), clips each example's gradient to ``max_grad_norm``, adds
+Gaussian noise of std ``noise_multiplier · max_grad_norm`` to the sum and divides by the expected
+batch size q·n (opacus's ``DPOptimizer``). The loss is averaged per example outside the model
+(for language modelling: each example's mean over its tokens), so that one example is one record.
+
+Sampling and noise come from the OS's entropy, never from the run seed: anyone who knows the
+run config could otherwise regenerate the noise, and sampling that can be replayed gives no
+amplification.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from opacus import GradSampleModule
+from opacus.grad_sample import GradSampleModuleFastGradientClipping
+from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
+from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
+
+from client.lora_trainer import TrainResult
+from federated.config import TrainSettings
+from federated.data.encode import collate
+from federated.losses import loss_terms
+
+
+def secret_generator() -> torch.Generator:
+    """A generator nobody can reproduce from the run config."""
+    return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
+
+
+def poisson_batches(
+    num_examples: int, sample_rate: float, steps: int, generator: torch.Generator
+) -> Iterator[list[int]]:
+    """``steps`` batches, each example in each independently with probability ``sample_rate``."""
+    for _ in range(steps):
+        mask = torch.rand(num_examples, generator=generator) < sample_rate
+        yield torch.nonzero(mask, as_tuple=False).flatten().tolist()
+
+
+@contextmanager
+def private_model(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, mode: str, max_grad_norm: float,
+    noise_multiplier: float, expected_batch_size: int, generator: torch.Generator,
+) -> Iterator[tuple[torch.nn.Module, DPOptimizer]]:  # fmt: skip
+    """The model with opacus's per-sample hooks and the optimizer that clips and noises; the
+    hooks come off afterwards, because the model is cached and serves plain rounds too."""
+    if mode == "ghost":
+        wrapped: torch.nn.Module = GradSampleModuleFastGradientClipping(
+            model, batch_first=True, loss_reduction="mean", max_grad_norm=max_grad_norm
+        )
+        optimizer_cls: type[DPOptimizer] = DPOptimizerFastGradientClipping
+    else:
+        wrapped = GradSampleModule(
+            model, batch_first=True, loss_reduction="mean", force_functorch=mode == "functorch"
+        )
+        optimizer_cls = DPOptimizer
+    dp_optimizer = optimizer_cls(
+        optimizer,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        expected_batch_size=expected_batch_size,
+        loss_reduction="mean",
+        generator=generator,
+    )
+    try:
+        yield wrapped, dp_optimizer
+    finally:
+        wrapped._close()
+
+
+def _per_example_loss(model: torch.nn.Module, batch: dict, task: str) -> torch.Tensor:
+    terms = loss_terms(model, batch, task)
+    return terms.loss_sum / terms.count.clamp(min=1)
+
+
+def private_gradient(
+    wrapped: torch.nn.Module, dp_optimizer: DPOptimizer, batch: dict | None, task: str, mode: str
+) -> float | None:
+    """Leave the privatised gradient in each trained parameter's ``.grad``: per-example
+    gradients clipped, summed, noised, divided by the expected batch size. ``batch`` None is an
+    empty Poisson draw: the noise alone, as the accountant counts it. Returns the batch loss."""
+    dp_optimizer.zero_grad(set_to_none=True)
+    loss = None
+    if batch is None:
+        for param in dp_optimizer.params:
+            if mode == "ghost":
+                param.grad = torch.zeros_like(param)
+            else:
+                param.grad_sample = torch.zeros((0, *param.shape), dtype=param.dtype)
+    else:
+        per_example = _per_example_loss(wrapped, batch, task)
+        if mode == "ghost":
+            DPTensorFastGradientClipping(wrapped, dp_optimizer, per_example).backward()
+        else:
+            per_example.mean().backward()
+        loss = float(per_example.mean().detach())
+    dp_optimizer.pre_step()
+    return loss
+
+
+def train_lora_dp(
+    model: torch.nn.Module,
+    encoded: Sequence[dict[str, list[int]]],
+    task: str,
+    settings: TrainSettings,
+    *,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    sample_rate: float,
+    mode: str,
+    pad_token_id: int,
+    generator: torch.Generator | None = None,
+) -> TrainResult:
+    """``settings.local_steps`` DP-SGD steps (AdamW on the privatised gradient), in place.
+
+    ``generator`` drives sampling and noise; leave it None outside tests (see the module doc).
+    """
+    if not encoded:
+        raise ValueError("this client has no training examples")
+    generator = generator or secret_generator()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    expected = max(1, round(sample_rate * len(encoded)))
+    model.train()
+    start = time.perf_counter()
+    losses: list[float] = []
+    seen = 0
+    # opacus's backward hooks fire on frozen embeddings' outputs, which torch warns about on
+    # every step; the per-sample gradients of the trained layers are unaffected.
+    with (
+        warnings.catch_warnings(),
+        private_model(
+            model, optimizer, mode, max_grad_norm, noise_multiplier, expected, generator
+        ) as (
+            wrapped,
+            dp_optimizer,
+        ),
+    ):
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        for chosen in poisson_batches(len(encoded), sample_rate, settings.local_steps, generator):
+            batch = collate([encoded[i] for i in chosen], pad_token_id) if chosen else None
+            loss = private_gradient(wrapped, dp_optimizer, batch, task, mode)
+            optimizer.step()  # AdamW on the clipped, noised mean gradient in .grad
+            if loss is not None:
+                losses.append(loss)
+            seen += len(chosen)
+        dp_optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    return TrainResult(
+        loss=sum(losses) / len(losses) if losses else 0.0,  # every batch empty: noise only
+        steps=settings.local_steps,
+        examples_seen=seen,
+        seconds=time.perf_counter() - start,
+        peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )

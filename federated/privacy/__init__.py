@@ -1,0 +1,1 @@
+"""Differential privacy: the accountant's ledger shared by clients and the server."""

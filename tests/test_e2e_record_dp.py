@@ -1,0 +1,75 @@
+"""Record-level DP end to end through Flower's simulation engine: DP-SGD on LoRA clients, each
+reporting the epsilon it has spent, and declining the round that would overspend its budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from federated.config import parse_run_config
+from federated.privacy.accounting import PrivacyLedger
+from federated.workspace import client_indices
+from tests.simulate import simulate
+
+pytestmark = pytest.mark.slow
+
+CLIENTS, ROUNDS, STEPS, NOISE = 3, 3, 4, 1.0
+RUN = {
+    "model.name": "tiny-llama",
+    "data.partitioner": "iid",  # equal shares: equal sampling rates and so equal epsilons
+    "num-server-rounds": ROUNDS,
+    "lora.rank": 4,
+    "train.lr": 0.02,
+    "train.local-steps": STEPS,
+    "train.batch-size": 8,
+    "dp.record-level": True,
+    "dp.noise-multiplier": NOISE,
+    "dp.max-grad-norm": 1.0,
+}
+
+
+def _epsilons_after(rounds: int) -> list[float]:
+    """Each client's epsilon after ``rounds`` rounds of this run's DP-SGD."""
+    config = parse_run_config(RUN)
+    spent = []
+    for partition in range(CLIENTS):
+        size = len(client_indices(config, partition, CLIENTS)[0])
+        ledger = PrivacyLedger()
+        ledger.spend(NOISE, min(1.0, config.train.batch_size / size), STEPS * rounds)
+        spent.append(ledger.epsilon(config.dp.delta))
+    return spent
+
+
+@pytest.fixture(scope="module")
+def dp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[float, list[dict]]:
+    # A budget that two rounds fit into and the third does not, for every client.
+    two, three = _epsilons_after(2), _epsilons_after(3)
+    assert max(two) < min(three)
+    budget = (max(two) + min(three)) / 2
+    out = tmp_path_factory.mktemp("dp")
+    config = {**RUN, "dp.target-epsilon": budget, "output-dir": str(out), "run-name": "dp"}
+    folder = simulate(config, num_clients=CLIENTS)
+    lines = (Path(folder) / "metrics.jsonl").read_text().splitlines()
+    return budget, [json.loads(line) for line in lines]
+
+
+def test_private_rounds_train_and_report_the_epsilon_spent(dp_run) -> None:
+    _, rounds = dp_run
+    expected = {1: sorted(_epsilons_after(1)), 2: sorted(_epsilons_after(2))}
+    for r in rounds[1:3]:
+        assert r["clients_accepted"] == CLIENTS
+        reported = sorted(c["epsilon"] for c in r["clients"])
+        assert reported == pytest.approx(expected[r["round"]], rel=1e-6)
+    assert rounds[2]["test_loss"] < rounds[0]["test_loss"]
+
+
+def test_the_round_past_the_budget_is_declined_and_the_run_finishes(dp_run) -> None:
+    budget, rounds = dp_run
+    last = rounds[3]
+    assert last["round"] == ROUNDS and last["clients_accepted"] == 0
+    assert all(c["status"].startswith("declined: privacy budget spent") for c in last["clients"])
+    assert all(c["epsilon"] <= budget for c in last["clients"])
+    # Nobody trained: the global model, and so its test loss, stayed as it was.
+    assert last["test_loss"] == pytest.approx(rounds[2]["test_loss"])
