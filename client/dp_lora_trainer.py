@@ -6,14 +6,11 @@ Gaussian noise of std ``noise_multiplier · max_grad_norm`` to the sum and divid
 batch size q·n (opacus's ``DPOptimizer``). The loss is averaged per example outside the model
 (for language modelling: each example's mean over its tokens), so that one example is one record.
 
-Sampling and noise come from the OS's entropy, never from the run seed: anyone who knows the
-run config could otherwise regenerate the noise, and sampling that can be replayed gives no
-amplification.
+Sampling and noise come from a secret generator (``federated.privacy.sampling``).
 """
 
 from __future__ import annotations
 
-import os
 import resource
 import time
 import warnings
@@ -30,20 +27,7 @@ from client.lora_trainer import TrainResult
 from federated.config import TrainSettings
 from federated.data.encode import collate
 from federated.losses import loss_terms
-
-
-def secret_generator() -> torch.Generator:
-    """A generator nobody can reproduce from the run config."""
-    return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
-
-
-def poisson_batches(
-    num_examples: int, sample_rate: float, steps: int, generator: torch.Generator
-) -> Iterator[list[int]]:
-    """``steps`` batches, each example in each independently with probability ``sample_rate``."""
-    for _ in range(steps):
-        mask = torch.rand(num_examples, generator=generator) < sample_rate
-        yield torch.nonzero(mask, as_tuple=False).flatten().tolist()
+from federated.privacy.sampling import poisson_batches, secret_generator
 
 
 @contextmanager

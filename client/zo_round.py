@@ -6,10 +6,12 @@ import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
 from client.node import eval_metrics, partition_of, run_seed
-from client.zo_trainer import train_zo
+from client.privacy_budget import RoundPrivacy, declined, ledger_of, over_budget, spend
+from client.zo_trainer import ZoPrivacy, train_zo
 from federated import message_keys as keys
 from federated.config import RunConfig, parse_run_config
 from federated.evaluation import evaluate_model
+from federated.privacy.sampling import secret_generator
 from federated.wire import record_to_tensors, tensors_to_record
 from federated.workspace import client_indices, encode_indices, forget_zo_model, zo_model
 from federated.zo.sums_sync import client_sums
@@ -31,8 +33,18 @@ def train(msg: Message, context: Context) -> Message:
     config, zo, partition_id, num_partitions, server_round = _rebuild(msg, context)
     train_ids, _ = client_indices(config, partition_id, num_partitions)
     encoded = encode_indices(config, zo.tokenizer, train_ids)
+    privacy = RoundPrivacy.of(config, len(encoded)) if config.dp.record_level else None
+    ledger = ledger_of(context.state)
+    if privacy is not None and (epsilon_next := over_budget(ledger, privacy)) is not None:
+        return declined(msg, ledger, privacy, epsilon_next, partition_id, len(encoded))
     arrays = record_to_tensors(msg.content.array_records[keys.ARRAYS])
     generator = torch.Generator().manual_seed(run_seed(config, partition_id, server_round, "zo"))
+    dp_zo = None
+    if privacy is not None:
+        dp_zo = ZoPrivacy(
+            privacy.noise_multiplier, config.dp.max_grad_norm, privacy.sample_rate,
+            secret_generator(),
+        )  # fmt: skip
     try:
         result = train_zo(
             zo.model, zo.targets, zo.pool, encoded, config.task,
@@ -41,6 +53,7 @@ def train(msg: Message, context: Context) -> Message:
             pad_token_id=zo.tokenizer.pad_token_id,
             generator=generator,
             probabilities=arrays.get(keys.SEED_PROBABILITIES),
+            privacy=dp_zo,
         )  # fmt: skip
     except BaseException:
         forget_zo_model()  # stopped mid-step: the weights are unknown, the next round reloads w0
@@ -50,17 +63,19 @@ def train(msg: Message, context: Context) -> Message:
         keys.SEED_INDICES: torch.tensor(result.indices, dtype=torch.int64),
         keys.SEED_SCALARS: torch.tensor(result.scalars, dtype=torch.float32),
     }
-    metrics = MetricRecord(
-        {
-            keys.NUM_EXAMPLES: len(encoded),
-            keys.PARTITION_ID: partition_id,
-            keys.TRAIN_LOSS: result.loss,
-            keys.TRAIN_STEPS: len(result.indices),
-            keys.TRAIN_SECONDS: result.seconds,
-            keys.PEAK_MEMORY_MB: result.peak_memory_mb,
-        }
+    values = {
+        keys.NUM_EXAMPLES: len(encoded),
+        keys.PARTITION_ID: partition_id,
+        keys.TRAIN_LOSS: result.loss,
+        keys.TRAIN_STEPS: len(result.indices),
+        keys.TRAIN_SECONDS: result.seconds,
+        keys.PEAK_MEMORY_MB: result.peak_memory_mb,
+    }
+    if privacy is not None:
+        values[keys.DP_EPSILON] = spend(context.state, ledger, privacy)
+    content = RecordDict(
+        {keys.ARRAYS: tensors_to_record(steps), keys.METRICS: MetricRecord(values)}
     )
-    content = RecordDict({keys.ARRAYS: tensors_to_record(steps), keys.METRICS: metrics})
     return Message(content=content, reply_to=msg)
 
 

@@ -14,10 +14,22 @@ from dataclasses import dataclass
 
 import torch
 
-from federated.data.encode import batches
+from federated.data.encode import batches, collate
 from federated.losses import loss_terms
+from federated.privacy.sampling import poisson_batches
 from federated.zo.perturbation import Target, perturb_
 from federated.zo.seed_pool import SeedPool
+
+
+@dataclass(frozen=True)
+class ZoPrivacy:
+    """DP-ZO: each example's scalar gradient clipped to ``clip``, Gaussian noise of std
+    ``noise_multiplier · clip`` on their sum, Poisson batches at ``sample_rate``."""
+
+    noise_multiplier: float
+    clip: float
+    sample_rate: float
+    generator: torch.Generator  # secret: sampling and noise
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,20 @@ class ZoStepsResult:
     loss: float  # mean over steps of (l₊ + l₋) / 2
     seconds: float
     peak_memory_mb: float
+
+
+def _example_losses(model: torch.nn.Module, batch: dict, task: str) -> torch.Tensor:
+    """Each example's loss (its mean over scored tokens): one record, one term."""
+    terms = loss_terms(model, batch, task)
+    return terms.loss_sum / terms.count.clamp(min=1)
+
+
+def private_scalar(per_example: torch.Tensor, privacy: ZoPrivacy, num_examples: int) -> float:
+    """Clip each example's scalar to ±C, add N(0, (σC)²) to the sum, divide by the expected
+    batch size q·n: the Gaussian mechanism on a sum whose sensitivity is C."""
+    clipped = per_example.clamp(-privacy.clip, privacy.clip).sum()
+    noise = torch.randn((), generator=privacy.generator) * privacy.noise_multiplier * privacy.clip
+    return float(clipped + noise) / max(1.0, privacy.sample_rate * num_examples)
 
 
 def _endless(
@@ -53,15 +79,23 @@ def train_zo(
     pad_token_id: int,
     generator: torch.Generator,
     probabilities: torch.Tensor | None = None,
+    privacy: ZoPrivacy | None = None,
 ) -> ZoStepsResult:
     """Take ``steps`` zeroth-order steps on ``targets`` in place.
 
-    ``probabilities`` (FedKSeed-Pro) weights the choice of seeds; uniform when None.
+    ``probabilities`` (FedKSeed-Pro) weights the choice of seeds; uniform when None. With
+    ``privacy`` each step's batch is a Poisson draw and its scalar the clipped, noised mean of the
+    examples' scalars (DP-ZO): the only thing a step reveals is that one number.
     """
     if not encoded:
         raise ValueError("this client has no training examples")
     model.eval()  # dropout would make l₊ and l₋ differ by more than the perturbation
-    stream = _endless(encoded, batch_size, generator, pad_token_id)
+    if privacy is None:
+        stream = _endless(encoded, batch_size, generator, pad_token_id)
+    else:
+        draws = poisson_batches(len(encoded), privacy.sample_rate, steps, privacy.generator)
+        stream = (collate([encoded[i] for i in chosen], pad_token_id) if chosen else None
+                  for chosen in draws)  # fmt: skip
     weights = torch.ones(len(pool)) if probabilities is None else probabilities
     indices = torch.multinomial(weights, steps, replacement=True, generator=generator).tolist()
     scalars, losses = [], []
@@ -70,19 +104,27 @@ def train_zo(
         for index in indices:
             batch = next(stream)
             seed = pool[index]
-            perturb_(targets, seed, eps, structure)
-            plus = float(loss_terms(model, batch, task).mean_loss())
-            perturb_(targets, seed, -2 * eps, structure)
-            minus = float(loss_terms(model, batch, task).mean_loss())
-            scalar = (plus - minus) / (2 * eps)
-            # Back to w, and the step along z, in one pass over the weights.
-            perturb_(targets, seed, eps - lr * scalar, structure)
+            if batch is None:  # an empty Poisson draw: the step is the noise alone
+                scalar = private_scalar(torch.zeros(0), privacy, len(encoded))
+                perturb_(targets, seed, -lr * scalar, structure)
+            else:
+                perturb_(targets, seed, eps, structure)
+                plus = _example_losses(model, batch, task)
+                perturb_(targets, seed, -2 * eps, structure)
+                minus = _example_losses(model, batch, task)
+                per_example = (plus - minus) / (2 * eps)
+                if privacy is None:
+                    scalar = float(per_example.mean())
+                else:
+                    scalar = private_scalar(per_example, privacy, len(encoded))
+                # Back to w, and the step along z, in one pass over the weights.
+                perturb_(targets, seed, eps - lr * scalar, structure)
+                losses.append(float((plus + minus).mean()) / 2)
             scalars.append(scalar)
-            losses.append((plus + minus) / 2)
     return ZoStepsResult(
         indices=indices,
         scalars=scalars,
-        loss=sum(losses) / len(losses),
+        loss=sum(losses) / len(losses) if losses else 0.0,
         seconds=time.perf_counter() - start,
         peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )

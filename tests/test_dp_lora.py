@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from client.dp_lora_trainer import poisson_batches, private_gradient, private_model
+from client.dp_lora_trainer import private_gradient, private_model
 from federated.config import parse_run_config
 from federated.data.encode import collate
 from federated.models import load_tokenizer
+from federated.privacy.sampling import poisson_batches
 from federated.tasks import TASK_CLASSIFICATION
 from federated.workspace import client_indices, encode_indices
 from tests.model_fixtures import TINY_NUM_LABELS, tiny_lora_model

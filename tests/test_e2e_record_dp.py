@@ -73,3 +73,29 @@ def test_the_round_past_the_budget_is_declined_and_the_run_finishes(dp_run) -> N
     assert all(c["epsilon"] <= budget for c in last["clients"])
     # Nobody trained: the global model, and so its test loss, stayed as it was.
     assert last["test_loss"] == pytest.approx(rounds[2]["test_loss"])
+
+
+def test_zeroth_order_clients_train_under_dp_and_report_epsilon(tmp_path: Path) -> None:
+    config = {
+        **RUN,
+        "mode": "zo",
+        "strategy.name": "fedkseed",
+        "num-server-rounds": 2,
+        "zo.params": "full",
+        "zo.perturbation": "low-rank",
+        "zo.pool-size": 256,
+        "zo.lr": 2e-3,
+        "train.local-steps": 10,
+        "output-dir": str(tmp_path),
+        "run-name": "dp-zo",
+    }
+    folder = simulate(config, num_clients=CLIENTS)
+    rounds = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    first, second = rounds[1], rounds[2]
+    assert first["clients_accepted"] == second["clients_accepted"] == CLIENTS
+    for a, b in zip(
+        sorted(first["clients"], key=lambda c: c["node_id"]),
+        sorted(second["clients"], key=lambda c: c["node_id"]),
+        strict=True,
+    ):
+        assert 0 < a["epsilon"] < b["epsilon"]  # each round spends more
