@@ -275,6 +275,44 @@ class PrivacySettings:
         "clipping: norms without materialising per-sample gradients).",
         choices=("hooks", "functorch", "ghost"),
     )
+    client_level: bool = option(
+        False,
+        "Client-level DP on the server (DP-FedAvg): clip each client's update, add Gaussian "
+        "noise to their sum, account every round. Linear strategies only.",
+    )
+    client_noise_multiplier: float = option(
+        0.0,
+        "Noise std over the clip bound of client-level DP (0: the smallest that keeps "
+        "dp.client-target-epsilon over every round).",
+        minimum=0.0,
+    )
+    client_target_epsilon: float = option(
+        0.0,
+        "The run's client-level budget (0: none); training stops before a round that would "
+        "spend past it.",
+        minimum=0.0,
+    )
+    client_clip_norm: float = option(
+        1.0, "L2 bound of one client's update (the start value when adaptive).", above=0.0
+    )
+    client_adaptive_clip: bool = option(
+        False,
+        "Adapt the bound each round towards a quantile of the clients' update norms, from a "
+        "noised count (Andrew et al., 2021).",
+    )
+    client_clip_quantile: float = option(
+        0.5, "Adaptive clipping: share of clients whose update the bound should not clip.",
+        above=0.0, maximum=1.0,
+    )  # fmt: skip
+    client_clip_lr: float = option(
+        0.2, "Adaptive clipping: geometric learning rate of the bound.", above=0.0
+    )
+    client_count_noise: float = option(
+        0.0,
+        "Adaptive clipping: noise std of the count of unclipped clients (0: clients per "
+        "round / 20).",
+        minimum=0.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -457,6 +495,8 @@ def _check_zo(config: RunConfig) -> None:
 
 def _check_privacy(config: RunConfig) -> None:
     dp = config.dp
+    if dp.client_level:
+        _check_client_level(config)
     if not dp.record_level:
         return
     if dp.noise_multiplier == 0 and dp.target_epsilon == 0:
@@ -468,6 +508,20 @@ def _check_privacy(config: RunConfig) -> None:
         raise ConfigError(
             "run config 'train.local-steps' = 0: record-level DP accounts fixed steps per round; "
             "set it above 0"
+        )
+
+
+def _check_client_level(config: RunConfig) -> None:
+    dp = config.dp
+    if dp.client_noise_multiplier == 0 and dp.client_target_epsilon == 0:
+        raise ConfigError(
+            "run config 'dp.client-level' = True needs a noise: set dp.client-noise-multiplier, "
+            "or dp.client-target-epsilon to derive it for the whole run"
+        )
+    if config.mode == "zo" and config.zo.pro:
+        raise ConfigError(
+            "run config 'zo.pro' = True with dp.client-level: FedKSeed-Pro weighs seeds by each "
+            "client's own scalars, which client-level DP must not look at; turn one of them off"
         )
 
 

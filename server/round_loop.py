@@ -125,6 +125,24 @@ def _screen_evaluate(ex: Exchange) -> list[Message]:
     return valid
 
 
+def _client_dp_allows(strategy: LoraStrategy, grid: Grid, sampled: int, server_round: int) -> bool:
+    """Whether client-level DP may spend this round; sets the round's sampling rate."""
+    dp = strategy.client_dp
+    if dp is None:
+        return True
+    rate = sampled / max(1, len(list(grid.get_node_ids())))
+    if not dp.budget_allows(rate):
+        log(
+            WARNING,
+            "    client-level privacy budget: round %d would reach epsilon %.3g, past %.3g; "
+            "training stops here",
+            server_round, dp.epsilon_after_round(rate), dp.dp.client_target_epsilon,
+        )  # fmt: skip
+        return False
+    dp.sample_rate = rate
+    return True
+
+
 def _prefixed(prefix: str, result: EvalResult) -> dict[str, float]:
     return {f"{prefix}_{name}": value for name, value in result.metrics().items()}
 
@@ -146,6 +164,8 @@ def run_rounds(
         started = time.perf_counter()
         log(INFO, "[round %d/%d] training", server_round, rounds)
         sent = strategy.training_messages(server_round, grid)
+        if not _client_dp_allows(strategy, grid, len(sent), server_round):
+            break
         train_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("train"))
         valid, clients = _screen_train(train_ex, _reply_check(strategy, config))
 
@@ -184,6 +204,8 @@ def run_rounds(
             "round_seconds": time.perf_counter() - started,
             "clients": [vars(c) for c in sorted(clients.values(), key=lambda c: c.node_id)],
         }
+        if strategy.client_dp is not None and strategy.client_dp.last is not None:
+            record.update({f"client_dp_{k}": v for k, v in vars(strategy.client_dp.last).items()})
         record["bytes_down"] = record["train_bytes_down"] + record["eval_bytes_down"]
         record["bytes_up"] = record["train_bytes_up"] + record["eval_bytes_up"]
         results.append_round(record)
@@ -197,13 +219,19 @@ def _round_line(record: dict[str, Any], rounds: int) -> str:
         value = record.get(key)
         return "n/a" if value is None else f"{value:.4f}"
 
-    return (
+    line = (
         f"[round {record['round']}/{rounds}]"
         f" clients {record['clients_accepted']}/{record['clients_sampled']}"
         f" | train loss {number('train_loss')} | held-out loss {number('held_out_loss')}"
         f" | test loss {number('test_loss')} | up {_megabytes(record['bytes_up'])}"
         f" down {_megabytes(record['bytes_down'])} | {record['round_seconds']:.1f} s"
     )
+    spent = [c["epsilon"] for c in record["clients"] if c.get("epsilon") is not None]
+    if spent:
+        line += f" | record-level epsilon up to {max(spent):.3g}"
+    if "client_dp_epsilon" in record:
+        line += f" | client-level epsilon {record['client_dp_epsilon']:.3g}"
+    return line
 
 
 def folder_for(config: RunConfig, started: str) -> Path:

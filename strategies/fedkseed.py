@@ -8,7 +8,7 @@ FedKSeed-Pro samples seeds by the size of their past scalars instead of uniforml
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -148,6 +148,16 @@ class FedKSeed(LoraStrategy):
         self._settle("evaluate", replies)
         return super().aggregate_evaluate(server_round, replies)
 
+    def client_delta(self, update: Mapping[str, torch.Tensor]) -> Tensors:
+        """A client's steps as one vector over the pool: how far it moves each seed's sum."""
+        steps = [(update[keys.SEED_INDICES], update[keys.SEED_SCALARS])]
+        return {keys.SEED_SUMS: aggregate_seed_scalars(steps, [1.0], self.pool_size)}
+
+    def apply_mean_delta(self, delta: Mapping[str, torch.Tensor]) -> None:
+        sums = self.ledger.sums + delta[keys.SEED_SUMS]
+        self.ledger.advance(sums)
+        self.model = GlobalModel({keys.SEED_SUMS: sums})
+
     def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:
         steps = [(u[keys.SEED_INDICES], u[keys.SEED_SCALARS]) for u in updates]
         delta = aggregate_seed_scalars(steps, weights, self.pool_size)
@@ -155,6 +165,4 @@ class FedKSeed(LoraStrategy):
             clipped = scalars.double().clamp(-self.pro_clip, self.pro_clip).abs()
             self.amplitude_sums.index_add_(0, indices.long(), clipped)
             self.counts.index_add_(0, indices.long(), torch.ones_like(clipped))
-        sums = self.ledger.sums + delta
-        self.ledger.advance(sums)
-        self.model = GlobalModel({keys.SEED_SUMS: sums})
+        self.apply_mean_delta({keys.SEED_SUMS: delta})

@@ -24,6 +24,7 @@ from federated.config import RunConfig
 from federated.lora import LoraPair, lora_pairs
 from federated.round_plan import RoundPlan
 from federated.wire import record_to_tensors, tensors_to_record
+from strategies.client_dp import ClientLevelDp
 from strategies.lora_factors import Factors
 
 Tensors = dict[str, torch.Tensor]
@@ -95,6 +96,7 @@ class LoraStrategy(FedAvg):
         self.scale = scale
         self.pairs: list[LoraPair] = lora_pairs(initial.trainable)[0]
         self.initial = GlobalModel(dict(initial.trainable), dict(initial.base_delta))
+        self.client_dp: ClientLevelDp | None = None  # set by build_strategy for dp.client-level
 
     @classmethod
     def from_config(
@@ -116,6 +118,17 @@ class LoraStrategy(FedAvg):
         """What a sound training reply carries: these names, at most these shapes."""
         withheld = self.train_payload().plan.withheld(self.pairs)
         return {k: v for k, v in self.model.trainable.items() if k not in withheld}
+
+    # -- linear strategies: the aggregate as the mean of client deltas ------------------------
+    def client_delta(self, update: Mapping[str, torch.Tensor]) -> Tensors:
+        """How far one client's upload moves the global model. A linear strategy's aggregate is
+        the global model moved by the weighted mean of these (what client-level DP clips)."""
+        return {k: v - self.model.trainable[k] for k, v in update.items()}
+
+    def apply_mean_delta(self, delta: Mapping[str, torch.Tensor]) -> None:
+        """Move the global model by an aggregated delta (for linear strategies)."""
+        trainable = {k: v + delta[k] if k in delta else v for k, v in self.model.trainable.items()}
+        self.model = GlobalModel(trainable, self.model.base_delta)
 
     # -- the math ----------------------------------------------------------------------------
     @abstractmethod
@@ -169,7 +182,10 @@ class LoraStrategy(FedAvg):
         contents = [msg.content for msg in valid]
         updates = [record_to_tensors(c.array_records[keys.ARRAYS]) for c in contents]
         weights = [float(c.metric_records[keys.METRICS][keys.NUM_EXAMPLES]) for c in contents]
-        self.aggregate(updates, weights)
+        if self.client_dp is None:
+            self.aggregate(updates, weights)
+        else:  # every client weighs the same: each one's influence is bounded by the clip
+            self.apply_mean_delta(self.client_dp.aggregate([self.client_delta(u) for u in updates]))
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         return tensors_to_record(self.model.trainable), metrics
 

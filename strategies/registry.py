@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from federated.config import ConfigError, RunConfig
+from strategies.client_dp import ClientLevelDp
 from strategies.fedavg import FedAvgLora
 from strategies.fedex_lora import FedExLora
 from strategies.fedkseed import FedKSeed
@@ -56,7 +57,14 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
             f"mixed ranks work with {mixed}"
         )
     s = config.strategy
-    return cls.from_config(
+    if config.dp.client_level and not cls.linear:
+        linear = ", ".join(name for name, c in STRATEGIES.items() if c.linear)
+        raise ConfigError(
+            f"run config 'dp.client-level' = True with strategy '{cls.name}': client-level DP "
+            "adds noise to a sum of clipped client updates, and this strategy combines updates "
+            f"non-linearly; use one of {linear}"
+        )
+    strategy = cls.from_config(
         config,
         initial,
         fraction_train=s.fraction_train,
@@ -65,3 +73,10 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
         min_evaluate_nodes=s.min_train_nodes if s.fraction_evaluate > 0 else 0,
         min_available_nodes=s.min_available_nodes,
     )
+    if config.dp.client_level:
+        # The largest share a round samples: min-train-nodes of the fewest nodes it waits for.
+        rate = min(1.0, max(s.fraction_train, s.min_train_nodes / s.min_available_nodes))
+        strategy.client_dp = ClientLevelDp(
+            config.dp, rate, config.num_server_rounds, clients_per_round=s.min_train_nodes
+        )
+    return strategy
