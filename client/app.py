@@ -6,10 +6,9 @@ import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from client import lora_round, zo_round
+from client import lora_round, secure_aggregation, zo_round
 from federated.config import parse_run_config
-
-app = ClientApp()
+from federated.secagg import protocol
 
 # Ray gives each actor one CPU; more torch threads than that only fight over it.
 torch.set_num_threads(1)
@@ -19,11 +18,28 @@ def _mode(context: Context):
     return zo_round if parse_run_config(context.run_config).mode == "zo" else lora_round
 
 
-@app.train()
 def train(msg: Message, context: Context) -> Message:
     return _mode(context).train(msg, context)
 
 
-@app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     return _mode(context).evaluate(msg, context)
+
+
+def collect(msg: Message, context: Context) -> Message:
+    """SecAgg+'s training stage: train as usual, send the update masked."""
+    return secure_aggregation.collect(msg, context, train)
+
+
+def register(app: ClientApp) -> ClientApp:
+    """Every handler of fedtune's clients on ``app`` (tests register them on their own app)."""
+    app.train()(train)
+    app.evaluate()(evaluate)
+    app.train(protocol.SETUP)(secure_aggregation.setup)
+    app.train(protocol.SHARE_KEYS)(secure_aggregation.share_keys)
+    app.train(protocol.COLLECT)(collect)
+    app.train(protocol.UNMASK)(secure_aggregation.unmask)
+    return app
+
+
+app = register(ClientApp())

@@ -316,6 +316,42 @@ class PrivacySettings:
 
 
 @dataclass(frozen=True)
+class SecAggSettings:
+    enabled: bool = option(
+        False,
+        "SecAgg+: clients mask their updates so that the server learns only their sum "
+        "(linear strategies: fedavg, ffa-lora, fedsa-lora's shared A, fedkseed).",
+    )
+    num_shares: float = option(
+        1.0,
+        "Neighbours each client secret-shares its keys with, as a share of the sampled clients "
+        "(1.0: all, plain SecAgg; less: SecAgg+'s sparse graph).",
+        above=0.0,
+        maximum=1.0,
+    )
+    reconstruction_threshold: float = option(
+        0.67,
+        "Shares needed to rebuild a client's secrets, as a share of its neighbours: more "
+        "tolerates fewer dropouts and more corrupted peers.",
+        above=0.0,
+        maximum=1.0,
+    )
+    clipping_range: float = option(
+        8.0,
+        "Each entry of a client's masked update is clipped to +-this before quantization.",
+        above=0.0,
+    )
+    quantization_bits: int = option(
+        22, "Bits of each quantized entry (the masks work modulo 2^32).", minimum=8, maximum=26
+    )
+    max_weight: float = option(
+        1000.0,
+        "A client's weight (its examples) is capped here and sent masked as weight / max-weight.",
+        above=0.0,
+    )
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     round_timeout: float = option(3600.0, "Seconds to wait for the replies of a round.", above=0.0)
     max_update_norm: float = option(
@@ -346,6 +382,7 @@ class RunConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
     strategy: StrategySettings = field(default_factory=StrategySettings)
     dp: PrivacySettings = field(default_factory=PrivacySettings)
+    secagg: SecAggSettings = field(default_factory=SecAggSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
 
     @property

@@ -9,12 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from flwr.app import Message
 
 from federated import message_keys as keys
 from federated.local_model import fit_rank
 from federated.lora import factor_of
+from federated.secagg.masking import MOD
+from federated.secagg.protocol import MASKED
 from federated.wire import WIRE_DTYPE, record_to_tensors
 
 
@@ -144,6 +147,25 @@ def check_seed_reply(msg: Message, pool_size: int, max_steps: int) -> str | None
         return f"seed index outside the pool of {pool_size}"
     if not torch.isfinite(scalars).all():
         return "non-finite scalars"
+    return None
+
+
+def check_masked_reply(msg: Message, size: int) -> str | None:
+    """Why a SecAgg+ collect reply cannot join the sum: its metrics, or a masked vector that is
+    not ``size`` integers modulo 2^32. Its content cannot be checked further: it is masked."""
+    if msg.has_error():
+        return client_failure(msg)
+    records = msg.content.array_records
+    if list(records) != [keys.ARRAYS] or list(records[keys.ARRAYS]) != [MASKED]:
+        return f"expected one array record '{keys.ARRAYS}' holding '{MASKED}'"
+    problem = _metrics_problem(msg, (keys.NUM_EXAMPLES, keys.TRAIN_LOSS))
+    if problem:
+        return problem
+    masked = records[keys.ARRAYS][MASKED].numpy()
+    if masked.dtype != np.int64 or masked.shape != (size,):
+        return f"masked vector {masked.dtype} {masked.shape}, expected int64 ({size},)"
+    if masked.min() < 0 or masked.max() >= MOD:
+        return "masked vector has entries outside [0, 2^32)"
     return None
 
 

@@ -25,6 +25,7 @@ from server.reply_validation import (
     check_seed_reply,
     check_train_reply,
 )
+from server.secure_round import secure_train_round
 from strategies.lora_strategy import GlobalModel, LoraStrategy
 
 GlobalEvaluation = Callable[[GlobalModel], EvalResult]
@@ -166,14 +167,19 @@ def run_rounds(
         sent = strategy.training_messages(server_round, grid)
         if not _client_dp_allows(strategy, grid, len(sent), server_round):
             break
-        train_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("train"))
-        valid, clients = _screen_train(train_ex, _reply_check(strategy, config))
-
-        aggregation_started = time.perf_counter()
-        arrays, train_metrics = strategy.aggregate_train(server_round, valid)
-        aggregation_seconds = time.perf_counter() - aggregation_started
-        if arrays is None:
-            log(WARNING, "    no valid update this round: the global model stays as it was")
+        if config.secagg.enabled:
+            outcome = secure_train_round(grid, sent, strategy, config, server_round, _progress)
+            train_ex, train_metrics = outcome.exchange, outcome.metrics
+            valid, clients = _screen_train(train_ex, outcome.check)
+            aggregation_seconds = outcome.aggregation_seconds
+        else:
+            train_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("train"))
+            valid, clients = _screen_train(train_ex, _reply_check(strategy, config))
+            aggregation_started = time.perf_counter()
+            arrays, train_metrics = strategy.aggregate_train(server_round, valid)
+            aggregation_seconds = time.perf_counter() - aggregation_started
+            if arrays is None:
+                log(WARNING, "    no valid update this round: the global model stays as it was")
 
         sent = strategy.evaluation_messages(server_round, grid)
         eval_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("evaluate"))

@@ -25,35 +25,10 @@ import torch
 
 from federated.config import ConfigError, PrivacySettings
 from federated.privacy.accounting import PrivacyLedger, noise_for_budget
+from federated.privacy.clipping import clip_update, update_norm
 from federated.privacy.sampling import secret_generator
 
 Tensors = dict[str, torch.Tensor]
-
-
-def update_norm(delta: Mapping[str, torch.Tensor]) -> float:
-    return math.sqrt(sum(float(t.double().pow(2).sum()) for t in delta.values()))
-
-
-def clip_update(delta: Mapping[str, torch.Tensor], bound: float) -> Tensors:
-    """The update scaled into the L2 ball of radius ``bound`` (unchanged when inside)."""
-    factor = min(1.0, bound / max(update_norm(delta), 1e-12))
-    return {k: v * factor for k, v in delta.items()}
-
-
-def noised_mean(
-    deltas: Sequence[Mapping[str, torch.Tensor]],
-    bound: float,
-    noise_multiplier: float,
-    generator: torch.Generator,
-) -> Tensors:
-    """(Σ_k clip(Δ_k, S) + N(0, (σ·S)²·I)) / m over every entry of every tensor."""
-    clipped = [clip_update(d, bound) for d in deltas]
-    out = {}
-    for key in clipped[0]:
-        total = torch.stack([c[key] for c in clipped]).sum(0)
-        noise = torch.randn(total.shape, generator=generator) * noise_multiplier * bound
-        out[key] = (total + noise.to(total.dtype)) / len(clipped)
-    return out
 
 
 def split_noise(noise_multiplier: float, count_noise: float) -> float:
@@ -109,18 +84,30 @@ class ClientLevelDp:
         return not budget or self.epsilon_after_round(sample_rate) <= budget
 
     def aggregate(self, deltas: Sequence[Mapping[str, torch.Tensor]]) -> Tensors:
-        """The private mean of the clients' deltas; the round is spent in the ledger."""
-        dp, bound = self.dp, self.bound
+        """The private mean of the clients' deltas, clipped here; the round is spent."""
         norms = [update_norm(d) for d in deltas]
-        clipped_fraction = sum(n > bound for n in norms) / len(norms)
-        if dp.client_adaptive_clip:
-            unclipped = sum(n <= bound for n in norms)
+        clipped = [clip_update(d, self.bound) for d in deltas]
+        total = {k: torch.stack([c[k] for c in clipped]).sum(0) for k in clipped[0]}
+        return self.from_sum(total, len(deltas), sum(n <= self.bound for n in norms))
+
+    def from_sum(
+        self, total: Mapping[str, torch.Tensor], clients: int, unclipped: float | None
+    ) -> Tensors:
+        """The private mean from the sum of ``clients`` updates each within the bound (clipped
+        here, or by the clients themselves under SecAgg+, which lets the server see only the
+        sum). ``unclipped`` counts those the bound did not cut (adaptive clipping)."""
+        dp, bound = self.dp, self.bound
+        mean = {}
+        for key, value in total.items():
+            noise = torch.randn(value.shape, generator=self.generator, dtype=torch.float64)
+            mean[key] = (value.double() + noise * self.update_noise * bound) / clients
+        if dp.client_adaptive_clip and unclipped is not None:
             draw = float(torch.randn((), generator=self.generator))
             noised = unclipped + draw * self.count_noise
             self.bound = bound * math.exp(
-                -dp.client_clip_lr * (noised / len(deltas) - dp.client_clip_quantile)
+                -dp.client_clip_lr * (noised / clients - dp.client_clip_quantile)
             )
-        mean = noised_mean(deltas, bound, self.update_noise, self.generator)
         self.ledger.spend(self.noise_multiplier, self.sample_rate, 1)
+        clipped_fraction = 1 - unclipped / clients if unclipped is not None else math.nan
         self.last = RoundReport(bound, clipped_fraction, self.ledger.epsilon(dp.delta))
-        return mean
+        return {k: v.to(total[k].dtype) for k, v in mean.items()}

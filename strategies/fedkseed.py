@@ -141,6 +141,16 @@ class FedKSeed(LoraStrategy):
         self._settle("train", replies)
         return super().aggregate_train(server_round, replies)
 
+    def aggregate_secure(
+        self,
+        replies: Sequence[Message],
+        sums: Mapping[str, torch.Tensor],
+        weight: float,
+        unclipped: float | None,
+    ) -> MetricRecord | None:
+        self._settle("train", list(replies))
+        return super().aggregate_secure(replies, sums, weight, unclipped)
+
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:

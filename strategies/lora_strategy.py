@@ -130,6 +130,22 @@ class LoraStrategy(FedAvg):
         trainable = {k: v + delta[k] if k in delta else v for k, v in self.model.trainable.items()}
         self.model = GlobalModel(trainable, self.model.base_delta)
 
+    def aggregate_secure(
+        self,
+        replies: Sequence[Message],
+        sums: Mapping[str, torch.Tensor],
+        weight: float,
+        unclipped: float | None,
+    ) -> MetricRecord | None:
+        """Move the model by the mean update from SecAgg+'s sums alone: Σw·Δ and Σw (with
+        client-level DP the noise joins the sum here, and w is 1 for every client)."""
+        if self.client_dp is None:
+            mean = {k: v / weight for k, v in sums.items()}
+        else:
+            mean = self.client_dp.from_sum(sums, len(replies), unclipped)
+        self.apply_mean_delta({k: v.to(torch.float32) for k, v in mean.items()})
+        return self.train_metrics_aggr_fn([m.content for m in replies], self.weighted_by_key)
+
     # -- the math ----------------------------------------------------------------------------
     @abstractmethod
     def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:

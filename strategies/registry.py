@@ -64,6 +64,13 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
             "adds noise to a sum of clipped client updates, and this strategy combines updates "
             f"non-linearly; use one of {linear}"
         )
+    if config.secagg.enabled and not cls.linear:
+        linear = ", ".join(name for name, c in STRATEGIES.items() if c.linear)
+        raise ConfigError(
+            f"run config 'secagg.enabled' = True with strategy '{cls.name}': secure aggregation "
+            "gives the server only the sum of the clients' updates, and this strategy needs each "
+            f"update on its own; use one of {linear}"
+        )
     strategy = cls.from_config(
         config,
         initial,

@@ -8,16 +8,19 @@ from pathlib import Path
 
 from flwr.simulation import run_simulation
 
-from tests.simulation_apps import CONFIG_ENV, POISON_ENV
+from tests.simulation_apps import CONFIG_ENV, DROP_ENV, POISON_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def simulate(config: dict, num_clients: int, *, poison: bool = False) -> Path:
+def simulate(
+    config: dict, num_clients: int, *, poison: bool = False, drop_out: bool = False
+) -> Path:
     """Run to the end and return the run's results folder (``output-dir/run-name``)."""
     env = {
         CONFIG_ENV: json.dumps(config),
         POISON_ENV: "1" if poison else "0",
+        DROP_ENV: "1" if drop_out else "0",
         "PYTHONPATH": str(ROOT),  # Ray's workers import tests.simulation_apps
     }
     saved = {k: os.environ.get(k) for k in env}

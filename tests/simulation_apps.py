@@ -2,7 +2,8 @@
 
 That API passes no run config, so a ClientApp mod and a thin ServerApp put the test's config
 (from an environment variable, which Ray's workers inherit) into the context. With
-``FEDTUNE_TEST_POISON=1``, partition 0 replies with NaNs and partition 1 with a tensor missing.
+``FEDTUNE_TEST_POISON=1``, partition 0 replies with NaNs and partition 1 with a tensor missing;
+with ``FEDTUNE_TEST_SECAGG_DROP=1`` both drop out in the middle of a SecAgg+ round.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from federated.wire import record_to_tensors, tensors_to_record
 
 CONFIG_ENV = "FEDTUNE_TEST_RUN_CONFIG"
 POISON_ENV = "FEDTUNE_TEST_POISON"
+DROP_ENV = "FEDTUNE_TEST_SECAGG_DROP"
 
 
 def _run_config() -> dict:
@@ -57,9 +59,16 @@ def _poison(msg: Message, context: Context, call_next) -> Message:
     return reply
 
 
-client = ClientApp(mods=[_inject_config, _poison])
-client.train()(real_client.train)
-client.evaluate()(real_client.evaluate)
+def _drop_out(msg: Message, context: Context, call_next) -> Message:
+    # With FEDTUNE_TEST_SECAGG_DROP=1, partitions 0 and 1 fail in SecAgg+'s collect stage,
+    # after they shared their secrets: the server must still get the others' sum.
+    dropping = os.environ.get(DROP_ENV) == "1" and context.node_config["partition-id"] < 2
+    if dropping and msg.metadata.message_type == "train.secagg_collect":
+        raise RuntimeError("dropped out before sending the masked update")
+    return call_next(msg, context)
+
+
+client = real_client.register(ClientApp(mods=[_inject_config, _poison, _drop_out]))
 
 server = ServerApp()
 

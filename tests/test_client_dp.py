@@ -9,8 +9,9 @@ import torch
 
 from federated.config import ConfigError, parse_run_config
 from federated.privacy.accounting import PrivacyLedger
+from federated.privacy.clipping import clip_update, update_norm
 from federated.workspace import lora_model
-from strategies.client_dp import ClientLevelDp, clip_update, noised_mean, update_norm
+from strategies.client_dp import ClientLevelDp
 from strategies.fedkseed import FedKSeed
 from strategies.lora_strategy import GlobalModel
 from strategies.registry import STRATEGIES, build_strategy
@@ -36,13 +37,20 @@ def test_clipping_bounds_each_update_and_keeps_its_direction() -> None:
     assert all(torch.equal(clip_update(small, 0.5)[k], small[k]) for k in small)
 
 
-def test_the_noised_mean_is_the_mean_of_clipped_updates_plus_sigma_s_over_m() -> None:
+def _mechanism(noise: float, bound: float, seed: int) -> ClientLevelDp:
+    raw = {**TINY, **DP, "dp.client-noise-multiplier": noise, "dp.client-clip-norm": bound}
+    dp = ClientLevelDp(parse_run_config(raw).dp, 0.25, 10, clients_per_round=5)
+    dp.generator = torch.Generator().manual_seed(seed)
+    return dp
+
+
+def test_the_private_mean_is_the_mean_of_clipped_updates_plus_sigma_s_over_m() -> None:
     deltas, bound, sigma = _deltas(5, 1.0), 0.8, 2.0
-    clean = noised_mean(deltas, bound, 0.0, torch.Generator().manual_seed(0))
+    clean = _mechanism(1e-12, bound, 0).aggregate(deltas)
     expected = {k: sum(clip_update(d, bound)[k] for d in deltas) / 5 for k in deltas[0]}
     for key in clean:
         torch.testing.assert_close(clean[key], expected[key])
-    noisy = noised_mean(deltas, bound, sigma, torch.Generator().manual_seed(1))
+    noisy = _mechanism(sigma, bound, 1).aggregate(deltas)
     noise = torch.cat([(noisy[k] - clean[k]).flatten() for k in clean])
     assert float(noise.std()) == pytest.approx(sigma * bound / 5, rel=0.05)
 

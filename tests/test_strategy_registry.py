@@ -73,3 +73,13 @@ def test_lora_fair_takes_its_options() -> None:
     config = parse_run_config(raw)
     strategy = build_strategy(config, _initial(config))
     assert (strategy.lam, strategy.solver, strategy.steps) == (0.5, "closed-form", 7)
+
+
+@pytest.mark.parametrize("name", LORA_STRATEGIES)
+def test_secure_aggregation_serves_linear_strategies_and_refuses_the_others(name: str) -> None:
+    config = parse_run_config({**TINY, "strategy.name": name, "secagg.enabled": True})
+    if STRATEGIES[name].linear:
+        assert build_strategy(config, _initial(config)).name == name
+    else:
+        with pytest.raises(ConfigError, match="needs each update on its own"):
+            build_strategy(config, _initial(config))

@@ -1,0 +1,88 @@
+"""The arithmetic of SecAgg+: quantize an update, mask it, and unmask a sum of masked updates.
+
+Entries live in the integers modulo 2^32. A client's masked vector is
+
+    y_u = q_u + PRG(b_u) + Σ_{v neighbour, v < u} PRG(s_uv) − Σ_{v neighbour, v > u} PRG(s_uv)
+
+where q_u is its quantized update, b_u a seed only it knows, and s_uv the key it agrees with
+neighbour v (Diffie-Hellman). In the sum over clients the pairwise masks cancel; the server
+removes each survivor's PRG(b_u) from b_u rebuilt from its neighbours' shares, and the pairwise
+masks of a client that dropped out from its key rebuilt the same way.
+
+The PRG is ChaCha20 keyed by SHA-256 of the seed: a mask cannot be guessed from its seed's size
+(Flower's own mask generator folds its seed into 32 bits, few enough to search).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+MOD_BITS = 32
+MOD = 1 << MOD_BITS
+_NONCE = bytes(16)  # one key, one stream: each seed masks one vector
+
+
+def prg(seed: bytes, size: int) -> np.ndarray:
+    """``size`` pseudo-random integers in [0, 2^32) from ``seed``, as int64."""
+    key = hashlib.sha256(seed).digest()
+    stream = Cipher(algorithms.ChaCha20(key, _NONCE), mode=None).encryptor()
+    return np.frombuffer(stream.update(bytes(4 * size)), dtype="<u4").astype(np.int64)
+
+
+def quantize(vector: np.ndarray, clipping_range: float, bits: int) -> np.ndarray:
+    """Entries clipped to ±``clipping_range`` and mapped to integers in [0, 2^bits − 1], with
+    unbiased stochastic rounding (its randomness from the OS, so it hides nothing either)."""
+    top = (1 << bits) - 1
+    scaled = (np.clip(vector, -clipping_range, clipping_range) + clipping_range) * (
+        top / (2 * clipping_range)
+    )
+    floor = np.floor(scaled)
+    rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
+    up = rng.random(scaled.shape) < (scaled - floor)
+    return (floor + up).astype(np.int64)
+
+
+def dequantize_sum(total: np.ndarray, count: int, clipping_range: float, bits: int) -> np.ndarray:
+    """The float sum of ``count`` quantized vectors from the integer sum of them."""
+    top = (1 << bits) - 1
+    return total.astype(np.float64) * (2 * clipping_range / top) - count * clipping_range
+
+
+def pair_sign(me: int, other: int) -> int:
+    """+1 when ``me`` adds the pair's mask, −1 when it subtracts it: the two cancel."""
+    return 1 if me > other else -1
+
+
+def mask(
+    quantized: np.ndarray, private_seed: bytes, pair_keys: Mapping[int, bytes], me: int
+) -> np.ndarray:
+    """y_u: the quantized update plus its private mask and its signed pairwise masks, mod 2^32."""
+    size = quantized.size
+    out = quantized + prg(private_seed, size)
+    for other, key in pair_keys.items():
+        out += pair_sign(me, other) * prg(key, size)
+    return out % MOD
+
+
+def unmask(
+    masked_sum: np.ndarray,
+    private_seeds: Iterable[bytes],
+    orphan_pairs: Iterable[tuple[int, int, bytes]],
+) -> np.ndarray:
+    """The sum of the survivors' quantized updates, mod 2^32.
+
+    ``private_seeds``: every survivor's b_u. ``orphan_pairs``: (survivor u, dropped v, s_uv) for
+    each pair whose other half never arrived.
+    """
+    size = masked_sum.size
+    out = masked_sum.astype(np.int64)
+    for seed in private_seeds:
+        out -= prg(seed, size)
+    for survivor, dropped, key in orphan_pairs:
+        out -= pair_sign(survivor, dropped) * prg(key, size)
+    return out % MOD

@@ -1,0 +1,108 @@
+"""SecAgg+'s arithmetic with real keys and shares: masks cancel in the sum, a masked vector
+reveals nothing of its update, dropouts are unmasked from shares, quantization stays small."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.common.secure_aggregation.crypto.shamir import combine_shares, create_shares
+
+from federated.secagg.keys import agree, neighbours, new_key_pair, threshold
+from federated.secagg.masking import MOD, dequantize_sum, mask, quantize, unmask
+
+RANGE, BITS, SIZE = 8.0, 22, 5000
+
+
+def _clients(n: int, seed: int = 0) -> tuple[list[int], list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    nodes = sorted(int(x) for x in rng.choice(2**62, size=n, replace=False))
+    updates = [rng.normal(0, 0.05, SIZE) for _ in nodes]
+    return nodes, updates
+
+
+def _masked(nodes, quantized, keys, seeds, present):
+    """Each client's masked vector, with pairwise masks for the peers in ``present``."""
+    out = {}
+    for node, q in zip(nodes, quantized, strict=True):
+        pair = {other: agree(keys[node][0], keys[other][1]) for other in present if other != node}
+        out[node] = mask(q, seeds[node], pair, node)
+    return out
+
+
+def test_the_masks_cancel_and_the_server_gets_the_plain_sum() -> None:
+    nodes, updates = _clients(5)
+    keys = {n: new_key_pair() for n in nodes}
+    seeds = {n: bytes([i]) * 32 for i, n in enumerate(nodes)}
+    quantized = [quantize(u, RANGE, BITS) for u in updates]
+    masked = _masked(nodes, quantized, keys, seeds, nodes)
+    total = sum(masked.values()) % MOD
+    unmasked = unmask(total, seeds.values(), [])
+    assert np.array_equal(unmasked, sum(quantized) % MOD)  # exact, modulo 2^32
+    recovered = dequantize_sum(unmasked, len(nodes), RANGE, BITS)
+    step = 2 * RANGE / ((1 << BITS) - 1)
+    assert np.abs(recovered - sum(updates)).max() <= len(nodes) * step
+
+
+def test_one_masked_vector_looks_uniform_and_unrelated_to_its_update() -> None:
+    nodes, updates = _clients(3)
+    keys = {n: new_key_pair() for n in nodes}
+    seeds = {n: np.random.default_rng(i).bytes(32) for i, n in enumerate(nodes)}
+    quantized = [quantize(u, RANGE, BITS) for u in updates]
+    one = _masked(nodes, quantized, keys, seeds, nodes)[nodes[0]]
+    # Uniform over [0, 2^32): mean and spread of a uniform, nothing of the update's scale.
+    assert abs(one.mean() / MOD - 0.5) < 0.02
+    assert abs(one.std() / MOD - 12**-0.5) < 0.02
+    assert abs(np.corrcoef(one, updates[0])[0, 1]) < 0.05
+
+
+def test_a_client_that_drops_after_sharing_is_unmasked_from_the_shares() -> None:
+    nodes, updates = _clients(5, seed=1)
+    keys = {n: new_key_pair() for n in nodes}
+    seeds = {n: np.random.default_rng(10 + i).bytes(32) for i, n in enumerate(nodes)}
+    t = threshold(len(nodes), 0.6)
+    # Every client shares its mask secret key; the survivors hold one share each of it.
+    key_shares = {n: create_shares(keys[n][0], t, len(nodes)) for n in nodes}
+    quantized = [quantize(u, RANGE, BITS) for u in updates]
+    masked = _masked(nodes, quantized, keys, seeds, nodes)
+    gone = nodes[2]
+    survivors = [n for n in nodes if n != gone]
+    total = sum(masked[n] for n in survivors) % MOD
+    # Only t of the survivors answer the unmask stage.
+    secret = combine_shares([key_shares[gone][i] for i in range(t)])
+    assert secret == keys[gone][0]
+    orphans = [(n, gone, agree(secret, keys[n][1])) for n in survivors]
+    unmasked = unmask(total, [seeds[n] for n in survivors], orphans)
+    expected = sum(q for n, q in zip(nodes, quantized, strict=True) if n != gone) % MOD
+    assert np.array_equal(unmasked, expected)
+    try:  # fewer shares than the threshold rebuild nothing (or garbage)
+        few = combine_shares([key_shares[gone][i] for i in range(t - 1)])
+    except ValueError:
+        few = None
+    assert few != keys[gone][0]
+
+
+def test_stochastic_quantization_is_unbiased() -> None:
+    value = np.full(200_000, 0.123456789)
+    step = 2 * RANGE / ((1 << BITS) - 1)
+    back = dequantize_sum(quantize(value, RANGE, BITS), 1, RANGE, BITS)
+    assert np.abs(back - value).max() <= step
+    assert abs(back.mean() - 0.123456789) < step / 50
+
+
+def test_entries_beyond_the_clipping_range_are_clipped() -> None:
+    back = dequantize_sum(quantize(np.array([-100.0, 100.0]), RANGE, BITS), 1, RANGE, BITS)
+    assert back == pytest.approx([-RANGE, RANGE])
+
+
+@pytest.mark.parametrize(("count", "fraction"), [(3, 1.0), (10, 1.0), (10, 0.5), (31, 0.2)])
+def test_sharing_groups_are_symmetric_rings_and_thresholds_a_majority(count, fraction) -> None:
+    nodes = list(range(100, 100 + count))
+    groups = neighbours(nodes, fraction)
+    sizes = {len(g) for g in groups.values()}
+    assert len(sizes) == 1
+    assert sizes.pop() % 2 == 1 or fraction == 1.0
+    for node, group in groups.items():
+        assert node in group
+        assert all(node in groups[other] for other in group)
+        t = threshold(len(group), 0.5)
+        assert len(group) >= t > len(group) / 2
