@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -20,64 +19,15 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.cost_setup import MODELS, first_batch, model_config, peak_mb, reset_peak, rss_mb
+
 HERE = Path(__file__).resolve().parent
 COSTS = HERE / "costs.json"
 
-# Per model: its task's data, and the batch a client steps on (as in the federated runs).
-MODELS = {
-    "smollm2-135m": {
-        "config": {"model.name": "smollm2-135m", "data.name": "chatterbot"},
-        "batch_size": 4,
-    },
-    "minilm-l6": {
-        "config": {
-            "model.name": "minilm-l6", "model.max-length": 32, "data.name": "wordnet",
-            "data.num-classes": 8, "data.max-per-class": 400, "data.partitioner": "iid",
-        },
-        "batch_size": 16,
-    },
-}  # fmt: skip
 # (zo.params, zo.perturbation): what a ZO client can train, and how its perturbations are drawn.
 ZO_SETS = [("full", "dense"), ("full", "low-rank"), ("sparse", "dense"), ("lora", "dense")]
 REPEATS = 5  # forward passes and steps timed per measurement (the median is kept)
 DENSE_REPLAY_SEEDS = 16  # dense full replays K seeds at about a second each: time a few, scale up
-
-
-def _peak_mb() -> float:
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
-
-
-def _rss_mb() -> float:
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
-
-
-def _reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def _config(model: str, zo: tuple[str, str] | None = None):
-    from federated.config import parse_run_config
-
-    raw = dict(MODELS[model]["config"])
-    if zo is not None:
-        raw |= {"mode": "zo", "strategy.name": "fedkseed"}
-        raw |= {"zo.params": zo[0], "zo.perturbation": zo[1]}
-    return parse_run_config(raw)
-
-
-def _batch(config, tokenizer, batch_size: int) -> tuple[list[dict], dict]:
-    from federated.data.encode import batches
-    from federated.workspace import client_indices, encode_indices
-
-    train_ids, _ = client_indices(config, 0, 10)
-    encoded = encode_indices(config, tokenizer, train_ids[:batch_size])
-    generator = torch.Generator().manual_seed(0)
-    batch = next(
-        batches(encoded, batch_size, generator=generator, pad_token_id=tokenizer.pad_token_id)
-    )
-    return encoded, batch
 
 
 def _forward_seconds(model: torch.nn.Module, batch: dict, task: str) -> float:
@@ -98,27 +48,27 @@ def measure_inference(model_name: str) -> dict:
     from federated.models import load_base_model, load_tokenizer
     from federated.workspace import num_labels
 
-    config = _config(model_name)
+    config = model_config(model_name)
     model = load_base_model(
         config.model.name, config.task, num_labels=num_labels(config), seed=config.seed
     )
     tokenizer = load_tokenizer(config.model.name)
-    _, batch = _batch(config, tokenizer, MODELS[model_name]["batch_size"])
-    loaded = _rss_mb()
-    _reset_peak()
+    _, batch = first_batch(config, tokenizer, MODELS[model_name]["batch_size"])
+    loaded = rss_mb()
+    reset_peak()
     forward = _forward_seconds(model, batch, config.task)
-    return {"forward_seconds": forward, "rss_after_load_mb": loaded, "peak_mb": _peak_mb()}
+    return {"forward_seconds": forward, "rss_after_load_mb": loaded, "peak_mb": peak_mb()}
 
 
 def measure_zo_step(model_name: str, params: str, structure: str) -> dict:
     from client.zo_trainer import train_zo
     from federated.workspace import zo_model
 
-    config = _config(model_name, (params, structure))
+    config = model_config(model_name, (params, structure))
     zo = zo_model(config)
-    encoded, batch = _batch(config, zo.tokenizer, MODELS[model_name]["batch_size"])
-    loaded = _rss_mb()
-    _reset_peak()
+    encoded, batch = first_batch(config, zo.tokenizer, MODELS[model_name]["batch_size"])
+    loaded = rss_mb()
+    reset_peak()
     forward = _forward_seconds(zo.model, batch, config.task)
     steps = []
     for i in range(REPEATS):
@@ -134,7 +84,7 @@ def measure_zo_step(model_name: str, params: str, structure: str) -> dict:
         "step_seconds": statistics.median(steps),
         "trained_parameters": sum(t.size for t in zo.targets),
         "rss_after_load_mb": loaded,
-        "peak_mb": _peak_mb(),
+        "peak_mb": peak_mb(),
     }
 
 
@@ -142,12 +92,12 @@ def measure_lora_step(model_name: str) -> dict:
     from client.lora_trainer import train_lora
     from federated.workspace import lora_model
 
-    config = _config(model_name)
+    config = model_config(model_name)
     local = lora_model(config)
     local.load(local.initial)
-    encoded, batch = _batch(config, local.tokenizer, MODELS[model_name]["batch_size"])
-    loaded = _rss_mb()
-    _reset_peak()
+    encoded, batch = first_batch(config, local.tokenizer, MODELS[model_name]["batch_size"])
+    loaded = rss_mb()
+    reset_peak()
     forward = _forward_seconds(local.model, batch, config.task)
     settings = config.train.__class__(
         **{**vars(config.train), "local_steps": 1, "batch_size": len(encoded)}
@@ -165,7 +115,7 @@ def measure_lora_step(model_name: str) -> dict:
         "step_seconds": statistics.median(steps),
         "trained_parameters": trained,
         "rss_after_load_mb": loaded,
-        "peak_mb": _peak_mb(),
+        "peak_mb": peak_mb(),
     }
 
 
@@ -173,7 +123,7 @@ def measure_replay(model_name: str, params: str, structure: str) -> dict:
     """A client that joins late: a fresh model catches up on sums that moved every seed."""
     from federated.workspace import zo_model
 
-    config = _config(model_name, (params, structure))
+    config = model_config(model_name, (params, structure))
     zo = zo_model(config)
     pool_size = len(zo.pool)
     timed = DENSE_REPLAY_SEEDS if (params, structure) == ("full", "dense") else pool_size

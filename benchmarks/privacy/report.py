@@ -1,0 +1,103 @@
+"""Plot and tabulate the privacy benchmark: ``runs.json`` and ``step_cost.json``.
+
+python -m benchmarks.privacy.report    # writes privacy_utility.png, prints the markdown tables
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from benchmarks.privacy.run import EPSILONS, METHODS  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def plot(runs: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    labels = [f"ε={e:g}" for e in EPSILONS] + ["no DP"]
+    for method in METHODS:
+        names = [f"{method}-eps{e:g}" for e in EPSILONS] + [f"{method}-no-dp"]
+        finals = [runs["runs"][n]["accuracy"][-1] for n in names]
+        ax.plot(range(len(names)), finals, marker="o", label=method)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel("final test accuracy")
+    ax.set_title("MiniLM-L6, WordNet 8 classes, 20 clients: record-level DP")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def utility_table(runs: dict) -> str:
+    lines = [
+        "| method | " + " | ".join(f"ε={e:g}" for e in EPSILONS) + " | no DP |",
+        "|---|" + "---|" * (len(EPSILONS) + 1),
+    ]
+    for method in METHODS:
+        cells = []
+        for epsilon in EPSILONS:
+            run = runs["runs"][f"{method}-eps{epsilon:g}"]
+            cells.append(f"{run['accuracy'][-1]:.3f} (spent {run['max_client_epsilon'][-1]:.2f})")
+        cells.append(f"{runs['runs'][f'{method}-no-dp']['accuracy'][-1]:.3f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def secagg_table(runs: dict) -> str:
+    plain, secure = runs["runs"]["fedavg-no-dp"], runs["runs"]["fedavg-secagg"]
+    lines = [
+        "| fedavg | round time | server aggregation | up / client / round | down / client / round "
+        "| final accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, run in (("plain", plain), ("SecAgg+", secure)):
+        lines.append(
+            f"| {name} | {statistics.fmean(run['round_seconds']):.1f} s | "
+            f"{statistics.fmean(run['aggregation_seconds']) * 1e3:.0f} ms | "
+            f"{statistics.fmean(run['bytes_up_per_client']) / 1e3:.0f} KB | "
+            f"{statistics.fmean(run['bytes_down_per_client']) / 1e3:.0f} KB | "
+            f"{run['accuracy'][-1]:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def step_table(costs: dict) -> str:
+    lines = [
+        "| model | step | seconds | ÷ non-private step | peak MB | ÷ non-private peak |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model, entry in costs.items():
+        if model == "settings":
+            continue
+        plain = entry["plain"]
+        for kind, m in entry.items():
+            lines.append(
+                f"| {model} | {kind} | {m['step_seconds']:.3f} | "
+                f"{m['step_seconds'] / plain['step_seconds']:.2f} | {m['peak_mb']:.0f} | "
+                f"{m['peak_mb'] / plain['peak_mb']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    runs = json.loads((HERE / "runs.json").read_text())
+    plot(runs, HERE / "privacy_utility.png")
+    print(utility_table(runs))
+    print()
+    print(secagg_table(runs))
+    costs_file = HERE / "step_cost.json"
+    if costs_file.is_file():
+        print()
+        print(step_table(json.loads(costs_file.read_text())))
+
+
+if __name__ == "__main__":
+    main()

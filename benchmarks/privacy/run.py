@@ -1,0 +1,96 @@
+"""Privacy against utility, and what SecAgg+ costs: MiniLM-L6 on WordNet, 20 clients.
+
+Record-level DP at a budget of epsilon 1, 3 and 8 for the whole run (each client's noise set by
+opacus's search so that a client trained in every round stays within it) and without DP, for
+LoRA with fedavg and ffa-lora and for zeroth-order FedKSeed; and fedavg with and without SecAgg+.
+Every run goes through ``flwr run`` on Flower's simulation engine; finished runs are kept under
+``runs/`` and skipped when the script runs again.
+
+    python -m benchmarks.privacy.run           # the federated runs, then runs.json
+    python -m benchmarks.privacy.step_cost     # DP step time and memory, step_cost.json
+    python -m benchmarks.privacy.report        # plot and tables
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.flower_runs import per_client, run_rounds
+from benchmarks.strategies.run import SETTINGS as STRATEGY_SETTINGS
+from simulation.flower_cli import FlowerCli
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "runs"
+RESULTS = HERE / "runs.json"
+
+CLIENTS = 20
+# The strategies benchmark's setting at Dirichlet 1.0, seed 0.
+BASE = {**STRATEGY_SETTINGS["run_config"], "data.dirichlet-alpha": 1.0, "seed": 0}
+EPSILONS = [1.0, 3.0, 8.0]
+METHODS = {
+    "fedavg": {"strategy.name": "fedavg"},
+    "ffa-lora": {"strategy.name": "ffa-lora"},
+    "zo-fedkseed": {
+        "mode": "zo", "strategy.name": "fedkseed", "zo.params": "lora", "zo.perturbation": "dense",
+        "zo.lr": 1e-2, "train.local-steps": 40,
+    },
+}  # fmt: skip
+DP = {"dp.record-level": True, "dp.max-grad-norm": 1.0, "dp.delta": 1e-5}
+SECAGG = {"secagg.enabled": True, "secagg.num-shares": 1.0}
+
+
+def runs() -> dict[str, dict]:
+    """Every run's name and run config."""
+    out = {}
+    for method, settings in METHODS.items():
+        out[f"{method}-no-dp"] = {**BASE, **settings}
+        for epsilon in EPSILONS:
+            out[f"{method}-eps{epsilon:g}"] = {
+                **BASE,
+                **settings,
+                **DP,
+                "dp.target-epsilon": epsilon,
+            }
+    out["fedavg-secagg"] = {**BASE, **METHODS["fedavg"], **SECAGG}
+    return out
+
+
+def summarise(rounds: list[dict]) -> dict:
+    trained = rounds[1:]
+    epsilons = [max((c["epsilon"] or 0.0) for c in r["clients"]) for r in trained]
+    return {
+        "accuracy": [r["test_accuracy"] for r in rounds],
+        "max_client_epsilon": epsilons,
+        "bytes_up_per_client": per_client(rounds, "bytes_up"),
+        "bytes_down_per_client": per_client(rounds, "bytes_down"),
+        "round_seconds": [r["round_seconds"] for r in trained],
+        "aggregation_seconds": [r["aggregation_seconds"] for r in trained],
+    }
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(1)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    cli = FlowerCli(Path(os.environ.get("TMPDIR", "/tmp")) / "fedtune-privacy-bench-flwr")
+    results: dict = {"settings": {"base": BASE, "methods": METHODS, "dp": DP}, "runs": {}}
+    try:
+        for name, config in runs().items():
+            start = time.perf_counter()
+            rounds = run_rounds(cli, RUNS, name, config, CLIENTS, timeout=3600)
+            results["runs"][name] = summarise(rounds)
+            took = time.perf_counter() - start
+            print(f"{name}: accuracy {rounds[-1]['test_accuracy']:.3f} ({took:.0f} s)", flush=True)
+    finally:
+        cli.close()
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
