@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from simulation.flower_cli import FlowerCli
@@ -30,3 +33,23 @@ def run_rounds(
 def per_client(rounds: list[dict], key: str) -> list[float]:
     """Per trained round, the mean over its clients of ``key`` (bytes_up, bytes_down, ...)."""
     return [sum(c[key] for c in r["clients"]) / len(r["clients"]) for r in rounds[1:]]
+
+
+def run_all(
+    name: str, runs: Path, planned: dict[str, tuple[dict, int]], report: Callable[[list[dict]], str]
+) -> dict[str, list[dict]]:
+    """Every planned run (name -> (run config, clients)) through one private Flower home; the
+    rounds of each, by name. ``report`` says in one line how a finished run ended."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    runs.mkdir(parents=True, exist_ok=True)
+    cli = FlowerCli(Path(os.environ.get("TMPDIR", "/tmp")) / f"fedtune-{name}-flwr")
+    done = {}
+    try:
+        for run, (config, clients) in planned.items():
+            start = time.perf_counter()
+            done[run] = run_rounds(cli, runs, run, config, clients, timeout=3600)
+            took = time.perf_counter() - start
+            print(f"{run}: {report(done[run])} ({took:.0f} s)", flush=True)
+    finally:
+        cli.close()
+    return done

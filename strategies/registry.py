@@ -39,6 +39,14 @@ for _cls in (
     register(_cls)
 
 
+def _needs_linear(cls: type[LoraStrategy], setting: str, why: str) -> None:
+    if not cls.linear:
+        linear = ", ".join(name for name, c in STRATEGIES.items() if c.linear)
+        raise ConfigError(
+            f"run config {setting} with strategy '{cls.name}': {why}; use one of {linear}"
+        )
+
+
 def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
     """The configured strategy, starting from ``initial``.
 
@@ -57,19 +65,20 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
             f"mixed ranks work with {mixed}"
         )
     s = config.strategy
-    if config.dp.client_level and not cls.linear:
-        linear = ", ".join(name for name, c in STRATEGIES.items() if c.linear)
-        raise ConfigError(
-            f"run config 'dp.client-level' = True with strategy '{cls.name}': client-level DP "
-            "adds noise to a sum of clipped client updates, and this strategy combines updates "
-            f"non-linearly; use one of {linear}"
+    if config.dp.client_level:
+        _needs_linear(
+            cls,
+            "'dp.client-level' = True",
+            "client-level DP adds noise to a sum of "
+            "clipped client updates, and this strategy combines updates non-linearly",
         )
-    if config.secagg.enabled and not cls.linear:
-        linear = ", ".join(name for name, c in STRATEGIES.items() if c.linear)
-        raise ConfigError(
-            f"run config 'secagg.enabled' = True with strategy '{cls.name}': secure aggregation "
-            "gives the server only the sum of the clients' updates, and this strategy needs each "
-            f"update on its own; use one of {linear}"
+    if config.secagg.enabled:
+        _needs_linear(
+            cls,
+            "'secagg.enabled' = True",
+            "secure aggregation gives the server only "
+            "the sum of the clients' updates, and this strategy needs each update on "
+            "its own",
         )
     strategy = cls.from_config(
         config,

@@ -14,15 +14,12 @@ Every run goes through ``flwr run`` on Flower's simulation engine; finished runs
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.flower_runs import per_client, run_rounds
+from benchmarks.flower_runs import per_client, run_all
 from benchmarks.strategies.run import SETTINGS as STRATEGY_SETTINGS
-from simulation.flower_cli import FlowerCli
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs"
@@ -73,21 +70,20 @@ def summarise(rounds: list[dict]) -> dict:
     }
 
 
+def _accuracy(rounds: list[dict]) -> str:
+    return f"accuracy {rounds[-1]['test_accuracy']:.3f}"
+
+
 def main() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
-    RUNS.mkdir(parents=True, exist_ok=True)
-    cli = FlowerCli(Path(os.environ.get("TMPDIR", "/tmp")) / "fedtune-privacy-bench-flwr")
-    results: dict = {"settings": {"base": BASE, "methods": METHODS, "dp": DP}, "runs": {}}
-    try:
-        for name, config in runs().items():
-            start = time.perf_counter()
-            rounds = run_rounds(cli, RUNS, name, config, CLIENTS, timeout=3600)
-            results["runs"][name] = summarise(rounds)
-            took = time.perf_counter() - start
-            print(f"{name}: accuracy {rounds[-1]['test_accuracy']:.3f} ({took:.0f} s)", flush=True)
-    finally:
-        cli.close()
+    planned = {name: (config, CLIENTS) for name, config in runs().items()}
+    done = run_all(
+        "privacy-bench", RUNS, planned, lambda r: f"accuracy {r[-1]['test_accuracy']:.3f}"
+    )
+    results = {
+        "settings": {"base": BASE, "methods": METHODS, "dp": DP},
+        "runs": {name: summarise(rounds) for name, rounds in done.items()},
+    }
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {RESULTS}")
 

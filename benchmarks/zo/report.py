@@ -58,8 +58,8 @@ def plot_bytes(runs: dict, path: Path) -> None:
 def runs_table(runs: dict) -> str:
     lines = [
         "| model | method | up / client / round | down / client / round | run total / client "
-        "| first → last test loss | first → last accuracy | client train s / round |",
-        "|---|---|---|---|---|---|---|---|",
+        "| first → last test loss | first → last accuracy |",
+        "|---|---|---|---|---|---|---|",
     ]
     for model, methods in runs["runs"].items():
         for method, run in methods.items():
@@ -68,10 +68,9 @@ def runs_table(runs: dict) -> str:
             loss = f"{run['test_loss'][0]:.3f} → {run['test_loss'][-1]:.3f}"
             acc = run["test_accuracy"]
             acc_text = "–" if acc[0] is None else f"{acc[0]:.3f} → {acc[-1]:.3f}"
-            seconds = statistics.fmean(run["train_seconds_per_client"])
             lines.append(
                 f"| {model} | {method} | {_bytes(up)} | {_bytes(down)} | "
-                f"{_bytes(run['total_bytes_per_client'])} | {loss} | {acc_text} | {seconds:.1f} |"
+                f"{_bytes(run['total_bytes_per_client'])} | {loss} | {acc_text} |"
             )
     return "\n".join(lines)
 

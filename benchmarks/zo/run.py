@@ -12,15 +12,11 @@ engine with the same clients, data split, rounds and seed. Every finished run is
 from __future__ import annotations
 
 import json
-import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.flower_runs import per_client, run_rounds
-from simulation.flower_cli import FlowerCli
+from benchmarks.flower_runs import per_client, run_all
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs"
@@ -96,31 +92,23 @@ def summarise(rounds: list[dict], clients: int) -> dict:
         "bytes_down_per_client": down,
         "total_bytes_per_client": total_up + total_down,
         "round_seconds": [r["round_seconds"] for r in rounds[1:]],
-        "train_seconds_per_client": [
-            statistics.fmean(c["train_seconds"] for c in r["clients"] if c["train_seconds"])
-            for r in rounds[1:]
-        ],
     }
 
 
 def main() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
-    RUNS.mkdir(parents=True, exist_ok=True)
-    cli = FlowerCli(Path(os.environ.get("TMPDIR", "/tmp")) / "fedtune-zo-bench-flwr")
+    planned = {
+        f"{model}-{method}": ({**shared["run_config"], **overrides}, shared["clients"])
+        for model, shared in MODELS.items()
+        for method, overrides in METHODS[model].items()
+    }
+    done = run_all("zo-bench", RUNS, planned, lambda r: f"test loss {r[-1]['test_loss']:.3f}")
     results: dict = {"settings": {"models": MODELS, "methods": METHODS}, "runs": {}}
-    try:
-        for model, shared in MODELS.items():
-            for method, overrides in METHODS[model].items():
-                name = f"{model}-{method}"
-                start = time.perf_counter()
-                config = {**shared["run_config"], **overrides}
-                rounds = run_rounds(cli, RUNS, name, config, shared["clients"], timeout=3600)
-                results["runs"].setdefault(model, {})[method] = summarise(rounds, shared["clients"])
-                took = time.perf_counter() - start
-                print(f"{name}: test loss {rounds[-1]['test_loss']:.3f} ({took:.0f} s)", flush=True)
-    finally:
-        cli.close()
+    for model, shared in MODELS.items():
+        results["runs"][model] = {
+            method: summarise(done[f"{model}-{method}"], shared["clients"])
+            for method in METHODS[model]
+        }
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {RESULTS}")
 
