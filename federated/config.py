@@ -194,7 +194,7 @@ class ZoSettings:
     downlink: str = option(
         "changes",
         "What the server sends: all K seed sums, or only those that changed since the client "
-        "last synced.",
+        "last synced (from zero for a new one), as index-sum pairs or all K if that is smaller.",
         choices=("sums", "changes"),
     )
 

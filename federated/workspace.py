@@ -142,8 +142,12 @@ def encode_indices(
 def _zo_model(config: RunConfig) -> ZoModel:
     z = config.zo
     if z.params == "lora":
-        local = lora_model(config)
-        local.load(local.initial)
+        # A model of its own, not the cached LoRA one: zeroth-order steps freeze and move its
+        # weights, and forgetting it must leave nothing of them behind.
+        local = _lora_model.__wrapped__(
+            config.model, config.lora, config.lora.rank, config.task, num_labels(config),
+            config.seed,
+        )  # fmt: skip
         model, tokenizer = local.model, local.tokenizer
     else:
         model = load_base_model(

@@ -42,20 +42,54 @@ def test_a_known_node_gets_only_changes_and_ends_with_the_same_sums() -> None:
     ledger = SumsLedger(torch.zeros(6))
     state = RecordDict()
     arrays, base = ledger.payload(node=7, changes_only=True)
-    assert base == FULL and set(arrays) == {keys.SEED_SUMS}
+    # A new node at the start: every sum is zero, so nothing needs to travel.
+    assert base == FULL and arrays[keys.CHANGED_INDICES].numel() == 0
     sums, version = client_sums(_message(arrays, ledger.version, base), state, 6)
+    assert torch.equal(sums, torch.zeros(6))
     ledger.confirm(7, version)
     ledger.advance(torch.tensor([0.0, 1.0, 0.0, 0.0, 2.0, 0.0]))
     arrays, base = ledger.payload(node=7, changes_only=True)
     assert base == 0 and arrays[keys.CHANGED_INDICES].tolist() == [1, 4]
+    assert arrays[keys.CHANGED_INDICES].dtype == torch.int32
     sums, version = client_sums(_message(arrays, ledger.version, base), state, 6)
     assert torch.equal(sums, ledger.sums) and version == ledger.version == 1
+
+
+def test_a_new_or_restarted_node_gets_the_moved_seeds_and_drops_what_it_held() -> None:
+    ledger = SumsLedger(torch.zeros(8))
+    ledger.advance(torch.tensor([0.0, 0.5, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0]))
+    stale = RecordDict()
+    client_sums(_message({keys.SEED_SUMS: torch.full((8,), 9.0)}, 0, FULL), stale, 8)
+    arrays, base = ledger.payload(node=3, changes_only=True)  # the server does not know node 3
+    assert base == FULL and arrays[keys.CHANGED_INDICES].tolist() == [1, 5]
+    sums, version = client_sums(_message(arrays, ledger.version, base), stale, 8)
+    assert torch.equal(sums, ledger.sums) and version == 1
+
+
+@pytest.mark.parametrize("known", [False, True])
+def test_all_k_sums_go_dense_once_half_of_them_moved(known: bool) -> None:
+    ledger = SumsLedger(torch.zeros(8))
+    if known:
+        ledger.confirm(2, 0)
+    ledger.advance(torch.tensor([1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0]))
+    arrays, base = ledger.payload(node=2, changes_only=True)
+    assert base == FULL and set(arrays) == {keys.SEED_SUMS}
+    sums, _ = client_sums(_message(arrays, ledger.version, base), RecordDict(), 8)
+    assert torch.equal(sums, ledger.sums)
+
+
+def test_downlink_sums_always_sends_every_sum() -> None:
+    ledger = SumsLedger(torch.zeros(8))
+    ledger.confirm(2, 0)
+    ledger.advance(torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    arrays, base = ledger.payload(node=2, changes_only=False)
+    assert base == FULL and torch.equal(arrays[keys.SEED_SUMS], ledger.sums)
 
 
 def test_changes_for_another_version_are_refused() -> None:
     ledger = SumsLedger(torch.zeros(3))
     ledger.confirm(1, 0)
-    ledger.advance(torch.ones(3))
+    ledger.advance(torch.tensor([0.0, 1.0, 0.0]))
     arrays, base = ledger.payload(node=1, changes_only=True)
     with pytest.raises(OutOfSync, match="version 0, this client holds None"):
         client_sums(_message(arrays, ledger.version, base), RecordDict(), 3)

@@ -13,7 +13,13 @@ from client.zo_trainer import train_zo
 from federated.config import parse_run_config
 from federated.evaluation import evaluate_model
 from federated.models import load_base_model, load_tokenizer
-from federated.workspace import client_indices, encode_indices
+from federated.workspace import (
+    client_indices,
+    encode_indices,
+    forget_zo_model,
+    lora_model,
+    zo_model,
+)
 from federated.zo.perturbation import STRUCTURES, Target, dense_vector, perturb_
 from federated.zo.replay import BLOCK, replay_
 from federated.zo.seed_pool import SeedPool
@@ -80,11 +86,14 @@ def test_same_seed_same_vector_in_every_dtype() -> None:
 
 
 @pytest.mark.parametrize("structure", STRUCTURES)
-def test_replay_is_w0_minus_lr_times_the_sum_of_scaled_perturbations(structure: str) -> None:
+@pytest.mark.parametrize("sparse", [False, True])
+def test_replay_is_w0_minus_lr_times_the_sum_of_scaled_perturbations(
+    structure: str, sparse: bool
+) -> None:
     pool = SeedPool.from_run_seed(1, BLOCK * 2 + 20)  # crosses block boundaries
     sums = torch.randn(len(pool), generator=torch.Generator().manual_seed(2))
     sums[::3] = 0.0  # seeds never drawn are skipped
-    targets = _toy_targets()
+    targets = _toy_targets(sparse=sparse)
     w0 = _flat(targets)
     replayed = replay_(targets, pool, sums, 0.01, structure)
     expected = w0 - 0.01 * sum(
@@ -186,3 +195,23 @@ def test_replay_cache_catches_up_to_a_full_rebuild(structure: str) -> None:
     assert cached.load(later) == 1
     for a, b in zip(cached.targets, rebuilt.targets, strict=True):
         torch.testing.assert_close(a.tensor, b.tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_a_forgotten_lora_model_reloads_at_w0_beside_the_lora_clients_model() -> None:
+    config = parse_run_config(
+        {"model.name": "tiny-llama", "data.name": "chatterbot", "mode": "zo",
+         "strategy.name": "fedkseed", "zo.params": "lora", "zo.pool-size": 8}
+    )  # fmt: skip
+    zo = zo_model(config)
+    w0 = [t.tensor.clone() for t in zo.targets]
+    perturb_(zo.targets, zo.pool[0], 0.5, "dense")  # a round stopped mid-step
+    forget_zo_model()
+    again = zo_model(config)
+    assert again is not zo
+    for tensor, start in zip((t.tensor for t in again.targets), w0, strict=True):
+        torch.testing.assert_close(tensor, start, rtol=0, atol=0)
+    # The LoRA clients' cached model is another object, still trainable.
+    local = lora_model(config)
+    assert local.model is not again.model
+    assert any(p.requires_grad for p in local.model.parameters())
+    forget_zo_model()

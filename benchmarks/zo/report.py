@@ -6,6 +6,7 @@ python -m benchmarks.zo.report    # writes curves.png and bytes.png, prints the 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from benchmarks.zo.run import METHODS  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -52,6 +55,28 @@ def plot_bytes(runs: dict, path: Path) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_sweep(sweep: dict, path: Path) -> None:
+    """Test loss per round at each rate; a diverging curve leaves the top of its panel."""
+    panels = [(m, method) for m, methods in sweep.items() if m != "settings" for method in methods]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8))
+    for ax, (model, method) in zip(axes, panels, strict=True):
+        rates = sweep[model][method]
+        start = next(iter(rates.values()))[0]
+        lowest = min(min(losses) for losses in rates.values())
+        span = max(start - lowest, 0.01)
+        for lr, losses in rates.items():
+            ax.plot(range(len(losses)), losses, marker="o", label=f"lr {lr}")
+        ax.set_ylim(lowest - 0.25 * span, start + span)
+        ax.set_title(f"{model}\n{method}", fontsize=9)
+        ax.set_xlabel("round (one client's local steps)")
+        ax.set_ylabel("server test loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -108,6 +133,28 @@ def costs_table(costs: dict) -> str:
     return "\n".join(lines)
 
 
+def sweep_table(sweep: dict) -> str:
+    """Per ZO method, the test loss after the sweep's last round at each rate; * marks run.py's."""
+    limit = sweep["settings"]["diverged"]
+    lines = [
+        "| model | method | learning rate: initial → final test loss |",
+        "|---|---|---|",
+    ]
+    for model, methods in sweep.items():
+        if model == "settings":
+            continue
+        for method, rates in methods.items():
+            chosen = f"{METHODS[model][method]['zo.lr']:g}"
+            cells = []
+            for lr, losses in rates.items():
+                blown = not math.isfinite(losses[-1]) or losses[-1] > losses[0] + limit
+                ended = f" (diverged by round {len(losses) - 1})" if blown else ""
+                mark = "*" if lr == chosen else ""
+                cells.append(f"{lr}{mark}: {losses[0]:.3f} → {losses[-1]:.3f}{ended}")
+            lines.append(f"| {model} | {method} | " + "; ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _bytes(n: float) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
 
@@ -120,6 +167,12 @@ def main() -> None:
     print(runs_table(runs))
     print()
     print(costs_table(costs))
+    sweep_file = HERE / "lr_sweep.json"
+    if sweep_file.is_file():
+        sweep = json.loads(sweep_file.read_text())
+        plot_sweep(sweep, HERE / "lr_sweep.png")
+        print()
+        print(sweep_table(sweep))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 The server numbers each state of the sums (a version) and remembers which version each node
 confirmed last. A node it knows gets only the sums that changed since; any other node (new,
-restarted, or out of step) gets all K. A client applies changes only onto the exact version they
-were computed from, and refuses otherwise, so it can never replay a wrong model.
+restarted, or out of step) gets the sums from scratch, which every party knows to be all zeros:
+only the seeds that have moved. Either list goes as (index, sum) pairs, or as all K sums where
+that is smaller (when more than half of them changed). A client applies changes only onto the
+exact version they were computed from, and refuses otherwise, so it can never replay a wrong model.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from flwr.app import ConfigRecord, RecordDict
 from federated import message_keys as keys
 from federated.wire import record_to_tensors, tensors_to_record
 
-FULL = -1  # base version of a message that carries every sum
+FULL = -1  # base version of a message that replaces whatever sums a client holds
 
 
 class OutOfSync(RuntimeError):
@@ -43,12 +45,25 @@ class SumsLedger:
         self.history = {v: t for v, t in self.history.items() if v in kept}
 
     def payload(self, node: int, changes_only: bool) -> tuple[dict[str, torch.Tensor], int]:
-        """What node gets now, and the base version it applies to (FULL for all sums)."""
-        base = self.held.get(node)
-        if not changes_only or base is None or base not in self.history:
+        """What node gets now, and the base version it applies to (FULL: onto zero sums).
+
+        ``changes_only=False`` always sends all K sums, as FedKSeed does.
+        """
+        if not changes_only:
             return {keys.SEED_SUMS: self.sums}, FULL
-        changed = torch.nonzero(self.sums != self.history[base], as_tuple=False).flatten()
-        return {keys.CHANGED_INDICES: changed, keys.CHANGED_SUMS: self.sums[changed]}, base
+        base = self.held.get(node)
+        if base is None or base not in self.history:
+            base, reference = FULL, torch.zeros_like(self.sums)
+        else:
+            reference = self.history[base]
+        changed = torch.nonzero(self.sums != reference, as_tuple=False).flatten()
+        if 2 * len(changed) >= len(self.sums):  # a pair costs two sums' bytes
+            return {keys.SEED_SUMS: self.sums}, FULL
+        pairs = {
+            keys.CHANGED_INDICES: changed.to(torch.int32),
+            keys.CHANGED_SUMS: self.sums[changed],
+        }
+        return pairs, base
 
     def confirm(self, node: int, version: int) -> None:
         self.held[node] = version
@@ -62,8 +77,11 @@ def client_sums(content: RecordDict, state: RecordDict, pool_size: int) -> tuple
     config = content.config_records[keys.CONFIG]
     version, base = int(config[keys.SUMS_VERSION]), int(config[keys.SUMS_BASE_VERSION])
     arrays = record_to_tensors(content.array_records[keys.ARRAYS])
-    if base == FULL:
+    if keys.SEED_SUMS in arrays:
         sums = arrays[keys.SEED_SUMS]
+    elif base == FULL:
+        sums = torch.zeros(pool_size)
+        sums[arrays[keys.CHANGED_INDICES].long()] = arrays[keys.CHANGED_SUMS]
     else:
         held = state.array_records.get(keys.ZO_SUMS)
         info = state.config_records.get(keys.ZO_SUMS_VERSION)
