@@ -12,6 +12,9 @@ from simulation.flower_cli import FlowerCli
 
 
 def _flwr_value(value: object) -> str:
+    """A value as ``--run-config`` parses it (TOML): quoted strings, lower-case booleans."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return f"'{value}'" if isinstance(value, str) else str(value)
 
 
