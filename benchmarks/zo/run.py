@@ -51,6 +51,7 @@ _ZO = {"mode": "zo", "strategy.name": "fedkseed", "zo.pool-size": 4096, "zo.eps"
 # Per model, the compared methods. A ZO step costs two forward passes and no backward, so ZO
 # clients take more, cheaper steps. Each zo.lr is the largest of lr_sweep.py's grid (steps of
 # about 3x) that did not diverge; the next one up blew the loss up within a few hundred steps.
+# Dense full-parameter perturbations run last: their replays make that run the longest.
 METHODS = {
     "smollm2-135m": {
         "lora-fedavg": {"strategy.name": "fedavg", "train.local-steps": 10, "train.lr": 1e-3},
@@ -65,16 +66,16 @@ METHODS = {
     },
     "minilm-l6": {
         "lora-fedavg": {"strategy.name": "fedavg", "train.local-steps": 8, "train.lr": 3e-3},
-        "zo-full-dense": {
-            **_ZO, "zo.params": "full", "zo.perturbation": "dense", "zo.lr": 3e-4,
-            "train.local-steps": 40,
-        },
         "zo-full-low-rank": {
             **_ZO, "zo.params": "full", "zo.perturbation": "low-rank", "zo.lr": 3e-4,
             "train.local-steps": 40,
         },
         "zo-lora-dense": {
             **_ZO, "zo.params": "lora", "zo.perturbation": "dense", "zo.lr": 3e-3,
+            "train.local-steps": 40,
+        },
+        "zo-full-dense": {
+            **_ZO, "zo.params": "full", "zo.perturbation": "dense", "zo.lr": 3e-4,
             "train.local-steps": 40,
         },
     },
