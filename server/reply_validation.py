@@ -16,7 +16,6 @@ from flwr.app import Message
 from federated import message_keys as keys
 from federated.local_model import fit_rank
 from federated.lora import factor_of
-from federated.secagg.masking import MOD
 from federated.secagg.protocol import MASKED
 from federated.wire import WIRE_DTYPE, record_to_tensors
 
@@ -152,7 +151,7 @@ def check_seed_reply(msg: Message, pool_size: int, max_steps: int) -> str | None
 
 def check_masked_reply(msg: Message, size: int) -> str | None:
     """Why a SecAgg+ collect reply cannot join the sum: its metrics, or a masked vector that is
-    not ``size`` integers modulo 2^32. Its content cannot be checked further: it is masked."""
+    not ``size`` uint32 entries (integers modulo 2^32). Nothing more is checkable: it is masked."""
     if msg.has_error():
         return client_failure(msg)
     records = msg.content.array_records
@@ -162,10 +161,8 @@ def check_masked_reply(msg: Message, size: int) -> str | None:
     if problem:
         return problem
     masked = records[keys.ARRAYS][MASKED].numpy()
-    if masked.dtype != np.int64 or masked.shape != (size,):
-        return f"masked vector {masked.dtype} {masked.shape}, expected int64 ({size},)"
-    if masked.min() < 0 or masked.max() >= MOD:
-        return "masked vector has entries outside [0, 2^32)"
+    if masked.dtype != np.uint32 or masked.shape != (size,):
+        return f"masked vector {masked.dtype} {masked.shape}, expected uint32 ({size},)"
     return None
 
 

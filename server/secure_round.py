@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from logging import WARNING
 
-import numpy as np
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares
@@ -30,7 +29,7 @@ from federated import message_keys as keys
 from federated.config import RunConfig
 from federated.secagg import protocol as p
 from federated.secagg.keys import agree, neighbours, threshold
-from federated.secagg.masking import MOD, dequantize_sum, unmask
+from federated.secagg.masking import dequantize_sum, sum_masked, unmask
 from server.exchange import Exchange, exchange
 from server.reply_validation import check_masked_reply
 from strategies.lora_strategy import LoraStrategy
@@ -175,9 +174,9 @@ def secure_train_round(
         return _finish(proto, outcome)
 
     started = time.perf_counter()
-    masked_sum = np.zeros(size, dtype=np.int64)
-    for reply in summed:
-        masked_sum = (masked_sum + reply.content.array_records[keys.ARRAYS][p.MASKED].numpy()) % MOD
+    masked_sum = sum_masked(
+        (r.content.array_records[keys.ARRAYS][p.MASKED].numpy() for r in summed), size
+    )
 
     def unmask_values(node: int) -> dict:
         group = set(groups[node]) & set(shared)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Error, Metadata, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Metadata, MetricRecord, RecordDict
 from flwr.common.serde import make_message
 
 from federated import message_keys as keys
+from federated.secagg.protocol import MASKED
 from federated.wire import tensors_to_record
-from server.reply_validation import check_evaluate_reply, check_train_reply
+from server.reply_validation import check_evaluate_reply, check_masked_reply, check_train_reply
 
 REFERENCE = {"m.lora_A.weight": torch.zeros(2, 4), "m.lora_B.weight": torch.zeros(4, 2)}
 
@@ -128,3 +130,21 @@ def test_lower_rank_factors_pass_only_for_mixed_rank_strategies() -> None:
         _reply(_train_content(tensors=wide)), reference, 100.0, allow_lower_rank=True
     )
     assert "has shape (2, 7)" in problem
+
+
+def _masked_content(vector: np.ndarray) -> RecordDict:
+    metrics = MetricRecord({keys.NUM_EXAMPLES: 10, keys.TRAIN_LOSS: 1.5})
+    return RecordDict({keys.ARRAYS: ArrayRecord({MASKED: Array(vector)}), keys.METRICS: metrics})
+
+
+@pytest.mark.parametrize(
+    ("vector", "reason"),
+    [
+        (np.zeros(6, dtype=np.uint32), None),
+        (np.zeros(6, dtype=np.int64), "masked vector int64 (6,), expected uint32 (6,)"),
+        (np.zeros(5, dtype=np.uint32), "masked vector uint32 (5,), expected uint32 (6,)"),
+        (np.zeros(6, dtype=np.float32), "masked vector float32 (6,), expected uint32 (6,)"),
+    ],
+)
+def test_a_masked_reply_must_be_size_uint32(vector: np.ndarray, reason: str | None) -> None:
+    assert check_masked_reply(_reply(_masked_content(vector)), size=6) == reason

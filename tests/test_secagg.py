@@ -8,7 +8,7 @@ import pytest
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares, create_shares
 
 from federated.secagg.keys import agree, neighbours, new_key_pair, threshold
-from federated.secagg.masking import MOD, dequantize_sum, mask, quantize, unmask
+from federated.secagg.masking import MOD, dequantize_sum, mask, quantize, sum_masked, unmask
 
 RANGE, BITS, SIZE = 8.0, 22, 5000
 
@@ -35,7 +35,9 @@ def test_the_masks_cancel_and_the_server_gets_the_plain_sum() -> None:
     seeds = {n: bytes([i]) * 32 for i, n in enumerate(nodes)}
     quantized = [quantize(u, RANGE, BITS) for u in updates]
     masked = _masked(nodes, quantized, keys, seeds, nodes)
-    total = sum(masked.values()) % MOD
+    # On the wire a masked entry takes four bytes, as a float32 of the plain update does.
+    assert all(m.dtype == np.uint32 for m in masked.values())
+    total = sum_masked(masked.values(), quantized[0].size)
     unmasked = unmask(total, seeds.values(), [])
     assert np.array_equal(unmasked, sum(quantized) % MOD)  # exact, modulo 2^32
     recovered = dequantize_sum(unmasked, len(nodes), RANGE, BITS)
@@ -66,7 +68,7 @@ def test_a_client_that_drops_after_sharing_is_unmasked_from_the_shares() -> None
     masked = _masked(nodes, quantized, keys, seeds, nodes)
     gone = nodes[2]
     survivors = [n for n in nodes if n != gone]
-    total = sum(masked[n] for n in survivors) % MOD
+    total = sum_masked((masked[n] for n in survivors), quantized[0].size)
     # Only t of the survivors answer the unmask stage.
     secret = combine_shares([key_shares[gone][i] for i in range(t)])
     assert secret == keys[gone][0]

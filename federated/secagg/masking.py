@@ -61,12 +61,21 @@ def pair_sign(me: int, other: int) -> int:
 def mask(
     quantized: np.ndarray, private_seed: bytes, pair_keys: Mapping[int, bytes], me: int
 ) -> np.ndarray:
-    """y_u: the quantized update plus its private mask and its signed pairwise masks, mod 2^32."""
+    """y_u: the quantized update plus its private mask and its signed pairwise masks, mod 2^32,
+    as uint32: four bytes an entry on the wire, as many as the plain float32 update."""
     size = quantized.size
     out = quantized + prg(private_seed, size)
     for other, key in pair_keys.items():
         out += pair_sign(me, other) * prg(key, size)
-    return out % MOD
+    return (out % MOD).astype(np.uint32)
+
+
+def sum_masked(vectors: Iterable[np.ndarray], size: int) -> np.ndarray:
+    """The sum of masked vectors modulo 2^32, as int64 (uint32 sums would wrap silently)."""
+    total = np.zeros(size, dtype=np.int64)
+    for vector in vectors:
+        total = (total + vector.astype(np.int64)) % MOD
+    return total
 
 
 def unmask(
