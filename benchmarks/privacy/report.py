@@ -9,12 +9,10 @@ import json
 import statistics
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from benchmarks.privacy.run import EPSILONS, METHODS  # noqa: E402
+from benchmarks.figures import save
+from benchmarks.privacy.run import EPSILONS, METHODS
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,9 +29,7 @@ def plot(runs: dict, path: Path) -> None:
     ax.set_title("MiniLM-L6, WordNet 8 classes, 20 clients: record-level DP")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def utility_table(runs: dict) -> str:

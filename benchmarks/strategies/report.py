@@ -9,10 +9,9 @@ import json
 import statistics
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from benchmarks.figures import save
 
 HERE = Path(__file__).resolve().parent
 CEILING = "centralized"
@@ -52,9 +51,7 @@ def plot(results: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (mean ± std over seeds)")
     axes[-1].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def table(results: dict) -> str:

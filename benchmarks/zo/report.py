@@ -10,12 +10,10 @@ import math
 import statistics
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from benchmarks.zo.run import METHODS  # noqa: E402
+from benchmarks.figures import save
+from benchmarks.zo.run import METHODS
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,9 +31,7 @@ def plot_curves(runs: dict, path: Path) -> None:
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_bytes(runs: dict, path: Path) -> None:
@@ -53,9 +49,7 @@ def plot_bytes(runs: dict, path: Path) -> None:
         ax.set_ylabel("bytes per sampled client per round (log)")
         ax.set_title(model)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_sweep(sweep: dict, path: Path) -> None:
@@ -75,9 +69,7 @@ def plot_sweep(sweep: dict, path: Path) -> None:
         ax.set_ylabel("server test loss")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110)
 
 
 def runs_table(runs: dict) -> str:
