@@ -75,7 +75,7 @@ METHODS = {
             "train.local-steps": 40,
         },
         # The first 4 of the 8 rounds: a sampled client replays every seed moved since it last
-        # synced, about 0.2 s each with dense perturbations of all weights, so rounds grow; 8
+        # synced, about 0.3 s each with dense perturbations of all weights, so rounds grow; 8
         # rounds took 46 minutes, more than the rest of the benchmark together.
         "zo-full-dense": {
             **_ZO, "zo.params": "full", "zo.perturbation": "dense", "zo.lr": 3e-4,
