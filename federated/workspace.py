@@ -109,16 +109,16 @@ def _lora_model(
     return LocalModel.wrap(peft_model, load_tokenizer(model.name), rank)
 
 
-def lora_model(config: RunConfig, rank: int | None = None) -> LocalModel:
+def lora_model(config: RunConfig, rank: int | None = None, fresh: bool = False) -> LocalModel:
     """The base model wrapped with seeded LoRA factors of ``rank`` (default: lora.rank).
 
-    Cached per process; every rank keeps the scale alpha / lora.rank, so that the products of
-    clients with different ranks can be compared and combined.
+    Cached per process unless ``fresh`` (a model of its own, outside the cache); every rank keeps
+    the scale alpha / lora.rank, so that the products of clients with different ranks can be
+    compared and combined.
     """
+    build = _lora_model.__wrapped__ if fresh else _lora_model
     rank = rank or config.lora.rank
-    return _lora_model(
-        config.model, config.lora, rank, config.task, num_labels(config), config.seed
-    )
+    return build(config.model, config.lora, rank, config.task, num_labels(config), config.seed)
 
 
 def encode_indices(
@@ -144,10 +144,7 @@ def _zo_model(config: RunConfig) -> ZoModel:
     if z.params == "lora":
         # A model of its own, not the cached LoRA one: zeroth-order steps freeze and move its
         # weights, and forgetting it must leave nothing of them behind.
-        local = _lora_model.__wrapped__(
-            config.model, config.lora, config.lora.rank, config.task, num_labels(config),
-            config.seed,
-        )  # fmt: skip
+        local = lora_model(config, fresh=True)
         model, tokenizer = local.model, local.tokenizer
     else:
         model = load_base_model(
