@@ -3,10 +3,12 @@
 Each step samples every example independently with probability q (Poisson sampling, which the
 RDP accountant's amplification assumes), clips each example's gradient to ``max_grad_norm``, adds
 Gaussian noise of std ``noise_multiplier · max_grad_norm`` to the sum and divides by the expected
-batch size q·n (opacus's ``DPOptimizer``). The loss is averaged per example outside the model
-(for language modelling: each example's mean over its tokens), so that one example is one record.
+batch size (opacus's ``DPOptimizer``), which the client takes from its noised record count, never
+from the exact one. The loss is averaged per example outside the model (for language modelling:
+each example's mean over its tokens), so that one example is one record.
 
-Sampling and noise come from a secret generator (``federated.privacy.sampling``).
+Sampling and noise come from a secret generator (``federated.privacy.secret_randomness``), and
+the noise is drawn in opacus's secure mode (robust to floating-point attacks).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from client.lora_trainer import TrainResult
 from federated.config import TrainSettings
 from federated.data.encode import collate
 from federated.losses import loss_terms
-from federated.privacy.sampling import poisson_batches, secret_generator
+from federated.privacy.sampling import poisson_batches
 
 
 @contextmanager
@@ -54,6 +56,7 @@ def private_model(
         expected_batch_size=expected_batch_size,
         loss_reduction="mean",
         generator=generator,
+        secure_mode=True,
     )
     try:
         yield wrapped, dp_optimizer
@@ -100,20 +103,20 @@ def train_lora_dp(
     noise_multiplier: float,
     max_grad_norm: float,
     sample_rate: float,
+    expected_batch: float,
     mode: str,
     pad_token_id: int,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator,
 ) -> TrainResult:
     """``settings.local_steps`` DP-SGD steps (AdamW on the privatised gradient), in place.
 
-    ``generator`` drives sampling and noise; leave it None outside tests (see the module doc).
+    ``generator`` drives sampling and noise: a secret one (see the module doc).
     """
     if not encoded:
         raise ValueError("this client has no training examples")
-    generator = generator or secret_generator()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    expected = max(1, round(sample_rate * len(encoded)))
+    expected = max(1, round(expected_batch))
     model.train()
     start = time.perf_counter()
     losses: list[float] = []

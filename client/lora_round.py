@@ -9,16 +9,17 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 
 from client.dp_lora_trainer import train_lora_dp
 from client.lora_trainer import train_lora
-from client.node import eval_metrics, partition_of, run_seed
-from client.privacy_budget import RoundPrivacy, declined, ledger_of, over_budget, spend
+from client.node import eval_metrics, partition_of, refuse_private_evaluation, run_seed
+from client.privacy_budget import PrivateClient, released_metrics
 from federated import message_keys as keys
 from federated.config import parse_run_config
 from federated.evaluation import EvalResult, evaluate_model
 from federated.local_model import LocalModel
 from federated.lora import trainable_state
+from federated.privacy.secret_randomness import secret_generator
 from federated.round_plan import RoundPlan
 from federated.wire import record_to_tensors, tensors_to_record
-from federated.workspace import client_indices, encode_indices, lora_model
+from federated.workspace import Encoded, client_indices, encode_indices, lora_model
 
 
 class _Round:
@@ -77,16 +78,25 @@ class _Round:
 def train(msg: Message, context: Context) -> Message:
     r = _Round(msg, context)
     train_ids, _ = client_indices(r.config, r.partition_id, r.num_partitions)
-    encoded = encode_indices(r.config, r.local.tokenizer, train_ids)
-    privacy = RoundPrivacy.of(r.config, len(encoded)) if r.config.dp.record_level else None
-    ledger = ledger_of(r.state)
-    if privacy is not None and (epsilon_next := over_budget(ledger, privacy)) is not None:
-        return declined(msg, ledger, privacy, epsilon_next, r.partition_id, len(encoded))
+    return _train(msg, context, r, encode_indices(r.config, r.local.tokenizer, train_ids))
+
+
+def train_on(msg: Message, context: Context, encoded: Encoded) -> Message:
+    """The training reply to ``msg`` after training on ``encoded`` as this client's records."""
+    return _train(msg, context, _Round(msg, context), encoded)
+
+
+def _train(msg: Message, context: Context, r: _Round, encoded: Encoded) -> Message:
+    private = None
+    if r.config.dp.record_level:
+        private = PrivateClient(context, r.config, r.partition_id, r.num_partitions, len(encoded))
+        if (epsilon_next := private.over_budget()) is not None:
+            return private.declined(msg, epsilon_next)
     r.load(personal=r.plan.keep_b)
     lr = r.config.train.lr_at(r.server_round, r.config.num_server_rounds)
     settings = dataclasses.replace(r.config.train, lr=lr)
     with r.local.a_frozen(not r.plan.train_a):
-        if privacy is None:
+        if private is None:
             # Each (run seed, client, round) gets its own batch order, the same on every rerun.
             generator = torch.Generator().manual_seed(
                 run_seed(r.config, r.partition_id, r.server_round, "batches")
@@ -98,16 +108,18 @@ def train(msg: Message, context: Context) -> Message:
         else:
             result = train_lora_dp(
                 r.local.model, encoded, r.config.task, settings,
-                noise_multiplier=privacy.noise_multiplier, max_grad_norm=r.config.dp.max_grad_norm,
-                sample_rate=privacy.sample_rate, mode=r.config.dp.grad_sample_mode,
+                noise_multiplier=private.round.noise_multiplier,
+                max_grad_norm=r.config.dp.max_grad_norm, sample_rate=private.round.sample_rate,
+                expected_batch=private.round.expected_batch, mode=r.config.dp.grad_sample_mode,
                 pad_token_id=r.local.tokenizer.pad_token_id,
+                generator=secret_generator("dp-sgd", r.partition_id, r.server_round),
             )  # fmt: skip
     state = trainable_state(r.local.model)
     if r.plan.keep_b:
         r.state[keys.PERSONAL_B] = tensors_to_record({k: state[k] for k in r.b_keys})
     withheld = r.plan.withheld(r.local.pairs)
     values = {
-        keys.NUM_EXAMPLES: len(encoded),
+        keys.NUM_EXAMPLES: len(encoded) if private is None else private.count,
         keys.PARTITION_ID: r.partition_id,
         keys.LORA_RANK: r.local.rank,
         keys.TRAIN_LOSS: result.loss,
@@ -115,15 +127,16 @@ def train(msg: Message, context: Context) -> Message:
         keys.TRAIN_SECONDS: result.seconds,
         keys.PEAK_MEMORY_MB: result.peak_memory_mb,
     }
-    if privacy is not None:
-        values[keys.DP_EPSILON] = spend(r.state, ledger, privacy)
+    if private is not None:
+        values[keys.DP_EPSILON] = private.spend()
     upload = tensors_to_record({k: v for k, v in state.items() if k not in withheld})
-    content = RecordDict({keys.ARRAYS: upload, keys.METRICS: MetricRecord(values)})
-    return Message(content=content, reply_to=msg)
+    metrics = released_metrics(values, private is not None)
+    return Message(content=RecordDict({keys.ARRAYS: upload, keys.METRICS: metrics}), reply_to=msg)
 
 
 def evaluate(msg: Message, context: Context) -> Message:
     r = _Round(msg, context)
+    refuse_private_evaluation(r.config)
     _, held_out = client_indices(r.config, r.partition_id, r.num_partitions)
     r.load(personal=False)
     result = r.evaluate(held_out)

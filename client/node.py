@@ -35,3 +35,13 @@ def eval_metrics(result: EvalResult) -> dict[str, float]:
     if result.accuracy is not None:
         values[keys.EVAL_ACCURACY] = result.accuracy
     return values
+
+
+def refuse_private_evaluation(config: RunConfig) -> None:
+    """A record-level DP client releases nothing about its held-out records: their loss and
+    accuracy are exact functions of its data that no accountant covers."""
+    if config.dp.record_level:
+        raise PermissionError(
+            "record-level DP: this client releases no held-out metrics (exact functions of its "
+            "records); the server evaluates on its own test set"
+        )

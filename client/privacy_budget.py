@@ -1,8 +1,10 @@
-"""A client's record-level privacy across rounds: the round's mechanism, its ledger, its budget.
+"""A record-level DP client's round: the round's mechanism, its ledger, its budget.
 
-The ledger lives in the node state, so it outlives the round and the process's cached models.
-A round is only trained when the epsilon after it stays within ``dp.target-epsilon``; otherwise
-the client answers with what it has spent and trains nothing.
+The guarantee is (epsilon, delta)-DP for adding or removing one training record of a client,
+over everything the client sends in the run: its noised record count (once), then every round's
+noised update. The ledger lives in the node state and on disk (``client.privacy_state``). A
+round is only trained when the epsilon after it stays within ``dp.target-epsilon``; otherwise the
+client answers with what it has spent and trains nothing.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from flwr.app import Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MetricRecord, RecordDict
 
+from client.privacy_state import PrivacyState, PrivacyStore
 from federated import message_keys as keys
 from federated.config import RunConfig
-from federated.privacy.accounting import PrivacyLedger, noise_for_budget
+from federated.privacy.accounting import noise_for_budget
+from federated.privacy.record_count import count_release, noised_count
+from federated.privacy.secret_randomness import secret_generator
 
 
 @dataclass(frozen=True)
@@ -23,62 +28,85 @@ class RoundPrivacy:
 
     noise_multiplier: float
     sample_rate: float
+    expected_batch: float  # what the noised sum is divided by: rate × noised count
     steps: int
     delta: float
     budget: float  # 0: no budget
 
     @classmethod
-    def of(cls, config: RunConfig, num_examples: int) -> RoundPrivacy:
-        """From the run config and this client's data size: q = batch size / examples."""
+    def of(cls, config: RunConfig, count: int) -> RoundPrivacy:
+        """From the run config and the client's noised record count: q = batch size / count."""
         dp = config.dp
-        rate = min(1.0, config.train.batch_size / num_examples)
+        rate = min(1.0, config.train.batch_size / count)
         steps = config.train.local_steps
         noise = dp.noise_multiplier or _noise(
-            dp.target_epsilon, dp.delta, rate, steps * config.num_server_rounds
+            dp.target_epsilon, dp.delta, rate, steps * config.num_server_rounds, dp.count_noise
         )
-        return cls(noise, rate, steps, dp.delta, dp.target_epsilon)
+        return cls(noise, rate, rate * count, steps, dp.delta, dp.target_epsilon)
 
 
 @lru_cache(maxsize=64)
-def _noise(target_epsilon: float, delta: float, rate: float, steps: int) -> float:
-    # A client sampled every round takes all these steps: the noise is set for that worst case.
-    return noise_for_budget(target_epsilon, delta, rate, steps)
+def _noise(
+    target_epsilon: float, delta: float, rate: float, steps: int, count_noise: float
+) -> float:
+    # A client sampled every round takes all these steps after its count: the noise is set for
+    # that worst case.
+    return noise_for_budget(target_epsilon, delta, rate, steps, count_release(count_noise))
 
 
-def ledger_of(state: RecordDict) -> PrivacyLedger:
-    """The privacy this node has spent in earlier rounds (none before its first)."""
-    return PrivacyLedger.from_record(state.config_records.get(keys.DP_LEDGER))
+class PrivateClient:
+    """A record-level DP client in one round: its state, the round's mechanism, its replies."""
+
+    def __init__(
+        self, context: Context, config: RunConfig, partition_id: int, num_partitions: int,
+        num_records: int,
+    ) -> None:  # fmt: skip
+        self.store = PrivacyStore(context, partition_id, num_partitions)
+        self.state: PrivacyState = self.store.load()
+        self.partition_id = partition_id
+        if self.state.noised_count is None:
+            generator = secret_generator("record-count", partition_id)
+            self.state.noised_count = noised_count(num_records, config.dp.count_noise, generator)
+            self.state.ledger.spend(config.dp.count_noise, 1.0, 1)
+            self.store.save(self.state)  # spent before anything holding it leaves the node
+        self.count: int = self.state.noised_count
+        self.round = RoundPrivacy.of(config, self.count)
+
+    def spent(self) -> float:
+        return self.state.ledger.epsilon(self.round.delta)
+
+    def over_budget(self) -> float | None:
+        """The epsilon the round would reach, when that is past the budget; else None."""
+        r = self.round
+        if not r.budget:
+            return None
+        after = self.state.ledger.epsilon_after(r.noise_multiplier, r.sample_rate, r.steps, r.delta)
+        return after if after > r.budget else None
+
+    def spend(self) -> float:
+        """Account the round's steps, on disk first; return the epsilon spent so far."""
+        r = self.round
+        self.state.ledger.spend(r.noise_multiplier, r.sample_rate, r.steps)
+        self.store.save(self.state)
+        return self.spent()
+
+    def declined(self, msg: Message, epsilon_next: float) -> Message:
+        """The reply of a client whose budget this round would overspend: metrics, no update."""
+        metrics = MetricRecord(
+            {
+                keys.NUM_EXAMPLES: self.count,
+                keys.PARTITION_ID: self.partition_id,
+                keys.DP_DECLINED: 1,
+                keys.DP_EPSILON: self.spent(),
+                keys.DP_EPSILON_NEXT: epsilon_next,
+            }
+        )
+        return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)
 
 
-def spend(state: RecordDict, ledger: PrivacyLedger, privacy: RoundPrivacy) -> float:
-    """Record the round's steps in the node state; return the epsilon spent so far."""
-    ledger.spend(privacy.noise_multiplier, privacy.sample_rate, privacy.steps)
-    state[keys.DP_LEDGER] = ledger.to_record()
-    return ledger.epsilon(privacy.delta)
-
-
-def over_budget(ledger: PrivacyLedger, privacy: RoundPrivacy) -> float | None:
-    """The epsilon the round would reach, when that is past the budget; else None."""
-    if not privacy.budget:
-        return None
-    after = ledger.epsilon_after(
-        privacy.noise_multiplier, privacy.sample_rate, privacy.steps, privacy.delta
-    )
-    return after if after > privacy.budget else None
-
-
-def declined(
-    msg: Message, ledger: PrivacyLedger, privacy: RoundPrivacy, epsilon_next: float,
-    partition_id: int, num_examples: int,
-) -> Message:  # fmt: skip
-    """The reply of a client whose budget this round would overspend: metrics, no update."""
-    metrics = MetricRecord(
-        {
-            keys.NUM_EXAMPLES: num_examples,
-            keys.PARTITION_ID: partition_id,
-            keys.DP_DECLINED: 1,
-            keys.DP_EPSILON: ledger.epsilon(privacy.delta),
-            keys.DP_EPSILON_NEXT: epsilon_next,
-        }
-    )
-    return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)
+def released_metrics(values: dict[str, float], private: bool) -> MetricRecord:
+    """A training reply's metrics; a record-level DP client drops what it computed from its
+    data without noise (``keys.UNNOISED_TRAIN_METRICS``)."""
+    if private:
+        values = {k: v for k, v in values.items() if k not in keys.UNNOISED_TRAIN_METRICS}
+    return MetricRecord(values)

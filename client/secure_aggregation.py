@@ -29,7 +29,7 @@ from flwr.common.secure_aggregation.secaggplus_utils import (
 from federated import message_keys as keys
 from federated.secagg import protocol as p
 from federated.secagg.keys import agree, new_key_pair
-from federated.secagg.masking import mask, quantize
+from federated.secagg.masking import mask
 from federated.wire import record_to_tensors
 
 TrainHandler = Callable[[Message, Context], Message]
@@ -107,13 +107,13 @@ def collect(msg: Message, context: Context, train: TrainHandler) -> Message:
     reply = train(msg, context)
     if reply.has_error() or keys.ARRAYS not in reply.content.array_records:
         return reply  # declined (privacy budget) or failed: nothing to mask
-    vector = p.update_vector(
+    vector, bit = p.update_vector(
         record_to_tensors(msg.content.array_records[keys.ARRAYS]),
         record_to_tensors(reply.content.array_records[keys.ARRAYS]),
         reply.content.metric_records[keys.METRICS],
         config,
     )
-    quantized = quantize(vector, float(config[p.CLIPPING_RANGE]), int(config[p.BITS]))
+    quantized = p.quantized_vector(vector, bit, config)
     pair_keys = {n: agree(state[p.SK_MASK], pk_masks[n]) for n in present}
     masked = mask(quantized, state[p.SEED], pair_keys, me)
     content = RecordDict(

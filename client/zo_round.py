@@ -5,20 +5,28 @@ from __future__ import annotations
 import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
-from client.node import eval_metrics, partition_of, run_seed
-from client.privacy_budget import RoundPrivacy, declined, ledger_of, over_budget, spend
+from client.node import eval_metrics, partition_of, refuse_private_evaluation, run_seed
+from client.privacy_budget import PrivateClient, released_metrics
 from client.zo_trainer import ZoPrivacy, train_zo
 from federated import message_keys as keys
 from federated.config import RunConfig, parse_run_config
 from federated.evaluation import evaluate_model
-from federated.privacy.sampling import secret_generator
+from federated.privacy.secret_randomness import secret_generator
 from federated.wire import record_to_tensors, tensors_to_record
-from federated.workspace import client_indices, encode_indices, forget_zo_model, zo_model
+from federated.workspace import (
+    Encoded,
+    client_indices,
+    encode_indices,
+    forget_zo_model,
+    zo_model,
+)
 from federated.zo.sums_sync import client_sums
 from federated.zo.zo_model import ZoModel
 
+_Rebuilt = tuple[RunConfig, ZoModel, int, int, int]
 
-def _rebuild(msg: Message, context: Context) -> tuple[RunConfig, ZoModel, int, int, int]:
+
+def _rebuild(msg: Message, context: Context) -> _Rebuilt:
     """The run config, the model rebuilt at the message's seed sums, the partition, the round."""
     config = parse_run_config(context.run_config)
     partition_id, num_partitions = partition_of(context)
@@ -30,21 +38,30 @@ def _rebuild(msg: Message, context: Context) -> tuple[RunConfig, ZoModel, int, i
 
 
 def train(msg: Message, context: Context) -> Message:
-    config, zo, partition_id, num_partitions, server_round = _rebuild(msg, context)
+    rebuilt = _rebuild(msg, context)
+    config, zo, partition_id, num_partitions, _ = rebuilt
     train_ids, _ = client_indices(config, partition_id, num_partitions)
-    encoded = encode_indices(config, zo.tokenizer, train_ids)
-    privacy = RoundPrivacy.of(config, len(encoded)) if config.dp.record_level else None
-    ledger = ledger_of(context.state)
-    if privacy is not None and (epsilon_next := over_budget(ledger, privacy)) is not None:
-        return declined(msg, ledger, privacy, epsilon_next, partition_id, len(encoded))
+    return _train(msg, context, rebuilt, encode_indices(config, zo.tokenizer, train_ids))
+
+
+def train_on(msg: Message, context: Context, encoded: Encoded) -> Message:
+    """The training reply to ``msg`` after training on ``encoded`` as this client's records."""
+    return _train(msg, context, _rebuild(msg, context), encoded)
+
+
+def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) -> Message:
+    config, zo, partition_id, num_partitions, server_round = rebuilt
+    private, dp_zo = None, None
+    if config.dp.record_level:
+        private = PrivateClient(context, config, partition_id, num_partitions, len(encoded))
+        if (epsilon_next := private.over_budget()) is not None:
+            return private.declined(msg, epsilon_next)
+        dp_zo = ZoPrivacy(
+            private.round.noise_multiplier, config.dp.max_grad_norm, private.round.sample_rate,
+            private.round.expected_batch, secret_generator("dp-zo", partition_id, server_round),
+        )  # fmt: skip
     arrays = record_to_tensors(msg.content.array_records[keys.ARRAYS])
     generator = torch.Generator().manual_seed(run_seed(config, partition_id, server_round, "zo"))
-    dp_zo = None
-    if privacy is not None:
-        dp_zo = ZoPrivacy(
-            privacy.noise_multiplier, config.dp.max_grad_norm, privacy.sample_rate,
-            secret_generator(),
-        )  # fmt: skip
     try:
         result = train_zo(
             zo.model, zo.targets, zo.pool, encoded, config.task,
@@ -64,23 +81,23 @@ def train(msg: Message, context: Context) -> Message:
         keys.SEED_SCALARS: torch.tensor(result.scalars, dtype=torch.float32),
     }
     values = {
-        keys.NUM_EXAMPLES: len(encoded),
+        keys.NUM_EXAMPLES: len(encoded) if private is None else private.count,
         keys.PARTITION_ID: partition_id,
         keys.TRAIN_LOSS: result.loss,
         keys.TRAIN_STEPS: len(result.indices),
         keys.TRAIN_SECONDS: result.seconds,
         keys.PEAK_MEMORY_MB: result.peak_memory_mb,
     }
-    if privacy is not None:
-        values[keys.DP_EPSILON] = spend(context.state, ledger, privacy)
-    content = RecordDict(
-        {keys.ARRAYS: tensors_to_record(steps), keys.METRICS: MetricRecord(values)}
-    )
+    if private is not None:
+        values[keys.DP_EPSILON] = private.spend()
+    metrics = released_metrics(values, private is not None)
+    content = RecordDict({keys.ARRAYS: tensors_to_record(steps), keys.METRICS: metrics})
     return Message(content=content, reply_to=msg)
 
 
 def evaluate(msg: Message, context: Context) -> Message:
     config, zo, partition_id, num_partitions, _ = _rebuild(msg, context)
+    refuse_private_evaluation(config)
     _, held_out = client_indices(config, partition_id, num_partitions)
     encoded = encode_indices(config, zo.tokenizer, held_out, limit=config.eval.max_examples)
     result = evaluate_model(

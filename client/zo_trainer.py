@@ -17,6 +17,7 @@ import torch
 from federated.data.encode import batches, collate
 from federated.losses import loss_terms
 from federated.privacy.sampling import poisson_batches
+from federated.privacy.secret_randomness import gaussian_noise
 from federated.zo.perturbation import Target, perturb_
 from federated.zo.seed_pool import SeedPool
 
@@ -24,11 +25,13 @@ from federated.zo.seed_pool import SeedPool
 @dataclass(frozen=True)
 class ZoPrivacy:
     """DP-ZO: each example's scalar gradient clipped to ``clip``, Gaussian noise of std
-    ``noise_multiplier · clip`` on their sum, Poisson batches at ``sample_rate``."""
+    ``noise_multiplier · clip`` on their sum, divided by ``expected_batch`` (from the client's
+    noised record count), Poisson batches at ``sample_rate``."""
 
     noise_multiplier: float
     clip: float
     sample_rate: float
+    expected_batch: float
     generator: torch.Generator  # secret: sampling and noise
 
 
@@ -49,12 +52,12 @@ def _example_losses(model: torch.nn.Module, batch: dict, task: str) -> torch.Ten
     return terms.loss_sum / terms.count.clamp(min=1)
 
 
-def private_scalar(per_example: torch.Tensor, privacy: ZoPrivacy, num_examples: int) -> float:
+def private_scalar(per_example: torch.Tensor, privacy: ZoPrivacy) -> float:
     """Clip each example's scalar to ±C, add N(0, (σC)²) to the sum, divide by the expected
-    batch size q·n: the Gaussian mechanism on a sum whose sensitivity is C."""
-    clipped = per_example.clamp(-privacy.clip, privacy.clip).sum()
-    noise = torch.randn((), generator=privacy.generator) * privacy.noise_multiplier * privacy.clip
-    return float(clipped + noise) / max(1.0, privacy.sample_rate * num_examples)
+    batch size: the Gaussian mechanism on a sum whose sensitivity is C."""
+    clipped = per_example.double().clamp(-privacy.clip, privacy.clip).sum()
+    noise = gaussian_noise((), privacy.noise_multiplier * privacy.clip, privacy.generator)
+    return float(clipped + noise) / max(1.0, privacy.expected_batch)
 
 
 def _endless(
@@ -105,7 +108,7 @@ def train_zo(
             batch = next(stream)
             seed = pool[index]
             if batch is None:  # an empty Poisson draw: the step is the noise alone
-                scalar = private_scalar(torch.zeros(0), privacy, len(encoded))
+                scalar = private_scalar(torch.zeros(0), privacy)
                 perturb_(targets, seed, -lr * scalar, structure)
             else:
                 perturb_(targets, seed, eps, structure)
@@ -116,7 +119,7 @@ def train_zo(
                 if privacy is None:
                     scalar = float(per_example.mean())
                 else:
-                    scalar = private_scalar(per_example, privacy, len(encoded))
+                    scalar = private_scalar(per_example, privacy)
                 # Back to w, and the step along z, in one pass over the weights.
                 perturb_(targets, seed, eps - lr * scalar, structure)
                 losses.append(float((plus + minus).mean()) / 2)

@@ -19,6 +19,8 @@ from typing import Any
 
 from federated.data.files import TABLE_SUFFIXES
 from federated.models import PRESETS
+from federated.privacy.accounting import PrivacyLedger
+from federated.privacy.record_count import count_release
 from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 BUILTIN_DATASETS = {"chatterbot": TASK_CAUSAL_LM, "wordnet": TASK_CLASSIFICATION}
@@ -269,6 +271,12 @@ class PrivacySettings:
         "Per-example clipping bound: of the LoRA gradient, or of the zo scalar gradient.",
         above=0.0,
     )
+    count_noise: float = option(
+        20.0,
+        "Std of the Gaussian noise on the record count a record-level DP client releases once "
+        "a run; its sampling rate and averaging weight come from that noised count.",
+        above=0.0,
+    )
     grad_sample_mode: str = option(
         "hooks",
         "How opacus gets per-sample gradient norms: hooks, functorch, or ghost (ghost "
@@ -277,8 +285,9 @@ class PrivacySettings:
     )
     client_level: bool = option(
         False,
-        "Client-level DP on the server (DP-FedAvg): clip each client's update, add Gaussian "
-        "noise to their sum, account every round. Linear strategies only.",
+        "Client-level DP on the server (DP-FedAvg): each client joins a round with probability "
+        "strategy.fraction-train (secret Poisson sampling), its update is clipped, Gaussian "
+        "noise joins their sum, every round is accounted. Linear strategies only.",
     )
     client_noise_multiplier: float = option(
         0.0,
@@ -309,8 +318,8 @@ class PrivacySettings:
     )
     client_count_noise: float = option(
         0.0,
-        "Adaptive clipping: noise std of the count of unclipped clients (0: clients per "
-        "round / 20).",
+        "Adaptive clipping: noise std of the count of unclipped clients, each counted as +-1/2 "
+        "(0: expected clients per round / 20).",
         minimum=0.0,
     )
 
@@ -541,6 +550,15 @@ def _check_privacy(config: RunConfig) -> None:
             "run config 'dp.record-level' = True needs a noise: set dp.noise-multiplier, or "
             "dp.target-epsilon to derive it for the whole run"
         )
+    if dp.target_epsilon:
+        floor = count_release(dp.count_noise).epsilon_floor(dp.delta)
+        if dp.target_epsilon <= floor:
+            raise ConfigError(
+                f"run config 'dp.target-epsilon' = {dp.target_epsilon:g}: a client spends "
+                f"{floor:.3g} by releasing its noised record count (dp.count-noise = "
+                f"{dp.count_noise:g}) at dp.delta = {dp.delta:g}, the least the RDP accountant "
+                "can certify; raise the target, dp.count-noise or dp.delta"
+            )
     if config.train.local_steps < 1:
         raise ConfigError(
             "run config 'train.local-steps' = 0: record-level DP accounts fixed steps per round; "
@@ -559,6 +577,13 @@ def _check_client_level(config: RunConfig) -> None:
         raise ConfigError(
             "run config 'zo.pro' = True with dp.client-level: FedKSeed-Pro weighs seeds by each "
             "client's own scalars, which client-level DP must not look at; turn one of them off"
+        )
+    floor = PrivacyLedger().epsilon_floor(dp.delta)
+    if dp.client_target_epsilon and dp.client_target_epsilon <= floor:
+        raise ConfigError(
+            f"run config 'dp.client-target-epsilon' = {dp.client_target_epsilon:g}: below "
+            f"{floor:.3g}, the least the RDP accountant can certify at dp.delta = {dp.delta:g}; "
+            "raise the target or dp.delta"
         )
 
 

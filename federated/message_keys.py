@@ -39,9 +39,13 @@ SUMS_BASE_VERSION = "sums-base-version"
 ZO_SUMS = "zo-sums"
 ZO_SUMS_VERSION = "zo-sums-version"
 
+# What a client computes from its data without noise. A record-level DP client never sends
+# them: they would be releases its accountant does not cover.
+UNNOISED_TRAIN_METRICS = (TRAIN_LOSS, TRAIN_SECONDS, PEAK_MEMORY_MB)
+
 # Record-level DP: the epsilon a client has spent, and its reply when its budget is spent.
 DP_EPSILON = "dp-epsilon"
 DP_DECLINED = "dp-budget-spent"
 DP_EPSILON_NEXT = "dp-epsilon-next"
-# Node state: the client's privacy ledger across rounds.
-DP_LEDGER = "dp-ledger"
+# Node state: the client's privacy ledger and noised record count across rounds.
+DP_STATE = "dp-state"

@@ -124,6 +124,24 @@ class _ServerModel:
         (folder / _model_files(self.config)[1]).write_text(json.dumps(recipe, indent=2) + "\n")
 
 
+def _log_privacy(config: RunConfig, strategy: LoraStrategy) -> None:
+    if config.dp.record_level:
+        log(
+            INFO,
+            "record-level DP: clients release a noised record count, noised updates and their "
+            "epsilon, nothing else; held-out metrics come from no client, only the test set",
+        )
+    dp = strategy.client_dp
+    if dp is not None:
+        log(
+            INFO,
+            "client-level DP: each connected client joins a round with probability %.3g "
+            "(secret Poisson sampling), noise multiplier %.3g, clip %.3g%s",
+            dp.sample_rate, dp.noise_multiplier, dp.bound,
+            " (adaptive)" if config.dp.client_adaptive_clip else "",
+        )  # fmt: skip
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     config, strategy = _start(context)
@@ -136,6 +154,7 @@ def main(grid: Grid, context: Context) -> None:
     server_model = _ServerModel(config)
     described = (config.model.name, config.task, config.mode, config.strategy.name)
     log(INFO, "model %s (%s), mode %s, strategy %s", *described)
+    _log_privacy(config, strategy)
 
     wall_started = time.perf_counter()
     final = run_rounds(grid, strategy, config, results, server_model.evaluate)

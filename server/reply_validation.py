@@ -43,14 +43,22 @@ def _metrics_problem(msg: Message, required: tuple[str, ...]) -> str | None:
     return None
 
 
-def _train_arrays(msg: Message) -> tuple[dict[str, torch.Tensor], str | None]:
+def train_metrics_required(private: bool) -> tuple[str, ...]:
+    """What every training reply must report: its weight, and its loss, or under record-level
+    DP instead of the loss (which a private client does not release) the epsilon it spent."""
+    return (keys.NUM_EXAMPLES, keys.DP_EPSILON if private else keys.TRAIN_LOSS)
+
+
+def _train_arrays(
+    msg: Message, required: tuple[str, ...]
+) -> tuple[dict[str, torch.Tensor], str | None]:
     """The tensors of a training reply, or why the reply is unusable before looking at them."""
     if msg.has_error():
         return {}, client_failure(msg)
     records = msg.content.array_records
     if list(records) != [keys.ARRAYS]:
         return {}, f"expected exactly one array record '{keys.ARRAYS}', got {sorted(records)}"
-    problem = _metrics_problem(msg, (keys.NUM_EXAMPLES, keys.TRAIN_LOSS))
+    problem = _metrics_problem(msg, required)
     if problem:
         return {}, problem
     try:
@@ -88,17 +96,19 @@ def check_train_reply(
     msg: Message,
     reference: Mapping[str, torch.Tensor],
     max_update_norm: float,
+    required: tuple[str, ...],
     *,
     allow_lower_rank: bool = False,
 ) -> str | None:
     """Why this training reply must be rejected, or None when it is sound.
 
-    ``reference`` holds what the client should send back: the reply must carry the same names,
+    ``reference`` holds what the client should send back: the reply must report the
+    ``required`` metrics (``train_metrics_required``) and carry the same tensor names,
     the same shapes (or, with ``allow_lower_rank``, LoRA factors of a smaller rank), fp32, only
     finite values, and move no further from the reference than ``max_update_norm`` (L2 over all
     tensors, the reference cut to the reply's rank).
     """
-    update, problem = _train_arrays(msg)
+    update, problem = _train_arrays(msg, required)
     if problem:
         return problem
     missing, extra = set(reference) - set(update), set(update) - set(reference)
@@ -125,10 +135,12 @@ def check_train_reply(
     return None
 
 
-def check_seed_reply(msg: Message, pool_size: int, max_steps: int) -> str | None:
+def check_seed_reply(
+    msg: Message, pool_size: int, max_steps: int, required: tuple[str, ...]
+) -> str | None:
     """Why this zeroth-order reply must be rejected: it may carry only seed indices in the pool
     and as many finite scalars, at most one pair per local step."""
-    steps, problem = _train_arrays(msg)
+    steps, problem = _train_arrays(msg, required)
     if problem:
         return problem
     if set(steps) != {keys.SEED_INDICES, keys.SEED_SCALARS}:
@@ -149,7 +161,7 @@ def check_seed_reply(msg: Message, pool_size: int, max_steps: int) -> str | None
     return None
 
 
-def check_masked_reply(msg: Message, size: int) -> str | None:
+def check_masked_reply(msg: Message, size: int, required: tuple[str, ...]) -> str | None:
     """Why a SecAgg+ collect reply cannot join the sum: its metrics, or a masked vector that is
     not ``size`` uint32 entries (integers modulo 2^32). Nothing more is checkable: it is masked."""
     if msg.has_error():
@@ -157,7 +169,7 @@ def check_masked_reply(msg: Message, size: int) -> str | None:
     records = msg.content.array_records
     if list(records) != [keys.ARRAYS] or list(records[keys.ARRAYS]) != [MASKED]:
         return f"expected one array record '{keys.ARRAYS}' holding '{MASKED}'"
-    problem = _metrics_problem(msg, (keys.NUM_EXAMPLES, keys.TRAIN_LOSS))
+    problem = _metrics_problem(msg, required)
     if problem:
         return problem
     masked = records[keys.ARRAYS][MASKED].numpy()

@@ -9,7 +9,7 @@ from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Message
+from flwr.app import Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 
@@ -24,6 +24,7 @@ from server.reply_validation import (
     check_evaluate_reply,
     check_seed_reply,
     check_train_reply,
+    train_metrics_required,
 )
 from server.secure_round import secure_train_round
 from strategies.lora_strategy import GlobalModel, LoraStrategy
@@ -57,13 +58,19 @@ class _ClientRound:
 
 def _reply_check(strategy: LoraStrategy, config: RunConfig) -> Callable[[Message], str | None]:
     """The check a training reply of this strategy must pass."""
+    required = train_metrics_required(private=config.dp.record_level)
     if strategy.reply_kind == "seed-steps":
         pool_size, steps = config.zo.pool_size, config.train.local_steps
-        return lambda reply: check_seed_reply(reply, pool_size, steps)
+        return lambda reply: check_seed_reply(reply, pool_size, steps, required)
     reference, max_norm = strategy.reply_reference(), config.server.max_update_norm
     return lambda reply: check_train_reply(
-        reply, reference, max_norm, allow_lower_rank=strategy.mixed_ranks
+        reply, reference, max_norm, required, allow_lower_rank=strategy.mixed_ranks
     )
+
+
+def _optional(metrics: MetricRecord, key: str) -> float | None:
+    """A metric a reply may leave out (a record-level DP client sends no unnoised statistic)."""
+    return float(metrics[key]) if key in metrics else None
 
 
 def _screen_train(
@@ -89,11 +96,10 @@ def _screen_train(
         metrics = reply.content.metric_records[keys.METRICS]
         entry.partition_id = int(metrics.get(keys.PARTITION_ID, -1))
         entry.lora_rank = int(metrics.get(keys.LORA_RANK, 0)) or None
-        entry.train_loss = float(metrics[keys.TRAIN_LOSS])
+        entry.train_loss = _optional(metrics, keys.TRAIN_LOSS)
         entry.num_examples = int(metrics[keys.NUM_EXAMPLES])
-        entry.train_seconds = float(metrics.get(keys.TRAIN_SECONDS, 0.0))
-        if keys.DP_EPSILON in metrics:
-            entry.epsilon = float(metrics[keys.DP_EPSILON])
+        entry.train_seconds = _optional(metrics, keys.TRAIN_SECONDS)
+        entry.epsilon = _optional(metrics, keys.DP_EPSILON)
         valid.append(reply)
     for node in ex.timed_out:
         clients[node].status = "no reply before server.round-timeout"
@@ -126,22 +132,18 @@ def _screen_evaluate(ex: Exchange) -> list[Message]:
     return valid
 
 
-def _client_dp_allows(strategy: LoraStrategy, grid: Grid, sampled: int, server_round: int) -> bool:
-    """Whether client-level DP may spend this round; sets the round's sampling rate."""
+def _client_dp_allows(strategy: LoraStrategy, server_round: int) -> bool:
+    """Whether client-level DP may spend one more round."""
     dp = strategy.client_dp
-    if dp is None:
+    if dp is None or dp.budget_allows():
         return True
-    rate = sampled / max(1, len(list(grid.get_node_ids())))
-    if not dp.budget_allows(rate):
-        log(
-            WARNING,
-            "    client-level privacy budget: round %d would reach epsilon %.3g, past %.3g; "
-            "training stops here",
-            server_round, dp.epsilon_after_round(rate), dp.dp.client_target_epsilon,
-        )  # fmt: skip
-        return False
-    dp.sample_rate = rate
-    return True
+    log(
+        WARNING,
+        "    client-level privacy budget: round %d would reach epsilon %.3g, past %.3g; "
+        "training stops here",
+        server_round, dp.epsilon_after_round(), dp.dp.client_target_epsilon,
+    )  # fmt: skip
+    return False
 
 
 def _prefixed(prefix: str, result: EvalResult) -> dict[str, float]:
@@ -164,9 +166,9 @@ def run_rounds(
     for server_round in range(1, rounds + 1):
         started = time.perf_counter()
         log(INFO, "[round %d/%d] training", server_round, rounds)
-        sent = strategy.training_messages(server_round, grid)
-        if not _client_dp_allows(strategy, grid, len(sent), server_round):
+        if not _client_dp_allows(strategy, server_round):
             break
+        sent = strategy.training_messages(server_round, grid)
         if config.secagg.enabled:
             outcome = secure_train_round(grid, sent, strategy, config, server_round, _progress)
             train_ex, train_metrics = outcome.exchange, outcome.metrics
@@ -181,9 +183,11 @@ def run_rounds(
             if arrays is None:
                 log(WARNING, "    no valid update this round: the global model stays as it was")
 
-        sent = strategy.evaluation_messages(server_round, grid)
-        eval_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("evaluate"))
-        eval_metrics = strategy.aggregate_evaluate(server_round, _screen_evaluate(eval_ex))
+        eval_ex, eval_metrics = Exchange(), None
+        if not config.dp.record_level:  # private clients release nothing about held-out data
+            sent = strategy.evaluation_messages(server_round, grid)
+            eval_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("evaluate"))
+            eval_metrics = strategy.aggregate_evaluate(server_round, _screen_evaluate(eval_ex))
         test = evaluate_global(strategy.model)
 
         for node, n in eval_ex.bytes_down.items():
@@ -194,7 +198,7 @@ def run_rounds(
             "round": server_round,
             "clients_sampled": len(train_ex.bytes_down),
             "clients_accepted": len(valid),
-            "train_loss": float(train_metrics[keys.TRAIN_LOSS]) if train_metrics else None,
+            "train_loss": _optional(train_metrics, keys.TRAIN_LOSS) if train_metrics else None,
             "held_out_loss": float(eval_metrics[keys.EVAL_LOSS]) if eval_metrics else None,
             **{
                 f"held_out_{name.removeprefix('eval-').replace('-', '_')}": float(value)
@@ -210,8 +214,9 @@ def run_rounds(
             "round_seconds": time.perf_counter() - started,
             "clients": [vars(c) for c in sorted(clients.values(), key=lambda c: c.node_id)],
         }
-        if strategy.client_dp is not None and strategy.client_dp.last is not None:
-            record.update({f"client_dp_{k}": v for k, v in vars(strategy.client_dp.last).items()})
+        report = strategy.client_dp.report() if strategy.client_dp is not None else None
+        if report is not None:
+            record.update({f"client_dp_{k}": v for k, v in vars(report).items()})
         record["bytes_down"] = record["train_bytes_down"] + record["eval_bytes_down"]
         record["bytes_up"] = record["train_bytes_up"] + record["eval_bytes_up"]
         results.append_round(record)

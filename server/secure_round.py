@@ -29,9 +29,9 @@ from federated import message_keys as keys
 from federated.config import RunConfig
 from federated.secagg import protocol as p
 from federated.secagg.keys import agree, neighbours, threshold
-from federated.secagg.masking import dequantize_sum, sum_masked, unmask
+from federated.secagg.masking import sum_masked, unmask
 from server.exchange import Exchange, exchange
-from server.reply_validation import check_masked_reply
+from server.reply_validation import check_masked_reply, train_metrics_required
 from strategies.lora_strategy import LoraStrategy
 
 Progress = Callable[[str], Callable[[int, int], None]]
@@ -110,7 +110,9 @@ def secure_train_round(
     public = {n: r.content.config_records[p.CONFIG] for n, r in setup.items()}
     groups = neighbours(list(public), s.num_shares) if len(public) >= 3 else {}
     if not groups:
-        return _without_sum(proto, f"{len(public)} clients finished setup; SecAgg+ needs 3")
+        return _without_sum(
+            proto, strategy, f"{len(public)} clients finished setup; SecAgg+ needs 3"
+        )
     t = threshold(len(next(iter(groups.values()))), s.reconstruction_threshold)
 
     def share_values(node: int) -> dict:
@@ -161,9 +163,10 @@ def secure_train_round(
     if strategy.reply_kind != "tensors":
         spec = [(keys.SEED_SUMS, (config.zo.pool_size,))]
     outcome = SecureOutcome(exchange=collected)
+    required = train_metrics_required(private=config.dp.record_level)
     summed = []
     for reply in collected.replies:
-        reason = check_masked_reply(reply, size)
+        reason = check_masked_reply(reply, size, required)
         if reason is None:
             summed.append(reply)
         else:
@@ -171,7 +174,7 @@ def secure_train_round(
     survivors = {r.metadata.src_node_id for r in summed}
     if len(survivors) < t:
         outcome.failure = f"{len(survivors)} masked updates arrived; the threshold is {t}"
-        return _finish(proto, outcome)
+        return _finish(proto, strategy, outcome)
 
     started = time.perf_counter()
     masked_sum = sum_masked(
@@ -195,29 +198,35 @@ def secure_train_round(
     short = [n for n in survivors | dropped if len(shares[n]) < t]
     if short:
         outcome.failure = f"too few shares to unmask nodes {short[:3]} (threshold {t})"
-        return _finish(proto, outcome)
+        return _finish(proto, strategy, outcome)
     seeds = [combine_shares(shares[n]) for n in survivors]
     orphans = []
     for gone in dropped:
         secret = combine_shares(shares[gone])
         for node in set(groups[gone]) & survivors:
             orphans.append((node, gone, agree(secret, public[node][p.PK_MASK])))
-    total = dequantize_sum(
-        unmask(masked_sum, seeds, orphans), len(survivors), s.clipping_range, s.quantization_bits
-    )
-    weight, sums, unclipped = p.split_sum(total, spec, count_bit)
-    outcome.metrics = strategy.aggregate_secure(summed, sums, weight, unclipped)
+    weight, sums, bits = p.split_sum(
+        unmask(masked_sum, seeds, orphans), spec, count_bit,
+        s.clipping_range, s.quantization_bits, len(survivors),
+    )  # fmt: skip
+    centred = None if bits is None else bits - len(survivors) / 2
+    outcome.metrics = strategy.aggregate_secure(summed, sums, weight, centred)
     outcome.aggregation_seconds = time.perf_counter() - started
-    return _finish(proto, outcome)
+    return _finish(proto, strategy, outcome)
 
 
-def _without_sum(proto: _Protocol, reason: str) -> SecureOutcome:
-    return _finish(proto, SecureOutcome(exchange=Exchange(), failure=reason))
+def _without_sum(proto: _Protocol, strategy: LoraStrategy, reason: str) -> SecureOutcome:
+    return _finish(proto, strategy, SecureOutcome(exchange=Exchange(), failure=reason))
 
 
-def _finish(proto: _Protocol, outcome: SecureOutcome) -> SecureOutcome:
+def _finish(proto: _Protocol, strategy: LoraStrategy, outcome: SecureOutcome) -> SecureOutcome:
     collected = outcome.exchange
     collected.bytes_down, collected.bytes_up = proto.total.bytes_down, proto.total.bytes_up
     if outcome.failure:
         log(WARNING, "    SecAgg+ round without a sum: %s", outcome.failure)
+        if strategy.client_dp is not None:
+            # Client-level DP releases every round: the noise alone, as for an empty draw.
+            centred = 0.0 if proto.config.dp.client_adaptive_clip else None
+            strategy.aggregate_secure([], strategy.zero_delta(), 0.0, centred)
+            log(WARNING, "    client-level DP: the round's noise moves the model alone")
     return outcome

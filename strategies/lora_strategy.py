@@ -14,9 +14,10 @@ from logging import INFO
 from typing import Any, ClassVar
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from flwr.supercore import log
 
 from federated import message_keys as keys
@@ -130,20 +131,26 @@ class LoraStrategy(FedAvg):
         trainable = {k: v + delta[k] if k in delta else v for k, v in self.model.trainable.items()}
         self.model = GlobalModel(trainable, self.model.base_delta)
 
+    def zero_delta(self) -> Tensors:
+        """A delta that moves nothing, in the names and shapes of a client's delta."""
+        return {k: torch.zeros_like(v) for k, v in self.reply_reference().items()}
+
     def aggregate_secure(
         self,
         replies: Sequence[Message],
         sums: Mapping[str, torch.Tensor],
         weight: float,
-        unclipped: float | None,
+        centred_unclipped: float | None,
     ) -> MetricRecord | None:
         """Move the model by the mean update from SecAgg+'s sums alone: Σw·Δ and Σw (with
         client-level DP the noise joins the sum here, and w is 1 for every client)."""
         if self.client_dp is None:
             mean = {k: v / weight for k, v in sums.items()}
         else:
-            mean = self.client_dp.from_sum(sums, len(replies), unclipped)
+            mean = self.client_dp.from_sum(sums, centred_unclipped)
         self.apply_mean_delta({k: v.to(torch.float32) for k, v in mean.items()})
+        if not replies:
+            return None
         return self.train_metrics_aggr_fn([m.content for m in replies], self.weighted_by_key)
 
     # -- the math ----------------------------------------------------------------------------
@@ -189,11 +196,30 @@ class LoraStrategy(FedAvg):
     def evaluation_messages(self, server_round: int, grid: Grid) -> list[Message]:
         return self._messages("evaluate", server_round, self.eval_payload(), grid)
 
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Flower's sampling, except under client-level DP: there each connected node joins
+        independently at the accounted rate, from a secret generator (Poisson sampling)."""
+        if self.client_dp is None:
+            return super().configure_train(server_round, arrays, config, grid)
+        _, connected = sample_nodes(grid, self.min_available_nodes, 0)
+        chosen = self.client_dp.sample(connected)
+        log(
+            INFO,
+            "configure_train: Poisson-sampled %s nodes (out of %s)",
+            len(chosen),
+            len(connected),
+        )
+        config[keys.SERVER_ROUND] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return self._construct_messages(record, chosen, MessageType.TRAIN)
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         valid, _ = self._check_and_log_replies(replies, is_train=True)
-        if not valid:
+        if not valid and self.client_dp is None:
             return None, None
         contents = [msg.content for msg in valid]
         updates = [record_to_tensors(c.array_records[keys.ARRAYS]) for c in contents]
@@ -201,8 +227,10 @@ class LoraStrategy(FedAvg):
         if self.client_dp is None:
             self.aggregate(updates, weights)
         else:  # every client weighs the same: each one's influence is bounded by the clip
-            self.apply_mean_delta(self.client_dp.aggregate([self.client_delta(u) for u in updates]))
-        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+            deltas = [self.client_delta(u) for u in updates]
+            mean = self.client_dp.aggregate(deltas, self.zero_delta())
+            self.apply_mean_delta({k: v.to(torch.float32) for k, v in mean.items()})
+        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key) if contents else None
         return tensors_to_record(self.model.trainable), metrics
 
 

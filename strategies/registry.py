@@ -90,9 +90,9 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
         min_available_nodes=s.min_available_nodes,
     )
     if config.dp.client_level:
-        # The largest share a round samples: min-train-nodes of the fewest nodes it waits for.
-        rate = min(1.0, max(s.fraction_train, s.min_train_nodes / s.min_available_nodes))
+        # Poisson sampling at fraction-train: the rate the accountant composes.
         strategy.client_dp = ClientLevelDp(
-            config.dp, rate, config.num_server_rounds, clients_per_round=s.min_train_nodes
-        )
+            config.dp, s.fraction_train, config.num_server_rounds,
+            expected_clients=s.fraction_train * s.min_available_nodes,
+        )  # fmt: skip
     return strategy

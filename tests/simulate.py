@@ -14,10 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def simulate(
-    config: dict, num_clients: int, *, poison: bool = False, drop_out: bool = False
+    config: dict,
+    num_clients: int,
+    *,
+    poison: bool = False,
+    drop_out: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Path:
-    """Run to the end and return the run's results folder (``output-dir/run-name``)."""
+    """Run to the end and return the run's results folder (``output-dir/run-name``); ``env``
+    adds environment variables for the run's processes."""
     env = {
+        **(env or {}),
         CONFIG_ENV: json.dumps(config),
         POISON_ENV: "1" if poison else "0",
         DROP_ENV: "1" if drop_out else "0",

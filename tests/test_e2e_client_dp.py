@@ -1,9 +1,11 @@
-"""Client-level DP end to end through Flower's simulation engine: clipped, noised aggregation,
-accounted each round, and training stops before the round that would overspend the budget."""
+"""Client-level DP end to end through Flower's simulation engine: clients Poisson-sampled in
+secret, clipped and noised aggregation accounted each round, training stopped before the round
+that would overspend the budget."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,36 +14,62 @@ from tests.simulate import simulate
 
 pytestmark = pytest.mark.slow
 
-CLIENTS, SAMPLED, NOISE, DELTA = 4, 2, 2.0, 1e-5
+CLIENTS, RATE, NOISE, DELTA = 8, 0.5, 2.0, 1e-5
 
 
 def _epsilon(rounds: int) -> float:
     ledger = PrivacyLedger()
-    ledger.spend(NOISE, SAMPLED / CLIENTS, rounds)
+    ledger.spend(NOISE, RATE, rounds)
     return ledger.epsilon(DELTA)
 
 
-def test_client_level_dp_accounts_rounds_and_stops_at_the_budget(tmp_path) -> None:
+def _run(out: Path, name: str) -> list[dict]:
     budget = (_epsilon(2) + _epsilon(3)) / 2  # room for two rounds, not three
     config = {
         "model.name": "tiny-llama",
         "num-server-rounds": 4,
         "lora.rank": 4,
         "train.lr": 0.02,
-        "train.local-steps": 4,
-        "strategy.fraction-train": 0.5,
-        "strategy.min-train-nodes": SAMPLED,
+        "train.local-steps": 2,
+        "strategy.fraction-train": RATE,
+        "strategy.fraction-evaluate": 0.0,
+        "strategy.min-train-nodes": 1,
         "strategy.min-available-nodes": CLIENTS,
         "dp.client-level": True,
         "dp.client-noise-multiplier": NOISE,
         "dp.client-clip-norm": 0.05,
         "dp.client-target-epsilon": budget,
-        "output-dir": str(tmp_path),
-        "run-name": "client-dp",
+        "seed": 5,
+        "output-dir": str(out),
+        "run-name": name,
     }
     folder = simulate(config, num_clients=CLIENTS)
-    rounds = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in rounds] == [0, 1, 2]  # the third round would overspend
-    assert [r["client_dp_epsilon"] for r in rounds[1:]] == pytest.approx([_epsilon(1), _epsilon(2)])
-    assert all(r["client_dp_clip_norm"] == 0.05 for r in rounds[1:])
-    assert (folder / "summary.json").is_file()  # the run still finished and saved its model
+    assert (folder / "summary.json").is_file()  # the run finished and saved its model
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def launches(tmp_path_factory: pytest.TempPathFactory) -> list[list[dict]]:
+    out = tmp_path_factory.mktemp("client-dp")
+    return [_run(out, f"launch-{i}") for i in range(2)]
+
+
+def test_client_level_dp_accounts_rounds_and_stops_at_the_budget(launches) -> None:
+    for rounds in launches:
+        assert [r["round"] for r in rounds] == [0, 1, 2]  # the third round would overspend
+        trained = rounds[1:]
+        assert [r["client_dp_epsilon"] for r in trained] == pytest.approx([_epsilon(1), _epsilon(2)])
+        assert all(r["client_dp_clip_norm"] == 0.05 for r in trained)
+        assert all(r["client_dp_expected_clients"] == CLIENTS * RATE for r in trained)
+        assert all(r["client_dp_noised_unclipped_fraction"] is None for r in trained)
+
+
+def _participants(rounds: list[dict]) -> list[set[int]]:
+    return [{c["partition_id"] for c in r["clients"] if c["bytes_down"]} for r in rounds[1:]]
+
+
+def test_the_same_seed_draws_different_participants_each_launch(launches) -> None:
+    # With 8 clients at rate 1/2, two secret draws of two rounds agree with chance 1 / 2^16.
+    first, second = (_participants(rounds) for rounds in launches)
+    assert first != second
+    assert all(0 <= len(drawn) <= CLIENTS for drawn in first + second)

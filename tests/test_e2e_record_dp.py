@@ -1,5 +1,8 @@
 """Record-level DP end to end through Flower's simulation engine: DP-SGD on LoRA clients, each
-reporting the epsilon it has spent, and declining the round that would overspend its budget."""
+reporting its noised record count and the epsilon it has spent (the count's release, then every
+round's steps at the rate that count gives), releasing no loss and no held-out metrics, and
+declining the round that would overspend its budget. Secret generators are fixed by a test seed,
+so that the expected epsilons can be worked out here."""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from federated.config import parse_run_config
-from federated.privacy.accounting import PrivacyLedger
+from federated.privacy.record_count import count_release, noised_count
+from federated.privacy.secret_randomness import INSECURE_SEED_ENV, secret_generator
 from federated.workspace import client_indices
 from tests.simulate import simulate
 
@@ -30,14 +34,30 @@ RUN = {
 }
 
 
+SEED = {INSECURE_SEED_ENV: "3"}
+
+
+def _counts() -> list[int]:
+    """Each client's noised record count, as its fixed secret generator draws it."""
+    config = parse_run_config(RUN)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(INSECURE_SEED_ENV, SEED[INSECURE_SEED_ENV])
+        return [
+            noised_count(
+                len(client_indices(config, p, CLIENTS)[0]), config.dp.count_noise,
+                secret_generator("record-count", p),
+            )  # fmt: skip
+            for p in range(CLIENTS)
+        ]
+
+
 def _epsilons_after(rounds: int) -> list[float]:
-    """Each client's epsilon after ``rounds`` rounds of this run's DP-SGD."""
+    """Each client's epsilon after ``rounds`` rounds of this run's DP-SGD, by partition."""
     config = parse_run_config(RUN)
     spent = []
-    for partition in range(CLIENTS):
-        size = len(client_indices(config, partition, CLIENTS)[0])
-        ledger = PrivacyLedger()
-        ledger.spend(NOISE, min(1.0, config.train.batch_size / size), STEPS * rounds)
+    for count in _counts():
+        ledger = count_release(config.dp.count_noise)
+        ledger.spend(NOISE, min(1.0, config.train.batch_size / count), STEPS * rounds)
         spent.append(ledger.epsilon(config.dp.delta))
     return spent
 
@@ -50,18 +70,23 @@ def dp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[float, list[dict]]
     budget = (max(two) + min(three)) / 2
     out = tmp_path_factory.mktemp("dp")
     config = {**RUN, "dp.target-epsilon": budget, "output-dir": str(out), "run-name": "dp"}
-    folder = simulate(config, num_clients=CLIENTS)
+    folder = simulate(config, num_clients=CLIENTS, env=SEED)
     lines = (Path(folder) / "metrics.jsonl").read_text().splitlines()
     return budget, [json.loads(line) for line in lines]
 
 
-def test_private_rounds_train_and_report_the_epsilon_spent(dp_run) -> None:
+def test_private_rounds_train_and_report_only_noised_releases(dp_run) -> None:
     _, rounds = dp_run
-    expected = {1: sorted(_epsilons_after(1)), 2: sorted(_epsilons_after(2))}
+    expected = {1: _epsilons_after(1), 2: _epsilons_after(2)}
     for r in rounds[1:3]:
         assert r["clients_accepted"] == CLIENTS
-        reported = sorted(c["epsilon"] for c in r["clients"])
+        by_partition = sorted(r["clients"], key=lambda c: c["partition_id"])
+        assert [c["num_examples"] for c in by_partition] == _counts()
+        reported = [c["epsilon"] for c in by_partition]
         assert reported == pytest.approx(expected[r["round"]], rel=1e-6)
+        assert all(c["train_loss"] is None for c in r["clients"])
+        assert r["train_loss"] is None and r["held_out_loss"] is None
+        assert r["eval_bytes_up"] == 0  # nobody was asked about held-out records
     assert rounds[2]["test_loss"] < rounds[0]["test_loss"]
 
 

@@ -1,12 +1,15 @@
-"""The privacy ledger against opacus's RDP accountant, and noise chosen for a budget."""
+"""The privacy ledger against opacus's RDP accountant, noise chosen for a budget, its floor,
+and the noised record count."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
-from federated.privacy.accounting import PrivacyLedger, noise_for_budget
+from federated.privacy.accounting import BudgetUnreachable, PrivacyLedger, noise_for_budget
+from federated.privacy.record_count import count_release, noised_count
 
 
 def _reference_epsilon(noise: float, rate: float, steps: int, delta: float) -> float:
@@ -74,3 +77,32 @@ def test_noise_for_a_budget_meets_it_at_the_end_of_the_run(target: float) -> Non
         ledger.spend(noise, rate, 8)
     spent = ledger.epsilon(delta)
     assert target - 0.05 <= spent <= target
+
+
+def test_noise_for_a_budget_counts_what_was_released_before() -> None:
+    rate, steps, delta, target = 16 / 144, 64, 1e-5, 1.0
+    count = count_release(20.0)
+    alone, after_count = noise_for_budget(target, delta, rate, steps), noise_for_budget(
+        target, delta, rate, steps, count
+    )
+    assert after_count > alone  # the count took part of the budget
+    count.spend(after_count, rate, steps)
+    assert target - 0.01 <= count.epsilon(delta) <= target
+
+
+def test_the_floor_is_what_unbounded_noise_still_costs_and_a_target_below_it_is_refused() -> None:
+    count = count_release(20.0)
+    floor = count.epsilon_floor(1e-5)
+    assert count.epsilon_after(1e6, 0.1, 100, 1e-5) == pytest.approx(floor, rel=1e-6)
+    assert PrivacyLedger().epsilon_floor(1e-5) < floor < count.epsilon(1e-5) + 1e-12
+    with pytest.raises(BudgetUnreachable, match="below"):
+        noise_for_budget(floor * 0.99, 1e-5, 0.1, 100, count)
+    assert noise_for_budget(floor * 1.5, 1e-5, 0.1, 100, count) > 0
+
+
+def test_the_noised_count_is_the_count_plus_gaussian_noise_of_the_configured_size() -> None:
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.tensor([float(noised_count(500, 20.0, generator)) for _ in range(20_000)])
+    assert float(draws.mean()) == pytest.approx(500, abs=4 * 20 / 20_000**0.5 + 0.5)
+    assert float(draws.std()) == pytest.approx(20.0, rel=0.03)
+    assert min(noised_count(0, 20.0, generator) for _ in range(200)) == 1  # never below one

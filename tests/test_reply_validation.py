@@ -13,9 +13,15 @@ from flwr.common.serde import make_message
 from federated import message_keys as keys
 from federated.secagg.protocol import MASKED
 from federated.wire import tensors_to_record
-from server.reply_validation import check_evaluate_reply, check_masked_reply, check_train_reply
+from server.reply_validation import (
+    check_evaluate_reply,
+    check_masked_reply,
+    check_train_reply,
+    train_metrics_required,
+)
 
 REFERENCE = {"m.lora_A.weight": torch.zeros(2, 4), "m.lora_B.weight": torch.zeros(4, 2)}
+PLAIN = train_metrics_required(private=False)
 
 
 def _reply(content: RecordDict | None = None, error: Error | None = None):
@@ -42,7 +48,7 @@ def _train_content(tensors=None, metrics=None, **extra) -> RecordDict:
 
 
 def test_sound_reply_passes() -> None:
-    assert check_train_reply(_reply(_train_content()), REFERENCE, max_update_norm=10.0) is None
+    assert check_train_reply(_reply(_train_content()), REFERENCE, 10.0, PLAIN) is None
 
 
 @pytest.mark.parametrize(
@@ -85,7 +91,7 @@ def test_sound_reply_passes() -> None:
     ],
 )
 def test_bad_train_replies_are_rejected_with_the_reason(content: RecordDict, reason: str) -> None:
-    problem = check_train_reply(_reply(content), REFERENCE, max_update_norm=10.0)
+    problem = check_train_reply(_reply(content), REFERENCE, 10.0, PLAIN)
     assert problem is not None and reason in problem
 
 
@@ -96,12 +102,12 @@ def test_wrong_dtype_is_rejected() -> None:
             keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 1, keys.TRAIN_LOSS: 1.0}),
         }
     )
-    assert "dtype torch.float64" in check_train_reply(_reply(content), REFERENCE, 10.0)
+    assert "dtype torch.float64" in check_train_reply(_reply(content), REFERENCE, 10.0, PLAIN)
 
 
 def test_client_errors_are_rejected_for_train_and_evaluate() -> None:
     failed = _reply(error=Error(code=0, reason="out of memory"))
-    assert "out of memory" in check_train_reply(failed, REFERENCE, 10.0)
+    assert "out of memory" in check_train_reply(failed, REFERENCE, 10.0, PLAIN)
     assert "out of memory" in check_evaluate_reply(failed)
 
 
@@ -118,16 +124,16 @@ def test_lower_rank_factors_pass_only_for_mixed_rank_strategies() -> None:
     reference = {"m.lora_A.weight": torch.zeros(4, 6), "m.lora_B.weight": torch.zeros(5, 4)}
     low = {"m.lora_A.weight": torch.ones(2, 6), "m.lora_B.weight": torch.ones(5, 2)}
     reply = _reply(_train_content(tensors=low))
-    assert check_train_reply(reply, reference, 100.0, allow_lower_rank=True) is None
-    assert "has shape (2, 6), expected (4, 6)" in check_train_reply(reply, reference, 100.0)
+    assert check_train_reply(reply, reference, 100.0, PLAIN, allow_lower_rank=True) is None
+    assert "has shape (2, 6), expected (4, 6)" in check_train_reply(reply, reference, 100.0, PLAIN)
     uneven = {"m.lora_A.weight": torch.ones(2, 6), "m.lora_B.weight": torch.ones(5, 3)}
     problem = check_train_reply(
-        _reply(_train_content(tensors=uneven)), reference, 100.0, allow_lower_rank=True
+        _reply(_train_content(tensors=uneven)), reference, 100.0, PLAIN, allow_lower_rank=True
     )
     assert "factors of different ranks [2, 3]" in problem
     wide = {"m.lora_A.weight": torch.ones(2, 7), "m.lora_B.weight": torch.ones(5, 2)}
     problem = check_train_reply(
-        _reply(_train_content(tensors=wide)), reference, 100.0, allow_lower_rank=True
+        _reply(_train_content(tensors=wide)), reference, 100.0, PLAIN, allow_lower_rank=True
     )
     assert "has shape (2, 7)" in problem
 
@@ -147,4 +153,12 @@ def _masked_content(vector: np.ndarray) -> RecordDict:
     ],
 )
 def test_a_masked_reply_must_be_size_uint32(vector: np.ndarray, reason: str | None) -> None:
-    assert check_masked_reply(_reply(_masked_content(vector)), size=6) == reason
+    assert check_masked_reply(_reply(_masked_content(vector)), 6, PLAIN) == reason
+
+
+def test_a_private_reply_reports_its_epsilon_instead_of_its_loss() -> None:
+    private = train_metrics_required(private=True)
+    spent = {keys.NUM_EXAMPLES: 12, keys.DP_EPSILON: 0.7}
+    assert check_train_reply(_reply(_train_content(metrics=spent)), REFERENCE, 10.0, private) is None
+    no_epsilon = _train_content(metrics={keys.NUM_EXAMPLES: 12, keys.TRAIN_LOSS: 1.0})
+    assert "'dp-epsilon' missing" in check_train_reply(_reply(no_epsilon), REFERENCE, 10.0, private)

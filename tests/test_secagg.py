@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from flwr.app import ConfigRecord, MetricRecord
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares, create_shares
 
+from federated import message_keys
+from federated.secagg import protocol as p
 from federated.secagg.keys import agree, neighbours, new_key_pair, threshold
 from federated.secagg.masking import MOD, dequantize_sum, mask, quantize, sum_masked, unmask
 
@@ -108,3 +112,30 @@ def test_sharing_groups_are_symmetric_rings_and_thresholds_a_majority(count, fra
         assert all(node in groups[other] for other in group)
         t = threshold(len(group), 0.5)
         assert len(group) >= t > len(group) / 2
+
+
+def _collect_config(bound: float, bits: int) -> ConfigRecord:
+    return ConfigRecord(
+        {p.CLIP_NORM: bound, p.CLIPPING_RANGE: RANGE, p.BITS: bits, p.MAX_WEIGHT: 1000.0,
+         p.COUNT_BIT: True, p.POOL_SIZE: 0}
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("entries", "bits", "norm"), [(200_000, 16, 3.0), (200_000, 22, 0.5)])
+def test_a_client_clipped_update_stays_within_the_bound_after_rounding(entries, bits, norm) -> None:
+    """Client-level DP's sensitivity is the bound: stochastic rounding must not push past it,
+    for an update far beyond the bound or one exactly at it."""
+    bound, rng = 0.5, np.random.default_rng(1)
+    received = {"w": torch.zeros(entries)}
+    config, metrics = _collect_config(bound, bits), MetricRecord({message_keys.NUM_EXAMPLES: 10})
+    spec = [("w", (entries,))]
+    for trial in range(5):
+        update = rng.normal(size=entries)
+        upload = {"w": torch.from_numpy(update * norm / np.linalg.norm(update))}
+        vector, bit = p.update_vector(received, upload, metrics, config)
+        assert bit == int(norm <= bound)
+        sent = p.quantized_vector(vector, bit, config)
+        weight, sums, bits_sum = p.split_sum(sent, spec, True, RANGE, bits, count=1)
+        assert float(sums["w"].norm()) <= bound
+        assert bits_sum == bit  # the count travels as the integer itself: exact
+        assert weight == pytest.approx(1.0, abs=2 * RANGE / ((1 << bits) - 1))

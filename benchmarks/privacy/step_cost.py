@@ -51,8 +51,8 @@ def measure(model_name: str, kind: str) -> dict:
         else:
             result = train_lora_dp(
                 local.model, encoded, config.task, settings,
-                noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=1.0, mode=kind,
-                pad_token_id=pad, generator=generator,
+                noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=1.0,
+                expected_batch=len(encoded), mode=kind, pad_token_id=pad, generator=generator,
             )  # fmt: skip
         times.append(result.seconds)
     return {"step_seconds": statistics.median(times[1:]), "peak_mb": peak_mb()}

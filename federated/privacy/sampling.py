@@ -1,27 +1,27 @@
-"""Randomness of a private mechanism: Poisson batches and a generator nobody can replay.
-
-Sampling and noise come from the OS's entropy, never from the run seed: anyone who knows the run
-config could otherwise regenerate the noise, and sampling that can be replayed gives no privacy
-amplification.
-"""
+"""Poisson sampling, as the accountant's amplification by sampling assumes it: every item is
+included independently with the same probability, from a secret generator
+(``federated.privacy.secret_randomness``), so the size of a draw varies and can be zero."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 import torch
 
+Item = TypeVar("Item")
 
-def secret_generator() -> torch.Generator:
-    """A generator nobody can reproduce from the run config."""
-    return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
+
+def poisson_subset(items: Sequence[Item], rate: float, generator: torch.Generator) -> list[Item]:
+    """Each of ``items`` independently with probability ``rate``, in their order."""
+    mask = torch.rand(len(items), generator=generator) < rate
+    return [item for item, chosen in zip(items, mask.tolist(), strict=True) if chosen]
 
 
 def poisson_batches(
     num_examples: int, sample_rate: float, steps: int, generator: torch.Generator
 ) -> Iterator[list[int]]:
     """``steps`` batches, each example in each independently with probability ``sample_rate``."""
+    indices = range(num_examples)
     for _ in range(steps):
-        mask = torch.rand(num_examples, generator=generator) < sample_rate
-        yield torch.nonzero(mask, as_tuple=False).flatten().tolist()
+        yield poisson_subset(indices, sample_rate, generator)

@@ -16,6 +16,7 @@ The PRG is ChaCha20 keyed by SHA-256 of the seed: a mask cannot be guessed from 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Iterable, Mapping
 
@@ -45,6 +46,13 @@ def quantize(vector: np.ndarray, clipping_range: float, bits: int) -> np.ndarray
     rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
     up = rng.random(scaled.shape) < (scaled - floor)
     return (floor + up).astype(np.int64)
+
+
+def rounding_margin(entries: int, clipping_range: float, bits: int) -> float:
+    """How far stochastic rounding can move a vector of ``entries`` in L2: under one quantization
+    step per entry. A client that must stay within a norm bound after rounding clips to the bound
+    minus this."""
+    return 2 * clipping_range / ((1 << bits) - 1) * math.sqrt(entries)
 
 
 def dequantize_sum(total: np.ndarray, count: int, clipping_range: float, bits: int) -> np.ndarray:

@@ -1,11 +1,13 @@
 """What SecAgg+ messages carry, and the update vector both sides agree on.
 
 A client's vector is [w, w·Δ, (b)]: its weight w, its update Δ flattened in the order of
-``layout``, both inside one mask so that the server learns only Σw and Σw·Δ, and with
-client-level DP a last bit b saying whether Δ was inside the clipping bound (adaptive clipping
-counts them, also only as a sum). Without client-level DP, w is the client's examples over
+``layout``, both inside one mask so that the server learns only Σw and Σw·Δ, and with adaptive
+client-level clipping a last entry b, 1 when Δ was inside the clipping bound and 0 otherwise
+(the server learns only Σb). w and w·Δ are quantized with stochastic rounding; b travels as the
+integer itself, so Σb is exact. Without client-level DP, w is the client's examples over
 ``secagg.max-weight``; with it, every client weighs 1 and clips its own Δ, because the server never
-sees Δ to clip it.
+sees Δ to clip it: to the bound less what rounding can add (``masking.rounding_margin``), so that
+the bound still holds after quantization.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from flwr.app import ConfigRecord, MetricRecord
 
 from federated import message_keys as keys
 from federated.privacy.clipping import clip_update, update_norm
+from federated.secagg.masking import dequantize_sum, quantize, rounding_margin
 
 # Message types (train.<action>, a Python identifier) of the four stages, and their records.
 SETUP, SHARE_KEYS = "secagg_setup", "secagg_share_keys"
@@ -56,21 +59,27 @@ def update_vector(
     upload: Mapping[str, torch.Tensor],
     metrics: MetricRecord,
     config: ConfigRecord,
-) -> np.ndarray:
-    """[w, w·Δ, (b)] of one client, in float64."""
+) -> tuple[np.ndarray, int | None]:
+    """[w, w·Δ] of one client in float64, and its bit b (None unless the round counts them)."""
     delta = _delta(received, upload, config)
     bound = float(config[CLIP_NORM])
     inside = update_norm(delta) <= bound if bound > 0 else True
     if bound > 0:
-        delta, weight = clip_update(delta, bound), 1.0
+        entries = sum(t.numel() for t in delta.values())
+        margin = rounding_margin(entries, float(config[CLIPPING_RANGE]), int(config[BITS]))
+        delta, weight = clip_update(delta, max(bound - margin, 0.0)), 1.0
     else:
         examples = float(metrics[keys.NUM_EXAMPLES])
         weight = min(examples, float(config[MAX_WEIGHT])) / float(config[MAX_WEIGHT])
-    parts = [np.array([weight])]
-    parts += [weight * t.numpy().ravel() for t in delta.values()]
-    if config[COUNT_BIT]:
-        parts.append(np.array([1.0 if inside else 0.0]))
-    return np.concatenate(parts)
+    parts = [np.array([weight])] + [weight * t.numpy().ravel() for t in delta.values()]
+    bit = int(inside) if config[COUNT_BIT] else None
+    return np.concatenate(parts), bit
+
+
+def quantized_vector(vector: np.ndarray, bit: int | None, config: ConfigRecord) -> np.ndarray:
+    """What a client masks: its quantized [w, w·Δ], then b as the integer it is."""
+    quantized = quantize(vector, float(config[CLIPPING_RANGE]), int(config[BITS]))
+    return quantized if bit is None else np.append(quantized, bit)
 
 
 def vector_size(spec: Layout, count_bit: bool) -> int:
@@ -78,12 +87,14 @@ def vector_size(spec: Layout, count_bit: bool) -> int:
 
 
 def split_sum(
-    total: np.ndarray, spec: Layout, count_bit: bool
-) -> tuple[float, dict[str, torch.Tensor], float | None]:
-    """Σw, Σw·Δ per tensor, and the count of unclipped clients (None without the bit)."""
-    weight, offset, tensors = float(total[0]), 1, {}
+    total: np.ndarray, spec: Layout, count_bit: bool, clipping_range: float, bits: int, count: int
+) -> tuple[float, dict[str, torch.Tensor], int | None]:
+    """From the unmasked integer sum of ``count`` clients: Σw, Σw·Δ per tensor, and Σb (None
+    without the bit)."""
+    floats = dequantize_sum(total[: len(total) - int(count_bit)], count, clipping_range, bits)
+    weight, offset, tensors = float(floats[0]), 1, {}
     for name, shape in spec:
         size = int(np.prod(shape))
-        tensors[name] = torch.from_numpy(total[offset : offset + size].reshape(shape).copy())
+        tensors[name] = torch.from_numpy(floats[offset : offset + size].reshape(shape).copy())
         offset += size
-    return weight, tensors, float(total[offset]) if count_bit else None
+    return weight, tensors, int(total[-1]) if count_bit else None

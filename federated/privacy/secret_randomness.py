@@ -1,0 +1,70 @@
+"""The randomness privacy rests on: noise and sampling that nobody can replay.
+
+Private mechanisms never draw from the run seed: anyone holding the run config could regenerate
+the noise, and a sample that can be replayed gives no amplification by sampling.
+
+Where opacus's cryptographic generator (``torchcsprng``) imports, every secret generator reads
+``/dev/urandom`` through it, as opacus's secure mode does. ``torchcsprng`` has no build for the
+torch this project pins, so otherwise a secret generator is torch's Mersenne Twister seeded with
+64 bits from the OS: nobody can predict it without the seed, but it is not a cryptographic
+generator. Gaussian noise is drawn as opacus's secure mode draws it in either case (the sum of
+four draws, halved), which defeats attacks on the floating-point representation of one draw.
+
+Tests that compare runs fix every secret generator with ``FEDTUNE_INSECURE_DP_SEED``: each then
+depends only on that value and its purpose. A run with it set has no privacy and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from functools import cache
+from logging import WARNING
+
+import torch
+from flwr.common import log
+
+INSECURE_SEED_ENV = "FEDTUNE_INSECURE_DP_SEED"
+
+
+@cache
+def _warn_insecure(value: str) -> None:
+    log(
+        WARNING,
+        "%s=%s: privacy noise and sampling are replayable; this process has no privacy",
+        INSECURE_SEED_ENV, value,
+    )  # fmt: skip
+
+
+def _csprng_generator() -> torch.Generator | None:
+    try:
+        import torchcsprng  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return torchcsprng.create_random_device_generator("/dev/urandom")
+
+
+def secret_generator(*purpose: object) -> torch.Generator:
+    """A generator for one private mechanism; ``purpose`` names it (e.g. the mechanism, the
+    partition, the round) so that a fixed test seed still gives each mechanism its own stream."""
+    fixed = os.environ.get(INSECURE_SEED_ENV)
+    if fixed is not None:
+        _warn_insecure(fixed)
+        label = "/".join(map(str, (fixed, *purpose))).encode()
+        return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(label).digest()[:8]))
+    return _csprng_generator() or torch.Generator().manual_seed(
+        int.from_bytes(os.urandom(8), "little")
+    )
+
+
+def gaussian_noise(
+    shape: Sequence[int], std: float, generator: torch.Generator, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """N(0, std²) entries, each the halved sum of four draws (opacus's secure mode)."""
+    total = torch.zeros(tuple(shape), dtype=dtype)
+    if std == 0:
+        return total
+    for _ in range(4):
+        total += torch.normal(0.0, std, size=tuple(shape), generator=generator, dtype=dtype)
+    return total / 2
