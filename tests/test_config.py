@@ -113,7 +113,7 @@ def test_lora_on_an_embedding_layer_is_refused_in_one_line() -> None:
 
 
 def test_check_command_explains_a_run_config_string(capsys: pytest.CaptureFixture[str]) -> None:
-    from federated.config import main
+    from federated.config.cli import main
 
     assert main(["--check", "lora.rnak=3"]) == 2
     assert "unknown key 'lora.rnak'; did you mean 'lora.rank'?" in capsys.readouterr().out

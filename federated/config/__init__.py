@@ -1,0 +1,35 @@
+"""The run configuration: one schema, parsed once from Flower's ``context.run_config``.
+
+Keys follow Flower's LLM examples: kebab-case, dotted by section (``lora.rank``). Every key has a
+default here; ``pyproject.toml``'s ``[tool.flwr.app.config]`` repeats them because Flower only
+accepts ``--run-config`` overrides of keys it already knows (a test keeps the two equal).
+
+The schema is one module per section; this package's names are the ones the rest of fedtune uses.
+"""
+
+from federated.config.data import BUILTIN_DATASETS, DataSettings
+from federated.config.lora import LoraSettings
+from federated.config.model import ModelSettings
+from federated.config.options import ConfigError, option
+from federated.config.privacy import PrivacySettings
+from federated.config.reference import app_config_toml, config_reference_markdown
+from federated.config.run_config import RunConfig
+from federated.config.schema import (
+    default_flat_config,
+    iter_options,
+    parse_run_config,
+    run_config_to_flat,
+)
+from federated.config.secagg import SecAggSettings
+from federated.config.server import ServerSettings
+from federated.config.strategy import StrategySettings
+from federated.config.train import EvalSettings, TrainSettings
+from federated.config.zo import ZoSettings
+
+__all__ = [
+    "BUILTIN_DATASETS", "ConfigError", "DataSettings", "EvalSettings", "LoraSettings",
+    "ModelSettings", "PrivacySettings", "RunConfig", "SecAggSettings", "ServerSettings",
+    "StrategySettings", "TrainSettings", "ZoSettings", "app_config_toml",
+    "config_reference_markdown", "default_flat_config", "iter_options", "option",
+    "parse_run_config", "run_config_to_flat",
+]  # fmt: skip

@@ -1,0 +1,137 @@
+"""Settings that are each allowed but do not fit together, refused with one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from federated.config.data import BUILTIN_DATASETS
+from federated.config.lora import LoraSettings
+from federated.config.options import ConfigError
+from federated.config.run_config import RunConfig
+from federated.data.files import TABLE_SUFFIXES
+from federated.privacy.accounting import PrivacyLedger
+from federated.privacy.record_count import count_release
+
+
+def check_combinations(config: RunConfig) -> None:
+    train, data, model = config.train, config.data, config.model
+    if (train.local_steps > 0) == (train.local_epochs > 0):
+        raise ConfigError(
+            f"run config 'train.local-steps' = {train.local_steps} and 'train.local-epochs' = "
+            f"{train.local_epochs}: set exactly one of them above 0"
+        )
+    is_table = data.name.endswith(TABLE_SUFFIXES)
+    if data.name not in BUILTIN_DATASETS and not is_table:
+        raise ConfigError(
+            f"run config 'data.name' = {data.name!r}: use chatterbot, wordnet or a .jsonl/.csv path"
+        )
+    if is_table and not Path(data.name).expanduser().is_file():
+        raise ConfigError(f"run config 'data.name' = {data.name!r}: no such file")
+    for key, value in (
+        ("data.num-classes", data.num_classes),
+        ("data.max-per-class", data.max_per_class),
+    ):
+        if value and data.name != "wordnet":
+            raise ConfigError(f"run config '{key}' = {value}: only applies to data.name = wordnet")
+    if data.name in BUILTIN_DATASETS and BUILTIN_DATASETS[data.name] != config.task:
+        raise ConfigError(
+            f"run config 'data.name' = {data.name!r} is a {BUILTIN_DATASETS[data.name]} dataset, "
+            f"but model '{model.name}' is set up for {config.task}; "
+            "pick a matching model or model.task"
+        )
+    _check_client_ranks(config.lora)
+    _check_zo(config)
+    _check_privacy(config)
+    if config.strategy.min_available_nodes < config.strategy.min_train_nodes:
+        raise ConfigError(
+            f"run config 'strategy.min-available-nodes' = {config.strategy.min_available_nodes}: "
+            f"must be >= strategy.min-train-nodes ({config.strategy.min_train_nodes})"
+        )
+
+
+def _check_zo(config: RunConfig) -> None:
+    if config.mode != "zo":
+        if config.strategy.name == "fedkseed":
+            raise ConfigError(
+                "run config 'strategy.name' = 'fedkseed': it aggregates seed scalars; set mode = zo"
+            )
+        return
+    if config.train.lr_schedule != "constant":
+        raise ConfigError(
+            f"run config 'train.lr-schedule' = {config.train.lr_schedule!r}: mode zo needs "
+            "constant, because clients rebuild the model by replaying every scalar with one "
+            "learning rate"
+        )
+    if config.strategy.name != "fedkseed":
+        raise ConfigError(
+            f"run config 'strategy.name' = {config.strategy.name!r}: mode zo aggregates seed "
+            "scalars; use strategy.name = fedkseed"
+        )
+    if config.train.local_steps < 1:
+        raise ConfigError(
+            "run config 'train.local-steps' = 0: mode zo counts its steps; set it above 0"
+        )
+
+
+def _check_privacy(config: RunConfig) -> None:
+    dp = config.dp
+    if dp.client_level:
+        _check_client_level(config)
+    if not dp.record_level:
+        return
+    if dp.noise_multiplier == 0 and dp.target_epsilon == 0:
+        raise ConfigError(
+            "run config 'dp.record-level' = True needs a noise: set dp.noise-multiplier, or "
+            "dp.target-epsilon to derive it for the whole run"
+        )
+    if dp.target_epsilon:
+        floor = count_release(dp.count_noise).epsilon_floor(dp.delta)
+        if dp.target_epsilon <= floor:
+            raise ConfigError(
+                f"run config 'dp.target-epsilon' = {dp.target_epsilon:g}: a client spends "
+                f"{floor:.3g} by releasing its noised record count (dp.count-noise = "
+                f"{dp.count_noise:g}) at dp.delta = {dp.delta:g}, the least the RDP accountant "
+                "can certify; raise the target, dp.count-noise or dp.delta"
+            )
+    if config.train.local_steps < 1:
+        raise ConfigError(
+            "run config 'train.local-steps' = 0: record-level DP accounts fixed steps per round; "
+            "set it above 0"
+        )
+
+
+def _check_client_level(config: RunConfig) -> None:
+    dp = config.dp
+    if dp.client_noise_multiplier == 0 and dp.client_target_epsilon == 0:
+        raise ConfigError(
+            "run config 'dp.client-level' = True needs a noise: set dp.client-noise-multiplier, "
+            "or dp.client-target-epsilon to derive it for the whole run"
+        )
+    if config.mode == "zo" and config.zo.pro:
+        raise ConfigError(
+            "run config 'zo.pro' = True with dp.client-level: FedKSeed-Pro weighs seeds by each "
+            "client's own scalars, which client-level DP must not look at; turn one of them off"
+        )
+    floor = PrivacyLedger().epsilon_floor(dp.delta)
+    if dp.client_target_epsilon and dp.client_target_epsilon <= floor:
+        raise ConfigError(
+            f"run config 'dp.client-target-epsilon' = {dp.client_target_epsilon:g}: below "
+            f"{floor:.3g}, the least the RDP accountant can certify at dp.delta = {dp.delta:g}; "
+            "raise the target or dp.delta"
+        )
+
+
+def _check_client_ranks(lora: LoraSettings) -> None:
+    key = "lora.client-ranks"
+    try:
+        ranks = lora.ranks()
+    except ValueError:
+        raise ConfigError(
+            f"run config '{key}' = {lora.client_ranks!r}: use comma-separated integers, e.g. 4,8,16"
+        ) from None
+    for rank in ranks:
+        if not 1 <= rank <= lora.rank:
+            raise ConfigError(
+                f"run config '{key}' = {lora.client_ranks!r}: every rank must be between 1 and "
+                f"lora.rank ({lora.rank}), the server's rank"
+            )

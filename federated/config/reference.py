@@ -1,0 +1,41 @@
+"""The schema as documentation: the README's table and pyproject's app config."""
+
+from __future__ import annotations
+
+import json
+
+from federated.config.schema import default_flat_config, iter_options
+
+
+def config_reference_markdown() -> str:
+    """The README's configuration table, generated from the schema so the two cannot drift."""
+    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    for key, f in iter_options():
+        meta = f.metadata
+        if meta["choices"]:
+            allowed = ", ".join(f"`{c}`" for c in meta["choices"])
+        else:
+            bounds = []
+            if meta["above"] is not None:
+                bounds.append(f"> {meta['above']}")
+            if meta["minimum"] is not None:
+                bounds.append(f">= {meta['minimum']}")
+            if meta["maximum"] is not None:
+                bounds.append(f"<= {meta['maximum']}")
+            allowed = type(f.default).__name__ + (" " + ", ".join(bounds) if bounds else "")
+        rows.append(f"| `{key}` | `{f.default!r}` | {allowed} | {meta['help']} |")
+    return "\n".join(rows)
+
+
+def app_config_toml() -> str:
+    """The ``[tool.flwr.app.config]`` table of pyproject.toml, with every default."""
+    lines = ["[tool.flwr.app.config]"]
+    for key, value in default_flat_config().items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = json.dumps(value)
+        else:
+            text = repr(value)
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""The whole run configuration: the run's own keys and one field per section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from federated.config.data import BUILTIN_DATASETS, DataSettings
+from federated.config.lora import LoraSettings
+from federated.config.model import ModelSettings
+from federated.config.options import option
+from federated.config.privacy import PrivacySettings
+from federated.config.secagg import SecAggSettings
+from federated.config.server import ServerSettings
+from federated.config.strategy import StrategySettings
+from federated.config.train import EvalSettings, TrainSettings
+from federated.config.zo import ZoSettings
+from federated.models import PRESETS
+from federated.tasks import TASK_CAUSAL_LM
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    mode: str = option(
+        "lora",
+        "lora (first-order LoRA training) or zo (zeroth-order, seed-based: FedKSeed).",
+        choices=("lora", "zo"),
+    )
+    num_server_rounds: int = option(3, "Federated rounds.", minimum=1)
+    seed: int = option(0, "Seed of the data split, the model init and every client's sampler.")
+    run_name: str = option("", "Folder name under output-dir (empty: model-strategy-timestamp).")
+    output_dir: str = option(
+        "results", "Where runs are written, relative to where flwr run starts the app."
+    )
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    zo: ZoSettings = field(default_factory=ZoSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    strategy: StrategySettings = field(default_factory=StrategySettings)
+    dp: PrivacySettings = field(default_factory=PrivacySettings)
+    secagg: SecAggSettings = field(default_factory=SecAggSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+
+    @property
+    def task(self) -> str:
+        """The task from the key, else from the preset, else from the built-in dataset, else LM."""
+        if self.model.task != "auto":
+            return self.model.task
+        if self.model.name in PRESETS:
+            return PRESETS[self.model.name].task
+        return BUILTIN_DATASETS.get(self.data.name, TASK_CAUSAL_LM)

@@ -1,0 +1,104 @@
+"""Walking the schema: flat keys to frozen dataclasses and back, each value checked."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from federated.config.checks import check_combinations
+from federated.config.options import ConfigError
+from federated.config.run_config import RunConfig
+
+
+def _key(prefix: str, name: str) -> str:
+    return prefix + name.replace("_", "-")
+
+
+def iter_options(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
+    """Every leaf option as (flat key, field), in declaration order."""
+    leaves: list[tuple[str, dataclasses.Field]] = []
+    for f in dataclasses.fields(cls):
+        if f.default is dataclasses.MISSING:  # a section: built by its default_factory
+            leaves += iter_options(f.default_factory, _key(prefix, f.name) + ".")
+        else:
+            leaves.append((_key(prefix, f.name), f))
+    return leaves
+
+
+def default_flat_config() -> dict[str, Any]:
+    """The defaults as Flower's flat run config (what pyproject's app config must hold)."""
+    return {key: f.default for key, f in iter_options()}
+
+
+def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
+    expected = type(f.default)
+    meta = f.metadata
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not expected:
+        raise ConfigError(
+            f"run config '{key}' = {value!r}: expected {expected.__name__}, "
+            f"got {type(value).__name__}"
+        )
+    if expected is float and not math.isfinite(value):
+        raise ConfigError(f"run config '{key}' = {value!r}: must be a finite number")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        allowed = ", ".join(map(str, meta["choices"]))
+        raise ConfigError(f"run config '{key}' = {value!r}: allowed values are {allowed}")
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise ConfigError(f"run config '{key}' = {value!r}: must be >= {meta['minimum']}")
+    if meta["maximum"] is not None and value > meta["maximum"]:
+        raise ConfigError(f"run config '{key}' = {value!r}: must be <= {meta['maximum']}")
+    if meta["above"] is not None and value <= meta["above"]:
+        raise ConfigError(f"run config '{key}' = {value!r}: must be > {meta['above']}")
+    return value
+
+
+def _build(cls: type, prefix: str, flat: Mapping[str, Any]) -> Any:
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        key = _key(prefix, f.name)
+        if f.default is dataclasses.MISSING:
+            kwargs[f.name] = _build(f.default_factory, key + ".", flat)
+        elif key in flat:
+            kwargs[f.name] = _check_value(key, f, flat[key])
+    return cls(**kwargs)
+
+
+def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
+    """Validate a flat run config (Flower's ``context.run_config``) into a frozen ``RunConfig``.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key, the value and what is allowed.
+    """
+    known = {key for key, _ in iter_options()}
+    for key in raw:
+        if key not in known:
+            close = [k for k in sorted(known) if k.split(".")[-1] == key.split(".")[-1]]
+            close = close or difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"run config has unknown key '{key}'{hint}")
+    config = _build(RunConfig, "", raw)
+    check_combinations(config)
+    return config
+
+
+def run_config_to_flat(config: RunConfig) -> dict[str, Any]:
+    """The flat form of a parsed config, for summaries and for the config sent to clients."""
+    flat: dict[str, Any] = {}
+
+    def walk(obj: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, _key(prefix, f.name) + ".")
+            else:
+                flat[_key(prefix, f.name)] = value
+
+    walk(config, "")
+    return flat

@@ -1,0 +1,49 @@
+"""How clients train and evaluate: local steps, optimizer, batches, the schedule across rounds."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from federated.config.options import option
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    local_steps: int = option(
+        5, "Optimizer steps per client per round (0: use local-epochs).", minimum=0
+    )
+    local_epochs: float = option(
+        0.0, "Passes over the client's data per round, if local-steps is 0.", minimum=0.0
+    )
+    lr: float = option(1e-3, "AdamW learning rate.", above=0.0)
+    weight_decay: float = option(0.0, "AdamW weight decay.", minimum=0.0)
+    batch_size: int = option(4, "Examples per local step.", minimum=1)
+    max_grad_norm: float = option(
+        1.0, "Clip the gradient norm of a step to this (0: off).", minimum=0.0
+    )
+    lr_schedule: str = option(
+        "constant",
+        "Learning rate across rounds: constant, linear (decays to 0 at the last round) or cosine. "
+        "Zeroth-order runs need constant: replay multiplies every scalar by one learning rate.",
+        choices=("constant", "linear", "cosine"),
+    )
+
+    def lr_at(self, server_round: int, num_rounds: int) -> float:
+        """The learning rate of a round (1-based) under the schedule."""
+        progress = (server_round - 1) / num_rounds
+        if self.lr_schedule == "linear":
+            return self.lr * (1.0 - progress)
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.lr
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    batch_size: int = option(16, "Examples per evaluation batch.", minimum=1)
+    max_examples: int = option(
+        32,
+        "Evaluate on at most N examples (evenly spread) of each held-out and test set (0: all).",
+        minimum=0,
+    )
