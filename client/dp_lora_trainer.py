@@ -29,6 +29,7 @@ from client.lora_trainer import TrainResult
 from federated.config import TrainSettings
 from federated.data.encode import collate
 from federated.losses import loss_terms
+from federated.optimizer_bound import ADAMW_BETAS
 from federated.privacy.sampling import poisson_batches
 
 
@@ -115,7 +116,9 @@ def train_lora_dp(
     if not encoded:
         raise ValueError("this client has no training examples")
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(
+        params, lr=settings.lr, weight_decay=settings.weight_decay, betas=ADAMW_BETAS
+    )
     expected = max(1, round(expected_batch))
     model.train()
     start = time.perf_counter()

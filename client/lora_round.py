@@ -5,12 +5,18 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, RecordDict
 
 from client.dp_lora_trainer import train_lora_dp
 from client.lora_trainer import train_lora
-from client.node import eval_metrics, partition_of, refuse_private_evaluation, run_seed
-from client.privacy_budget import PrivateClient, released_metrics
+from client.node import (
+    eval_metrics,
+    partition_of,
+    refuse_private_evaluation,
+    run_seed,
+    train_metrics,
+)
+from client.privacy_budget import PrivateClient
 from federated import message_keys as keys
 from federated.config import parse_run_config
 from federated.evaluation import EvalResult, evaluate_model
@@ -130,7 +136,7 @@ def _train(msg: Message, context: Context, r: _Round, encoded: Encoded) -> Messa
     if private is not None:
         values[keys.DP_EPSILON] = private.spend()
     upload = tensors_to_record({k: v for k, v in state.items() if k not in withheld})
-    metrics = released_metrics(values, private is not None)
+    metrics = train_metrics(values, r.config.mode, private is not None)
     return Message(content=RecordDict({keys.ARRAYS: upload, keys.METRICS: metrics}), reply_to=msg)
 
 
@@ -140,14 +146,10 @@ def evaluate(msg: Message, context: Context) -> Message:
     _, held_out = client_indices(r.config, r.partition_id, r.num_partitions)
     r.load(personal=False)
     result = r.evaluate(held_out)
-    global_result = result
+    global_result = None
     if r.plan.keep_b:
         # The personalised model is what this client uses; the global one is reported beside it.
         r.load(personal=True)
-        result = r.evaluate(held_out)
-    values = eval_metrics(result)
-    if r.plan.keep_b:
-        values[keys.EVAL_GLOBAL_LOSS] = global_result.loss
-        if global_result.accuracy is not None:
-            values[keys.EVAL_GLOBAL_ACCURACY] = global_result.accuracy
-    return Message(content=RecordDict({keys.METRICS: MetricRecord(values)}), reply_to=msg)
+        result, global_result = r.evaluate(held_out), result
+    metrics = eval_metrics(result, r.config.task, global_result)
+    return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)

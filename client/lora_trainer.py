@@ -13,6 +13,7 @@ import torch
 from federated.config import TrainSettings
 from federated.data.encode import batches
 from federated.losses import loss_terms
+from federated.optimizer_bound import ADAMW_BETAS
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ def train_lora(
     if not encoded:
         raise ValueError("this client has no training examples")
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(
+        params, lr=settings.lr, weight_decay=settings.weight_decay, betas=ADAMW_BETAS
+    )
     steps = local_step_count(settings, len(encoded))
     model.train()
     start = time.perf_counter()

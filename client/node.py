@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import zlib
 
-from flwr.app import Context
+from flwr.app import Context, MetricRecord
 
 from federated import message_keys as keys
 from federated.config import RunConfig
 from federated.evaluation import EvalResult
+from federated.reply_contract import eval_metric_keys, metric_key_problem, train_metric_keys
 
 
 def partition_of(context: Context) -> tuple[int, int]:
@@ -27,14 +28,38 @@ def run_seed(config: RunConfig, *parts: object) -> int:
     return zlib.crc32("/".join(map(str, (config.seed, *parts))).encode())
 
 
-def eval_metrics(result: EvalResult) -> dict[str, float]:
-    """An evaluation's loss, example count and the task's metric, under fedtune's metric keys."""
+def contracted(values: dict[str, float], expected: frozenset[str]) -> MetricRecord:
+    """The reply's metrics, which must be exactly the contract's (``federated.reply_contract``):
+    the server rejects any other set."""
+    problem = metric_key_problem(set(values), expected)
+    if problem:
+        raise RuntimeError(f"this client's reply breaks the reply contract: {problem}")
+    return MetricRecord(values)
+
+
+def train_metrics(values: dict[str, float], mode: str, private: bool) -> MetricRecord:
+    """A training reply's metrics; a record-level DP client drops what it computed from its
+    data without noise (``keys.UNNOISED_TRAIN_METRICS``)."""
+    if private:
+        values = {k: v for k, v in values.items() if k not in keys.UNNOISED_TRAIN_METRICS}
+    return contracted(values, train_metric_keys(mode, private))
+
+
+def eval_metrics(
+    result: EvalResult, task: str, global_result: EvalResult | None = None
+) -> MetricRecord:
+    """An evaluation's metrics: examples, loss, and the task's metric; for a personalised model,
+    ``global_result`` (the global model's) beside them."""
     values = {keys.NUM_EXAMPLES: result.num_examples, keys.EVAL_LOSS: result.loss}
     if result.perplexity is not None:
         values[keys.EVAL_PERPLEXITY] = result.perplexity
     if result.accuracy is not None:
         values[keys.EVAL_ACCURACY] = result.accuracy
-    return values
+    if global_result is not None:
+        values[keys.EVAL_GLOBAL_LOSS] = global_result.loss
+        if global_result.accuracy is not None:
+            values[keys.EVAL_GLOBAL_ACCURACY] = global_result.accuracy
+    return contracted(values, eval_metric_keys(task, personalised=global_result is not None))
 
 
 def refuse_private_evaluation(config: RunConfig) -> None:

@@ -12,14 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, RecordDict
 
+from client.node import contracted
 from client.privacy_state import PrivacyState, PrivacyStore
 from federated import message_keys as keys
 from federated.config import RunConfig
 from federated.privacy.accounting import noise_for_budget
 from federated.privacy.record_count import count_release, noised_count
 from federated.privacy.secret_randomness import secret_generator
+from federated.reply_contract import DECLINED_METRIC_KEYS
 
 
 @dataclass(frozen=True)
@@ -92,21 +94,12 @@ class PrivateClient:
 
     def declined(self, msg: Message, epsilon_next: float) -> Message:
         """The reply of a client whose budget this round would overspend: metrics, no update."""
-        metrics = MetricRecord(
-            {
-                keys.NUM_EXAMPLES: self.count,
-                keys.PARTITION_ID: self.partition_id,
-                keys.DP_DECLINED: 1,
-                keys.DP_EPSILON: self.spent(),
-                keys.DP_EPSILON_NEXT: epsilon_next,
-            }
-        )
+        values = {
+            keys.NUM_EXAMPLES: self.count,
+            keys.PARTITION_ID: self.partition_id,
+            keys.DP_DECLINED: 1,
+            keys.DP_EPSILON: self.spent(),
+            keys.DP_EPSILON_NEXT: epsilon_next,
+        }
+        metrics = contracted(values, DECLINED_METRIC_KEYS)
         return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)
-
-
-def released_metrics(values: dict[str, float], private: bool) -> MetricRecord:
-    """A training reply's metrics; a record-level DP client drops what it computed from its
-    data without noise (``keys.UNNOISED_TRAIN_METRICS``)."""
-    if private:
-        values = {k: v for k, v in values.items() if k not in keys.UNNOISED_TRAIN_METRICS}
-    return MetricRecord(values)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import torch
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, RecordDict
 
-from client.node import eval_metrics, partition_of, refuse_private_evaluation, run_seed
-from client.privacy_budget import PrivateClient, released_metrics
+from client.node import (
+    eval_metrics,
+    partition_of,
+    refuse_private_evaluation,
+    run_seed,
+    train_metrics,
+)
+from client.privacy_budget import PrivateClient
 from client.zo_trainer import ZoPrivacy, train_zo
 from federated import message_keys as keys
 from federated.config import RunConfig, parse_run_config
@@ -90,7 +96,7 @@ def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) 
     }
     if private is not None:
         values[keys.DP_EPSILON] = private.spend()
-    metrics = released_metrics(values, private is not None)
+    metrics = train_metrics(values, config.mode, private is not None)
     content = RecordDict({keys.ARRAYS: tensors_to_record(steps), keys.METRICS: metrics})
     return Message(content=content, reply_to=msg)
 
@@ -104,6 +110,5 @@ def evaluate(msg: Message, context: Context) -> Message:
         zo.model, encoded, config.task,
         batch_size=config.eval.batch_size, pad_token_id=zo.tokenizer.pad_token_id,
     )  # fmt: skip
-    return Message(
-        content=RecordDict({keys.METRICS: MetricRecord(eval_metrics(result))}), reply_to=msg
-    )
+    metrics = eval_metrics(result, config.task)
+    return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)

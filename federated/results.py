@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +31,7 @@ class RunResults:
 
     def append_round(self, record: Mapping[str, Any]) -> None:
         with self.metrics_path.open("a") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.write(json.dumps(finite(record), sort_keys=True, allow_nan=False) + "\n")
             handle.flush()
 
     def rounds(self) -> list[dict[str, Any]]:
@@ -38,8 +39,21 @@ class RunResults:
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
         path = self.folder / SUMMARY_FILE
-        _write_atomically(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        text = json.dumps(finite(summary), indent=2, sort_keys=True, allow_nan=False)
+        _write_atomically(path, text + "\n")
         return path
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None: JSON has no such numbers, and a
+    non-finite loss in the record would break whoever reads it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 def read_rounds(path: Path) -> list[dict[str, Any]]:

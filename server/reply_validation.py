@@ -11,13 +11,17 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from flwr.app import Message
+from flwr.app import Array, Message
 
 from federated import message_keys as keys
 from federated.local_model import fit_rank
 from federated.lora import factor_of
+from federated.reply_contract import DECLINED_METRIC_KEYS, metric_key_problem
 from federated.secagg.protocol import MASKED
 from federated.wire import WIRE_DTYPE, record_to_tensors
+from server.update_bounds import MoveBound
+
+_WIRE_NAME = str(WIRE_DTYPE).removeprefix("torch.")
 
 
 def client_failure(msg: Message) -> str:
@@ -27,44 +31,54 @@ def client_failure(msg: Message) -> str:
     return f"client failed: {reason[:300]}"
 
 
-def _metrics_problem(msg: Message, required: tuple[str, ...]) -> str | None:
-    records = msg.content.metric_records
-    if keys.METRICS not in records:
-        return f"no '{keys.METRICS}' metric record"
-    metrics = records[keys.METRICS]
-    for name in required:
-        if name not in metrics:
-            return f"metric '{name}' missing"
-        value = metrics[name]
-        if not isinstance(value, int | float) or not math.isfinite(value):
-            return f"metric '{name}' is not a finite number: {value!r}"
+# An array's bytes beyond its entries: numpy's header, which states dtype and shape.
+_ARRAY_HEADER_BYTES = 1024
+
+
+def _content_problem(msg: Message, metric_keys: frozenset[str], arrays: bool) -> str | None:
+    """Why a reply's records or metrics are not what the round asked for: exactly one metric
+    record with exactly ``metric_keys``, each a finite number, a positive weight, and exactly
+    one array record when ``arrays`` (else none), no config record."""
+    if msg.has_error():
+        return client_failure(msg)
+    content = msg.content
+    if content.config_records:
+        return f"unexpected config records {sorted(content.config_records)[:3]}"
+    if list(content.metric_records) != [keys.METRICS]:
+        return f"expected one metric record '{keys.METRICS}', got {sorted(content.metric_records)}"
+    if list(content.array_records) != ([keys.ARRAYS] if arrays else []):
+        wanted = f"one array record '{keys.ARRAYS}'" if arrays else "no array record"
+        return f"expected {wanted}, got {sorted(content.array_records)}"
+    metrics = content.metric_records[keys.METRICS]
+    problem = metric_key_problem(set(metrics), metric_keys)
+    if problem:
+        return problem
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"metric '{name}' is not a number: {str(value)[:40]}"
+        if not math.isfinite(value):
+            return f"metric '{name}' is not finite: {value!r}"
     if metrics[keys.NUM_EXAMPLES] <= 0:
         return f"metric '{keys.NUM_EXAMPLES}' must be positive, got {metrics[keys.NUM_EXAMPLES]}"
     return None
 
 
-def train_metrics_required(private: bool) -> tuple[str, ...]:
-    """What every training reply must report: its weight, and its loss, or under record-level
-    DP instead of the loss (which a private client does not release) the epsilon it spent."""
-    return (keys.NUM_EXAMPLES, keys.DP_EPSILON if private else keys.TRAIN_LOSS)
+def _array_problem(name: str, array: Array, shape: tuple[int, ...], dtype: str) -> str | None:
+    """Why an array is not ``shape`` of ``dtype``, read from its header before it is decoded."""
+    if array.stype != "numpy.ndarray" or array.dtype != dtype:
+        return f"'{name}' has dtype {array.dtype}, expected {dtype}"
+    if tuple(array.shape) != tuple(shape):
+        return f"'{name}' has shape {tuple(array.shape)}, expected {tuple(shape)}"
+    if len(array.data) > math.prod(shape) * np.dtype(dtype).itemsize + _ARRAY_HEADER_BYTES:
+        return f"'{name}' holds {len(array.data)} bytes, more than its shape {tuple(shape)}"
+    return None
 
 
-def _train_arrays(
-    msg: Message, required: tuple[str, ...]
-) -> tuple[dict[str, torch.Tensor], str | None]:
-    """The tensors of a training reply, or why the reply is unusable before looking at them."""
-    if msg.has_error():
-        return {}, client_failure(msg)
-    records = msg.content.array_records
-    if list(records) != [keys.ARRAYS]:
-        return {}, f"expected exactly one array record '{keys.ARRAYS}', got {sorted(records)}"
-    problem = _metrics_problem(msg, required)
-    if problem:
-        return {}, problem
+def _decoded(msg: Message) -> tuple[dict[str, torch.Tensor], str | None]:
     try:
-        return record_to_tensors(records[keys.ARRAYS]), None
+        return record_to_tensors(msg.content.array_records[keys.ARRAYS]), None
     except Exception as err:  # a malformed array must not stop the round
-        return {}, f"arrays cannot be decoded: {err}"
+        return {}, f"arrays cannot be decoded: {str(err)[:200]}"
 
 
 def _shape_problem(got: torch.Size, want: torch.Size, rank_dim: int | None) -> str | None:
@@ -96,36 +110,54 @@ def check_train_reply(
     msg: Message,
     reference: Mapping[str, torch.Tensor],
     max_update_norm: float,
-    required: tuple[str, ...],
+    metric_keys: frozenset[str],
     *,
     allow_lower_rank: bool = False,
+    move: MoveBound | None = None,
+    sent: Mapping[str, torch.Tensor] | None = None,
 ) -> str | None:
     """Why this training reply must be rejected, or None when it is sound.
 
-    ``reference`` holds what the client should send back: the reply must report the
-    ``required`` metrics (``train_metrics_required``) and carry the same tensor names,
-    the same shapes (or, with ``allow_lower_rank``, LoRA factors of a smaller rank), fp32, only
-    finite values, and move no further from the reference than ``max_update_norm`` (L2 over all
-    tensors, the reference cut to the reply's rank).
+    ``reference`` holds what the client should send back: the reply must report exactly
+    ``metric_keys`` (``federated.reply_contract``) and carry the same tensor names, the same
+    shapes (or, with ``allow_lower_rank``, LoRA factors of a smaller rank), fp32, only finite
+    values, and move no further from the reference than ``max_update_norm`` (L2 over all tensors,
+    the reference cut to the reply's rank) nor any weight further than ``move`` allows; a tensor
+    the round ``sent`` is measured from what was sent, which is where the client started. Names,
+    shapes, dtypes and sizes are checked from the arrays' headers, before anything is decoded.
     """
-    update, problem = _train_arrays(msg, required)
+    problem = _content_problem(msg, metric_keys, arrays=True)
     if problem:
         return problem
-    missing, extra = set(reference) - set(update), set(update) - set(reference)
+    record = msg.content.array_records[keys.ARRAYS]
+    missing, extra = set(reference) - set(record), set(record) - set(reference)
     if missing or extra:
         return f"tensor names differ: missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}"
+    for name, ref in reference.items():
+        array = record[name]
+        factor = factor_of(name) if allow_lower_rank else None
+        problem = _shape_problem(torch.Size(array.shape), ref.shape, factor[1] if factor else None)
+        problem = problem and f"'{name}' {problem}"
+        problem = problem or _array_problem(name, array, tuple(array.shape), _WIRE_NAME)
+        if problem:
+            return problem
+    update, problem = _decoded(msg)
+    if problem:
+        return problem
     squared = 0.0
     for name, ref in reference.items():
         tensor = update[name]
-        factor = factor_of(name) if allow_lower_rank else None
-        problem = _shape_problem(tensor.shape, ref.shape, factor[1] if factor else None)
-        if problem:
-            return f"'{name}' {problem}"
-        if tensor.dtype != WIRE_DTYPE:
-            return f"'{name}' has dtype {tensor.dtype}, expected {WIRE_DTYPE}"
+        if tensor.shape != torch.Size(record[name].shape) or tensor.dtype != WIRE_DTYPE:
+            return f"'{name}' decodes to {tensor.dtype} {tuple(tensor.shape)}, not its header's"
         if not torch.isfinite(tensor).all():
             return f"'{name}' has non-finite values"
-        squared += float((tensor.double() - fit_rank(ref, tensor.shape).double()).pow(2).sum())
+        start = (sent or {}).get(name, ref)
+        delta = tensor.double() - fit_rank(start, tensor.shape).double()
+        if move is not None and delta.numel():
+            problem = move.problem(name, float(delta.abs().max()))
+            if problem:
+                return problem
+        squared += float(delta.pow(2).sum())
     problem = _rank_mismatch(update)
     if problem:
         return problem
@@ -136,62 +168,72 @@ def check_train_reply(
 
 
 def check_seed_reply(
-    msg: Message, pool_size: int, max_steps: int, required: tuple[str, ...]
+    msg: Message, pool_size: int, max_steps: int, metric_keys: frozenset[str], max_scalar: float
 ) -> str | None:
     """Why this zeroth-order reply must be rejected: it may carry only seed indices in the pool
-    and as many finite scalars, at most one pair per local step."""
-    steps, problem = _train_arrays(msg, required)
+    and as many finite scalars no larger than ``max_scalar``, at most one pair per local step."""
+    problem = _content_problem(msg, metric_keys, arrays=True)
     if problem:
         return problem
-    if set(steps) != {keys.SEED_INDICES, keys.SEED_SCALARS}:
-        return f"expected {keys.SEED_INDICES} and {keys.SEED_SCALARS}, got {sorted(steps)}"
+    record = msg.content.array_records[keys.ARRAYS]
+    if set(record) != {keys.SEED_INDICES, keys.SEED_SCALARS}:
+        return f"expected {keys.SEED_INDICES} and {keys.SEED_SCALARS}, got {sorted(record)[:4]}"
+    pairs = tuple(record[keys.SEED_INDICES].shape)
+    if len(pairs) != 1 or pairs[0] > max_steps:
+        return f"{pairs} steps reported, at most ({max_steps},) (train.local-steps) allowed"
+    for name, dtype in ((keys.SEED_INDICES, "int64"), (keys.SEED_SCALARS, _WIRE_NAME)):
+        problem = _array_problem(name, record[name], pairs, dtype)
+        if problem:
+            return problem
+    steps, problem = _decoded(msg)
+    if problem:
+        return problem
     indices, scalars = steps[keys.SEED_INDICES], steps[keys.SEED_SCALARS]
-    if indices.dim() != 1 or indices.shape != scalars.shape:
+    if indices.shape != pairs or scalars.shape != pairs:
         return f"indices {tuple(indices.shape)} and scalars {tuple(scalars.shape)} do not pair up"
-    if indices.dtype != torch.int64 or scalars.dtype != WIRE_DTYPE:
-        return (
-            f"expected int64 indices and {WIRE_DTYPE} scalars, got {indices.dtype}, {scalars.dtype}"
-        )
-    if len(indices) > max_steps:
-        return f"{len(indices)} steps reported, at most {max_steps} (train.local-steps) allowed"
     if len(indices) and (indices.min() < 0 or indices.max() >= pool_size):
         return f"seed index outside the pool of {pool_size}"
     if not torch.isfinite(scalars).all():
         return "non-finite scalars"
+    if len(scalars) and float(scalars.abs().max()) > max_scalar:
+        return (
+            f"a scalar of size {float(scalars.abs().max()):.3g} exceeds server.max-zo-scalar "
+            f"{max_scalar:.3g}"
+        )
     return None
 
 
-def check_masked_reply(msg: Message, size: int, required: tuple[str, ...]) -> str | None:
+def check_masked_reply(msg: Message, size: int, metric_keys: frozenset[str]) -> str | None:
     """Why a SecAgg+ collect reply cannot join the sum: its metrics, or a masked vector that is
     not ``size`` uint32 entries (integers modulo 2^32). Nothing more is checkable: it is masked."""
-    if msg.has_error():
-        return client_failure(msg)
-    records = msg.content.array_records
-    if list(records) != [keys.ARRAYS] or list(records[keys.ARRAYS]) != [MASKED]:
-        return f"expected one array record '{keys.ARRAYS}' holding '{MASKED}'"
-    problem = _metrics_problem(msg, required)
+    problem = _content_problem(msg, metric_keys, arrays=True)
     if problem:
         return problem
-    masked = records[keys.ARRAYS][MASKED].numpy()
-    if masked.dtype != np.uint32 or masked.shape != (size,):
-        return f"masked vector {masked.dtype} {masked.shape}, expected uint32 ({size},)"
-    return None
+    record = msg.content.array_records[keys.ARRAYS]
+    if list(record) != [MASKED]:
+        return f"expected one array record '{keys.ARRAYS}' holding '{MASKED}'"
+    return _array_problem(MASKED, record[MASKED], (size,), "uint32")
 
 
-def budget_declined(msg: Message) -> str | None:
-    """Why the client did not train, when it says its privacy budget is spent; else None."""
+def check_declined_reply(msg: Message) -> str | None:
+    """Why a reply that says its privacy budget is spent is malformed, or None."""
+    return _content_problem(msg, DECLINED_METRIC_KEYS, arrays=False)
+
+
+def says_declined(msg: Message) -> bool:
+    """Whether a reply says its client did not train because its privacy budget is spent."""
     if msg.has_error() or keys.METRICS not in msg.content.metric_records:
-        return None
+        return False
+    return keys.DP_DECLINED in msg.content.metric_records[keys.METRICS]
+
+
+def budget_declined(msg: Message) -> str:
+    """Why a client that declined (its reply checked by ``check_declined_reply``) did not train."""
     metrics = msg.content.metric_records[keys.METRICS]
-    if not metrics.get(keys.DP_DECLINED):
-        return None
-    spent = metrics.get(keys.DP_EPSILON, math.nan)
-    would = metrics.get(keys.DP_EPSILON_NEXT, math.nan)
+    spent, would = metrics[keys.DP_EPSILON], metrics[keys.DP_EPSILON_NEXT]
     return f"privacy budget spent: epsilon {spent:.3g} so far, this round would reach {would:.3g}"
 
 
-def check_evaluate_reply(msg: Message) -> str | None:
+def check_evaluate_reply(msg: Message, metric_keys: frozenset[str]) -> str | None:
     """Why this evaluation reply must be ignored, or None when it is sound."""
-    if msg.has_error():
-        return client_failure(msg)
-    return _metrics_problem(msg, (keys.NUM_EXAMPLES, keys.EVAL_LOSS))
+    return _content_problem(msg, metric_keys, arrays=False)

@@ -4,29 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 
 from federated import message_keys as keys
 from federated.config import RunConfig
 from federated.evaluation import EvalResult
+from federated.reply_contract import eval_metric_keys
 from federated.results import RunResults
 from server.checkpoint import save_checkpoint
 from server.exchange import Exchange, exchange
-from server.reply_validation import (
-    budget_declined,
-    check_evaluate_reply,
-    check_seed_reply,
-    check_train_reply,
-    train_metrics_required,
-)
+from server.reply_screen import ClientRound, TrainScreen, screen_evaluate
 from server.secure_round import secure_train_round
+from server.update_bounds import example_bound
 from strategies.lora_strategy import GlobalModel, LoraStrategy
 
 GlobalEvaluation = Callable[[GlobalModel], EvalResult]
@@ -40,73 +34,6 @@ def _progress(stage: str) -> Callable[[int, int], None]:
     return lambda done, total: log(INFO, "    %s: %d/%d clients done", stage, done, total)
 
 
-@dataclass
-class _ClientRound:
-    """One node's part in a round, as written to ``metrics.jsonl``."""
-
-    node_id: int
-    status: str = "ok"
-    partition_id: int | None = None
-    lora_rank: int | None = None
-    bytes_down: int = 0
-    bytes_up: int = 0
-    train_loss: float | None = None
-    num_examples: int | None = None
-    train_seconds: float | None = None
-    epsilon: float | None = None  # record-level DP: what the client has spent so far
-
-
-def _reply_check(strategy: LoraStrategy, config: RunConfig) -> Callable[[Message], str | None]:
-    """The check a training reply of this strategy must pass."""
-    required = train_metrics_required(private=config.dp.record_level)
-    if strategy.reply_kind == "seed-steps":
-        pool_size, steps = config.zo.pool_size, config.train.local_steps
-        return lambda reply: check_seed_reply(reply, pool_size, steps, required)
-    reference, max_norm = strategy.reply_reference(), config.server.max_update_norm
-    return lambda reply: check_train_reply(
-        reply, reference, max_norm, required, allow_lower_rank=strategy.mixed_ranks
-    )
-
-
-def _optional(metrics: MetricRecord, key: str) -> float | None:
-    """A metric a reply may leave out (a record-level DP client sends no unnoised statistic)."""
-    return float(metrics[key]) if key in metrics else None
-
-
-def _screen_train(
-    ex: Exchange, check: Callable[[Message], str | None]
-) -> tuple[list[Message], dict[int, _ClientRound]]:
-    clients = {node: _ClientRound(node, bytes_down=n) for node, n in ex.bytes_down.items()}
-    valid = []
-    for reply in ex.replies:
-        node = reply.metadata.src_node_id
-        entry = clients.setdefault(node, _ClientRound(node))
-        entry.bytes_up = ex.bytes_up[node]
-        refusal = budget_declined(reply)
-        if refusal:
-            entry.status = f"declined: {refusal}"
-            entry.epsilon = reply.content.metric_records[keys.METRICS].get(keys.DP_EPSILON)
-            log(INFO, "    node %d did not train: %s", node, refusal)
-            continue
-        reason = check(reply)
-        if reason:
-            entry.status = f"rejected: {reason}"
-            log(WARNING, "    rejected the reply of node %d: %s", node, reason)
-            continue
-        metrics = reply.content.metric_records[keys.METRICS]
-        entry.partition_id = int(metrics.get(keys.PARTITION_ID, -1))
-        entry.lora_rank = int(metrics.get(keys.LORA_RANK, 0)) or None
-        entry.train_loss = _optional(metrics, keys.TRAIN_LOSS)
-        entry.num_examples = int(metrics[keys.NUM_EXAMPLES])
-        entry.train_seconds = _optional(metrics, keys.TRAIN_SECONDS)
-        entry.epsilon = _optional(metrics, keys.DP_EPSILON)
-        valid.append(reply)
-    for node in ex.timed_out:
-        clients[node].status = "no reply before server.round-timeout"
-        log(WARNING, "    node %d sent no reply before the timeout", node)
-    return valid, clients
-
-
 # The clients' evaluation metrics recorded per round, beside the loss.
 _HELD_OUT_METRICS = (
     keys.EVAL_PERPLEXITY,
@@ -114,22 +41,6 @@ _HELD_OUT_METRICS = (
     keys.EVAL_GLOBAL_LOSS,
     keys.EVAL_GLOBAL_ACCURACY,
 )
-
-
-def _screen_evaluate(ex: Exchange) -> list[Message]:
-    valid = []
-    for reply in ex.replies:
-        reason = check_evaluate_reply(reply)
-        if reason:
-            log(
-                WARNING,
-                "    ignored the evaluation of node %d: %s",
-                reply.metadata.src_node_id,
-                reason,
-            )
-        else:
-            valid.append(reply)
-    return valid
 
 
 def _client_dp_allows(strategy: LoraStrategy, server_round: int) -> bool:
@@ -160,6 +71,7 @@ def run_rounds(
     """Run ``config.num_server_rounds`` rounds from the strategy's model; return the final one."""
     rounds = config.num_server_rounds
     timeout = config.server.round_timeout
+    screen = TrainScreen(strategy, config)
     initial_test = evaluate_global(strategy.model)
     results.append_round({"round": 0, **_prefixed("test", initial_test)})
     log(INFO, "[round 0/%d] initial model: test loss %.4f", rounds, initial_test.loss)
@@ -169,36 +81,44 @@ def run_rounds(
         if not _client_dp_allows(strategy, server_round):
             break
         sent = strategy.training_messages(server_round, grid)
+        if screen.examples is None:  # the clients are connected now: as many as partitions
+            screen.examples = example_bound(config, len(list(grid.get_node_ids())))
         if config.secagg.enabled:
             outcome = secure_train_round(grid, sent, strategy, config, server_round, _progress)
             train_ex, train_metrics = outcome.exchange, outcome.metrics
-            valid, clients = _screen_train(train_ex, outcome.check)
+            valid, clients = screen.screen(train_ex, outcome.check, server_round, masked=True)
             aggregation_seconds = outcome.aggregation_seconds
         else:
             train_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("train"))
-            valid, clients = _screen_train(train_ex, _reply_check(strategy, config))
+            check = screen.reply_check(server_round)
+            valid, clients = screen.screen(train_ex, check, server_round)
             aggregation_started = time.perf_counter()
             arrays, train_metrics = strategy.aggregate_train(server_round, valid)
             aggregation_seconds = time.perf_counter() - aggregation_started
             if arrays is None:
                 log(WARNING, "    no valid update this round: the global model stays as it was")
 
-        eval_ex, eval_metrics = Exchange(), None
+        eval_ex, eval_metrics, verdicts = Exchange(), None, {}
         if not config.dp.record_level:  # private clients release nothing about held-out data
             sent = strategy.evaluation_messages(server_round, grid)
             eval_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("evaluate"))
-            eval_metrics = strategy.aggregate_evaluate(server_round, _screen_evaluate(eval_ex))
+            expected = eval_metric_keys(config.task, strategy.eval_payload().plan.keep_b)
+            sound, verdicts = screen_evaluate(eval_ex, expected, config.eval.max_examples)
+            eval_metrics = strategy.aggregate_evaluate(server_round, sound)
         test = evaluate_global(strategy.model)
 
         for node, n in eval_ex.bytes_down.items():
-            clients.setdefault(node, _ClientRound(node)).bytes_down += n
+            clients.setdefault(node, ClientRound(node)).bytes_down += n
         for node, n in eval_ex.bytes_up.items():
-            clients.setdefault(node, _ClientRound(node)).bytes_up += n
+            clients.setdefault(node, ClientRound(node)).bytes_up += n
+        for node, verdict in verdicts.items():
+            clients.setdefault(node, ClientRound(node)).eval_status = verdict
         record: dict[str, Any] = {
             "round": server_round,
             "clients_sampled": len(train_ex.bytes_down),
             "clients_accepted": len(valid),
-            "train_loss": _optional(train_metrics, keys.TRAIN_LOSS) if train_metrics else None,
+            "evaluations_rejected": sum(v.startswith("rejected") for v in verdicts.values()),
+            "train_loss": train_metrics.get(keys.TRAIN_LOSS) if train_metrics else None,
             "held_out_loss": float(eval_metrics[keys.EVAL_LOSS]) if eval_metrics else None,
             **{
                 f"held_out_{name.removeprefix('eval-').replace('-', '_')}": float(value)

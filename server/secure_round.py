@@ -27,11 +27,12 @@ from flwr.serverapp import Grid
 
 from federated import message_keys as keys
 from federated.config import RunConfig
+from federated.reply_contract import train_metric_keys
 from federated.secagg import protocol as p
 from federated.secagg.keys import agree, neighbours, threshold
 from federated.secagg.masking import sum_masked, unmask
 from server.exchange import Exchange, exchange
-from server.reply_validation import check_masked_reply, train_metrics_required
+from server.reply_validation import check_masked_reply
 from strategies.lora_strategy import LoraStrategy
 
 Progress = Callable[[str], Callable[[int, int], None]]
@@ -163,7 +164,7 @@ def secure_train_round(
     if strategy.reply_kind != "tensors":
         spec = [(keys.SEED_SUMS, (config.zo.pool_size,))]
     outcome = SecureOutcome(exchange=collected)
-    required = train_metrics_required(private=config.dp.record_level)
+    required = train_metric_keys(config.mode, private=config.dp.record_level)
     summed = []
     for reply in collected.replies:
         reason = check_masked_reply(reply, size, required)

@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 
 from federated import message_keys as keys
-from federated.config import RunConfig
+from federated.config import RobustSettings, RunConfig
 from federated.wire import tensors_to_record
 from federated.zo.sums_sync import SumsLedger
 from strategies.lora_factors import normalised_weights
@@ -168,11 +168,23 @@ class FedKSeed(LoraStrategy):
         self.ledger.advance(sums)
         self.model = GlobalModel({keys.SEED_SUMS: sums})
 
+    def _observe(self, updates: Sequence[Tensors]) -> None:
+        """FedKSeed-Pro's record of how large each seed's scalars have been."""
+        for update in updates:
+            indices = update[keys.SEED_INDICES].long()
+            clipped = update[keys.SEED_SCALARS].double().clamp(-self.pro_clip, self.pro_clip).abs()
+            self.amplitude_sums.index_add_(0, indices, clipped)
+            self.counts.index_add_(0, indices, torch.ones_like(clipped))
+
     def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:
         steps = [(u[keys.SEED_INDICES], u[keys.SEED_SCALARS]) for u in updates]
-        delta = aggregate_seed_scalars(steps, weights, self.pool_size)
-        for indices, scalars in steps:
-            clipped = scalars.double().clamp(-self.pro_clip, self.pro_clip).abs()
-            self.amplitude_sums.index_add_(0, indices.long(), clipped)
-            self.counts.index_add_(0, indices.long(), torch.ones_like(clipped))
-        self.apply_mean_delta({keys.SEED_SUMS: delta})
+        self._observe(updates)
+        self.apply_mean_delta(
+            {keys.SEED_SUMS: aggregate_seed_scalars(steps, weights, self.pool_size)}
+        )
+
+    def aggregate_robustly(
+        self, updates: Sequence[Tensors], weights: Sequence[float], settings: RobustSettings
+    ) -> None:
+        self._observe(updates)
+        super().aggregate_robustly(updates, weights, settings)

@@ -21,12 +21,13 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from flwr.supercore import log
 
 from federated import message_keys as keys
-from federated.config import RunConfig
+from federated.config import RobustSettings, RunConfig
 from federated.lora import LoraPair, lora_pairs
 from federated.round_plan import RoundPlan
 from federated.wire import record_to_tensors, tensors_to_record
 from strategies.client_dp import ClientLevelDp
 from strategies.lora_factors import Factors
+from strategies.robust_aggregation import ROBUST_AGGREGATES
 
 Tensors = dict[str, torch.Tensor]
 
@@ -98,6 +99,7 @@ class LoraStrategy(FedAvg):
         self.pairs: list[LoraPair] = lora_pairs(initial.trainable)[0]
         self.initial = GlobalModel(dict(initial.trainable), dict(initial.base_delta))
         self.client_dp: ClientLevelDp | None = None  # set by build_strategy for dp.client-level
+        self.robust: RobustSettings | None = None  # set by build_strategy for robust.method
 
     @classmethod
     def from_config(
@@ -157,6 +159,14 @@ class LoraStrategy(FedAvg):
     @abstractmethod
     def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:
         """Fold the clients' uploads into ``self.model``."""
+
+    def aggregate_robustly(
+        self, updates: Sequence[Tensors], weights: Sequence[float], settings: RobustSettings
+    ) -> None:
+        """Move the model by a robust combination of the client deltas instead of their mean
+        (linear strategies: their aggregate is the model moved by that mean)."""
+        deltas = [self.client_delta(u) for u in updates]
+        self.apply_mean_delta(ROBUST_AGGREGATES[settings.method](deltas, weights, settings))
 
     def factors_of(self, update: Mapping[str, torch.Tensor]) -> Factors:
         """The (A, B) pair of every adapted module in one client's upload."""
@@ -224,7 +234,9 @@ class LoraStrategy(FedAvg):
         contents = [msg.content for msg in valid]
         updates = [record_to_tensors(c.array_records[keys.ARRAYS]) for c in contents]
         weights = [float(c.metric_records[keys.METRICS][keys.NUM_EXAMPLES]) for c in contents]
-        if self.client_dp is None:
+        if self.client_dp is None and self.robust is not None:
+            self.aggregate_robustly(updates, weights, self.robust)
+        elif self.client_dp is None:
             self.aggregate(updates, weights)
         else:  # every client weighs the same: each one's influence is bounded by the clip
             deltas = [self.client_delta(u) for u in updates]

@@ -47,6 +47,20 @@ def _needs_linear(cls: type[LoraStrategy], setting: str, why: str) -> None:
         )
 
 
+def _check_robust(config: RunConfig, cls: type[LoraStrategy]) -> None:
+    method = config.robust.method
+    if method == "none":
+        return
+    setting = f"'robust.method' = {method!r}"
+    _needs_linear(cls, setting, "it replaces a mean of client deltas, and this strategy has none")
+    for enabled, what in (
+        (config.dp.client_level, "client-level DP accounts a clipped sum plus noise, not this"),
+        (config.secagg.enabled, "secure aggregation gives the server only the sum"),
+    ):
+        if enabled:
+            raise ConfigError(f"run config {setting}: {what}; set robust.method = 'none'")
+
+
 def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
     """The configured strategy, starting from ``initial``.
 
@@ -72,6 +86,7 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
             "client-level DP adds noise to a sum of "
             "clipped client updates, and this strategy combines updates non-linearly",
         )
+    _check_robust(config, cls)
     if config.secagg.enabled:
         _needs_linear(
             cls,
@@ -89,6 +104,8 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
         min_evaluate_nodes=s.min_train_nodes if s.fraction_evaluate > 0 else 0,
         min_available_nodes=s.min_available_nodes,
     )
+    if config.robust.method != "none":
+        strategy.robust = config.robust
     if config.dp.client_level:
         # Poisson sampling at fraction-train: the rate the accountant composes.
         strategy.client_dp = ClientLevelDp(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flwr.simulation import run_simulation
 
-from tests.simulation_apps import CONFIG_ENV, DROP_ENV, POISON_ENV
+from tests.simulation_apps import CONFIG_ENV, CORRUPT_ENV, DROP_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,16 +17,18 @@ def simulate(
     config: dict,
     num_clients: int,
     *,
-    poison: bool = False,
+    corrupt: dict[str, dict[int, str]] | None = None,
     drop_out: bool = False,
     env: dict[str, str] | None = None,
 ) -> Path:
-    """Run to the end and return the run's results folder (``output-dir/run-name``); ``env``
-    adds environment variables for the run's processes."""
+    """Run to the end and return the run's results folder (``output-dir/run-name``).
+
+    ``corrupt`` maps a message type ("train", "evaluate") to {partition: how its reply is
+    corrupted} (``tests.bad_replies``); ``env`` adds environment variables for the run."""
     env = {
         **(env or {}),
         CONFIG_ENV: json.dumps(config),
-        POISON_ENV: "1" if poison else "0",
+        CORRUPT_ENV: json.dumps(corrupt or {}),
         DROP_ENV: "1" if drop_out else "0",
         "PYTHONPATH": str(ROOT),  # Ray's workers import tests.simulation_apps
     }

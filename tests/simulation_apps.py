@@ -1,9 +1,10 @@
 """The real server and client apps for Flower's Python simulation API (``run_simulation``).
 
 That API passes no run config, so a ClientApp mod and a thin ServerApp put the test's config
-(from an environment variable, which Ray's workers inherit) into the context. With
-``FEDTUNE_TEST_POISON=1``, partition 0 replies with NaNs and partition 1 with a tensor missing;
-with ``FEDTUNE_TEST_SECAGG_DROP=1`` both drop out in the middle of a SecAgg+ round.
+(from an environment variable, which Ray's workers inherit) into the context.
+``FEDTUNE_TEST_CORRUPT`` names, per message type ("train", "evaluate") and partition, how a mod
+corrupts that partition's replies (``tests.bad_replies``); with ``FEDTUNE_TEST_SECAGG_DROP=1``
+partitions 0 and 1 drop out in the middle of a SecAgg+ round.
 """
 
 from __future__ import annotations
@@ -11,18 +12,16 @@ from __future__ import annotations
 import json
 import os
 
-import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 import client.app as real_client
 import server.app as real_server
-from federated import message_keys as keys
-from federated.wire import record_to_tensors, tensors_to_record
+from tests import bad_replies
 
 CONFIG_ENV = "FEDTUNE_TEST_RUN_CONFIG"
-POISON_ENV = "FEDTUNE_TEST_POISON"
+CORRUPT_ENV = "FEDTUNE_TEST_CORRUPT"
 DROP_ENV = "FEDTUNE_TEST_SECAGG_DROP"
 
 
@@ -42,21 +41,16 @@ def _inject_config(msg: Message, context: Context, call_next) -> Message:
     return call_next(msg, configured)
 
 
-def _poison(msg: Message, context: Context, call_next) -> Message:
+def _corrupt(msg: Message, context: Context, call_next) -> Message:
     reply = call_next(msg, context)
-    partition = context.node_config["partition-id"]
-    if os.environ.get(POISON_ENV) != "1" or msg.metadata.message_type != "train":
+    kind = msg.metadata.message_type
+    chosen = json.loads(os.environ.get(CORRUPT_ENV, "{}")).get(kind, {})
+    name = chosen.get(str(context.node_config["partition-id"]))
+    if name is None or reply.has_error():
         return reply
-    if partition > 1 or reply.has_error():
-        return reply
-    tensors = record_to_tensors(reply.content.array_records[keys.ARRAYS])
-    first = sorted(tensors)[0]
-    if partition == 0:
-        tensors[first] = torch.full_like(tensors[first], float("nan"))
-    else:
-        del tensors[first]
-    reply.content.array_records[keys.ARRAYS] = tensors_to_record(tensors)
-    return reply
+    table = "zo-train" if kind == "train" and _run_config().get("mode") == "zo" else kind
+    content = bad_replies.KINDS[table][name](reply.content, context.state, msg.content)
+    return Message(content=content, reply_to=msg)
 
 
 def _drop_out(msg: Message, context: Context, call_next) -> Message:
@@ -68,7 +62,7 @@ def _drop_out(msg: Message, context: Context, call_next) -> Message:
     return call_next(msg, context)
 
 
-client = real_client.register(ClientApp(mods=[_inject_config, _poison, _drop_out]))
+client = real_client.register(ClientApp(mods=[_inject_config, _corrupt, _drop_out]))
 
 server = ServerApp()
 

@@ -58,7 +58,9 @@ def test_client_level_dp_accounts_rounds_and_stops_at_the_budget(launches) -> No
     for rounds in launches:
         assert [r["round"] for r in rounds] == [0, 1, 2]  # the third round would overspend
         trained = rounds[1:]
-        assert [r["client_dp_epsilon"] for r in trained] == pytest.approx([_epsilon(1), _epsilon(2)])
+        assert [r["client_dp_epsilon"] for r in trained] == pytest.approx(
+            [_epsilon(1), _epsilon(2)]
+        )
         assert all(r["client_dp_clip_norm"] == 0.05 for r in trained)
         assert all(r["client_dp_expected_clients"] == CLIENTS * RATE for r in trained)
         assert all(r["client_dp_noised_unclipped_fraction"] is None for r in trained)

@@ -44,7 +44,8 @@ def _counts() -> list[int]:
         patch.setenv(INSECURE_SEED_ENV, SEED[INSECURE_SEED_ENV])
         return [
             noised_count(
-                len(client_indices(config, p, CLIENTS)[0]), config.dp.count_noise,
+                len(client_indices(config, p, CLIENTS)[0]),
+                config.dp.count_noise,
                 secret_generator("record-count", p),
             )  # fmt: skip
             for p in range(CLIENTS)

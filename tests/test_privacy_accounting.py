@@ -82,8 +82,9 @@ def test_noise_for_a_budget_meets_it_at_the_end_of_the_run(target: float) -> Non
 def test_noise_for_a_budget_counts_what_was_released_before() -> None:
     rate, steps, delta, target = 16 / 144, 64, 1e-5, 1.0
     count = count_release(20.0)
-    alone, after_count = noise_for_budget(target, delta, rate, steps), noise_for_budget(
-        target, delta, rate, steps, count
+    alone, after_count = (
+        noise_for_budget(target, delta, rate, steps),
+        noise_for_budget(target, delta, rate, steps, count),
     )
     assert after_count > alone  # the count took part of the budget
     count.spend(after_count, rate, steps)

@@ -26,7 +26,7 @@ from federated.round_plan import RoundPlan
 from federated.wire import record_to_tensors, serialized_bytes, tensors_to_record
 from federated.workspace import client_indices, encode_indices, lora_model
 from server.exchange import Exchange
-from server.round_loop import _reply_check, _screen_train
+from server.reply_screen import TrainScreen
 from strategies.fedkseed import FedKSeed
 from strategies.lora_strategy import GlobalModel
 from strategies.registry import build_strategy
@@ -84,7 +84,8 @@ def _server_record(config: dict, reply: Message) -> dict:
     else:
         strategy = build_strategy(parsed, GlobalModel(dict(lora_model(parsed).initial)))
     ex = Exchange([reply], {NODE: 1000}, {NODE: serialized_bytes(reply)})
-    valid, clients = _screen_train(ex, _reply_check(strategy, parsed))
+    screen = TrainScreen(strategy, parsed)
+    valid, clients = screen.screen(ex, screen.reply_check(1), server_round=1)
     assert valid == [reply], clients[NODE].status
     return vars(clients[NODE])
 
@@ -125,7 +126,9 @@ def test_neighbouring_data_sets_differ_only_in_noised_releases(
     assert records[0]["train_loss"] is None and records[0]["train_seconds"] is None
 
 
-def test_the_update_is_a_noised_release_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_update_is_a_noised_release_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With the noise secret again, the same data set gives a different update each time."""
     monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path))
     records = _records(BASE, 0)

@@ -129,7 +129,7 @@ def test_a_client_clipped_update_stays_within_the_bound_after_rounding(entries, 
     received = {"w": torch.zeros(entries)}
     config, metrics = _collect_config(bound, bits), MetricRecord({message_keys.NUM_EXAMPLES: 10})
     spec = [("w", (entries,))]
-    for trial in range(5):
+    for _ in range(5):
         update = rng.normal(size=entries)
         upload = {"w": torch.from_numpy(update * norm / np.linalg.norm(update))}
         vector, bit = p.update_vector(received, upload, metrics, config)

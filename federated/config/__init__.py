@@ -13,6 +13,7 @@ from federated.config.model import ModelSettings
 from federated.config.options import ConfigError, option
 from federated.config.privacy import PrivacySettings
 from federated.config.reference import app_config_toml, config_reference_markdown
+from federated.config.robust import RobustSettings
 from federated.config.run_config import RunConfig
 from federated.config.schema import (
     default_flat_config,
@@ -28,8 +29,8 @@ from federated.config.zo import ZoSettings
 
 __all__ = [
     "BUILTIN_DATASETS", "ConfigError", "DataSettings", "EvalSettings", "LoraSettings",
-    "ModelSettings", "PrivacySettings", "RunConfig", "SecAggSettings", "ServerSettings",
-    "StrategySettings", "TrainSettings", "ZoSettings", "app_config_toml",
+    "ModelSettings", "PrivacySettings", "RobustSettings", "RunConfig", "SecAggSettings",
+    "ServerSettings", "StrategySettings", "TrainSettings", "ZoSettings", "app_config_toml",
     "config_reference_markdown", "default_flat_config", "iter_options", "option",
     "parse_run_config", "run_config_to_flat",
 ]  # fmt: skip

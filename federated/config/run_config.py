@@ -9,6 +9,7 @@ from federated.config.lora import LoraSettings
 from federated.config.model import ModelSettings
 from federated.config.options import option
 from federated.config.privacy import PrivacySettings
+from federated.config.robust import RobustSettings
 from federated.config.secagg import SecAggSettings
 from federated.config.server import ServerSettings
 from federated.config.strategy import StrategySettings
@@ -38,6 +39,7 @@ class RunConfig:
     zo: ZoSettings = field(default_factory=ZoSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     strategy: StrategySettings = field(default_factory=StrategySettings)
+    robust: RobustSettings = field(default_factory=RobustSettings)
     dp: PrivacySettings = field(default_factory=PrivacySettings)
     secagg: SecAggSettings = field(default_factory=SecAggSettings)
     server: ServerSettings = field(default_factory=ServerSettings)

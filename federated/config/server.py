@@ -12,6 +12,18 @@ class ServerSettings:
     round_timeout: float = option(3600.0, "Seconds to wait for the replies of a round.", above=0.0)
     max_update_norm: float = option(
         1e4,
-        "Reject a reply whose update has an L2 norm above this (a poisoned or diverged client).",
+        "Reject a reply whose update has an L2 norm above this (a poisoned or diverged client); "
+        "each weight is also held to the furthest AdamW can move it in the round's steps.",
         above=0.0,
+    )
+    max_zo_scalar: float = option(
+        1000.0,
+        "Reject a zeroth-order reply with a scalar gradient larger than this in size.",
+        above=0.0,
+    )
+    max_examples: int = option(
+        0,
+        "Reject a training reply claiming more examples than this (0: more than its partition "
+        "holds in the server's copy of the split, for as many partitions as nodes connected).",
+        minimum=0,
     )

@@ -1,0 +1,158 @@
+"""Sorting a round's replies before Flower or a strategy sees them: sound, declined, or rejected
+with a reason. Nothing here raises on what a client sent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from logging import INFO, WARNING
+
+from flwr.app import Message, MetricRecord
+from flwr.common import log
+
+from federated import message_keys as keys
+from federated.config import RunConfig
+from federated.reply_contract import train_metric_keys
+from server.exchange import Exchange
+from server.replay_guard import ReplayGuard
+from server.reply_validation import (
+    budget_declined,
+    check_declined_reply,
+    check_evaluate_reply,
+    check_seed_reply,
+    check_train_reply,
+    says_declined,
+)
+from server.update_bounds import ExampleBound, move_bound
+from strategies.lora_strategy import LoraStrategy
+
+ReplyCheck = Callable[[Message], str | None]
+
+
+@dataclass
+class ClientRound:
+    """One node's part in a round, as written to ``metrics.jsonl``."""
+
+    node_id: int
+    status: str = "ok"
+    partition_id: int | None = None
+    lora_rank: int | None = None
+    bytes_down: int = 0
+    bytes_up: int = 0
+    train_loss: float | None = None
+    num_examples: int | None = None
+    train_seconds: float | None = None
+    epsilon: float | None = None  # record-level DP: what the client has spent so far
+    eval_status: str | None = None  # evaluated: ok, or rejected with the reason
+
+
+def _optional(metrics: MetricRecord, key: str) -> float | None:
+    """A metric a reply may leave out (a record-level DP client sends no unnoised statistic)."""
+    return float(metrics[key]) if key in metrics else None
+
+
+class TrainScreen:
+    """The run's checks on training replies: the contract, the round's bounds, the weight a
+    client may claim, and no update accepted twice."""
+
+    def __init__(self, strategy: LoraStrategy, config: RunConfig) -> None:
+        self.strategy, self.config = strategy, config
+        self.private = config.dp.record_level
+        self.metric_keys = train_metric_keys(config.mode, private=self.private)
+        self.replays = ReplayGuard()
+        self.examples: ExampleBound | None = None  # set once the run knows its clients
+
+    def reply_check(self, server_round: int) -> ReplyCheck:
+        """What a sound training reply of this round must be."""
+        config, strategy, metric_keys = self.config, self.strategy, self.metric_keys
+        if strategy.reply_kind == "seed-steps":
+            z, steps = config.zo, config.train.local_steps
+            max_scalar = config.server.max_zo_scalar
+            return lambda reply: check_seed_reply(
+                reply, z.pool_size, steps, metric_keys, max_scalar
+            )
+        reference, payload = strategy.reply_reference(), strategy.train_payload()
+        bound = move_bound(config, server_round, payload.plan, strategy.pairs, payload.trainable)
+        max_norm = config.server.max_update_norm
+        return lambda reply: check_train_reply(
+            reply, reference, max_norm, metric_keys,
+            allow_lower_rank=strategy.mixed_ranks, move=bound, sent=payload.trainable,
+        )  # fmt: skip
+
+    def _weight_problem(self, metrics: MetricRecord) -> str | None:
+        if self.examples is None:
+            return None
+        return self.examples.problem(metrics[keys.PARTITION_ID], metrics[keys.NUM_EXAMPLES])
+
+    def screen(
+        self, ex: Exchange, check: ReplyCheck, server_round: int, masked: bool = False
+    ) -> tuple[list[Message], dict[int, ClientRound]]:
+        """The round's sound replies, and every node's entry for the round's record. ``masked``
+        replies (SecAgg+) carry their update and weight inside the mask, already summed: only
+        ``check`` applies (the weight is capped by ``secagg.max-weight`` on the client)."""
+        clients = {node: ClientRound(node, bytes_down=n) for node, n in ex.bytes_down.items()}
+        valid = []
+        for reply in ex.replies:
+            node = reply.metadata.src_node_id
+            entry = clients.setdefault(node, ClientRound(node))
+            entry.bytes_up = ex.bytes_up[node]
+            if self.private and says_declined(reply):
+                malformed = check_declined_reply(reply)
+                if malformed:
+                    _reject(entry, malformed)
+                    continue
+                refusal = budget_declined(reply)
+                entry.status = f"declined: {refusal}"
+                entry.epsilon = reply.content.metric_records[keys.METRICS][keys.DP_EPSILON]
+                log(INFO, "    node %d did not train: %s", node, refusal)
+                continue
+            # A replayed update is named as such before it is judged as a stale one.
+            reason = None if masked else self.replays.problem(reply)
+            reason = reason or check(reply)
+            if reason is None and not masked:
+                reason = self._weight_problem(reply.content.metric_records[keys.METRICS])
+            if reason:
+                _reject(entry, reason)
+                continue
+            metrics = reply.content.metric_records[keys.METRICS]
+            if not masked:
+                self.replays.remember(reply, server_round)
+            entry.partition_id = int(metrics[keys.PARTITION_ID])
+            entry.lora_rank = int(metrics.get(keys.LORA_RANK, 0)) or None
+            entry.train_loss = _optional(metrics, keys.TRAIN_LOSS)
+            entry.num_examples = int(metrics[keys.NUM_EXAMPLES])
+            entry.train_seconds = _optional(metrics, keys.TRAIN_SECONDS)
+            entry.epsilon = _optional(metrics, keys.DP_EPSILON)
+            valid.append(reply)
+        for node in ex.timed_out:
+            clients[node].status = "no reply before server.round-timeout"
+            log(WARNING, "    node %d sent no reply before the timeout", node)
+        return valid, clients
+
+
+def _reject(entry: ClientRound, reason: str) -> None:
+    entry.status = f"rejected: {reason}"
+    log(WARNING, "    rejected the reply of node %d: %s", entry.node_id, reason)
+
+
+def screen_evaluate(
+    ex: Exchange, metric_keys: frozenset[str], max_examples: int
+) -> tuple[list[Message], dict[int, str]]:
+    """The sound evaluation replies (each claims at most ``max_examples``; 0: no bound), and
+    every replying node's verdict."""
+    valid, verdicts = [], {}
+    for reply in ex.replies:
+        reason = check_evaluate_reply(reply, metric_keys)
+        if reason is None and max_examples:
+            claimed = reply.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES]
+            if claimed > max_examples:
+                reason = f"claims {claimed:g} examples; eval.max-examples is {max_examples}"
+        node = reply.metadata.src_node_id
+        verdicts[node] = f"rejected: {reason}" if reason else "ok"
+        if reason:
+            log(WARNING, "    ignored the evaluation of node %d: %s", node, reason)
+        else:
+            valid.append(reply)
+    for node in ex.timed_out:
+        verdicts[node] = "no reply before server.round-timeout"
+    return valid, verdicts

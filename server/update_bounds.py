@@ -1,0 +1,101 @@
+"""What an honest client can send in a round, worked out from the run config and the split.
+
+- How far a weight can move: AdamW's bound over the round's local steps at the round's learning
+  rate (``federated.optimizer_bound``), for every tensor that starts from what the server sent
+  (not fresh factors, nor a client's own B).
+- How many examples a client can claim: its partition's training records in the server's own
+  copy of the split (clients split the same data with the same seed), plus six standard
+  deviations of the count noise when record-level DP noises it; or ``server.max-examples``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from federated.config import ConfigError, RunConfig
+from federated.lora import LoraPair
+from federated.optimizer_bound import adamw_max_move
+from federated.round_plan import RoundPlan
+from federated.workspace import client_indices
+
+# A noised count further than this many standard deviations above the truth has probability
+# below 1e-9: a client claiming more is lying, not unlucky.
+_COUNT_NOISE_SIGMAS = 6.0
+
+
+@dataclass(frozen=True)
+class MoveBound:
+    """The furthest any weight can move from what the server sent, and the tensors exempt."""
+
+    per_weight: float
+    exempt: frozenset[str]
+
+    def problem(self, name: str, moved: float) -> str | None:
+        if name in self.exempt or moved <= self.per_weight * (1 + 1e-4) + 1e-7:
+            return None
+        return (
+            f"'{name}' moved a weight by {moved:.3g}; the round's AdamW steps move one by at "
+            f"most {self.per_weight:.3g}"
+        )
+
+
+def move_bound(
+    config: RunConfig,
+    server_round: int,
+    plan: RoundPlan,
+    pairs: Iterable[LoraPair],
+    reference: Mapping[str, torch.Tensor],
+) -> MoveBound | None:
+    """The round's bound, or None when the server cannot know the step count (local epochs)."""
+    train = config.train
+    if train.local_steps < 1:
+        return None
+    exempt: set[str] = set()
+    for pair in pairs:
+        if plan.fresh_factors:
+            exempt |= {pair.a_key, pair.b_key}
+        elif plan.keep_b:
+            exempt.add(pair.b_key)
+    start = max((float(t.abs().max()) for t in reference.values() if t.numel()), default=0.0)
+    lr = train.lr_at(server_round, config.num_server_rounds)
+    limit = adamw_max_move(lr, train.local_steps, train.weight_decay, start)
+    return MoveBound(limit, frozenset(exempt))
+
+
+@dataclass(frozen=True)
+class ExampleBound:
+    """The most examples each partition's client can claim."""
+
+    per_partition: tuple[float, ...]  # empty: one cap for every client
+    cap: float
+
+    def problem(self, partition_id: float, claimed: float) -> str | None:
+        if self.per_partition:
+            count = len(self.per_partition)
+            if partition_id != int(partition_id) or not 0 <= partition_id < count:
+                return f"partition-id {partition_id:g} is not one of 0..{count - 1}"
+            limit = self.per_partition[int(partition_id)]
+            where = f"partition {int(partition_id)} holds"
+        else:
+            limit, where = self.cap, "server.max-examples allows"
+        if claimed > limit:
+            return f"claims {claimed:g} examples; {where} {limit:g}"
+        return None
+
+
+def example_bound(config: RunConfig, num_partitions: int) -> ExampleBound:
+    """Each partition's training records (with the count noise's room under record-level DP)
+    when the split has ``num_partitions``; or the configured cap."""
+    if config.server.max_examples:
+        return ExampleBound((), float(config.server.max_examples))
+    slack = _COUNT_NOISE_SIGMAS * config.dp.count_noise if config.dp.record_level else 0.0
+    try:
+        sizes = [len(client_indices(config, p, num_partitions)[0]) for p in range(num_partitions)]
+    except ValueError as err:  # the clients cannot split the data this way either
+        raise ConfigError(
+            f"the data cannot be split across {num_partitions} clients: {err}"
+        ) from None
+    return ExampleBound(tuple(size + slack for size in sizes), 0.0)
