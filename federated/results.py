@@ -25,9 +25,19 @@ class RunResults:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
         self.metrics_path = folder / METRICS_FILE
-        self.metrics_path.write_text("")
+
+    @classmethod
+    def create(cls, folder: Path) -> RunResults:
+        """The results of a new run in ``folder``, which must not hold another run's."""
+        results = cls(folder)
+        if results.metrics_path.exists() or (folder / SUMMARY_FILE).exists():
+            raise FileExistsError(
+                f"{folder} already holds a run's results; choose another run-name, or move them"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        results.metrics_path.write_text("")
+        return results
 
     def append_round(self, record: Mapping[str, Any]) -> None:
         with self.metrics_path.open("a") as handle:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from logging import ERROR, INFO
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from flwr.app import Context
@@ -20,14 +21,22 @@ from federated.adapter_files import save_global_adapter
 from federated.config import ConfigError, RunConfig, parse_run_config, run_config_to_flat
 from federated.evaluation import EvalResult, evaluate_model
 from federated.results import RunResults
-from federated.workspace import encode_indices, lora_model, server_test_indices, zo_model
+from federated.workspace import (
+    corpus_for,
+    encode_indices,
+    lora_model,
+    server_test_indices,
+    zo_model,
+)
 from server.loss_plot import plot_losses
 from server.round_loop import folder_for, run_rounds
+from server.start_checks import RunFailure, check_split, wait_for_nodes
 from strategies.fedkseed import FedKSeed
 from strategies.lora_strategy import GlobalModel, LoraStrategy
 from strategies.registry import build_strategy
 
 app = ServerApp()
+T = TypeVar("T")
 
 
 def _mean_per_client(rounds: list[dict], key: str) -> float | None:
@@ -64,17 +73,26 @@ def _summary(config: RunConfig, results: RunResults, wall_seconds: float) -> dic
 
 
 def _start(context: Context) -> tuple[RunConfig, LoraStrategy]:
-    """The run config and the strategy, or one logged line and exit when either is refused."""
+    """The run config and the strategy; a ``ConfigError`` when either is refused."""
+    config = parse_run_config(context.run_config)
+    if config.mode == "zo":
+        initial = FedKSeed.initial_model(config.zo.pool_size)
+    else:
+        initial = GlobalModel(dict(_loading("model.name", config.model.name,
+                                            lambda: lora_model(config)).initial))  # fmt: skip
+    return config, build_strategy(config, initial)
+
+
+def _loading(key: str, value: str, load: Callable[[], T]) -> T:
+    """What ``load`` returns; what it raises about the user's model or data, as one line that
+    names the run-config key."""
     try:
-        config = parse_run_config(context.run_config)
-        if config.mode == "zo":
-            initial = FedKSeed.initial_model(config.zo.pool_size)
-        else:
-            initial = GlobalModel(dict(lora_model(config).initial))
-        return config, build_strategy(config, initial)
-    except ConfigError as err:
-        log(ERROR, "%s", err)
-        raise SystemExit(2) from None
+        return load()
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"run config '{key}' = {value!r}: {reason}") from None
 
 
 class _ServerModel:
@@ -144,20 +162,32 @@ def _log_privacy(config: RunConfig, strategy: LoraStrategy) -> None:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    try:
+        _run(grid, context)
+    except (ConfigError, RunFailure, FileExistsError) as err:
+        log(ERROR, "fedtune: %s", err)
+        raise RunFailure(str(err)) from None  # Flower records the run as failed
+
+
+def _run(grid: Grid, context: Context) -> None:
     config, strategy = _start(context)
     torch.set_num_threads(1)
     # Flower samples clients with the `random` module; seeding it makes the client draw repeatable.
     random.seed(config.seed)
-    results = RunResults(folder_for(config, time.strftime("%Y%m%d-%H%M%S")))
-    log(INFO, "fedtune: writing results to %s", results.folder)
-
-    server_model = _ServerModel(config)
+    _loading("data.name", config.data.name, lambda: corpus_for(config))
+    server_model = _loading("model.name", config.model.name, lambda: _ServerModel(config))
     described = (config.model.name, config.task, config.mode, config.strategy.name)
     log(INFO, "model %s (%s), mode %s, strategy %s", *described)
     _log_privacy(config, strategy)
+    nodes = wait_for_nodes(
+        grid, config.strategy.min_available_nodes, config.server.node_wait_timeout
+    )
+    check_split(config, len(nodes))  # one partition a node, as the simulation numbers them
+    results = RunResults.create(folder_for(config, time.strftime("%Y%m%d-%H%M%S")))
+    log(INFO, "fedtune: writing results to %s", results.folder)
 
     wall_started = time.perf_counter()
-    final = run_rounds(grid, strategy, config, results, server_model.evaluate)
+    final = run_rounds(grid, strategy, config, results, server_model.evaluate, len(nodes))
 
     server_model.save(final, results.folder)
     title = f"{config.model.name} on {config.data.name}, {config.strategy.name}"

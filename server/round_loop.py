@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
+from flwr.app import Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 
@@ -20,6 +22,7 @@ from server.checkpoint import save_checkpoint
 from server.exchange import Exchange, exchange
 from server.reply_screen import ClientRound, TrainScreen, screen_evaluate
 from server.secure_round import secure_train_round
+from server.start_checks import RunFailure
 from server.update_bounds import example_bound
 from strategies.lora_strategy import GlobalModel, LoraStrategy
 
@@ -61,17 +64,83 @@ def _prefixed(prefix: str, result: EvalResult) -> dict[str, float]:
     return {f"{prefix}_{name}": value for name, value in result.metrics().items()}
 
 
+@dataclass
+class _Training:
+    """One try at a round's training: what was exchanged, what passed, what it made."""
+
+    exchange: Exchange
+    valid: list[Message]
+    clients: dict[int, ClientRound]
+    metrics: MetricRecord | None
+    aggregation_seconds: float
+    counts: bool  # the model moved, or the round's clients declined it (privacy budgets)
+
+
+def _train(
+    grid: Grid, strategy: LoraStrategy, config: RunConfig, screen: TrainScreen, server_round: int
+) -> _Training:
+    """Sample, train, screen the replies and, with enough sound ones, aggregate them."""
+    sent = strategy.training_messages(server_round, grid)
+    if config.secagg.enabled:
+        outcome = secure_train_round(grid, sent, strategy, config, server_round, _progress)
+        valid, clients = screen.screen(outcome.exchange, outcome.check, server_round, masked=True)
+        # A round without a sum leaves the model, unless client-level DP released its noise.
+        counts = outcome.failure is None or strategy.client_dp is not None
+        return _Training(outcome.exchange, valid, clients, outcome.metrics,
+                         outcome.aggregation_seconds, counts)  # fmt: skip
+    train_ex = exchange(grid, sent, timeout=config.server.round_timeout,
+                        on_reply=_progress("train"))  # fmt: skip
+    valid, clients = screen.screen(train_ex, screen.reply_check(server_round), server_round)
+    declined = sum(c.status.startswith("declined") for c in clients.values())
+    needed = config.strategy.min_train_nodes
+    enough = len(valid) >= needed or strategy.client_dp is not None  # DP: every draw releases
+    if not enough:
+        strategy.skip_train(train_ex.replies)
+        return _Training(train_ex, valid, clients, None, 0.0, len(valid) + declined >= needed)
+    aggregation_started = time.perf_counter()
+    _, metrics = strategy.aggregate_train(server_round, valid)
+    return _Training(train_ex, valid, clients, metrics, time.perf_counter() - aggregation_started,
+                     True)  # fmt: skip
+
+
+def _train_with_retries(
+    grid: Grid, strategy: LoraStrategy, config: RunConfig, screen: TrainScreen, server_round: int
+) -> _Training:
+    """The round's training, tried again while too few sound replies arrive."""
+    tries = config.server.round_retries + 1
+    for attempt in range(1, tries + 1):
+        training = _train(grid, strategy, config, screen, server_round)
+        if training.counts:
+            if not training.valid:
+                log(WARNING, "    no valid update this round: the global model stays as it was")
+            return training
+        log(
+            WARNING,
+            "    round %d: %d sound replies, strategy.min-train-nodes asks for %d (try %d of %d)",
+            server_round, len(training.valid), config.strategy.min_train_nodes, attempt, tries,
+        )  # fmt: skip
+    raise RunFailure(
+        f"round {server_round} got fewer than strategy.min-train-nodes "
+        f"({config.strategy.min_train_nodes}) sound replies in {tries} tries; the model of round "
+        f"{server_round - 1} is the run's last checkpoint (see each client's status in "
+        "metrics.jsonl)"
+    )
+
+
 def run_rounds(
     grid: Grid,
     strategy: LoraStrategy,
     config: RunConfig,
     results: RunResults,
     evaluate_global: GlobalEvaluation,
+    num_partitions: int,
 ) -> GlobalModel:
-    """Run ``config.num_server_rounds`` rounds from the strategy's model; return the final one."""
+    """Run ``config.num_server_rounds`` rounds from the strategy's model; return the final one.
+    The data is split into ``num_partitions``, one a client."""
     rounds = config.num_server_rounds
     timeout = config.server.round_timeout
     screen = TrainScreen(strategy, config)
+    screen.examples = example_bound(config, num_partitions)
     initial_test = evaluate_global(strategy.model)
     results.append_round({"round": 0, **_prefixed("test", initial_test)})
     log(INFO, "[round 0/%d] initial model: test loss %.4f", rounds, initial_test.loss)
@@ -80,23 +149,9 @@ def run_rounds(
         log(INFO, "[round %d/%d] training", server_round, rounds)
         if not _client_dp_allows(strategy, server_round):
             break
-        sent = strategy.training_messages(server_round, grid)
-        if screen.examples is None:  # the clients are connected now: as many as partitions
-            screen.examples = example_bound(config, len(list(grid.get_node_ids())))
-        if config.secagg.enabled:
-            outcome = secure_train_round(grid, sent, strategy, config, server_round, _progress)
-            train_ex, train_metrics = outcome.exchange, outcome.metrics
-            valid, clients = screen.screen(train_ex, outcome.check, server_round, masked=True)
-            aggregation_seconds = outcome.aggregation_seconds
-        else:
-            train_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("train"))
-            check = screen.reply_check(server_round)
-            valid, clients = screen.screen(train_ex, check, server_round)
-            aggregation_started = time.perf_counter()
-            arrays, train_metrics = strategy.aggregate_train(server_round, valid)
-            aggregation_seconds = time.perf_counter() - aggregation_started
-            if arrays is None:
-                log(WARNING, "    no valid update this round: the global model stays as it was")
+        training = _train_with_retries(grid, strategy, config, screen, server_round)
+        train_ex, valid, clients = training.exchange, training.valid, training.clients
+        train_metrics, aggregation_seconds = training.metrics, training.aggregation_seconds
 
         eval_ex, eval_metrics, verdicts = Exchange(), None, {}
         if not config.dp.record_level:  # private clients release nothing about held-out data

@@ -1,4 +1,4 @@
-"""Run the app with Flower's own CLI (``flwr run``) against a private local SuperLink.
+"""Run the app with ``fedtune run`` (Flower's ``flwr run``) against a private local SuperLink.
 
 Tests and benchmarks get their own Flower home and ports, so they neither reuse a SuperLink a user
 left running (with another working directory and environment) nor leave one behind.
@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 class FlowerCli:
-    """``flwr run .`` with an isolated Flower home; ``close`` stops the SuperLink it started."""
+    """``fedtune run .`` with an isolated Flower home; ``close`` stops the SuperLink it started."""
 
     def __init__(self, home: Path) -> None:
         self.http_port = free_port()
@@ -42,8 +42,9 @@ class FlowerCli:
     def run(
         self, run_config: str, num_supernodes: int, timeout: float = 600
     ) -> subprocess.CompletedProcess:
+        """``fedtune run`` (``flwr run --stream``, exiting with the run's status)."""
         command = [
-            str(BIN / "flwr"), "run", str(ROOT), "--stream",
+            str(BIN / "fedtune"), "run", str(ROOT),
             "--run-config", run_config,
             "--federation-config", f"num-supernodes={num_supernodes} client-resources-num-cpus=1",
         ]  # fmt: skip

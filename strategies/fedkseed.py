@@ -134,6 +134,9 @@ class FedKSeed(LoraStrategy):
             else:
                 self.ledger.forget(node)
 
+    def skip_train(self, replies: Sequence[Message]) -> None:
+        self._settle("train", list(replies))
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:

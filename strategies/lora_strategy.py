@@ -225,6 +225,10 @@ class LoraStrategy(FedAvg):
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(record, chosen, MessageType.TRAIN)
 
+    def skip_train(self, replies: Sequence[Message]) -> None:
+        """The round's replies will not be aggregated (too few were sound); by default nothing
+        to do, but a strategy that tracks what each node holds learns it here."""
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flwr.simulation import run_simulation
 
-from tests.simulation_apps import CONFIG_ENV, CORRUPT_ENV, DROP_ENV
+from tests.simulation_apps import CONFIG_ENV, CORRUPT_ENV, DROP_ENV, FLAKY_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,16 +19,19 @@ def simulate(
     *,
     corrupt: dict[str, dict[int, str]] | None = None,
     drop_out: bool = False,
+    flaky: tuple[float, float] | None = None,
     env: dict[str, str] | None = None,
 ) -> Path:
     """Run to the end and return the run's results folder (``output-dir/run-name``).
 
     ``corrupt`` maps a message type ("train", "evaluate") to {partition: how its reply is
-    corrupted} (``tests.bad_replies``); ``env`` adds environment variables for the run."""
+    corrupted} (``tests.bad_replies``); ``flaky`` = (share, hang seconds) makes that share of
+    training messages fail or hang; ``env`` adds environment variables for the run."""
     env = {
         **(env or {}),
         CONFIG_ENV: json.dumps(config),
         CORRUPT_ENV: json.dumps(corrupt or {}),
+        FLAKY_ENV: json.dumps({"share": flaky[0], "hang_seconds": flaky[1]} if flaky else {}),
         DROP_ENV: "1" if drop_out else "0",
         "PYTHONPATH": str(ROOT),  # Ray's workers import tests.simulation_apps
     }

@@ -4,13 +4,17 @@ That API passes no run config, so a ClientApp mod and a thin ServerApp put the t
 (from an environment variable, which Ray's workers inherit) into the context.
 ``FEDTUNE_TEST_CORRUPT`` names, per message type ("train", "evaluate") and partition, how a mod
 corrupts that partition's replies (``tests.bad_replies``); with ``FEDTUNE_TEST_SECAGG_DROP=1``
-partitions 0 and 1 drop out in the middle of a SecAgg+ round.
+partitions 0 and 1 drop out in the middle of a SecAgg+ round; ``FEDTUNE_TEST_FLAKY`` (a share and
+a number of seconds) makes that share of training messages, drawn by (partition, round), fail
+or hang for those seconds, half each.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+import zlib
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
@@ -23,6 +27,7 @@ from tests import bad_replies
 CONFIG_ENV = "FEDTUNE_TEST_RUN_CONFIG"
 CORRUPT_ENV = "FEDTUNE_TEST_CORRUPT"
 DROP_ENV = "FEDTUNE_TEST_SECAGG_DROP"
+FLAKY_ENV = "FEDTUNE_TEST_FLAKY"
 
 
 def _run_config() -> dict:
@@ -62,7 +67,21 @@ def _drop_out(msg: Message, context: Context, call_next) -> Message:
     return call_next(msg, context)
 
 
-client = real_client.register(ClientApp(mods=[_inject_config, _corrupt, _drop_out]))
+def _flaky(msg: Message, context: Context, call_next) -> Message:
+    settings = json.loads(os.environ.get(FLAKY_ENV, "{}"))
+    if not settings or msg.metadata.message_type != "train":
+        return call_next(msg, context)
+    server_round = msg.content.config_records["config"]["server-round"]
+    draw = zlib.crc32(f"{context.node_config['partition-id']}/{server_round}".encode())
+    chance = (draw % 1000) / 1000
+    if chance < settings["share"] / 2:
+        raise RuntimeError("this device crashed in the middle of the round")
+    if chance < settings["share"]:
+        time.sleep(settings["hang_seconds"])  # past the round's timeout
+    return call_next(msg, context)
+
+
+client = real_client.register(ClientApp(mods=[_inject_config, _corrupt, _drop_out, _flaky]))
 
 server = ServerApp()
 

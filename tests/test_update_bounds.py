@@ -116,7 +116,7 @@ def test_an_update_accepted_once_is_refused_again() -> None:
 
 
 def test_non_finite_numbers_never_reach_the_records(tmp_path) -> None:
-    results = RunResults(tmp_path / "run")
+    results = RunResults.create(tmp_path / "run")
     results.append_round({"round": 1, "loss": float("nan"), "clients": [{"x": float("inf")}]})
     results.write_summary({"final": {"test_loss": float("-inf")}})
     line = (tmp_path / "run" / "metrics.jsonl").read_text()

@@ -27,7 +27,9 @@ class RunConfig:
         choices=("lora", "zo"),
     )
     num_server_rounds: int = option(3, "Federated rounds.", minimum=1)
-    seed: int = option(0, "Seed of the data split, the model init and every client's sampler.")
+    seed: int = option(
+        0, "Seed of the data split, the model init and every client's sampler.", minimum=0
+    )
     run_name: str = option("", "Folder name under output-dir (empty: model-strategy-timestamp).")
     output_dir: str = option(
         "results", "Where runs are written, relative to where flwr run starts the app."

@@ -10,6 +10,18 @@ from federated.config.options import option
 @dataclass(frozen=True)
 class ServerSettings:
     round_timeout: float = option(3600.0, "Seconds to wait for the replies of a round.", above=0.0)
+    round_retries: int = option(
+        2,
+        "Tries a round gets again when fewer than strategy.min-train-nodes sound replies "
+        "arrive; then the run stops as failed, its last checkpoint kept.",
+        minimum=0,
+    )
+    node_wait_timeout: float = option(
+        300.0,
+        "Seconds to wait for strategy.min-available-nodes nodes to connect before round 1 "
+        "(0: forever); then the run stops as failed.",
+        minimum=0.0,
+    )
     max_update_norm: float = option(
         1e4,
         "Reject a reply whose update has an L2 norm above this (a poisoned or diverged client); "

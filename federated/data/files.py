@@ -92,6 +92,7 @@ def load_table(
     labels = [-1] * len(rows)
     if task == TASK_CLASSIFICATION:
         labels, label_names = _labels([values["label"] for _, values in rows])
+        _check_classes(path, label_column, labels, label_names)
     examples = tuple(
         Example(
             text=str(values["text"]),
@@ -104,48 +105,61 @@ def load_table(
     return Corpus(name=path.stem, task=task, examples=examples, label_names=label_names)
 
 
+def _text_lines(path: Path) -> Iterator[str]:
+    """The file's lines as text, ends kept; a byte that is not UTF-8 is reported with its line.
+
+    Each line is decoded on its own, so the error names the line it is on (a text-mode file
+    decodes in chunks, ahead of the line being read). A leading byte-order mark, which
+    spreadsheets write, is dropped: it would rename the first column.
+    """
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                yield raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{path}, line {line_number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at "
+                    f"position {err.start + 1}); save the file as UTF-8"
+                ) from None
+
+
 def _read_jsonl(path: Path, columns: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line; checks the columns on the first one."""
     seen_any = False
-    with path.open(encoding="utf-8-sig") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"{path}, line {line_number}: not valid JSON ({error.msg})"
-                ) from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}, line {line_number}: expected a JSON object")
-            if not seen_any:
-                # Columns are checked on the first row: a JSONL file has no header, and a later
-                # row that lacks a key is reported as a missing value on its own line.
-                _check_columns(path, columns, list(row))
-                seen_any = True
-            yield line_number, row
+    for line_number, line in enumerate(_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {line_number}: not valid JSON ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, line {line_number}: expected a JSON object")
+        if not seen_any:
+            # Columns are checked on the first row: a JSONL file has no header, and a later
+            # row that lacks a key is reported as a missing value on its own line.
+            _check_columns(path, columns, list(row))
+            seen_any = True
+        yield line_number, row
     if not seen_any:
         raise ValueError(f"{path}: the file is empty")
 
 
 def _read_csv(path: Path, columns: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, row) for every data row, numbered as in an editor (the header is line 1)."""
-    # utf-8-sig drops the byte-order mark spreadsheets write, which would rename the first column.
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{path}: the file is empty")
-        _check_columns(path, columns, header)
+    reader = csv.reader(_text_lines(path))
+    header = next(reader, None)
+    if header is None:
+        raise ValueError(f"{path}: the file is empty")
+    _check_columns(path, columns, header)
+    first_line = reader.line_num + 1
+    for cells in reader:
+        # line_num counts physical lines, so a quoted value spanning lines and skipped blank
+        # lines still leave the next row's own first line here.
+        if cells:
+            # A short row lacks its last keys and is reported as a missing value.
+            yield first_line, dict(zip(header, cells, strict=False))
         first_line = reader.line_num + 1
-        for cells in reader:
-            # line_num counts physical lines, so a quoted value spanning lines and skipped blank
-            # lines still leave the next row's own first line here.
-            if cells:
-                # A short row lacks its last keys and is reported as a missing value.
-                yield first_line, dict(zip(header, cells, strict=False))
-            first_line = reader.line_num + 1
 
 
 def _check_columns(path: Path, wanted: list[str], present: list[str]) -> None:
@@ -164,6 +178,27 @@ def _labels(values: list[Any]) -> tuple[list[int], tuple[str, ...]]:
     names = sorted({str(value).strip() for value in values})
     index_of = {name: i for i, name in enumerate(names)}
     return [index_of[str(value).strip()] for value in values], tuple(names)
+
+
+# Integer labels are class indices, so their largest value sets the classifier's width: one
+# stray large number would build a head with that many outputs (a label of 1,000,000 made
+# 260 MB messages). More classes than this beyond the ones present is taken for such a value.
+_UNUSED_CLASSES_ALLOWED = 100
+
+
+def _check_classes(path: Path, column: str, labels: list[int], names: tuple[str, ...]) -> None:
+    present = len(set(labels))
+    if present < 2:
+        raise ValueError(
+            f"{path}: column {column!r} holds a single class ({names[labels[0]]!r}); a "
+            "classifier needs two or more"
+        )
+    if len(names) > 2 * present + _UNUSED_CLASSES_ALLOWED:
+        raise ValueError(
+            f"{path}: column {column!r} has integer labels up to {len(names) - 1} but only "
+            f"{present} distinct ones, which would make a {len(names)}-class head; number the "
+            f"classes 0..{present - 1} or write them as names"
+        )
 
 
 def _as_index(value: Any) -> int | None:

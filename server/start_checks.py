@@ -1,0 +1,68 @@
+"""What the server checks before any client trains, so that bad input stops the run at start
+with one line instead of every client failing every round.
+
+The run config, the data file and the model are checked when the ServerApp starts (the config's
+own checks, ``federated.workspace``'s loaders); here, once the nodes have connected: that enough
+of them did, and that the data splits across them with something to train on for each.
+"""
+
+from __future__ import annotations
+
+import time
+from logging import INFO
+
+from flwr.common import log
+from flwr.serverapp import Grid
+
+from federated.config import RunConfig
+from federated.workspace import client_indices
+
+_WAIT_REPORT_SECONDS = 10.0
+
+
+class RunFailure(RuntimeError):
+    """The run cannot go on; the message is one line for the user. Raised from the ServerApp,
+    it makes Flower record the run as failed."""
+
+
+def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
+    """The connected nodes once there are ``minimum`` of them; a ``RunFailure`` after
+    ``timeout`` seconds (0: wait forever)."""
+    started = time.monotonic()
+    reported = started
+    while len(nodes := sorted(grid.get_node_ids())) < minimum:
+        waited = time.monotonic() - started
+        if timeout and waited > timeout:
+            raise RunFailure(
+                f"only {len(nodes)} of the {minimum} nodes strategy.min-available-nodes asks for "
+                f"connected within server.node-wait-timeout ({timeout:g} s): start more "
+                "SuperNodes (in simulation: num-supernodes) or lower "
+                "strategy.min-available-nodes"
+            )
+        if time.monotonic() - reported > _WAIT_REPORT_SECONDS:
+            log(INFO, "waiting for nodes: %d of %d connected", len(nodes), minimum)
+            reported = time.monotonic()
+        time.sleep(0.5)
+    return nodes
+
+
+def check_split(config: RunConfig, num_partitions: int) -> None:
+    """The data splits into ``num_partitions`` client partitions (one per connected node, as
+    the simulation engine numbers them), each with a training example, and a held-out one
+    where clients evaluate."""
+    data = config.data
+    try:
+        parts = [client_indices(config, p, num_partitions) for p in range(num_partitions)]
+    except ValueError as err:
+        raise RunFailure(
+            f"run config 'data.partitioner' = {data.partitioner!r}: the data cannot be split "
+            f"across {num_partitions} clients ({err})"
+        ) from None
+    evaluates = config.strategy.fraction_evaluate > 0 and not config.dp.record_level
+    for partition, (train, held_out) in enumerate(parts):
+        if not train or (evaluates and not held_out):
+            which = "training" if not train else "held-out"
+            raise RunFailure(
+                f"partition {partition} of {num_partitions} gets no {which} example from "
+                f"{data.name!r} (split {data.partitioner!r}): use fewer clients or more data"
+            )
