@@ -7,6 +7,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from client import lora_round, secure_aggregation, zo_round
+from client.node import describe
 from federated.config import parse_run_config
 from federated.secagg import protocol
 
@@ -35,6 +36,7 @@ def register(app: ClientApp) -> ClientApp:
     """Every handler of fedtune's clients on ``app`` (tests register them on their own app)."""
     app.train()(train)
     app.evaluate()(evaluate)
+    app.query()(describe)
     app.train(protocol.SETUP)(secure_aggregation.setup)
     app.train(protocol.SHARE_KEYS)(secure_aggregation.share_keys)
     app.train(protocol.COLLECT)(collect)

@@ -101,7 +101,10 @@ def _train(msg: Message, context: Context, r: _Round, encoded: Encoded) -> Messa
     r.load(personal=r.plan.keep_b)
     lr = r.config.train.lr_at(r.server_round, r.config.num_server_rounds)
     settings = dataclasses.replace(r.config.train, lr=lr)
-    with r.local.a_frozen(not r.plan.train_a):
+    with r.local.a_frozen(not r.plan.train_a), torch.random.fork_rng(devices=[]):
+        # Dropout draws from torch's global generator: seeded per (run seed, client, round), it
+        # drops the same units on every rerun, whichever process the client lands in.
+        torch.manual_seed(run_seed(r.config, r.partition_id, r.server_round, "dropout"))
         if private is None:
             # Each (run seed, client, round) gets its own batch order, the same on every rerun.
             generator = torch.Generator().manual_seed(

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import zlib
 
-from flwr.app import Context, MetricRecord
+from flwr.app import Context, Message, MetricRecord, RecordDict
 
 from federated import message_keys as keys
 from federated.config import RunConfig
 from federated.evaluation import EvalResult
-from federated.reply_contract import eval_metric_keys, metric_key_problem, train_metric_keys
+from federated.reply_contract import (
+    PARTITION_METRIC_KEYS,
+    eval_metric_keys,
+    metric_key_problem,
+    train_metric_keys,
+)
 
 
 def partition_of(context: Context) -> tuple[int, int]:
@@ -21,6 +26,16 @@ def partition_of(context: Context) -> tuple[int, int]:
             "--node-config 'partition-id=<i> num-partitions=<n>'"
         )
     return int(node["partition-id"]), int(node["num-partitions"])
+
+
+def describe(msg: Message, context: Context) -> Message:
+    """The answer to the server's question at start: which partition of how many this node
+    holds. The server samples and orders clients by partition, not by node IDs, which change
+    from launch to launch."""
+    partition_id, num_partitions = partition_of(context)
+    values = {keys.PARTITION_ID: partition_id, keys.NUM_PARTITIONS: num_partitions}
+    metrics = contracted(values, PARTITION_METRIC_KEYS)
+    return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)
 
 
 def run_seed(config: RunConfig, *parts: object) -> int:

@@ -27,6 +27,10 @@ DECLINED_METRIC_KEYS = frozenset(
 )
 
 
+# A node's answer to the server's question at start: which partition of how many it holds.
+PARTITION_METRIC_KEYS = frozenset({keys.PARTITION_ID, keys.NUM_PARTITIONS})
+
+
 def eval_metric_keys(task: str, personalised: bool) -> frozenset[str]:
     """An evaluation reply's metrics: examples, loss, perplexity (LM) or accuracy (classifier),
     and for a personalised model (fedsa-lora) the global model's loss and accuracy beside."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Callable
 from logging import ERROR, INFO
@@ -29,10 +28,12 @@ from federated.workspace import (
     zo_model,
 )
 from server.loss_plot import plot_losses
+from server.node_partitions import NodePartitions
 from server.round_loop import folder_for, run_rounds
-from server.start_checks import RunFailure, check_split, wait_for_nodes
+from server.start_checks import RunFailure, check_partitions, check_split, wait_for_nodes
 from strategies.fedkseed import FedKSeed
 from strategies.lora_strategy import GlobalModel, LoraStrategy
+from strategies.partition_sampling import PartitionSampler
 from strategies.registry import build_strategy
 
 app = ServerApp()
@@ -172,8 +173,6 @@ def main(grid: Grid, context: Context) -> None:
 def _run(grid: Grid, context: Context) -> None:
     config, strategy = _start(context)
     torch.set_num_threads(1)
-    # Flower samples clients with the `random` module; seeding it makes the client draw repeatable.
-    random.seed(config.seed)
     _loading("data.name", config.data.name, lambda: corpus_for(config))
     server_model = _loading("model.name", config.model.name, lambda: _ServerModel(config))
     described = (config.model.name, config.task, config.mode, config.strategy.name)
@@ -182,12 +181,15 @@ def _run(grid: Grid, context: Context) -> None:
     nodes = wait_for_nodes(
         grid, config.strategy.min_available_nodes, config.server.node_wait_timeout
     )
-    check_split(config, len(nodes))  # one partition a node, as the simulation numbers them
+    partitions = NodePartitions(config.server.round_timeout)
+    check_partitions(partitions.learn(grid, nodes), partitions, config)
+    check_split(config, partitions.num_partitions)
+    strategy.sampler = PartitionSampler(config.seed, partitions.of)
     results = RunResults.create(folder_for(config, time.strftime("%Y%m%d-%H%M%S")))
     log(INFO, "fedtune: writing results to %s", results.folder)
 
     wall_started = time.perf_counter()
-    final = run_rounds(grid, strategy, config, results, server_model.evaluate, len(nodes))
+    final = run_rounds(grid, strategy, config, results, server_model.evaluate, partitions)
 
     server_model.save(final, results.folder)
     title = f"{config.model.name} on {config.data.name}, {config.strategy.name}"

@@ -3,7 +3,7 @@ with a reason. Nothing here raises on what a client sent."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from logging import INFO, WARNING
 
@@ -61,6 +61,7 @@ class TrainScreen:
         self.metric_keys = train_metric_keys(config.mode, private=self.private)
         self.replays = ReplayGuard()
         self.examples: ExampleBound | None = None  # set once the run knows its clients
+        self.partition_of: Mapping[int, int] = {}  # what each node said it holds, at start
 
     def reply_check(self, server_round: int) -> ReplyCheck:
         """What a sound training reply of this round must be."""
@@ -79,10 +80,13 @@ class TrainScreen:
             allow_lower_rank=strategy.mixed_ranks, move=bound, sent=payload.trainable,
         )  # fmt: skip
 
-    def _weight_problem(self, metrics: MetricRecord) -> str | None:
+    def _weight_problem(self, node: int, metrics: MetricRecord) -> str | None:
+        claimed = metrics[keys.PARTITION_ID]
+        if node in self.partition_of and claimed != self.partition_of[node]:
+            return f"claims partition {claimed:g}; the node holds {self.partition_of[node]}"
         if self.examples is None:
             return None
-        return self.examples.problem(metrics[keys.PARTITION_ID], metrics[keys.NUM_EXAMPLES])
+        return self.examples.problem(claimed, metrics[keys.NUM_EXAMPLES])
 
     def screen(
         self, ex: Exchange, check: ReplyCheck, server_round: int, masked: bool = False
@@ -110,7 +114,7 @@ class TrainScreen:
             reason = None if masked else self.replays.problem(reply)
             reason = reason or check(reply)
             if reason is None and not masked:
-                reason = self._weight_problem(reply.content.metric_records[keys.METRICS])
+                reason = self._weight_problem(node, reply.content.metric_records[keys.METRICS])
             if reason:
                 _reject(entry, reason)
                 continue
@@ -127,7 +131,21 @@ class TrainScreen:
         for node in ex.timed_out:
             clients[node].status = "no reply before server.round-timeout"
             log(WARNING, "    node %d sent no reply before the timeout", node)
-        return valid, clients
+        for node, partition in self.partition_of.items():
+            if node in clients:
+                clients[node].partition_id = partition
+        return in_partition_order(valid, self.partition_of), clients
+
+
+def in_partition_order(replies: list[Message], partition_of: Mapping[int, int]) -> list[Message]:
+    """``replies`` by their nodes' partitions: a float sum depends on its order, and arrival
+    order differs from launch to launch."""
+
+    def position(reply: Message) -> tuple[int, int]:
+        node = reply.metadata.src_node_id
+        return partition_of.get(node, len(partition_of)), node
+
+    return sorted(replies, key=position)
 
 
 def _reject(entry: ClientRound, reason: str) -> None:
@@ -136,10 +154,10 @@ def _reject(entry: ClientRound, reason: str) -> None:
 
 
 def screen_evaluate(
-    ex: Exchange, metric_keys: frozenset[str], max_examples: int
+    ex: Exchange, metric_keys: frozenset[str], max_examples: int, partition_of: Mapping[int, int]
 ) -> tuple[list[Message], dict[int, str]]:
-    """The sound evaluation replies (each claims at most ``max_examples``; 0: no bound), and
-    every replying node's verdict."""
+    """The sound evaluation replies (each claims at most ``max_examples``; 0: no bound), in
+    partition order, and every replying node's verdict."""
     valid, verdicts = [], {}
     for reply in ex.replies:
         reason = check_evaluate_reply(reply, metric_keys)
@@ -155,4 +173,4 @@ def screen_evaluate(
             valid.append(reply)
     for node in ex.timed_out:
         verdicts[node] = "no reply before server.round-timeout"
-    return valid, verdicts
+    return in_partition_order(valid, partition_of), verdicts

@@ -16,7 +16,11 @@ from flwr.app import Array, Message
 from federated import message_keys as keys
 from federated.local_model import fit_rank
 from federated.lora import factor_of
-from federated.reply_contract import DECLINED_METRIC_KEYS, metric_key_problem
+from federated.reply_contract import (
+    DECLINED_METRIC_KEYS,
+    PARTITION_METRIC_KEYS,
+    metric_key_problem,
+)
 from federated.secagg.protocol import MASKED
 from federated.wire import WIRE_DTYPE, record_to_tensors
 from server.update_bounds import MoveBound
@@ -58,7 +62,7 @@ def _content_problem(msg: Message, metric_keys: frozenset[str], arrays: bool) ->
             return f"metric '{name}' is not a number: {str(value)[:40]}"
         if not math.isfinite(value):
             return f"metric '{name}' is not finite: {value!r}"
-    if metrics[keys.NUM_EXAMPLES] <= 0:
+    if keys.NUM_EXAMPLES in metric_keys and metrics[keys.NUM_EXAMPLES] <= 0:
         return f"metric '{keys.NUM_EXAMPLES}' must be positive, got {metrics[keys.NUM_EXAMPLES]}"
     return None
 
@@ -237,3 +241,15 @@ def budget_declined(msg: Message) -> str:
 def check_evaluate_reply(msg: Message, metric_keys: frozenset[str]) -> str | None:
     """Why this evaluation reply must be ignored, or None when it is sound."""
     return _content_problem(msg, metric_keys, arrays=False)
+
+
+def check_partition_reply(msg: Message) -> str | None:
+    """Why a node's answer to which partition it holds is unusable, or None when it is sound."""
+    problem = _content_problem(msg, PARTITION_METRIC_KEYS, arrays=False)
+    if problem:
+        return problem
+    metrics = msg.content.metric_records[keys.METRICS]
+    partition, count = metrics[keys.PARTITION_ID], metrics[keys.NUM_PARTITIONS]
+    if partition != int(partition) or count != int(count) or not 0 <= partition < count:
+        return f"partition {partition!r} of {count!r} is not a partition"
+    return None

@@ -20,6 +20,7 @@ from federated.reply_contract import eval_metric_keys
 from federated.results import RunResults
 from server.checkpoint import save_checkpoint
 from server.exchange import Exchange, exchange
+from server.node_partitions import NodePartitions
 from server.reply_screen import ClientRound, TrainScreen, screen_evaluate
 from server.secure_round import secure_train_round
 from server.start_checks import RunFailure
@@ -133,22 +134,28 @@ def run_rounds(
     config: RunConfig,
     results: RunResults,
     evaluate_global: GlobalEvaluation,
-    num_partitions: int,
+    partitions: NodePartitions,
 ) -> GlobalModel:
     """Run ``config.num_server_rounds`` rounds from the strategy's model; return the final one.
-    The data is split into ``num_partitions``, one a client."""
+    ``partitions`` knows the nodes that said which partition they hold; nodes that join later
+    are asked before the round that could sample them."""
     rounds = config.num_server_rounds
     timeout = config.server.round_timeout
     screen = TrainScreen(strategy, config)
-    screen.examples = example_bound(config, num_partitions)
+    screen.examples = example_bound(config, partitions.num_partitions)
+    screen.partition_of = partitions.of
     initial_test = evaluate_global(strategy.model)
-    results.append_round({"round": 0, **_prefixed("test", initial_test)})
+    left_out = [{"node_id": n, "reason": why} for n, why in sorted(partitions.refused.items())]
+    results.append_round(
+        {"round": 0, **_prefixed("test", initial_test), "nodes_left_out": left_out}
+    )
     log(INFO, "[round 0/%d] initial model: test loss %.4f", rounds, initial_test.loss)
     for server_round in range(1, rounds + 1):
         started = time.perf_counter()
         log(INFO, "[round %d/%d] training", server_round, rounds)
         if not _client_dp_allows(strategy, server_round):
             break
+        partitions.learn(grid, grid.get_node_ids())
         training = _train_with_retries(grid, strategy, config, screen, server_round)
         train_ex, valid, clients = training.exchange, training.valid, training.clients
         train_metrics, aggregation_seconds = training.metrics, training.aggregation_seconds
@@ -158,7 +165,9 @@ def run_rounds(
             sent = strategy.evaluation_messages(server_round, grid)
             eval_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("evaluate"))
             expected = eval_metric_keys(config.task, strategy.eval_payload().plan.keep_b)
-            sound, verdicts = screen_evaluate(eval_ex, expected, config.eval.max_examples)
+            sound, verdicts = screen_evaluate(
+                eval_ex, expected, config.eval.max_examples, partitions.of
+            )
             eval_metrics = strategy.aggregate_evaluate(server_round, sound)
         test = evaluate_global(strategy.model)
 
@@ -187,7 +196,7 @@ def run_rounds(
             "eval_bytes_up": sum(eval_ex.bytes_up.values()),
             "aggregation_seconds": aggregation_seconds,
             "round_seconds": time.perf_counter() - started,
-            "clients": [vars(c) for c in sorted(clients.values(), key=lambda c: c.node_id)],
+            "clients": [vars(c) for c in sorted(clients.values(), key=_partition_order)],
         }
         report = strategy.client_dp.report() if strategy.client_dp is not None else None
         if report is not None:
@@ -198,6 +207,11 @@ def run_rounds(
         save_checkpoint(results.folder, server_round, strategy.model.flat())
         log(INFO, "%s", _round_line(record, rounds))
     return strategy.model
+
+
+def _partition_order(client: ClientRound) -> tuple[float, int]:
+    partition = client.partition_id
+    return (float("inf") if partition is None else partition), client.node_id
 
 
 def _round_line(record: dict[str, Any], rounds: int) -> str:

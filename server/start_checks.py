@@ -3,12 +3,14 @@ with one line instead of every client failing every round.
 
 The run config, the data file and the model are checked when the ServerApp starts (the config's
 own checks, ``federated.workspace``'s loaders); here, once the nodes have connected: that enough
-of them did, and that the data splits across them with something to train on for each.
+of them did and said which data partition they hold, and that the data splits across them with
+something to train on for each.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from logging import INFO
 
 from flwr.common import log
@@ -16,6 +18,7 @@ from flwr.serverapp import Grid
 
 from federated.config import RunConfig
 from federated.workspace import client_indices
+from server.node_partitions import NodePartitions
 
 _WAIT_REPORT_SECONDS = 10.0
 
@@ -46,10 +49,24 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
     return nodes
 
 
+def check_partitions(
+    refused: Mapping[int, str], partitions: NodePartitions, config: RunConfig
+) -> None:
+    """Enough nodes said soundly which partition they hold; else the first refusal, in one line
+    (``refused``: what ``NodePartitions.learn`` returned for the nodes connected at start)."""
+    minimum = config.strategy.min_available_nodes
+    if len(partitions.of) >= max(minimum, 1):
+        return
+    node, reason = min(refused.items(), default=(None, "no node answered"))
+    raise RunFailure(
+        f"{len(partitions.of)} of the {minimum} nodes strategy.min-available-nodes asks for "
+        f"said which data partition they hold (node {node}: {reason})"
+    )
+
+
 def check_split(config: RunConfig, num_partitions: int) -> None:
-    """The data splits into ``num_partitions`` client partitions (one per connected node, as
-    the simulation engine numbers them), each with a training example, and a held-out one
-    where clients evaluate."""
+    """The data splits into the ``num_partitions`` the nodes hold, each partition with a
+    training example, and a held-out one where clients evaluate."""
     data = config.data
     try:
         parts = [client_indices(config, p, num_partitions) for p in range(num_partitions)]

@@ -27,6 +27,7 @@ from federated.round_plan import RoundPlan
 from federated.wire import record_to_tensors, tensors_to_record
 from strategies.client_dp import ClientLevelDp
 from strategies.lora_factors import Factors
+from strategies.partition_sampling import PartitionSampler
 from strategies.robust_aggregation import ROBUST_AGGREGATES
 
 Tensors = dict[str, torch.Tensor]
@@ -100,6 +101,7 @@ class LoraStrategy(FedAvg):
         self.initial = GlobalModel(dict(initial.trainable), dict(initial.base_delta))
         self.client_dp: ClientLevelDp | None = None  # set by build_strategy for dp.client-level
         self.robust: RobustSettings | None = None  # set by build_strategy for robust.method
+        self.sampler: PartitionSampler | None = None  # set by the server once nodes answer
 
     @classmethod
     def from_config(
@@ -209,11 +211,17 @@ class LoraStrategy(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Flower's sampling, except under client-level DP: there each connected node joins
-        independently at the accounted rate, from a secret generator (Poisson sampling)."""
+        """Nodes sampled by partition (``sampler``); under client-level DP instead each connected
+        node joins independently at the accounted rate, from a secret generator (Poisson
+        sampling)."""
         if self.client_dp is None:
-            return super().configure_train(server_round, arrays, config, grid)
+            return self._configure(
+                "train", server_round, arrays, config, grid,
+                self.fraction_train, self.min_train_nodes,
+            )  # fmt: skip
         _, connected = sample_nodes(grid, self.min_available_nodes, 0)
+        if self.sampler is not None:
+            connected = self.sampler.ordered(connected)
         chosen = self.client_dp.sample(connected)
         log(
             INFO,
@@ -224,6 +232,41 @@ class LoraStrategy(FedAvg):
         config[keys.SERVER_ROUND] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(record, chosen, MessageType.TRAIN)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self._configure(
+            "evaluate", server_round, arrays, config, grid,
+            self.fraction_evaluate, self.min_evaluate_nodes,
+        )  # fmt: skip
+
+    def _configure(
+        self,
+        kind: str,
+        server_round: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        grid: Grid,
+        fraction: float,
+        minimum: int,
+    ) -> Iterable[Message]:
+        """Flower's ``FedAvg`` sampling (the fraction of connected nodes, at least ``minimum``),
+        drawn by ``sampler`` where the run set one."""
+        if self.sampler is None:
+            configure = super().configure_train if kind == "train" else super().configure_evaluate
+            return configure(server_round, arrays, config, grid)
+        if fraction == 0.0:
+            return []
+        _, connected = sample_nodes(grid, self.min_available_nodes, 0)
+        size = max(int(len(connected) * fraction), minimum)
+        chosen = self.sampler.sample(kind, server_round, connected, size)
+        log(INFO, "configure_%s: sampled %s nodes by partition (out of %s)", kind, len(chosen),
+            len(connected))  # fmt: skip
+        config[keys.SERVER_ROUND] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        message_type = MessageType.TRAIN if kind == "train" else MessageType.EVALUATE
+        return self._construct_messages(record, chosen, message_type)
 
     def skip_train(self, replies: Sequence[Message]) -> None:
         """The round's replies will not be aggregated (too few were sound); by default nothing

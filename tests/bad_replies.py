@@ -127,6 +127,7 @@ TRAIN: dict[str, Corruption] = {
     "plus-50": _tensors(lambda t: {k: v + 50.0 for k, v in t.items()}),
     "replay": _replay,
     "wrong-mode": _zo_pairs(torch.zeros(2, dtype=torch.int64), torch.zeros(2)),
+    "other-partition": _metrics(lambda m: {**m, keys.PARTITION_ID: int(m[keys.PARTITION_ID] == 0)}),
 }
 
 # Poisoned updates that pass the checks, for robust aggregation.
@@ -154,4 +155,18 @@ EVALUATE: dict[str, Corruption] = {
     "second-metric-record": _second_record,
 }
 
-KINDS = {"train": {**TRAIN, **POISONED}, "zo-train": ZO_TRAIN, "evaluate": EVALUATE}
+
+def _no_partition(content: RecordDict, state: RecordDict, sent: RecordDict) -> RecordDict:
+    raise ValueError("this SuperNode has no partition")
+
+
+# Answers to the server's question at start: which partition of how many a node holds.
+QUERY: dict[str, Corruption] = {
+    "out-of-range": _metrics(lambda m: {**m, keys.PARTITION_ID: m[keys.NUM_PARTITIONS]}),
+    "wrong-count": _metrics(lambda m: {**m, keys.NUM_PARTITIONS: m[keys.NUM_PARTITIONS] + 1}),
+    "no-partition": _no_partition,
+}
+
+KINDS = {
+    "train": {**TRAIN, **POISONED}, "zo-train": ZO_TRAIN, "evaluate": EVALUATE, "query": QUERY,
+}  # fmt: skip

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from tests.bad_replies import EVALUATE, TRAIN, ZO_TRAIN
+from tests.bad_replies import EVALUATE, QUERY, TRAIN, ZO_TRAIN
 from tests.simulate import simulate
 
 pytestmark = pytest.mark.slow
@@ -37,6 +37,7 @@ TRAIN_REASONS = {
     "plus-50": "moved a weight by 50",
     "replay": "replays an update the server accepted in round 1",
     "wrong-mode": "tensor names differ",
+    "other-partition": "claims partition",
 }
 ZO_REASONS = {
     "huge-scalars": "exceeds server.max-zo-scalar",
@@ -105,17 +106,27 @@ def test_bad_lora_replies_are_rejected_and_the_good_clients_train(tmp_path: Path
 
 
 def test_bad_zeroth_order_replies_are_rejected(tmp_path: Path) -> None:
-    kinds = sorted(ZO_TRAIN)
+    """Also nodes whose answer at start (which partition they hold) is unusable: they are left
+    out of sampling, and the run goes on with the others."""
+    kinds, lying = sorted(ZO_TRAIN), sorted(QUERY)
+    sound = len(kinds) + GOOD
     config = {
         "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
         "data.max-per-class": 100, "data.partitioner": "iid", "num-server-rounds": 2,
         "mode": "zo", "strategy.name": "fedkseed", "zo.params": "lora", "zo.pool-size": 64,
         "train.local-steps": 4, "strategy.fraction-evaluate": 0.0,
-        "strategy.min-available-nodes": len(kinds) + GOOD,
+        "strategy.min-available-nodes": sound,
         "output-dir": str(tmp_path), "run-name": "bad-zo",
     }  # fmt: skip
-    folder = simulate(config, num_clients=len(kinds) + GOOD, corrupt={"train": _plan(kinds)})
+    corrupt = {"train": _plan(kinds), "query": {sound + i: k for i, k in enumerate(lying)}}
+    folder = simulate(config, num_clients=sound + len(lying), corrupt=corrupt)
+    left_out = sorted(n["reason"] for n in _rounds(folder)[0]["nodes_left_out"])
+    assert len(left_out) == len(lying)
+    total = sound + len(lying)
+    assert f"claims {total + 1} partitions, the federation has {total}" in left_out[0]
+    assert "no partition" in left_out[1] and "is not a partition" in left_out[2]
     for record in _rounds(folder)[1:]:
+        assert {c["partition_id"] for c in record["clients"]} == set(range(sound))
         statuses = _statuses(record, "status")
         for kind in kinds:
             if kind != "replay" or record["round"] == 2:

@@ -11,13 +11,19 @@ from hypothesis import strategies as st
 
 from federated import message_keys as keys
 from federated.config import parse_run_config
-from federated.reply_contract import DECLINED_METRIC_KEYS, eval_metric_keys, train_metric_keys
+from federated.reply_contract import (
+    DECLINED_METRIC_KEYS,
+    PARTITION_METRIC_KEYS,
+    eval_metric_keys,
+    train_metric_keys,
+)
 from server.exchange import Exchange
 from server.reply_screen import TrainScreen, screen_evaluate
 from server.reply_validation import (
     check_declined_reply,
     check_evaluate_reply,
     check_masked_reply,
+    check_partition_reply,
     check_seed_reply,
     check_train_reply,
 )
@@ -32,7 +38,7 @@ KNOWN_NAMES = sorted(
 )
 METRIC_NAMES = sorted(
     train_metric_keys("lora", False) | train_metric_keys("zo", True) | DECLINED_METRIC_KEYS
-    | eval_metric_keys("classification", True) | {"x", ""}
+    | eval_metric_keys("classification", True) | PARTITION_METRIC_KEYS | {"x", ""}
 )  # fmt: skip
 
 integers = st.integers(min_value=-(2**62), max_value=2**62)
@@ -115,7 +121,16 @@ def test_no_training_reply_makes_a_check_raise(reply) -> None:
 def test_no_evaluation_reply_makes_a_check_raise(reply) -> None:
     verdict = check_evaluate_reply(reply, eval_metric_keys("classification", False))
     assert verdict is None or isinstance(verdict, str)
-    screen_evaluate(Exchange([reply], {7: 1}, {7: 1}), eval_metric_keys("causal-lm", False), 8)
+    screen_evaluate(
+        Exchange([reply], {7: 1}, {7: 1}), eval_metric_keys("causal-lm", False), 8, {7: 0}
+    )
+
+
+@FUZZ
+@given(replies)
+def test_no_partition_answer_makes_its_check_raise(reply) -> None:
+    verdict = check_partition_reply(reply)
+    assert verdict is None or isinstance(verdict, str)
 
 
 @FUZZ
