@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Message, MessageType, RecordDict
 
 from client.dp_lora_trainer import train_lora_dp
 from client.lora_trainer import train_lora
@@ -16,6 +16,8 @@ from client.node import (
     run_seed,
     train_metrics,
 )
+from client.node_files import run_key
+from client.personal_factors import PersonalFactors
 from client.privacy_budget import PrivateClient
 from federated import message_keys as keys
 from federated.config import parse_run_config
@@ -43,16 +45,22 @@ class _Round:
         self.received = record_to_tensors(content.array_records[keys.ARRAYS])
         delta = content.array_records.get(keys.BASE_DELTA)
         self.base_delta = record_to_tensors(delta) if delta is not None else {}
-        self.state = context.state
+        self.personal = PersonalFactors(
+            context, run_key(msg, context), (self.partition_id, self.num_partitions)
+        )
+        self.personal_since: int | None = None
+        self.message_type = msg.metadata.message_type
 
     @property
     def b_keys(self) -> set[str]:
         return {p.b_key for p in self.local.pairs}
 
     def personal_b(self) -> dict[str, torch.Tensor]:
-        """This client's own B factors from earlier rounds (none before its first round)."""
-        record = self.state.array_records.get(keys.PERSONAL_B)
-        return record_to_tensors(record) if record is not None else {}
+        """This client's own B factors from earlier rounds (none before its first round); an
+        evaluation comes after the round's training, and uses what it trained."""
+        evaluating = self.message_type == MessageType.EVALUATE
+        self.personal_since, factors = self.personal.before(self.server_round + evaluating)
+        return factors
 
     def load(self, *, personal: bool) -> None:
         tensors = dict(self.received)
@@ -95,7 +103,13 @@ def train_on(msg: Message, context: Context, encoded: Encoded) -> Message:
 def _train(msg: Message, context: Context, r: _Round, encoded: Encoded) -> Message:
     private = None
     if r.config.dp.record_level:
-        private = PrivateClient(context, r.config, r.partition_id, r.num_partitions, len(encoded))
+        private = PrivateClient(
+            context,
+            r.config,
+            run_key(msg, context),
+            (r.partition_id, r.num_partitions),
+            len(encoded),
+        )
         if (epsilon_next := private.over_budget()) is not None:
             return private.declined(msg, epsilon_next)
     r.load(personal=r.plan.keep_b)
@@ -125,7 +139,7 @@ def _train(msg: Message, context: Context, r: _Round, encoded: Encoded) -> Messa
             )  # fmt: skip
     state = trainable_state(r.local.model)
     if r.plan.keep_b:
-        r.state[keys.PERSONAL_B] = tensors_to_record({k: state[k] for k in r.b_keys})
+        r.personal.save(r.server_round, {k: state[k] for k in r.b_keys}, r.personal_since)
     withheld = r.plan.withheld(r.local.pairs)
     values = {
         keys.NUM_EXAMPLES: len(encoded) if private is None else private.count,

@@ -60,10 +60,11 @@ class PrivateClient:
     """A record-level DP client in one round: its state, the round's mechanism, its replies."""
 
     def __init__(
-        self, context: Context, config: RunConfig, partition_id: int, num_partitions: int,
+        self, context: Context, config: RunConfig, key: str, partition: tuple[int, int],
         num_records: int,
     ) -> None:  # fmt: skip
-        self.store = PrivacyStore(context, partition_id, num_partitions)
+        self.store = PrivacyStore(context, key, partition)
+        partition_id = partition[0]
         self.state: PrivacyState = self.store.load()
         self.partition_id = partition_id
         if self.state.noised_count is None:

@@ -1,31 +1,25 @@
 """What a record-level DP client has released in a run, kept where a restart cannot lose it.
 
 The state (the privacy ledger and the noised record count) lives in Flower's node state and in a
-file on the node. Flower's node state dies with the SuperNode process; the file does not, so a
-restarted SuperNode carries on with what it has spent instead of starting a fresh budget. The
-file is written, and read back, before anything it accounts leaves the node; a file that exists
-but cannot be read stops the client from training: it may hold spending the client would
-otherwise forget.
-
-The file is ``<dir>/run-<run id>-partition-<id>-of-<n>.json``, where ``<dir>`` is the node
-config's ``privacy-state-dir``, else ``$FEDTUNE_STATE_DIR/privacy``, else
-``~/.local/state/fedtune/privacy``.
+file on the node (``client.node_files``): ``privacy/run-<run key>-partition-<p>-of-<n>.json``
+under the node's state folder. The file outlives the SuperNode process and the server's: a
+restarted node or a resumed run carries on with what it has spent instead of a fresh budget. It
+is written, and read back, before anything it accounts leaves the node; a file that exists but
+cannot be read stops the client from training: it may hold spending the client would otherwise
+forget.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from flwr.app import ConfigRecord, Context
 
+from client.node_files import node_file, replace_file
 from federated import message_keys as keys
 from federated.privacy.accounting import PrivacyLedger
 
-STATE_DIR_ENV = "FEDTUNE_STATE_DIR"
-NODE_CONFIG_KEY = "privacy-state-dir"
 _VERSION = 1
 
 
@@ -56,21 +50,11 @@ class PrivacyState:
         return cls(PrivacyLedger(events), None if count is None else int(count))
 
 
-def state_dir(context: Context) -> Path:
-    configured = context.node_config.get(NODE_CONFIG_KEY)
-    if configured:
-        return Path(str(configured)).expanduser()
-    root = os.environ.get(STATE_DIR_ENV)
-    base = Path(root).expanduser() if root else Path.home() / ".local" / "state" / "fedtune"
-    return base / "privacy"
-
-
 class PrivacyStore:
     """One node's privacy state in one run: in the node state and in its file."""
 
-    def __init__(self, context: Context, partition_id: int, num_partitions: int) -> None:
-        name = f"run-{context.run_id}-partition-{partition_id}-of-{num_partitions}.json"
-        self.path = state_dir(context) / name
+    def __init__(self, context: Context, key: str, partition: tuple[int, int]) -> None:
+        self.path = node_file(context, "privacy", key, partition, "json")
         self.node_state = context.state
 
     def _read_file(self) -> PrivacyState | None:
@@ -100,15 +84,12 @@ class PrivacyStore:
         """Write the state and read it back; only then may what it accounts be released."""
         text = json.dumps(state.to_json(), sort_keys=True)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, self.path)
+            replace_file(self.path, text.encode())
             written = self.path.read_text()
         except OSError as err:
             raise PrivacyStateError(
                 f"record-level DP: cannot write this node's privacy ledger {self.path} ({err}); "
-                "nothing is released without it: set the node config's privacy-state-dir to a "
+                "nothing is released without it: set the node config's state-dir to a "
                 "writable folder"
             ) from None
         if written != text:

@@ -12,6 +12,7 @@ from client.node import (
     run_seed,
     train_metrics,
 )
+from client.node_files import run_key
 from client.privacy_budget import PrivateClient
 from client.zo_trainer import ZoPrivacy, train_zo
 from federated import message_keys as keys
@@ -59,7 +60,13 @@ def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) 
     config, zo, partition_id, num_partitions, server_round = rebuilt
     private, dp_zo = None, None
     if config.dp.record_level:
-        private = PrivateClient(context, config, partition_id, num_partitions, len(encoded))
+        private = PrivateClient(
+            context,
+            config,
+            run_key(msg, context),
+            (partition_id, num_partitions),
+            len(encoded),
+        )
         if (epsilon_next := private.over_budget()) is not None:
             return private.declined(msg, epsilon_next)
         dp_zo = ZoPrivacy(

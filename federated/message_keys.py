@@ -8,6 +8,8 @@ CONFIG = "config"
 METRICS = "metrics"
 
 SERVER_ROUND = "server-round"
+# Names the files a client keeps for a run; the same when the run is resumed.
+RUN_KEY = "run-key"
 NUM_EXAMPLES = "num-examples"
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
@@ -24,8 +26,6 @@ EVAL_GLOBAL_ACCURACY = "eval-global-accuracy"
 
 # The dense additions to the frozen base weights that some strategies send with the factors.
 BASE_DELTA = "base-delta"
-# Node state: a client's own B factors, kept between rounds when a strategy personalises B.
-PERSONAL_B = "personal-b"
 
 # Zeroth-order (FedKSeed) messages: a client's steps up, the seed sums (or their changes) down.
 SEED_INDICES = "seed-indices"

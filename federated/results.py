@@ -39,6 +39,16 @@ class RunResults:
         results.metrics_path.write_text("")
         return results
 
+    @classmethod
+    def resume(cls, folder: Path, last_round: int) -> RunResults:
+        """The results of a run going on after ``last_round``: rounds recorded after its
+        checkpoint (the server died between the two writes) are dropped, to be run again."""
+        results = cls(folder)
+        kept = [r for r in results.rounds() if r["round"] <= last_round]
+        text = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in kept)
+        _write_atomically(results.metrics_path, text)
+        return results
+
     def append_round(self, record: Mapping[str, Any]) -> None:
         with self.metrics_path.open("a") as handle:
             handle.write(json.dumps(finite(record), sort_keys=True, allow_nan=False) + "\n")

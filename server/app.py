@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable
 from logging import ERROR, INFO
@@ -29,6 +30,7 @@ from federated.workspace import (
 )
 from server.loss_plot import plot_losses
 from server.node_partitions import NodePartitions
+from server.resume import resume_run
 from server.round_loop import folder_for, run_rounds
 from server.start_checks import RunFailure, check_partitions, check_split, wait_for_nodes
 from strategies.fedkseed import FedKSeed
@@ -172,6 +174,7 @@ def main(grid: Grid, context: Context) -> None:
 
 def _run(grid: Grid, context: Context) -> None:
     config, strategy = _start(context)
+    resumed = resume_run(config, strategy) if config.resume else None
     torch.set_num_threads(1)
     _loading("data.name", config.data.name, lambda: corpus_for(config))
     server_model = _loading("model.name", config.model.name, lambda: _ServerModel(config))
@@ -185,11 +188,21 @@ def _run(grid: Grid, context: Context) -> None:
     check_partitions(partitions.learn(grid, nodes), partitions, config)
     check_split(config, partitions.num_partitions)
     strategy.sampler = PartitionSampler(config.seed, partitions.of)
-    results = RunResults.create(folder_for(config, time.strftime("%Y%m%d-%H%M%S")))
-    log(INFO, "fedtune: writing results to %s", results.folder)
+    if resumed is None:
+        results = RunResults.create(folder_for(config, time.strftime("%Y%m%d-%H%M%S")))
+        strategy.run_key = secrets.token_hex(8)
+        log(INFO, "fedtune: writing results to %s", results.folder)
+    else:
+        folder, checkpoint = resumed
+        results = RunResults.resume(folder, checkpoint.round)
+        strategy.run_key = str(checkpoint.state["run-key"])
+        log(INFO, "fedtune: resuming %s after round %d", folder, checkpoint.round)
 
     wall_started = time.perf_counter()
-    final = run_rounds(grid, strategy, config, results, server_model.evaluate, partitions)
+    checkpoint = resumed[1] if resumed else None
+    final = run_rounds(
+        grid, strategy, config, results, server_model.evaluate, partitions, checkpoint
+    )
 
     server_model.save(final, results.folder)
     title = f"{config.model.name} on {config.data.name}, {config.strategy.name}"

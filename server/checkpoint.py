@@ -1,30 +1,71 @@
-"""The global trainable tensors after each round, written so a crash never leaves half a file."""
+"""Everything a run needs to go on after its server process dies, written after each round.
+
+One safetensors file holds the tensors (the global model and each strategy's tensor state) and,
+in its metadata, the rest as JSON: the round, the run config, the run key clients file their
+state under, the strategy's other state and the digests of accepted updates. One file replaced
+with ``os.replace`` is all or nothing: a kill at any moment leaves the last complete checkpoint.
+``checkpoint.json`` repeats the metadata for people to read; resuming reads only the safetensors.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_INFO = "checkpoint.json"
+_METADATA_KEY = "fedtune"
+_VERSION = 2
 
 
-def save_checkpoint(folder: Path, server_round: int, tensors: Mapping[str, torch.Tensor]) -> Path:
-    """Replace the run's checkpoint with the tensors of ``server_round``."""
+class CheckpointError(ValueError):
+    """The folder holds no checkpoint fedtune can resume from."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A run after ``round``: tensors, and JSON-able state beside them."""
+
+    round: int
+    tensors: dict[str, torch.Tensor]
+    state: dict[str, Any]
+
+
+def save_checkpoint(folder: Path, checkpoint: Checkpoint) -> Path:
+    """Replace the run's checkpoint, atomically."""
     path = folder / CHECKPOINT_FILE
     tmp = folder / (CHECKPOINT_FILE + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    info = {"version": _VERSION, "round": checkpoint.round, **checkpoint.state}
+    # Strategies may hold one tensor under two names (flexlora's head); safetensors refuses that.
+    tensors = {k: v.detach().clone().contiguous() for k, v in checkpoint.tensors.items()}
+    save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(info, sort_keys=True)})
     os.replace(tmp, path)
-    (folder / CHECKPOINT_INFO).write_text(json.dumps({"round": server_round}) + "\n")
+    readable = folder / (CHECKPOINT_INFO + ".tmp")
+    readable.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    os.replace(readable, folder / CHECKPOINT_INFO)
     return path
 
 
-def load_checkpoint(folder: Path) -> tuple[int, dict[str, torch.Tensor]]:
-    """The last saved round and its tensors."""
-    info = json.loads((folder / CHECKPOINT_INFO).read_text())
-    return int(info["round"]), load_file(str(folder / CHECKPOINT_FILE))
+def load_checkpoint(folder: Path) -> Checkpoint:
+    """The last checkpoint written in ``folder``; a ``CheckpointError`` saying why not."""
+    path = folder / CHECKPOINT_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} holds no {CHECKPOINT_FILE}: nothing to resume from")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            info = json.loads((handle.metadata() or {})[_METADATA_KEY])
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own types for a bad file
+        raise CheckpointError(f"{path} cannot be read ({err})") from None
+    if not isinstance(info, Mapping) or info.get("version") != _VERSION:
+        raise CheckpointError(f"{path} was written by another version of fedtune")
+    state = {k: v for k, v in info.items() if k not in ("version", "round")}
+    return Checkpoint(int(info["round"]), tensors, state)

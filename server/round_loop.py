@@ -14,11 +14,11 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from federated import message_keys as keys
-from federated.config import RunConfig
+from federated.config import RunConfig, run_config_to_flat
 from federated.evaluation import EvalResult
 from federated.reply_contract import eval_metric_keys
 from federated.results import RunResults
-from server.checkpoint import save_checkpoint
+from server.checkpoint import Checkpoint, save_checkpoint
 from server.exchange import Exchange, exchange
 from server.node_partitions import NodePartitions
 from server.reply_screen import ClientRound, TrainScreen, screen_evaluate
@@ -135,8 +135,10 @@ def run_rounds(
     results: RunResults,
     evaluate_global: GlobalEvaluation,
     partitions: NodePartitions,
+    resumed: Checkpoint | None = None,
 ) -> GlobalModel:
-    """Run ``config.num_server_rounds`` rounds from the strategy's model; return the final one.
+    """Run ``config.num_server_rounds`` rounds from the strategy's model, or those after the
+    ``resumed`` checkpoint's round (the strategy restored from it); return the final model.
     ``partitions`` knows the nodes that said which partition they hold; nodes that join later
     are asked before the round that could sample them."""
     rounds = config.num_server_rounds
@@ -144,13 +146,18 @@ def run_rounds(
     screen = TrainScreen(strategy, config)
     screen.examples = example_bound(config, partitions.num_partitions)
     screen.partition_of = partitions.of
-    initial_test = evaluate_global(strategy.model)
     left_out = [{"node_id": n, "reason": why} for n, why in sorted(partitions.refused.items())]
-    results.append_round(
-        {"round": 0, **_prefixed("test", initial_test), "nodes_left_out": left_out}
-    )
-    log(INFO, "[round 0/%d] initial model: test loss %.4f", rounds, initial_test.loss)
-    for server_round in range(1, rounds + 1):
+    if resumed is None:
+        initial_test = evaluate_global(strategy.model)
+        results.append_round(
+            {"round": 0, **_prefixed("test", initial_test), "nodes_left_out": left_out}
+        )
+        log(INFO, "[round 0/%d] initial model: test loss %.4f", rounds, initial_test.loss)
+    else:
+        screen.replays.accepted = {str(k): int(v) for k, v in resumed.state["replays"].items()}
+    first = resumed.round + 1 if resumed else 1
+    flat_config = run_config_to_flat(config)
+    for server_round in range(first, rounds + 1):
         started = time.perf_counter()
         log(INFO, "[round %d/%d] training", server_round, rounds)
         if not _client_dp_allows(strategy, server_round):
@@ -204,7 +211,11 @@ def run_rounds(
         record["bytes_down"] = record["train_bytes_down"] + record["eval_bytes_down"]
         record["bytes_up"] = record["train_bytes_up"] + record["eval_bytes_up"]
         results.append_round(record)
-        save_checkpoint(results.folder, server_round, strategy.model.flat())
+        state = {
+            "config": flat_config, "run-key": strategy.run_key,
+            "strategy": strategy.state_info(), "replays": screen.replays.accepted,
+        }  # fmt: skip
+        save_checkpoint(results.folder, Checkpoint(server_round, strategy.state_tensors(), state))
         log(INFO, "%s", _round_line(record, rounds))
     return strategy.model
 

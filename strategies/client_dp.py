@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -96,6 +97,14 @@ class ClientLevelDp:
         self.generator = secret_generator("client-level")
         self.population = 0  # nodes connected when the current round sampled
         self._released: tuple[float, float | None, float] | None = None
+
+    def state(self) -> dict[str, Any]:
+        """What a resumed run needs: the ledger so far and adaptive clipping's bound."""
+        return {"events": [list(e) for e in self.ledger.events], "bound": self.bound}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.ledger = PrivacyLedger([(float(n), float(q), int(t)) for n, q, t in state["events"]])
+        self.bound = float(state["bound"])
 
     def sample(self, connected: Sequence[int]) -> list[int]:
         """This round's clients: each connected node independently at rate q, in secret."""

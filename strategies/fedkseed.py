@@ -20,7 +20,7 @@ from federated.config import RobustSettings, RunConfig
 from federated.wire import tensors_to_record
 from federated.zo.sums_sync import SumsLedger
 from strategies.lora_factors import normalised_weights
-from strategies.lora_strategy import GlobalModel, LoraStrategy, Payload, Tensors
+from strategies.lora_strategy import STATE_PREFIX, GlobalModel, LoraStrategy, Payload, Tensors
 
 
 def aggregate_seed_scalars(
@@ -93,6 +93,25 @@ class FedKSeed(LoraStrategy):
     def initial_model(pool_size: int) -> GlobalModel:
         return GlobalModel({keys.SEED_SUMS: torch.zeros(pool_size)})
 
+    def state_tensors(self) -> Tensors:
+        return {
+            **super().state_tensors(),
+            f"{STATE_PREFIX}amplitude-sums": self.amplitude_sums,
+            f"{STATE_PREFIX}counts": self.counts,
+        }
+
+    def state_info(self) -> dict[str, Any]:
+        return {**super().state_info(), "sums-version": self.ledger.version}
+
+    def restore(self, tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> None:
+        """The sums, their version and Pro's record; no node is known to hold any version
+        (the nodes of a resumed run are new), so each gets the sums in full first."""
+        super().restore(tensors, info)
+        self.amplitude_sums = tensors[f"{STATE_PREFIX}amplitude-sums"].double()
+        self.counts = tensors[f"{STATE_PREFIX}counts"].double()
+        self.ledger = SumsLedger(self.model.trainable[keys.SEED_SUMS].clone(),
+                                 version=int(info["sums-version"]))  # fmt: skip
+
     def probabilities(self) -> torch.Tensor:
         return seed_probabilities(self.amplitude_sums, self.counts)
 
@@ -113,6 +132,7 @@ class FedKSeed(LoraStrategy):
                     keys.SERVER_ROUND: server_round,
                     keys.SUMS_VERSION: self.ledger.version,
                     keys.SUMS_BASE_VERSION: base,
+                    **({keys.RUN_KEY: self.run_key} if self.run_key else {}),
                 }
             )
             content = RecordDict({keys.ARRAYS: tensors_to_record(arrays), keys.CONFIG: config})

@@ -6,7 +6,7 @@ Resources", NeurIPS 2024, https://arxiv.org/abs/2402.11505.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -15,6 +15,7 @@ from federated.round_plan import RoundPlan
 from strategies.fedavg import aggregate_fedavg
 from strategies.lora_factors import Factors, best_rank_approximation, mean_of_products
 from strategies.lora_strategy import (
+    STATE_PREFIX,
     GlobalModel,
     Payload,
     ServerRankStrategy,
@@ -79,6 +80,18 @@ class FlexLora(ServerRankStrategy):
 
     def train_payload(self) -> Payload:
         return Payload(self.client_start, {}, RoundPlan())
+
+    def state_tensors(self) -> Tensors:
+        start = {f"{STATE_PREFIX}client-start/{k}": v for k, v in self.client_start.items()}
+        return {**super().state_tensors(), **start}
+
+    def restore(self, tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> None:
+        super().restore(tensors, info)
+        prefix = f"{STATE_PREFIX}client-start/"
+        start = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+        if start.keys() != self.client_start.keys():
+            raise ValueError("the checkpoint holds no flexlora client start")
+        self.client_start = start
 
     def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:
         mean_product, truncated = aggregate_flexlora(

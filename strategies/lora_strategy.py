@@ -48,6 +48,21 @@ class GlobalModel:
             **{f"{keys.BASE_DELTA}/{m}": t for m, t in self.base_delta.items()},
         }
 
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, torch.Tensor]) -> GlobalModel:
+        """The model ``flat`` wrote, from a mapping that may hold other (``strategy/``) keys."""
+        prefix = f"{keys.BASE_DELTA}/"
+        trainable = {k: v for k, v in flat.items() if "/" not in k}
+        delta = {k.removeprefix(prefix): v for k, v in flat.items() if k.startswith(prefix)}
+        return cls(trainable, delta)
+
+
+def _shapes(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in tensors.items()}
+
+
+STATE_PREFIX = "strategy/"  # checkpoint tensors that are a strategy's state, not the model
+
 
 def add_to_base_delta(
     delta: Mapping[str, torch.Tensor], additions: Mapping[str, torch.Tensor], scale: float
@@ -102,6 +117,7 @@ class LoraStrategy(FedAvg):
         self.client_dp: ClientLevelDp | None = None  # set by build_strategy for dp.client-level
         self.robust: RobustSettings | None = None  # set by build_strategy for robust.method
         self.sampler: PartitionSampler | None = None  # set by the server once nodes answer
+        self.run_key = ""  # names the files clients keep for the run (``client.node_files``)
 
     @classmethod
     def from_config(
@@ -157,6 +173,29 @@ class LoraStrategy(FedAvg):
             return None
         return self.train_metrics_aggr_fn([m.content for m in replies], self.weighted_by_key)
 
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_tensors(self) -> Tensors:
+        """The tensors a restarted server needs to go on: the global model, and what a subclass
+        adds under ``STATE_PREFIX``."""
+        return self.model.flat()
+
+    def state_info(self) -> dict[str, Any]:
+        """The rest of the strategy's state, as JSON: client-level DP's ledger and bound."""
+        return {"client-dp": self.client_dp.state()} if self.client_dp is not None else {}
+
+    def restore(self, tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> None:
+        """Take up the state ``state_tensors`` and ``state_info`` gave; a ``ValueError`` when
+        the model it holds is not this strategy's."""
+        model = GlobalModel.from_flat(tensors)
+        modules = {p.module for p in self.pairs}
+        if _shapes(model.trainable) != _shapes(self.model.trainable) or not (
+            set(model.base_delta) <= modules
+        ):
+            raise ValueError("the checkpoint's tensors are not this run's model")
+        self.model = model
+        if self.client_dp is not None:
+            self.client_dp.restore(info["client-dp"])
+
     # -- the math ----------------------------------------------------------------------------
     @abstractmethod
     def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:
@@ -195,6 +234,8 @@ class LoraStrategy(FedAvg):
     ) -> list[Message]:
         configure = self.configure_train if kind == "train" else self.configure_evaluate
         config = payload.plan.to_config(ConfigRecord())
+        if self.run_key:
+            config[keys.RUN_KEY] = self.run_key
         messages = list(configure(server_round, tensors_to_record(payload.trainable), config, grid))
         if payload.base_delta:
             delta = tensors_to_record(payload.base_delta)

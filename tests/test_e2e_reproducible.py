@@ -4,13 +4,9 @@ by (seed, partition, round), and the server sums their updates in partition orde
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-import torch
-from safetensors.torch import load_file
 
+from tests.run_files import assert_same_outcomes, assert_same_tensors, checkpoint_tensors, rounds
 from tests.simulate import simulate
 
 pytestmark = pytest.mark.slow
@@ -19,34 +15,18 @@ CONFIG = {
     "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
     "data.max-per-class": 60, "data.partitioner": "dirichlet", "num-server-rounds": 2,
     "train.local-steps": 3, "lora.dropout": 0.1, "strategy.fraction-train": 0.5,
-    "strategy.min-train-nodes": 2, "strategy.fraction-evaluate": 0.5,
-    "seed": 7,
+    "strategy.min-train-nodes": 2, "strategy.fraction-evaluate": 0.5, "seed": 7,
 }  # fmt: skip
 CLIENTS = 5
 
 
-def _launch(tmp_path: Path, name: str) -> tuple[list[dict], dict[str, torch.Tensor]]:
-    folder = simulate({**CONFIG, "output-dir": str(tmp_path), "run-name": name}, CLIENTS)
-    rounds = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    return rounds, load_file(str(folder / "adapter" / "adapter_model.safetensors"))
-
-
-def _outcome(record: dict) -> dict:
-    """What must repeat: the losses and, per partition, who trained and what it reported."""
-    clients = [
-        (c["partition_id"], c["status"], c["train_loss"], c["num_examples"], c["eval_status"])
-        for c in record.get("clients", [])
-    ]
-    losses = {k: v for k, v in record.items() if k.endswith(("_loss", "_accuracy"))}
-    return {**losses, "clients": clients}
-
-
 def test_two_launches_with_the_same_seed_give_the_same_metrics_and_weights(tmp_path) -> None:
-    first, first_weights = _launch(tmp_path, "first")
-    second, second_weights = _launch(tmp_path, "second")
-    assert [_outcome(r) for r in first] == [_outcome(r) for r in second]
-    assert first_weights.keys() == second_weights.keys()
-    for name, tensor in first_weights.items():
-        assert torch.equal(tensor, second_weights[name]), name
-    assert all(r["clients_sampled"] < CLIENTS for r in first[1:])  # the draw mattered
-    assert first[-1]["test_loss"] != first[0]["test_loss"]  # the runs trained something
+    first, second = (
+        simulate({**CONFIG, "output-dir": str(tmp_path), "run-name": name}, CLIENTS)
+        for name in ("first", "second")
+    )
+    assert_same_outcomes(rounds(first), rounds(second))
+    assert_same_tensors(checkpoint_tensors(first), checkpoint_tensors(second))
+    trained = rounds(first)
+    assert all(r["clients_sampled"] < CLIENTS for r in trained[1:])  # the draw mattered
+    assert trained[-1]["test_loss"] != trained[0]["test_loss"]  # the runs trained something

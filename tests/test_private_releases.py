@@ -15,7 +15,7 @@ from flwr.common.serde import make_message
 
 from client import app as client_app
 from client import lora_round, zo_round
-from client.privacy_state import STATE_DIR_ENV
+from client.node_files import STATE_DIR_ENV
 from federated import message_keys as keys
 from federated.config import ConfigError, parse_run_config
 from federated.models import load_tokenizer
@@ -168,7 +168,7 @@ def test_a_client_whose_ledger_cannot_be_read_does_not_train(
 ) -> None:
     monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path))
     client_app.train(_train_message(BASE), _context(BASE))
-    (ledger,) = (tmp_path / "privacy").glob("run-5-partition-0-of-2.json")
+    (ledger,) = (tmp_path / "privacy").glob("run-flwr5-partition-0-of-2.json")
     ledger.write_text(ledger.read_text()[:-7])  # a torn write, a bad disk
     with pytest.raises(RuntimeError, match="cannot read this node's privacy ledger"):
         client_app.train(_train_message(BASE), _context(BASE))

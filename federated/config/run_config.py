@@ -34,6 +34,11 @@ class RunConfig:
     output_dir: str = option(
         "results", "Where runs are written, relative to where flwr run starts the app."
     )
+    resume: str = option(
+        "",
+        "A run folder to go on from, after its last checkpointed round; the config must be the "
+        "run's, but for resume, run-name, output-dir and the server's timeouts and retries.",
+    )
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)

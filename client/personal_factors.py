@@ -1,0 +1,55 @@
+"""A client's own B factors (fedsa-lora), kept on the node between the rounds it trains.
+
+They go to a file per round (``client.node_files``), not only to Flower's node state, which
+dies with the process: a resumed run finds the factors its uninterrupted self would have used,
+the newest from a round before the current one, even when the server died after this client
+had already trained the round again."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from flwr.app import Context
+from safetensors.torch import load_file, save
+
+from client.node_files import node_file, replace_file
+
+_ROUND = re.compile(r"\.round-(\d+)\.safetensors$")
+
+
+class PersonalFactors:
+    """This node's personal B factors in one run, one file per round it trained."""
+
+    def __init__(self, context: Context, key: str, partition: tuple[int, int]) -> None:
+        template = node_file(context, "personal", key, partition, "round-0.safetensors")
+        self.folder, self.stem = template.parent, template.name.removesuffix(".round-0.safetensors")
+
+    def _files(self) -> dict[int, Path]:
+        if not self.folder.is_dir():
+            return {}
+        found = {}
+        for path in self.folder.glob(f"{self.stem}.round-*.safetensors"):
+            match = _ROUND.search(path.name)
+            if match:
+                found[int(match.group(1))] = path
+        return found
+
+    def before(self, server_round: int) -> tuple[int | None, dict[str, torch.Tensor]]:
+        """The newest factors from a round before ``server_round``, and that round (None and
+        nothing before the client's first round)."""
+        earlier = [r for r in self._files() if r < server_round]
+        if not earlier:
+            return None, {}
+        latest = max(earlier)
+        return latest, load_file(str(self._files()[latest]))
+
+    def save(self, server_round: int, factors: dict[str, torch.Tensor], since: int | None) -> None:
+        """Keep ``factors`` as this round's; drop files older than ``since``, the round they
+        started from, which a rerun of this round would need again."""
+        path = self.folder / f"{self.stem}.round-{server_round}.safetensors"
+        replace_file(path, save({k: v.contiguous() for k, v in factors.items()}))
+        for old_round, old in self._files().items():
+            if old_round < (since if since is not None else server_round):
+                old.unlink(missing_ok=True)

@@ -1,0 +1,54 @@
+"""Going on from a run's last checkpoint (``resume=RUN_DIR``).
+
+A resumed run must give what the uninterrupted one would have: its config must be the run's in
+every key that changes the result. Only where the run is written (``run-name``, ``output-dir``,
+``resume`` itself) and how long the server waits (its timeouts and retries) may differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from federated.config import ConfigError, RunConfig, run_config_to_flat
+from server.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from strategies.lora_strategy import LoraStrategy
+
+FREE_KEYS = frozenset(
+    {
+        "resume", "run-name", "output-dir", "server.round-timeout",
+        "server.node-wait-timeout", "server.round-retries",
+    }
+)  # fmt: skip
+
+
+def config_differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, tuple]:
+    """The keys, outside ``FREE_KEYS``, whose values differ: key -> (the run's, this one's)."""
+    names = (set(saved) | set(now)) - FREE_KEYS
+    return {k: (saved.get(k), now.get(k)) for k in sorted(names) if saved.get(k) != now.get(k)}
+
+
+def resume_run(config: RunConfig, strategy: LoraStrategy) -> tuple[Path, Checkpoint]:
+    """The run folder and checkpoint ``config.resume`` names, the strategy restored from it; a
+    ``ConfigError`` in one line when the run cannot go on with this config."""
+    folder = Path(config.resume).expanduser().resolve()
+    where = f"run config 'resume' = {config.resume!r}"
+    try:
+        checkpoint = load_checkpoint(folder)
+    except CheckpointError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    differ = config_differences(checkpoint.state.get("config", {}), run_config_to_flat(config))
+    if differ:
+        shown = "; ".join(f"{k}: run {a!r}, now {b!r}" for k, (a, b) in list(differ.items())[:6])
+        raise ConfigError(
+            f"{where}: this config differs from the run's in {len(differ)} key(s) that change "
+            f"the result ({shown}); resume with the run's values"
+        )
+    if checkpoint.round >= config.num_server_rounds:
+        raise ConfigError(f"{where}: the run finished all its {checkpoint.round} rounds")
+    try:
+        strategy.restore(checkpoint.tensors, checkpoint.state["strategy"])
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"{where}: the checkpoint does not fit this run ({err})") from None
+    return folder, checkpoint
