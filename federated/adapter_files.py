@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
 from federated.local_model import LocalModel
-from federated.lora import base_weight_key, save_adapter
+from federated.lora import base_weight_key, in_weight_layout, save_adapter
 
 BASE_DELTA_FILE = "base_delta.safetensors"
 
@@ -38,5 +38,5 @@ def load_global_adapter(base: PreTrainedModel, folder: Path) -> PeftModel:
         with torch.no_grad():
             for module, delta in load_file(str(path)).items():
                 weight = params[base_weight_key(module)]
-                weight.add_(delta.to(weight.dtype))
+                weight.add_(in_weight_layout(model, module, delta).to(weight.dtype))
     return model

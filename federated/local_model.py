@@ -20,6 +20,7 @@ from peft import PeftModel
 from federated.lora import (
     LoraPair,
     base_weight_key,
+    in_weight_layout,
     load_trainable_state,
     lora_pairs,
     trainable_parameters,
@@ -84,7 +85,11 @@ class LocalModel:
                 weight = params[base_weight_key(pair.module)]
                 original = self.original_base[pair.module]
                 delta = base_delta.get(pair.module)
-                weight.copy_(original if delta is None else original + delta.to(original.dtype))
+                if delta is None:
+                    weight.copy_(original)
+                else:
+                    delta = in_weight_layout(self.model, pair.module, delta)
+                    weight.copy_(original + delta.to(original.dtype))
         unexpected = set(trainable) - set(self.initial)
         if unexpected:
             raise ValueError(f"unexpected trainable tensors: {sorted(unexpected)[:3]}")

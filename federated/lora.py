@@ -230,6 +230,12 @@ def base_weight_key(module: str) -> str:
     return f"{module}.base_layer.weight"
 
 
+def in_weight_layout(model: nn.Module, module: str, delta: torch.Tensor) -> torch.Tensor:
+    """A dense (out, in) delta, such as B·A, in the layout of ``module``'s base weight: transposed
+    where the layer stores (in, out), as GPT-2's ``Conv1D`` does (peft's ``fan_in_fan_out``)."""
+    return delta.T if getattr(model.get_submodule(module), "fan_in_fan_out", False) else delta
+
+
 def save_adapter(model: PeftModel, path: Path) -> None:
     """Save the adapter in peft's own format, loadable with ``PeftModel.from_pretrained``.
 
