@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -184,8 +185,9 @@ def _run(grid: Grid, context: Context) -> None:
     nodes = wait_for_nodes(
         grid, config.strategy.min_available_nodes, config.server.node_wait_timeout
     )
-    partitions = NodePartitions(config.server.round_timeout)
-    check_partitions(partitions.learn(grid, nodes), partitions, config)
+    partitions = NodePartitions()  # a first message can wait for a cold client to start
+    wait = config.server.node_wait_timeout or math.inf
+    check_partitions(partitions.learn(grid, nodes, wait), partitions, config)
     check_split(config, partitions.num_partitions)
     strategy.sampler = PartitionSampler(config.seed, partitions.of)
     if resumed is None:

@@ -23,18 +23,19 @@ from server.reply_validation import check_partition_reply
 class NodePartitions:
     """node ID -> partition, for the nodes that answered soundly; learned once per node."""
 
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
+    def __init__(self) -> None:
         self.of: dict[int, int] = {}
         self.num_partitions: int | None = None
         self.refused: dict[int, str] = {}  # nodes whose answer was unusable, and why
 
-    def learn(self, grid: Grid, nodes: Iterable[int]) -> dict[int, str]:
-        """Ask the nodes not asked before which partition they hold; the new refusals, by node.
+    def learn(self, grid: Grid, nodes: Iterable[int], timeout: float) -> dict[int, str]:
+        """Ask the nodes not asked before which partition they hold, waiting up to ``timeout``
+        seconds for their answers; the new refusals, by node.
 
         The first answers fix the number of partitions (the most common claim). A node that
         claims another number, a partition already held, or fails to answer is left out of
-        sampling, and logged; it is not asked again, unless it only failed to answer in time.
+        sampling, and logged; it is not asked again (a silent node would otherwise hold up every
+        round by the timeout).
         """
         unknown = sorted(n for n in nodes if n not in self.of and n not in self.refused)
         if not unknown:
@@ -43,8 +44,8 @@ class NodePartitions:
             Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY)
             for node in unknown
         ]
-        answers = exchange(grid, messages, timeout=self.timeout)
-        refused = {node: f"no answer within {self.timeout:g} s" for node in answers.timed_out}
+        answers = exchange(grid, messages, timeout=timeout)
+        refused = {node: f"no answer within {timeout:g} s" for node in answers.timed_out}
         claims: dict[int, tuple[int, int]] = {}
         for reply in answers.replies:
             node = reply.metadata.src_node_id
@@ -69,6 +70,5 @@ class NodePartitions:
                 self.of[node] = held[partition] = partition
         for node, reason in sorted(refused.items()):
             log(WARNING, "node %d left out of sampling: %s", node, reason)
-        late = set(answers.timed_out)
-        self.refused.update({node: why for node, why in refused.items() if node not in late})
+        self.refused.update(refused)
         return refused

@@ -162,7 +162,7 @@ def run_rounds(
         log(INFO, "[round %d/%d] training", server_round, rounds)
         if not _client_dp_allows(strategy, server_round):
             break
-        partitions.learn(grid, grid.get_node_ids())
+        partitions.learn(grid, grid.get_node_ids(), config.server.round_timeout)
         training = _train_with_retries(grid, strategy, config, screen, server_round)
         train_ex, valid, clients = training.exchange, training.valid, training.clients
         train_metrics, aggregation_seconds = training.metrics, training.aggregation_seconds

@@ -18,8 +18,9 @@ class ServerSettings:
     )
     node_wait_timeout: float = option(
         300.0,
-        "Seconds to wait for strategy.min-available-nodes nodes to connect before round 1 "
-        "(0: forever); then the run stops as failed.",
+        "Seconds to wait for strategy.min-available-nodes nodes to connect before round 1, "
+        "and for each to say which data partition it holds (0: forever); then the run stops "
+        "as failed.",
         minimum=0.0,
     )
     max_update_norm: float = option(
