@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import is_offline_mode
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -33,6 +34,7 @@ from transformers import (
     BertForSequenceClassification,
     LlamaConfig,
     LlamaForCausalLM,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -218,6 +220,32 @@ def load_base_model(
         extra = _classification_kwargs(num_labels) if task == TASK_CLASSIFICATION else {}
         with _explain_load_failure(name):
             return auto_class.from_pretrained(_local_or_hub(name), dtype=torch.float32, **extra)
+
+
+def base_model_config(name: str, task: str, num_labels: int | None = None) -> PretrainedConfig:
+    """The transformers config ``load_base_model`` would build the model from, without weights."""
+    _check_task_arguments(name, task, num_labels)
+    if name in ("tiny-llama", "tiny-bert"):
+        tokenizer = load_tokenizer(name)
+        if name == "tiny-llama":
+            return _tiny_llama_config(tokenizer)
+        return _tiny_bert_config(tokenizer, num_labels)
+    folder = {"smollm2-135m": _smollm2_checkpoint, "minilm-l6": _minilm_dir}.get(name)
+    extra = _classification_kwargs(num_labels) if task == TASK_CLASSIFICATION else {}
+    with _explain_load_failure(name):
+        source = str(folder()) if folder else _local_or_hub(name)
+        return AutoConfig.from_pretrained(source, **extra)
+
+
+def skeleton_model(name: str, task: str, num_labels: int | None = None) -> PreTrainedModel:
+    """The base model on torch's meta device: every shape and dtype of the real one, no memory
+    and no compute, for planning what a device can hold."""
+    config = base_model_config(name, task, num_labels)
+    auto_class = (
+        AutoModelForCausalLM if task == TASK_CAUSAL_LM else AutoModelForSequenceClassification
+    )
+    with torch.device("meta"):
+        return auto_class.from_config(config, dtype=torch.float32)
 
 
 def _check_task_arguments(name: str, task: str, num_labels: int | None) -> None:

@@ -12,6 +12,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from peft import PeftModel
+from transformers import PreTrainedModel
+
 from federated.config import ConfigError, DataSettings, LoraSettings, ModelSettings, RunConfig
 from federated.data.chatterbot import load_chatterbot
 from federated.data.corpus import Corpus
@@ -89,12 +92,22 @@ def _lora_model(
     model: ModelSettings, lora: LoraSettings, rank: int, task: str, labels: int | None, seed: int
 ) -> LocalModel:
     base = load_base_model(model.name, task, num_labels=labels, seed=seed)
+    peft_model = wrapped(base, model, lora, rank, task, seed)
+    return LocalModel.wrap(peft_model, load_tokenizer(model.name), rank)
+
+
+def wrapped(
+    base: PreTrainedModel, model: ModelSettings, lora: LoraSettings, rank: int, task: str,
+    seed: int,
+) -> PeftModel:  # fmt: skip
+    """``base`` with the run's LoRA adapter at ``rank`` (targets: the setting, else the preset's,
+    else every linear layer)."""
     targets = lora.targets
     if targets is None:
         preset = PRESETS.get(model.name)
         targets = preset.default_target_modules if preset else (ALL_LINEAR,)
     try:
-        peft_model = wrap_with_lora(
+        return wrap_with_lora(
             base,
             task,
             rank=rank,
@@ -106,7 +119,6 @@ def _lora_model(
     except ValueError as err:  # a target that is missing or an embedding: the user's setting
         key = f"run config 'lora.target-modules' = {lora.target_modules!r}"
         raise ConfigError(f"{key}: {err}") from None
-    return LocalModel.wrap(peft_model, load_tokenizer(model.name), rank)
 
 
 def lora_model(config: RunConfig, rank: int | None = None, fresh: bool = False) -> LocalModel:

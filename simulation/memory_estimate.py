@@ -1,0 +1,144 @@
+"""How much memory a client's training job needs, from the model's own config, without running it.
+
+The model is built on torch's meta device (shapes, no storage) with the run's LoRA adapter, and
+one training step's forward runs on a meta batch through fedtune's own loss: every tensor that
+autograd saves for the backward pass is seen, with its real shape and dtype, so attention,
+dropout masks, the vocabulary's logits and whatever a new architecture does are all counted
+as they are, not from a formula. What the step adds beyond the saved tensors (gradients flowing
+back, the loss's temporaries) is a multiple of the largest saved tensor, and the Python and
+PyTorch runtime a fixed amount, both measured (``benchmarks/simulation``).
+
+LoRA: weights + trainable gradients and AdamW's two moments + saved activations + the step's
+transients; under record-level DP, opacus's per-sample gradients (batch x trainable weights,
+except in ghost mode). Zeroth-order: weights + the forward's transients, no saved activations
+(no autograd), plus one perturbation of the largest perturbed tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from federated.config import RunConfig
+from federated.losses import loss_terms
+from federated.models import skeleton_model
+from federated.tasks import TASK_CAUSAL_LM
+from federated.workspace import num_labels, wrapped
+
+# Memory of the runtime itself (Python, torch, transformers, peft and Flower's client imported),
+# measured as this machine's resident set before any model is built (benchmarks/simulation).
+RUNTIME_BYTES = 450e6
+# Beyond the tensors saved for backward, a step holds gradients on their way back and the
+# loss's temporaries: about this many times the largest saved tensor (measured, same place).
+TRANSIENT_FACTOR = 2.0
+# A zeroth-order step holds the largest output (the logits), its shifted copy and its log-softmax.
+ZO_TRANSIENT_FACTOR = 3.0
+# What a job holds beyond its tensors (allocator arenas, autograd's buffers, the tokenizer):
+# the measured job memory of the tiny models less their estimated tensors, about the same for each.
+JOB_OVERHEAD_BYTES = 60e6
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes of each part of a training job's peak."""
+
+    runtime: float
+    weights: float
+    optimizer: float  # trainable gradients and AdamW moments; per-sample gradients under DP
+    activations: float  # saved for the backward pass
+    transient: float
+    overhead: float = JOB_OVERHEAD_BYTES
+
+    @property
+    def job(self) -> float:
+        """What the job adds to the runtime."""
+        return self.weights + self.optimizer + self.activations + self.transient + self.overhead
+
+    @property
+    def total(self) -> float:
+        return self.runtime + self.job
+
+
+@lru_cache(maxsize=8)
+def _skeleton(config: RunConfig, rank: int) -> torch.nn.Module:
+    base = skeleton_model(config.model.name, config.task, num_labels(config))
+    if config.mode == "zo" and config.zo.params == "full":
+        return base
+    return wrapped(base, config.model, config.lora, rank, config.task, config.seed)
+
+
+def _bytes(tensors: list[torch.Tensor]) -> float:
+    return float(sum(t.numel() * t.element_size() for t in tensors))
+
+
+def _meta_batch(config: RunConfig, batch: int, length: int) -> dict[str, torch.Tensor | None]:
+    ids = torch.zeros(batch, length, dtype=torch.long, device="meta")
+    labels = ids if config.task == TASK_CAUSAL_LM else ids[:, 0]
+    # No mask: transformers reads a mask's values to pick its attention path, which meta tensors
+    # do not have; the mask itself is batch x length² booleans at most.
+    return {"input_ids": ids, "attention_mask": None, "labels": labels}
+
+
+def _saved_for_backward(model: torch.nn.Module, config: RunConfig, batch: int, length: int):
+    """The distinct storages autograd saves in one training forward, by storage."""
+    saved: dict[int, torch.Tensor] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        saved.setdefault(storage._cdata, tensor)
+        return tensor
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss_terms(model, _meta_batch(config, batch, length), config.task).mean_loss()
+    return [t.untyped_storage() for t in saved.values()]
+
+
+def estimate_memory(config: RunConfig, batch: int, length: int, rank: int) -> MemoryEstimate:
+    """The peak memory of one client's round: ``config``'s model, mode and privacy, at this
+    LoRA ``rank``, ``batch`` examples of ``length`` tokens a step."""
+    model = _skeleton(config, rank)
+    params = list(model.parameters())
+    weights = _bytes(params) + _bytes(list(model.buffers()))
+    trainable = _bytes([p for p in params if p.requires_grad])
+    if config.mode == "zo":
+        largest_output = _largest_output(model, config, batch, length)
+        perturbed = max(
+            (t.numel() * t.element_size() for t in params if config.zo.params == "full"
+             or t.requires_grad),
+            default=0,
+        )  # fmt: skip
+        transient = ZO_TRANSIENT_FACTOR * largest_output + perturbed
+        return MemoryEstimate(RUNTIME_BYTES, weights, 0.0, 0.0, transient)
+    storages = _saved_for_backward(model, config, batch, length)
+    activations = float(sum(s.nbytes() for s in storages))
+    largest = max((s.nbytes() for s in storages), default=0)
+    optimizer = 3 * trainable  # a gradient and AdamW's two moments per trainable weight
+    if config.dp.record_level and config.dp.grad_sample_mode != "ghost":
+        optimizer += batch * trainable
+    return MemoryEstimate(RUNTIME_BYTES, weights, optimizer, activations,
+                          TRANSIENT_FACTOR * largest)  # fmt: skip
+
+
+def _largest_output(model: torch.nn.Module, config: RunConfig, batch: int, length: int) -> float:
+    """The largest tensor a no-grad forward makes (the logits, for a language model)."""
+    largest = 0.0
+
+    def watch(_module: torch.nn.Module, _inputs: object, output: object) -> None:
+        nonlocal largest
+        tensor = getattr(output, "logits", output)
+        if isinstance(tensor, tuple):
+            tensor = tensor[0]
+        if isinstance(tensor, torch.Tensor):
+            largest = max(largest, tensor.numel() * tensor.element_size())
+
+    handles = [m.register_forward_hook(watch) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            loss_terms(model, _meta_batch(config, batch, length), config.task)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return largest

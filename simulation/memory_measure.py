@@ -1,0 +1,104 @@
+"""The measured peak memory of a client's training job on this machine, to check the estimate.
+
+Each measurement runs in a fresh process: import what a client imports, read the resident set
+(the runtime), build the model, reset the kernel's high-water mark (``/proc/self/clear_refs``),
+take a few real training steps (``client.lora_trainer`` or ``client.zo_trainer``) on random
+examples of the given length, and read the high-water mark (the job's peak, runtime included).
+
+    python -m simulation.memory_measure '{"model.name": "tiny-llama"}' 8 96
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+_STEPS = 3
+
+
+def _status_bytes(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1]) * 1024  # the kernel reports kB
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def measure(
+    config: dict, batch: int, length: int, returning_allocator: bool = True
+) -> dict[str, float]:
+    """Resident bytes measured in a process of its own: with the runtime alone, once the model
+    is loaded, and at the training steps' peak. ``returning_allocator`` fixes glibc's mmap
+    threshold, so that freed blocks go back to the system at once: the tensors' own peak. With
+    glibc's default, which raises the threshold as blocks are freed, freed memory stays with the
+    process, and models made of many mid-size activations (the BERT family) hold up to twice as
+    much by the second step."""
+    allocator = {"MALLOC_MMAP_THRESHOLD_": "131072"} if returning_allocator else {}
+    command = [sys.executable, "-m", "simulation.memory_measure", json.dumps(config),
+               str(batch), str(length)]  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True,
+                          env={**os.environ, **allocator})  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _examples(task: str, batch: int, length: int, vocab: int) -> list[dict]:
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    examples = []
+    for _ in range(batch * _STEPS):
+        ids = torch.randint(10, vocab, (length,), generator=generator).tolist()
+        example = {"input_ids": ids, "attention_mask": [1] * length}
+        example.update({"labels": ids} if task == "causal-lm" else {"label": 0})
+        examples.append(example)
+    return examples
+
+
+def main() -> None:
+    import torch
+
+    import client.app  # noqa: F401 - a client's imports are part of its runtime
+    from client.dp_lora_trainer import train_lora_dp
+    from client.lora_trainer import train_lora
+    from client.zo_trainer import train_zo
+    from federated.config import parse_run_config
+    from federated.workspace import lora_model, zo_model
+
+    torch.set_num_threads(1)
+    config = parse_run_config(json.loads(sys.argv[1]))
+    batch, length = int(sys.argv[2]), int(sys.argv[3])
+    runtime = _status_bytes("VmRSS")
+    built = zo_model(config) if config.mode == "zo" else lora_model(config)
+    tokenizer = built.tokenizer
+    examples = _examples(config.task, batch, length, len(tokenizer))
+    loaded = _status_bytes("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # the high-water mark restarts here
+    generator = torch.Generator().manual_seed(0)
+    settings = dataclasses.replace(config.train, batch_size=batch, local_steps=_STEPS)
+    if config.mode == "zo":
+        train_zo(
+            built.model, built.targets, built.pool, examples, config.task, steps=_STEPS,
+            lr=config.zo.lr, eps=config.zo.eps, batch_size=batch,
+            structure=config.zo.perturbation, pad_token_id=tokenizer.pad_token_id,
+            generator=generator,
+        )  # fmt: skip
+    elif config.dp.record_level:
+        train_lora_dp(
+            built.model, examples, config.task, settings, noise_multiplier=1.0,
+            max_grad_norm=config.dp.max_grad_norm, sample_rate=batch / len(examples),
+            expected_batch=batch, mode=config.dp.grad_sample_mode,
+            pad_token_id=tokenizer.pad_token_id, generator=generator,
+        )  # fmt: skip
+    else:
+        train_lora(built.model, examples, config.task, settings,
+                   pad_token_id=tokenizer.pad_token_id, generator=generator)  # fmt: skip
+    peak = _status_bytes("VmHWM")
+    print(json.dumps({"runtime": runtime, "loaded": loaded, "peak": peak}))
+
+
+if __name__ == "__main__":
+    main()

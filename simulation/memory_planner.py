@@ -1,0 +1,67 @@
+"""What each device can train: the configured job if it fits in the profile's memory, else a
+smaller LoRA rank or batch, else zeroth-order (inference memory only), else nothing, with the
+reason. Estimates come from ``simulation.memory_estimate`` at the run's longest sequence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from federated.config import RunConfig
+from simulation.device_profiles import DeviceProfile
+from simulation.memory_estimate import MemoryEstimate, estimate_memory
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One device's job: its mode, rank and batch, or None when nothing fits."""
+
+    mode: str | None  # "lora", "zo", or None: the device is left out
+    rank: int
+    batch: int
+    estimate: MemoryEstimate | None
+    reason: str
+
+
+def _halvings(start: int) -> list[int]:
+    values = [start]
+    while values[-1] > 1:
+        values.append(values[-1] // 2)
+    return values
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def plan_device(
+    config: RunConfig, profile: DeviceProfile, *, smaller_ranks: bool, zo_fallback: bool
+) -> Plan:
+    """The largest job that fits ``profile``: the configured rank and batch first; then, batch
+    by batch from the configured one down, smaller ranks (``smaller_ranks``: the strategy serves
+    mixed ranks); then zeroth-order on the same LoRA factors (``zo_fallback``: a mixed
+    federation); else the device is left out."""
+    length, budget = config.model.max_length, profile.memory_bytes
+    smallest: MemoryEstimate | None = None
+    if config.mode == "lora":
+        ranks = _halvings(config.lora.rank) if smaller_ranks else [config.lora.rank]
+        for batch in _halvings(config.train.batch_size):
+            for rank in ranks:
+                estimate = estimate_memory(config, batch, length, rank)
+                smallest = estimate
+                if estimate.total <= budget:
+                    changed = (rank, batch) != (config.lora.rank, config.train.batch_size)
+                    why = f"fits at rank {rank}, batch {batch}" + (" (reduced)" if changed else "")
+                    return Plan("lora", rank, batch, estimate, f"{why}: {_gb(estimate.total)}")
+    if config.mode == "zo" or zo_fallback:
+        zo = replace(config, mode="zo")
+        for batch in _halvings(config.train.batch_size):
+            estimate = estimate_memory(zo, batch, length, config.lora.rank)
+            smallest = estimate if smallest is None or estimate.total < smallest.total else smallest
+            if estimate.total <= budget:
+                why = f"zeroth-order at batch {batch}: {_gb(estimate.total)}"
+                return Plan("zo", config.lora.rank, batch, estimate, why)
+    need = _gb(smallest.total) if smallest else "more"
+    return Plan(
+        None, config.lora.rank, 0, None,
+        f"left out: the smallest job needs {need}, {profile.name} has {_gb(budget)}",
+    )  # fmt: skip

@@ -1,0 +1,59 @@
+"""The memory estimate against a measured peak, and the planner's choices against a profile's
+memory: the configured job, a smaller rank or batch, zeroth-order, or left out with the reason."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from federated.config import parse_run_config
+from simulation.device_profiles import load_profiles
+from simulation.memory_estimate import estimate_memory
+from simulation.memory_measure import measure
+from simulation.memory_planner import plan_device
+
+LM = {"model.name": "tiny-llama", "lora.rank": 8, "train.batch-size": 16,
+      "model.max-length": 128, "strategy.name": "hetlora"}  # fmt: skip
+CLASSIFIER = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3}
+
+
+@pytest.mark.parametrize(
+    ("config", "batch", "length"),
+    [(LM, 8, 96), ({**LM, "mode": "zo", "strategy.name": "fedkseed"}, 8, 96),
+     (CLASSIFIER, 32, 128)],
+)  # fmt: skip
+def test_the_estimate_is_within_a_fifth_of_the_measured_peak(config, batch, length) -> None:
+    parsed = parse_run_config(config)
+    estimate = estimate_memory(parsed, batch, length, parsed.lora.rank)
+    measured = measure(config, batch, length)
+    job = measured["peak"] - measured["runtime"]
+    assert estimate.job == pytest.approx(job, rel=0.2)
+
+
+def _device(memory_gb: float):
+    return replace(load_profiles()["pi5"], name="device", memory_bytes=memory_gb * 1e9)
+
+
+def test_the_planner_keeps_the_job_that_fits_and_shrinks_the_one_that_does_not() -> None:
+    config = parse_run_config(LM)
+    full = estimate_memory(config, 16, 128, 8).total
+    keep = plan_device(config, _device(full / 1e9 + 0.01), smaller_ranks=True, zo_fallback=True)
+    assert (keep.mode, keep.rank, keep.batch) == ("lora", 8, 16)
+
+    smaller = plan_device(config, _device(full / 1e9 - 0.01), smaller_ranks=True,
+                          zo_fallback=True)  # fmt: skip
+    assert smaller.mode == "lora" and smaller.estimate.total <= full - 0.01e9
+    assert (smaller.rank, smaller.batch) != (8, 16) and "reduced" in smaller.reason
+
+
+def test_zeroth_order_takes_a_device_that_cannot_backpropagate_and_else_it_is_left_out() -> None:
+    config = parse_run_config(LM)
+    zo_need = estimate_memory(replace(config, mode="zo"), 1, 128, 8).total
+    lora_need = estimate_memory(config, 1, 128, 1).total
+    assert zo_need < lora_need
+    between = _device((zo_need + lora_need) / 2e9)
+    assert plan_device(config, between, smaller_ranks=True, zo_fallback=True).mode == "zo"
+    left = plan_device(config, between, smaller_ranks=True, zo_fallback=False)
+    assert left.mode is None and "left out: the smallest job needs" in left.reason
+    assert "device has" in left.reason
