@@ -82,12 +82,16 @@ def _meta_batch(config: RunConfig, batch: int, length: int) -> dict[str, torch.T
 
 
 def _saved_for_backward(model: torch.nn.Module, config: RunConfig, batch: int, length: int):
-    """The distinct storages autograd saves in one training forward, by storage."""
+    """The distinct storages autograd saves in one training forward, other than the model's
+    own weights (a matmul saves its weight for the input's gradient; it is counted once, as a
+    weight)."""
+    own = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
     saved: dict[int, torch.Tensor] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
-        saved.setdefault(storage._cdata, tensor)
+        if storage._cdata not in own:
+            saved.setdefault(storage._cdata, tensor)
         return tensor
 
     model.train()

@@ -15,6 +15,8 @@ from simulation.memory_planner import plan_device
 
 LM = {"model.name": "tiny-llama", "lora.rank": 8, "train.batch-size": 16,
       "model.max-length": 128, "strategy.name": "hetlora"}  # fmt: skip
+# Planning only estimates (a meta-device model): a real model's sizes cost nothing here.
+PLANNED = {**LM, "model.name": "smollm2-135m"}
 CLASSIFIER = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3}
 
 
@@ -36,7 +38,7 @@ def _device(memory_gb: float):
 
 
 def test_the_planner_keeps_the_job_that_fits_and_shrinks_the_one_that_does_not() -> None:
-    config = parse_run_config(LM)
+    config = parse_run_config(PLANNED)
     full = estimate_memory(config, 16, 128, 8).total
     keep = plan_device(config, _device(full / 1e9 + 0.01), smaller_ranks=True, zo_fallback=True)
     assert (keep.mode, keep.rank, keep.batch) == ("lora", 8, 16)
@@ -48,7 +50,7 @@ def test_the_planner_keeps_the_job_that_fits_and_shrinks_the_one_that_does_not()
 
 
 def test_zeroth_order_takes_a_device_that_cannot_backpropagate_and_else_it_is_left_out() -> None:
-    config = parse_run_config(LM)
+    config = parse_run_config(PLANNED)
     zo_need = estimate_memory(replace(config, mode="zo"), 1, 128, 8).total
     lora_need = estimate_memory(config, 1, 128, 1).total
     assert zo_need < lora_need
