@@ -62,7 +62,7 @@ class MemoryEstimate:
 
 
 @lru_cache(maxsize=8)
-def _skeleton(config: RunConfig, rank: int) -> torch.nn.Module:
+def skeleton(config: RunConfig, rank: int) -> torch.nn.Module:
     base = skeleton_model(config.model.name, config.task, num_labels(config))
     if config.mode == "zo" and config.zo.params == "full":
         return base
@@ -73,7 +73,7 @@ def _bytes(tensors: list[torch.Tensor]) -> float:
     return float(sum(t.numel() * t.element_size() for t in tensors))
 
 
-def _meta_batch(config: RunConfig, batch: int, length: int) -> dict[str, torch.Tensor | None]:
+def meta_batch(config: RunConfig, batch: int, length: int) -> dict[str, torch.Tensor | None]:
     ids = torch.zeros(batch, length, dtype=torch.long, device="meta")
     labels = ids if config.task == TASK_CAUSAL_LM else ids[:, 0]
     # No mask: transformers reads a mask's values to pick its attention path, which meta tensors
@@ -96,14 +96,14 @@ def _saved_for_backward(model: torch.nn.Module, config: RunConfig, batch: int, l
 
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss_terms(model, _meta_batch(config, batch, length), config.task).mean_loss()
+        loss_terms(model, meta_batch(config, batch, length), config.task).mean_loss()
     return [t.untyped_storage() for t in saved.values()]
 
 
 def estimate_memory(config: RunConfig, batch: int, length: int, rank: int) -> MemoryEstimate:
     """The peak memory of one client's round: ``config``'s model, mode and privacy, at this
     LoRA ``rank``, ``batch`` examples of ``length`` tokens a step."""
-    model = _skeleton(config, rank)
+    model = skeleton(config, rank)
     params = list(model.parameters())
     weights = _bytes(params) + _bytes(list(model.buffers()))
     trainable = _bytes([p for p in params if p.requires_grad])
@@ -141,7 +141,7 @@ def _largest_output(model: torch.nn.Module, config: RunConfig, batch: int, lengt
     handles = [m.register_forward_hook(watch) for m in model.modules()]
     try:
         with torch.no_grad():
-            loss_terms(model, _meta_batch(config, batch, length), config.task)
+            loss_terms(model, meta_batch(config, batch, length), config.task)
     finally:
         for handle in handles:
             handle.remove()
