@@ -12,6 +12,7 @@ from client.lora_trainer import train_lora
 from client.node import (
     eval_metrics,
     partition_of,
+    planned,
     refuse_private_evaluation,
     run_seed,
     train_metrics,
@@ -36,12 +37,12 @@ class _Round:
     def __init__(self, msg: Message, context: Context) -> None:
         self.config = parse_run_config(context.run_config)
         self.partition_id, self.num_partitions = partition_of(context)
-        self.local: LocalModel = lora_model(
-            self.config, self.config.lora.rank_of(self.partition_id)
-        )
         content = msg.content
-        self.plan = RoundPlan.from_config(content.config_records[keys.CONFIG])
-        self.server_round = int(content.config_records[keys.CONFIG][keys.SERVER_ROUND])
+        round_config = content.config_records[keys.CONFIG]
+        self.settings, rank = planned(self.config, round_config, self.partition_id)
+        self.local: LocalModel = lora_model(self.config, rank)
+        self.plan = RoundPlan.from_config(round_config)
+        self.server_round = int(round_config[keys.SERVER_ROUND])
         self.received = record_to_tensors(content.array_records[keys.ARRAYS])
         delta = content.array_records.get(keys.BASE_DELTA)
         self.base_delta = record_to_tensors(delta) if delta is not None else {}
@@ -114,7 +115,7 @@ def _train(msg: Message, context: Context, r: _Round, encoded: Encoded) -> Messa
             return private.declined(msg, epsilon_next)
     r.load(personal=r.plan.keep_b)
     lr = r.config.train.lr_at(r.server_round, r.config.num_server_rounds)
-    settings = dataclasses.replace(r.config.train, lr=lr)
+    settings = dataclasses.replace(r.settings, lr=lr)
     with r.local.a_frozen(not r.plan.train_a), torch.random.fork_rng(devices=[]):
         # Dropout draws from torch's global generator: seeded per (run seed, client, round), it
         # drops the same units on every rerun, whichever process the client lands in.

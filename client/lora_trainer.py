@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import resource
 import time
 from collections.abc import Iterator, Sequence
@@ -25,13 +24,6 @@ class TrainResult:
     examples_seen: int
     seconds: float
     peak_memory_mb: float  # peak resident memory of the process so far
-
-
-def local_step_count(settings: TrainSettings, num_examples: int) -> int:
-    """Steps of a round: fixed, or enough batches for the requested epochs."""
-    if settings.local_steps > 0:
-        return settings.local_steps
-    return max(1, math.ceil(settings.local_epochs * num_examples / settings.batch_size))
 
 
 def _endless_batches(
@@ -64,7 +56,7 @@ def train_lora(
     optimizer = torch.optim.AdamW(
         params, lr=settings.lr, weight_decay=settings.weight_decay, betas=ADAMW_BETAS
     )
-    steps = local_step_count(settings, len(encoded))
+    steps = settings.steps_for(len(encoded))
     model.train()
     start = time.perf_counter()
     losses: list[float] = []

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from federated import message_keys as keys
-from federated.config import RunConfig
+from federated.config import RunConfig, TrainSettings
 from federated.evaluation import EvalResult
 from federated.reply_contract import (
     PARTITION_METRIC_KEYS,
@@ -36,6 +37,38 @@ def describe(msg: Message, context: Context) -> Message:
     values = {keys.PARTITION_ID: partition_id, keys.NUM_PARTITIONS: num_partitions}
     metrics = contracted(values, PARTITION_METRIC_KEYS)
     return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)
+
+
+def planned(
+    config: RunConfig, round_config: ConfigRecord, partition_id: int
+) -> tuple[TrainSettings, int]:
+    """This round's training settings and LoRA rank: the run's, or the device simulator's
+    smaller ones for this client's device. A plan above the run's settings is refused."""
+    settings, rank = config.train, config.lora.rank_of(partition_id)
+    wanted = {
+        keys.PLANNED_STEPS: settings.local_steps or None,  # None: epochs, no fixed ceiling
+        keys.PLANNED_BATCH: settings.batch_size,
+        keys.PLANNED_RANK: rank,
+    }
+    values = {}
+    for key, ceiling in wanted.items():
+        if key not in round_config:
+            continue
+        value = round_config[key]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < 1
+            or (ceiling is not None and value > ceiling)
+        ):
+            raise ValueError(f"the server planned {key} = {value!r}, outside 1..{ceiling}")
+        values[key] = value
+    if keys.PLANNED_STEPS in values:
+        settings = dataclasses.replace(settings, local_steps=values[keys.PLANNED_STEPS],
+                                       local_epochs=0.0)  # fmt: skip
+    if keys.PLANNED_BATCH in values:
+        settings = dataclasses.replace(settings, batch_size=values[keys.PLANNED_BATCH])
+    return settings, values.get(keys.PLANNED_RANK, rank)
 
 
 def run_seed(config: RunConfig, *parts: object) -> int:

@@ -8,6 +8,7 @@ from flwr.app import Context, Message, RecordDict
 from client.node import (
     eval_metrics,
     partition_of,
+    planned,
     refuse_private_evaluation,
     run_seed,
     train_metrics,
@@ -74,12 +75,13 @@ def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) 
             private.round.expected_batch, secret_generator("dp-zo", partition_id, server_round),
         )  # fmt: skip
     arrays = record_to_tensors(msg.content.array_records[keys.ARRAYS])
+    settings, _ = planned(config, msg.content.config_records[keys.CONFIG], partition_id)
     generator = torch.Generator().manual_seed(run_seed(config, partition_id, server_round, "zo"))
     try:
         result = train_zo(
             zo.model, zo.targets, zo.pool, encoded, config.task,
-            steps=config.train.local_steps, lr=config.zo.lr, eps=config.zo.eps,
-            batch_size=config.train.batch_size, structure=config.zo.perturbation,
+            steps=settings.local_steps, lr=config.zo.lr, eps=config.zo.eps,
+            batch_size=settings.batch_size, structure=config.zo.perturbation,
             pad_token_id=zo.tokenizer.pad_token_id,
             generator=generator,
             probabilities=arrays.get(keys.SEED_PROBABILITIES),

@@ -34,6 +34,8 @@ from server.node_partitions import NodePartitions
 from server.resume import resume_run
 from server.round_loop import folder_for, run_rounds
 from server.start_checks import RunFailure, check_partitions, check_split, wait_for_nodes
+from simulation.device_profiles import ProfileError
+from simulation.driver import DeviceSimulator, clock_summary
 from strategies.fedkseed import FedKSeed
 from strategies.lora_strategy import GlobalModel, LoraStrategy
 from strategies.partition_sampling import PartitionSampler
@@ -73,6 +75,7 @@ def _summary(config: RunConfig, results: RunResults, wall_seconds: float) -> dic
         "rejected_replies": sum(r["clients_sampled"] - r["clients_accepted"] for r in trained),
         "wall_seconds": wall_seconds,
         "model_files": [str(results.folder / name) for name in _model_files(config)],
+        **(clock_summary(rounds, config) if config.simulation.population else {}),
     }
 
 
@@ -164,6 +167,24 @@ def _log_privacy(config: RunConfig, strategy: LoraStrategy) -> None:
         )  # fmt: skip
 
 
+def _device_simulator(
+    config: RunConfig, num_partitions: int, strategy: LoraStrategy
+) -> DeviceSimulator | None:
+    """The run's simulated devices, hooked into the sampler; None without a population."""
+    if not config.simulation.population:
+        return None
+    try:
+        devices = DeviceSimulator(config, num_partitions, strategy.mixed_ranks)
+    except ProfileError as err:
+        raise ConfigError(str(err)) from None
+    sampler = strategy.sampler
+    sampler.eligible, sampler.over_selection = devices.eligible, config.simulation.over_selection
+    left = devices.left_out()
+    if len(left) == num_partitions:
+        raise ConfigError(f"simulation.population: no device can train ({left[0]})")
+    return devices
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     try:
@@ -190,6 +211,7 @@ def _run(grid: Grid, context: Context) -> None:
     check_partitions(partitions.learn(grid, nodes, wait), partitions, config)
     check_split(config, partitions.num_partitions)
     strategy.sampler = PartitionSampler(config.seed, partitions.of)
+    devices = _device_simulator(config, partitions.num_partitions, strategy)
     if resumed is None:
         results = RunResults.create(folder_for(config, time.strftime("%Y%m%d-%H%M%S")))
         strategy.run_key = secrets.token_hex(8)
@@ -203,7 +225,7 @@ def _run(grid: Grid, context: Context) -> None:
     wall_started = time.perf_counter()
     checkpoint = resumed[1] if resumed else None
     final = run_rounds(
-        grid, strategy, config, results, server_model.evaluate, partitions, checkpoint
+        grid, strategy, config, results, server_model.evaluate, partitions, checkpoint, devices
     )
 
     server_model.save(final, results.folder)

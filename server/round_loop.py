@@ -25,6 +25,7 @@ from server.reply_screen import ClientRound, TrainScreen, screen_evaluate
 from server.secure_round import secure_train_round
 from server.start_checks import RunFailure
 from server.update_bounds import example_bound
+from simulation.driver import DeviceSimulator, RoundClock
 from strategies.lora_strategy import GlobalModel, LoraStrategy
 
 GlobalEvaluation = Callable[[GlobalModel], EvalResult]
@@ -75,13 +76,20 @@ class _Training:
     metrics: MetricRecord | None
     aggregation_seconds: float
     counts: bool  # the model moved, or the round's clients declined it (privacy budgets)
+    clock: RoundClock | None = None  # the round on the device simulator's clock
 
 
 def _train(
-    grid: Grid, strategy: LoraStrategy, config: RunConfig, screen: TrainScreen, server_round: int
-) -> _Training:
-    """Sample, train, screen the replies and, with enough sound ones, aggregate them."""
+    grid: Grid, strategy: LoraStrategy, config: RunConfig, screen: TrainScreen, server_round: int,
+    devices: DeviceSimulator | None,
+) -> _Training:  # fmt: skip
+    """Sample, train, screen the replies and, with enough sound ones, aggregate them. With the
+    device simulator, only the messages whose work counts on its clock are sent."""
     sent = strategy.training_messages(server_round, grid)
+    clock = None
+    if devices is not None:
+        upload = sum(t.numel() * t.element_size() for t in strategy.reply_reference().values())
+        sent, clock = devices.schedule(sent, screen.partition_of, server_round, upload)
     if config.secagg.enabled:
         outcome = secure_train_round(grid, sent, strategy, config, server_round, _progress)
         valid, clients = screen.screen(outcome.exchange, outcome.check, server_round, masked=True)
@@ -97,20 +105,22 @@ def _train(
     enough = len(valid) >= needed or strategy.client_dp is not None  # DP: every draw releases
     if not enough:
         strategy.skip_train(train_ex.replies)
-        return _Training(train_ex, valid, clients, None, 0.0, len(valid) + declined >= needed)
+        return _Training(train_ex, valid, clients, None, 0.0, len(valid) + declined >= needed,
+                         clock)  # fmt: skip
     aggregation_started = time.perf_counter()
     _, metrics = strategy.aggregate_train(server_round, valid)
     return _Training(train_ex, valid, clients, metrics, time.perf_counter() - aggregation_started,
-                     True)  # fmt: skip
+                     True, clock)  # fmt: skip
 
 
 def _train_with_retries(
-    grid: Grid, strategy: LoraStrategy, config: RunConfig, screen: TrainScreen, server_round: int
-) -> _Training:
+    grid: Grid, strategy: LoraStrategy, config: RunConfig, screen: TrainScreen, server_round: int,
+    devices: DeviceSimulator | None,
+) -> _Training:  # fmt: skip
     """The round's training, tried again while too few sound replies arrive."""
     tries = config.server.round_retries + 1
     for attempt in range(1, tries + 1):
-        training = _train(grid, strategy, config, screen, server_round)
+        training = _train(grid, strategy, config, screen, server_round, devices)
         if training.counts:
             if not training.valid:
                 log(WARNING, "    no valid update this round: the global model stays as it was")
@@ -136,9 +146,11 @@ def run_rounds(
     evaluate_global: GlobalEvaluation,
     partitions: NodePartitions,
     resumed: Checkpoint | None = None,
+    devices: DeviceSimulator | None = None,
 ) -> GlobalModel:
     """Run ``config.num_server_rounds`` rounds from the strategy's model, or those after the
     ``resumed`` checkpoint's round (the strategy restored from it); return the final model.
+    ``devices``: the device simulator, which decides on its clock whose work counts.
     ``partitions`` knows the nodes that said which partition they hold; nodes that join later
     are asked before the round that could sample them."""
     rounds = config.num_server_rounds
@@ -163,7 +175,7 @@ def run_rounds(
         if not _client_dp_allows(strategy, server_round):
             break
         partitions.learn(grid, grid.get_node_ids(), config.server.round_timeout)
-        training = _train_with_retries(grid, strategy, config, screen, server_round)
+        training = _train_with_retries(grid, strategy, config, screen, server_round, devices)
         train_ex, valid, clients = training.exchange, training.valid, training.clients
         train_metrics, aggregation_seconds = training.metrics, training.aggregation_seconds
 
@@ -205,6 +217,8 @@ def run_rounds(
             "round_seconds": time.perf_counter() - started,
             "clients": [vars(c) for c in sorted(clients.values(), key=_partition_order)],
         }
+        if training.clock is not None:
+            record["simulation"] = training.clock.record()
         report = strategy.client_dp.report() if strategy.client_dp is not None else None
         if report is not None:
             record.update({f"client_dp_{k}": v for k, v in vars(report).items()})

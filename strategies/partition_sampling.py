@@ -3,9 +3,10 @@ picks the same clients launch after launch (node IDs differ each launch; partiti
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 
 class PartitionSampler:
@@ -23,6 +24,10 @@ class PartitionSampler:
         self.seed = seed
         self.partition_of = partition_of
         self._draws: Counter[tuple[str, int]] = Counter()
+        # The device simulator's say: whether a partition's device can train this round, and
+        # how many more clients to draw than a round needs (over-selection).
+        self.eligible: Callable[[int, int], bool] | None = None
+        self.over_selection = 1.0
 
     def ordered(self, nodes: Iterable[int]) -> list[int]:
         """The known ones of ``nodes``, by partition."""
@@ -34,6 +39,9 @@ class PartitionSampler:
         """``size`` of the known connected nodes (all of them when fewer), in partition order. A
         round tried again draws afresh, so a retry does not repeat the same clients."""
         known = self.ordered(connected)
+        if kind == "train" and self.eligible is not None:
+            known = [n for n in known if self.eligible(self.partition_of[n], server_round)]
+            size = math.ceil(size * self.over_selection)
         draw = self._draws[(kind, server_round)]
         self._draws[(kind, server_round)] += 1
         rng = random.Random(f"{self.seed}/{kind}/{server_round}/{draw}")

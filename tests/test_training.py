@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from client.lora_trainer import local_step_count, train_lora
+from client.lora_trainer import train_lora
 from federated.config import TrainSettings, parse_run_config
 from federated.data.encode import batches
 from federated.evaluation import evaluate_model
@@ -38,8 +38,8 @@ def _client_data(config, split: int = 0):
 
 
 def test_step_count_from_steps_or_epochs() -> None:
-    assert local_step_count(TrainSettings(local_steps=7), 1000) == 7
-    assert local_step_count(TrainSettings(local_steps=0, local_epochs=1.5, batch_size=4), 10) == 4
+    assert TrainSettings(local_steps=7).steps_for(1000) == 7
+    assert TrainSettings(local_steps=0, local_epochs=1.5, batch_size=4).steps_for(10) == 4
 
 
 @pytest.mark.parametrize("config", [LM, CLS], ids=["causal-lm", "classification"])

@@ -23,6 +23,7 @@ from federated.config.schema import (
 )
 from federated.config.secagg import SecAggSettings
 from federated.config.server import ServerSettings
+from federated.config.simulation import SimulationSettings
 from federated.config.strategy import StrategySettings
 from federated.config.train import EvalSettings, TrainSettings
 from federated.config.zo import ZoSettings
@@ -30,7 +31,7 @@ from federated.config.zo import ZoSettings
 __all__ = [
     "BUILTIN_DATASETS", "ConfigError", "DataSettings", "EvalSettings", "LoraSettings",
     "ModelSettings", "PrivacySettings", "RobustSettings", "RunConfig", "SecAggSettings",
-    "ServerSettings", "StrategySettings", "TrainSettings", "ZoSettings", "app_config_toml",
-    "config_reference_markdown", "default_flat_config", "iter_options", "option",
+    "ServerSettings", "SimulationSettings", "StrategySettings", "TrainSettings", "ZoSettings",
+    "app_config_toml", "config_reference_markdown", "default_flat_config", "iter_options", "option",
     "parse_run_config", "run_config_to_flat",
 ]  # fmt: skip

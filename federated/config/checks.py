@@ -40,6 +40,12 @@ def check_combinations(config: RunConfig) -> None:
             "pick a matching model or model.task"
         )
     _check_client_ranks(config.lora)
+    if config.simulation.population and (config.dp.record_level or config.secagg.enabled):
+        raise ConfigError(
+            f"run config 'simulation.population' = {config.simulation.population!r}: the device "
+            "simulator does not run with record-level DP (its planned batches and steps would "
+            "change the accounted sampling) or SecAgg+ yet"
+        )
     _check_zo(config)
     _check_privacy(config)
     if config.strategy.min_available_nodes < config.strategy.min_train_nodes:

@@ -12,6 +12,7 @@ from federated.config.privacy import PrivacySettings
 from federated.config.robust import RobustSettings
 from federated.config.secagg import SecAggSettings
 from federated.config.server import ServerSettings
+from federated.config.simulation import SimulationSettings
 from federated.config.strategy import StrategySettings
 from federated.config.train import EvalSettings, TrainSettings
 from federated.config.zo import ZoSettings
@@ -50,6 +51,7 @@ class RunConfig:
     dp: PrivacySettings = field(default_factory=PrivacySettings)
     secagg: SecAggSettings = field(default_factory=SecAggSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    simulation: SimulationSettings = field(default_factory=SimulationSettings)
 
     @property
     def task(self) -> str:

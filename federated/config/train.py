@@ -29,6 +29,12 @@ class TrainSettings:
         choices=("constant", "linear", "cosine"),
     )
 
+    def steps_for(self, num_examples: int) -> int:
+        """Steps of a round: fixed, or enough batches for the requested epochs."""
+        if self.local_steps > 0:
+            return self.local_steps
+        return max(1, math.ceil(self.local_epochs * num_examples / self.batch_size))
+
     def lr_at(self, server_round: int, num_rounds: int) -> float:
         """The learning rate of a round (1-based) under the schedule."""
         progress = (server_round - 1) / num_rounds

@@ -1,0 +1,188 @@
+"""The simulated devices of a run: who can train, who is online, who counts, and when.
+
+Each partition runs on one device for the whole run (``simulation.population``), with the job
+the memory planner picked for that device. Before a round's messages leave, the simulator works
+out on the simulated clock what each sampled device would do: fail partway (its message is not
+sent), finish after the deadline (dropped, or sent fewer steps: those it finishes in time), or
+finish in time; over-selection keeps the first to finish. Only the messages whose work counts
+are sent, so the real compute is that of the clients that count, and a simulated day takes the
+seconds that compute takes. Time is computed, never slept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from logging import INFO
+
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common import log
+
+from federated import message_keys as keys
+from federated.config import RunConfig
+from federated.wire import serialized_bytes
+from federated.workspace import client_indices
+from simulation.clock import (
+    SECONDS_PER_HOUR,
+    DeviceRound,
+    device_round,
+    fails_at,
+    online,
+    settle_round,
+)
+from simulation.compute_cost import step_flops
+from simulation.device_profiles import DeviceProfile, load_profiles
+from simulation.memory_planner import Plan, plan_device
+from simulation.population import population
+
+# Bytes of a reply beyond its tensors (records, metrics, Flower's object headers).
+_REPLY_OVERHEAD_BYTES = 2048
+# A zeroth-order reply's bytes per step: an int64 seed index and a float32 scalar.
+_ZO_PAIR_BYTES = 12
+
+
+@dataclass
+class RoundClock:
+    """One round on the simulated clock, for ``metrics.jsonl``."""
+
+    start_hour: float
+    duration_s: float = 0.0
+    devices: list[dict] = field(default_factory=list)
+
+    def record(self) -> dict:
+        counts = Counter(f"devices_{d['status'].replace(' ', '_')}" for d in self.devices)
+        return {
+            "start_hour": self.start_hour, "duration_s": self.duration_s,
+            "devices": self.devices, **counts,
+        }  # fmt: skip
+
+
+class DeviceSimulator:
+    """The devices of ``num_partitions`` clients, their plans and the simulated clock."""
+
+    def __init__(self, config: RunConfig, num_partitions: int, mixed_ranks: bool) -> None:
+        sim = config.simulation
+        self.config = config
+        self.devices: list[DeviceProfile] = population(
+            sim.population, load_profiles(sim.profiles_file or None), num_partitions, config.seed
+        )
+        self.plans: dict[str, Plan] = {
+            profile.name: plan_device(
+                config, profile, smaller_ranks=mixed_ranks, zo_fallback=False
+            )  # fmt: skip
+            for profile in {p.name: p for p in self.devices}.values()
+        }
+        self.sizes = [len(client_indices(config, p, num_partitions)[0])
+                      for p in range(num_partitions)]  # fmt: skip
+        self.elapsed_s = 0.0
+        for name, plan in sorted(self.plans.items()):
+            log(INFO, "device %s: %s", name, plan.reason)
+
+    @property
+    def hour(self) -> float:
+        return self.config.simulation.start_hour + self.elapsed_s / SECONDS_PER_HOUR
+
+    def plan_of(self, partition: int) -> Plan:
+        return self.plans[self.devices[partition].name]
+
+    def eligible(self, partition: int, server_round: int) -> bool:
+        """Whether the partition's device can train (its plan) and is online this round."""
+        if not 0 <= partition < len(self.devices) or self.plan_of(partition).mode is None:
+            return False
+        device = self.devices[partition]
+        return online(device, self.config.seed, server_round, partition, self.hour)
+
+    def left_out(self) -> dict[int, str]:
+        """Partitions whose device can train nothing, and why."""
+        return {p: self.plan_of(p).reason for p in range(len(self.devices))
+                if self.plan_of(p).mode is None}  # fmt: skip
+
+    def _device_round(self, partition: int, bytes_down: int, upload_bytes: int) -> DeviceRound:
+        plan, config = self.plan_of(partition), self.config
+        steps = config.train.steps_for(self.sizes[partition])
+        flops = step_flops(replace(config, mode=plan.mode), plan.batch, config.model.max_length,
+                           plan.rank)  # fmt: skip
+        if plan.mode == "zo":
+            upload_bytes = _ZO_PAIR_BYTES * steps
+        return device_round(self.devices[partition], bytes_down,
+                            upload_bytes + _REPLY_OVERHEAD_BYTES, flops, steps)  # fmt: skip
+
+    def schedule(
+        self,
+        messages: Sequence[Message],
+        partition_of: Mapping[int, int],
+        server_round: int,
+        upload_bytes: int,
+    ) -> tuple[list[Message], RoundClock]:
+        """The messages whose work counts this round, each with its device's plan, and the
+        round on the simulated clock. ``upload_bytes``: the tensors a LoRA reply carries."""
+        sim, clock = self.config.simulation, RoundClock(self.hour)
+        by_partition = {partition_of[m.metadata.dst_node_id]: m for m in messages}
+        rounds, failed = {}, {}
+        for partition, message in sorted(by_partition.items()):
+            work = self._device_round(partition, serialized_bytes(message), upload_bytes)
+            failure = fails_at(self.devices[partition], self.config.seed, server_round,
+                               partition, work.finish)  # fmt: skip
+            if failure is None:
+                rounds[partition] = work
+            else:
+                failed[partition] = failure
+        keep = math.ceil(len(by_partition) / sim.over_selection) if sim.over_selection > 1 else 0
+        outcome = settle_round(rounds, deadline=sim.deadline, keep=keep,
+                               partial=sim.stragglers == "partial")  # fmt: skip
+        clock.duration_s = outcome.duration
+        if failed and not outcome.kept:
+            clock.duration_s = max(clock.duration_s, sim.deadline or max(failed.values()))
+        send = []
+        for partition, message in sorted(by_partition.items()):
+            work = rounds.get(partition)
+            status = ("failed" if partition in failed else "kept" if partition in outcome.kept
+                      else "late" if partition in outcome.late else "not needed")  # fmt: skip
+            steps = outcome.kept.get(partition, 0)
+            clock.devices.append({
+                "partition_id": partition, "profile": self.devices[partition].name,
+                "status": status, "steps": steps,
+                "finish_s": round(work.finish, 3) if work else round(failed[partition], 3),
+            })  # fmt: skip
+            if partition in outcome.kept:
+                send.append(self._planned(message, partition, steps, work))
+        self.elapsed_s += clock.duration_s
+        return send, clock
+
+    def _planned(self, message: Message, partition: int, steps: int, work: DeviceRound) -> Message:
+        """``message`` with the device's plan in its config, where it differs from the run's."""
+        plan, config = self.plan_of(partition), self.config
+        overrides = {}
+        if steps < work.steps:
+            overrides[keys.PLANNED_STEPS] = steps
+        if plan.batch != config.train.batch_size:
+            overrides[keys.PLANNED_BATCH] = plan.batch
+        if plan.rank < config.lora.rank_of(partition):
+            overrides[keys.PLANNED_RANK] = plan.rank
+        if not overrides:
+            return message
+        content = RecordDict(dict(message.content))
+        content[keys.CONFIG] = ConfigRecord({**message.content[keys.CONFIG], **overrides})
+        return Message(content=content, dst_node_id=message.metadata.dst_node_id,
+                       message_type=message.metadata.message_type)  # fmt: skip
+
+
+def clock_summary(rounds: Sequence[Mapping], config: RunConfig) -> dict:
+    """Simulated hours of the run, and until the test loss or accuracy first reached its
+    target (None when it never did)."""
+    sim, elapsed, reached = config.simulation, 0.0, {}
+    targets = {"loss": sim.target_loss, "accuracy": sim.target_accuracy}
+    for record in rounds:
+        elapsed += record.get("simulation", {}).get("duration_s", 0.0)
+        for name, target in targets.items():
+            value = record.get(f"test_{name}")
+            hit = value is not None and (value <= target if name == "loss" else value >= target)
+            if target and hit and name not in reached:
+                reached[name] = elapsed / SECONDS_PER_HOUR
+    summary = {"simulated_hours": elapsed / SECONDS_PER_HOUR}
+    for name, target in targets.items():
+        if target:
+            summary[f"hours_to_test_{name}_{target:g}"] = reached.get(name)
+    return summary

@@ -1,0 +1,71 @@
+"""Two hundred simulated devices of five kinds through Flower's simulation engine: a device
+without the memory for the job never trains, one that always fails or always misses the
+deadline never counts, over-selection keeps the first to finish, and the run trains on the
+rest with its simulated clock in metrics.jsonl and summary.json."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.run_files import rounds
+from tests.simulate import simulate
+
+pytestmark = pytest.mark.slow
+
+CLIENTS = 200
+
+
+def _profile(name: str, memory_gb: float, downlink: float, failure: float) -> str:
+    return (f"[profiles.{name}]\nmemory-gb = {memory_gb}\ngflops = 20\nuplink-mbps = 20\n"
+            f"downlink-mbps = {downlink}\nlatency-ms = 20\navailability = 1\n"
+            f"failure-rate = {failure}\n")  # fmt: skip
+
+
+def test_a_heterogeneous_population_trains_on_the_devices_that_can(tmp_path: Path) -> None:
+    profiles = tmp_path / "devices.toml"
+    profiles.write_text(
+        _profile("fast", 4, 100, 0) + _profile("steady", 4, 50, 0)
+        + _profile("small", 0.2, 100, 0)  # below the runtime itself: left out
+        + _profile("crashing", 4, 100, 1.0)  # fails every round it starts
+        + _profile("dial-up", 4, 0.001, 0)  # the model takes minutes to arrive: always late
+    )  # fmt: skip
+    config = {
+        "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
+        "data.max-per-class": 400, "data.partitioner": "iid", "num-server-rounds": 2,
+        "train.local-steps": 2, "train.batch-size": 4, "strategy.fraction-train": 0.05,
+        "strategy.fraction-evaluate": 0.0, "strategy.min-train-nodes": 2,
+        "strategy.min-available-nodes": CLIENTS, "simulation.profiles-file": str(profiles),
+        "simulation.population": "fast:0.3,steady:0.2,small:0.2,crashing:0.1,dial-up:0.2",
+        "simulation.deadline": 30.0, "simulation.over-selection": 1.5,
+        "simulation.target-loss": 5.0, "output-dir": str(tmp_path), "run-name": "devices",
+    }  # fmt: skip
+    folder = simulate(config, CLIENTS)
+    records = rounds(folder)[1:]
+    assert len(records) == 2
+    for record in records:
+        devices = record["simulation"]["devices"]
+        by_status = {d["status"] for d in devices}
+        assert {d["profile"] for d in devices} <= {"fast", "steady", "crashing", "dial-up"}
+        assert len(devices) == math.ceil(10 * 1.5)  # 5% of 200, over-selected
+        for device in devices:
+            expected = {"crashing": "failed", "dial-up": "late"}.get(device["profile"])
+            assert expected is None or device["status"] == expected, device
+        kept = [d["partition_id"] for d in devices if d["status"] == "kept"]
+        assert 0 < len(kept) <= 10 and "kept" in by_status
+        trained = sorted(c["partition_id"] for c in record["clients"] if c["status"] == "ok")
+        assert trained == sorted(kept)  # only the work that counts was sent
+        # The round ends with the 10th reply in time, else at the deadline.
+        ends = sorted(d["finish_s"] for d in devices if d["status"] == "kept")
+        duration = record["simulation"]["duration_s"]
+        assert duration == (pytest.approx(ends[-1], abs=1e-3) if len(kept) == 10 else 30.0)
+        assert math.isfinite(record["test_loss"])
+    statuses = {d["status"] for r in records for d in r["simulation"]["devices"]}
+    assert statuses == {"kept", "failed", "late", "not needed"}  # every fate happened
+    summary = json.loads((folder / "summary.json").read_text())
+    total = sum(r["simulation"]["duration_s"] for r in records) / 3600
+    assert summary["simulated_hours"] == pytest.approx(total)
+    assert summary["hours_to_test_loss_5"] == 0.0  # the initial model is already there
