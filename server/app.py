@@ -34,6 +34,7 @@ from server.node_partitions import NodePartitions
 from server.resume import resume_run
 from server.round_loop import folder_for, run_rounds
 from server.start_checks import RunFailure, check_partitions, check_split, wait_for_nodes
+from simulation.clock_plots import plot_round_timeline, plot_test_against_hours
 from simulation.device_profiles import ProfileError
 from simulation.driver import DeviceSimulator, clock_summary
 from strategies.fedkseed import FedKSeed
@@ -185,6 +186,16 @@ def _device_simulator(
     return devices
 
 
+def _plot_clock(results: RunResults, config: RunConfig, title: str) -> None:
+    """``simulated_time.png`` and ``round_timeline.png`` (the first trained round)."""
+    rounds = results.rounds()
+    plot_test_against_hours(rounds, results.folder / "simulated_time.png", title)
+    timed = [r for r in rounds if r.get("simulation", {}).get("devices")]
+    if timed:
+        plot_round_timeline(timed[0], config.simulation.deadline,
+                            results.folder / "round_timeline.png")  # fmt: skip
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     try:
@@ -231,6 +242,8 @@ def _run(grid: Grid, context: Context) -> None:
     server_model.save(final, results.folder)
     title = f"{config.model.name} on {config.data.name}, {config.strategy.name}"
     plot_losses(results.rounds(), results.folder / "loss.png", title)
+    if devices is not None:
+        _plot_clock(results, config, title)
     summary = _summary(config, results, time.perf_counter() - wall_started)
     results.write_summary(summary)
     log(INFO, "fedtune: done. %s", json.dumps(summary["final_test"]))

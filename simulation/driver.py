@@ -145,6 +145,8 @@ class DeviceSimulator:
                 "partition_id": partition, "profile": self.devices[partition].name,
                 "status": status, "steps": steps,
                 "finish_s": round(work.finish, 3) if work else round(failed[partition], 3),
+                **({"download_s": round(work.download, 3), "compute_s": round(work.compute, 3),
+                    "upload_s": round(work.upload, 3)} if work else {}),
             })  # fmt: skip
             if partition in outcome.kept:
                 send.append(self._planned(message, partition, steps, work))

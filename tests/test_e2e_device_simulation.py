@@ -65,6 +65,7 @@ def test_a_heterogeneous_population_trains_on_the_devices_that_can(tmp_path: Pat
         assert math.isfinite(record["test_loss"])
     statuses = {d["status"] for r in records for d in r["simulation"]["devices"]}
     assert statuses == {"kept", "failed", "late", "not needed"}  # every fate happened
+    assert (folder / "simulated_time.png").is_file() and (folder / "round_timeline.png").is_file()
     summary = json.loads((folder / "summary.json").read_text())
     total = sum(r["simulation"]["duration_s"] for r in records) / 3600
     assert summary["simulated_hours"] == pytest.approx(total)
