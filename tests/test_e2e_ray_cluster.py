@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -46,7 +47,10 @@ def test_a_run_trains_on_a_ray_cluster_started_apart(tmp_path: Path) -> None:
     # A marker in the environment every process of this cluster inherits, to stop them all and
     # no other Ray on the machine.
     marker = f"fedtune-test-cluster-{uuid.uuid4().hex}"
-    env = {**os.environ, **app_env(config), _MARKER: marker}
+    # Ray records the newest `ray start` cluster in its temp folder, and every later ray.init()
+    # on the machine would join that cluster, dead or alive: this one keeps its records apart.
+    ray_tmp = tempfile.mkdtemp(prefix="rc-", dir="/tmp")  # short: Ray's socket paths are
+    env = {**os.environ, **app_env(config), _MARKER: marker, "RAY_TMPDIR": ray_tmp}
     head = [_ray(), "start", "--head", f"--port={PORT}", "--num-cpus=2",
             "--include-dashboard=false", "--disable-usage-stats"]  # fmt: skip
     subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
@@ -56,6 +60,11 @@ def test_a_run_trains_on_a_ray_cluster_started_apart(tmp_path: Path) -> None:
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
     finally:
         _stop_processes_with(marker)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert (
+        not Path("/tmp/ray/ray_current_cluster").exists()
+        or str(PORT) not in Path("/tmp/ray/ray_current_cluster").read_text()
+    )
     records = rounds(folder)
     assert [r["clients_accepted"] for r in records[1:]] == [3, 3]
     assert records[-1]["test_loss"] < records[0]["test_loss"]
