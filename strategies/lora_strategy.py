@@ -261,8 +261,8 @@ class LoraStrategy(FedAvg):
                 self.fraction_train, self.min_train_nodes,
             )  # fmt: skip
         _, connected = sample_nodes(grid, self.min_available_nodes, 0)
-        if self.sampler is not None:
-            connected = self.sampler.ordered(connected)
+        if self.sampler is not None:  # the devices that can train and are online, if simulated
+            connected = self.sampler.available("train", server_round, connected)
         chosen = self.client_dp.sample(connected)
         log(
             INFO,

@@ -33,14 +33,21 @@ class PartitionSampler:
         """The known ones of ``nodes``, by partition."""
         return sorted((n for n in nodes if n in self.partition_of), key=self.partition_of.get)
 
+    def available(self, kind: str, server_round: int, nodes: Iterable[int]) -> list[int]:
+        """The known ones of ``nodes`` that may train this round (all of them for evaluation),
+        by partition."""
+        known = self.ordered(nodes)
+        if kind != "train" or self.eligible is None:
+            return known
+        return [n for n in known if self.eligible(self.partition_of[n], server_round)]
+
     def sample(
         self, kind: str, server_round: int, connected: Iterable[int], size: int
     ) -> list[int]:
         """``size`` of the known connected nodes (all of them when fewer), in partition order. A
         round tried again draws afresh, so a retry does not repeat the same clients."""
-        known = self.ordered(connected)
+        known = self.available(kind, server_round, connected)
         if kind == "train" and self.eligible is not None:
-            known = [n for n in known if self.eligible(self.partition_of[n], server_round)]
             size = math.ceil(size * self.over_selection)
         draw = self._draws[(kind, server_round)]
         self._draws[(kind, server_round)] += 1
