@@ -39,11 +39,12 @@ class PersonalFactors:
     def before(self, server_round: int) -> tuple[int | None, dict[str, torch.Tensor]]:
         """The newest factors from a round before ``server_round``, and that round (None and
         nothing before the client's first round)."""
-        earlier = [r for r in self._files() if r < server_round]
+        files = self._files()
+        earlier = [r for r in files if r < server_round]
         if not earlier:
             return None, {}
         latest = max(earlier)
-        return latest, load_file(str(self._files()[latest]))
+        return latest, load_file(str(files[latest]))
 
     def save(self, server_round: int, factors: dict[str, torch.Tensor], since: int | None) -> None:
         """Keep ``factors`` as this round's; drop files older than ``since``, the round they

@@ -209,7 +209,7 @@ def _run(grid: Grid, context: Context) -> None:
     config, strategy = _start(context)
     resumed = resume_run(config, strategy) if config.resume else None
     torch.set_num_threads(1)
-    _loading("data.name", config.data.name, lambda: corpus_for(config))
+    corpus = _loading("data.name", config.data.name, lambda: corpus_for(config))
     server_model = _loading("model.name", config.model.name, lambda: _ServerModel(config))
     described = (config.model.name, config.task, config.mode, config.strategy.name)
     log(INFO, "model %s (%s), mode %s, strategy %s", *described)
@@ -217,8 +217,8 @@ def _run(grid: Grid, context: Context) -> None:
     nodes = wait_for_nodes(
         grid, config.strategy.min_available_nodes, config.server.node_wait_timeout
     )
-    partitions = NodePartitions()  # a first message can wait for a cold client to start
-    wait = config.server.node_wait_timeout or math.inf
+    partitions = NodePartitions(most=len(corpus.examples))
+    wait = config.server.node_wait_timeout or math.inf  # a cold client's first message is slow
     check_partitions(partitions.learn(grid, nodes, wait), partitions, config)
     check_split(config, partitions.num_partitions)
     strategy.sampler = PartitionSampler(config.seed, partitions.of)

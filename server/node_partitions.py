@@ -8,7 +8,7 @@ sums their updates in the same order every time.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from logging import WARNING
 
 from flwr.app import Message, MessageType, RecordDict
@@ -23,7 +23,8 @@ from server.reply_validation import check_partition_reply
 class NodePartitions:
     """node ID -> partition, for the nodes that answered soundly; learned once per node."""
 
-    def __init__(self) -> None:
+    def __init__(self, most: int) -> None:
+        self.most = most  # no data splits into more partitions than it has examples
         self.of: dict[int, int] = {}
         self.num_partitions: int | None = None
         self.refused: dict[int, str] = {}  # nodes whose answer was unusable, and why
@@ -32,8 +33,8 @@ class NodePartitions:
         """Ask the nodes not asked before which partition they hold, waiting up to ``timeout``
         seconds for their answers; the new refusals, by node.
 
-        The first answers fix the number of partitions (the most common claim). A node that
-        claims another number, a partition already held, or fails to answer is left out of
+        The first answers fix the number of partitions (``settle_claims``). A node that claims
+        another number, a partition already held, or fails to answer is left out of
         sampling, and logged; it is not asked again (a silent node would otherwise hold up every
         round by the timeout).
         """
@@ -55,20 +56,46 @@ class NodePartitions:
                 continue
             metrics = reply.content.metric_records[keys.METRICS]
             claims[node] = int(metrics[keys.PARTITION_ID]), int(metrics[keys.NUM_PARTITIONS])
-        if self.num_partitions is None and claims:
-            counts = Counter(count for _, count in claims.values())
-            self.num_partitions = max(counts, key=lambda c: (counts[c], c))
-        held = {partition: node for node, partition in self.of.items()}
-        for node, (partition, count) in sorted(claims.items()):
-            if count != self.num_partitions:
-                refused[node] = (
-                    f"claims {count} partitions, the federation has {self.num_partitions}"
-                )
-            elif partition in held:
-                refused[node] = f"claims partition {partition}, which node {held[partition]} holds"
-            else:
-                self.of[node] = held[partition] = partition
+        self.num_partitions, accepted, rejected = settle_claims(
+            claims, self.num_partitions, self.of, self.most
+        )
+        self.of.update(accepted)
+        refused.update(rejected)
         for node, reason in sorted(refused.items()):
             log(WARNING, "node %d left out of sampling: %s", node, reason)
         self.refused.update(refused)
         return refused
+
+
+def settle_claims(
+    claims: Mapping[int, tuple[int, int]],
+    num_partitions: int | None,
+    held_by: Mapping[int, int],
+    most: int,
+) -> tuple[int | None, dict[int, int], dict[int, str]]:
+    """Nodes' claims (node -> (partition, count)) judged against the federation's number of
+    partitions, set here from the most common claim when not yet known (a tie goes to the
+    smaller number, and no claim above ``most`` counts: a hostile node cannot make the server
+    split the data a billion ways); and against the partitions ``held_by`` nodes already
+    (node -> partition). The number, the accepted node -> partition, and the refusals."""
+    refused = {
+        node: f"claims {count} partitions; the data has {most} examples"
+        for node, (_, count) in claims.items()
+        if count > most
+    }
+    if num_partitions is None:
+        counts = Counter(count for node, (_, count) in claims.items() if node not in refused)
+        num_partitions = max(counts, key=lambda c: (counts[c], -c), default=None)
+    held = {partition: node for node, partition in held_by.items()}
+    accepted: dict[int, int] = {}
+    for node, (partition, count) in sorted(claims.items()):
+        if node in refused:
+            continue
+        if count != num_partitions:
+            refused[node] = f"claims {count} partitions, the federation has {num_partitions}"
+        elif partition in held:
+            refused[node] = f"claims partition {partition}, which node {held[partition]} holds"
+        else:
+            accepted[node] = partition
+            held[partition] = node
+    return num_partitions, accepted, refused

@@ -3,16 +3,17 @@ and its checkpoint's tensors."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from federated.results import METRICS_FILE, read_rounds
+
 
 def rounds(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return read_rounds(folder / METRICS_FILE)
 
 
 def outcome(record: dict) -> dict:

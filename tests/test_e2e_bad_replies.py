@@ -4,13 +4,13 @@ model. One client per kind, two rounds (a replay needs a first round to replay).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
+from tests import run_files
 from tests.bad_replies import EVALUATE, QUERY, TRAIN, ZO_TRAIN
 from tests.simulate import simulate
 
@@ -61,10 +61,6 @@ def _plan(kinds: list[str]) -> dict[int, str]:
     return dict(enumerate(kinds))
 
 
-def _rounds(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-
-
 def _statuses(record: dict, key: str) -> list[str]:
     return [c[key] for c in record["clients"] if c.get(key)]
 
@@ -86,7 +82,7 @@ def test_bad_lora_replies_are_rejected_and_the_good_clients_train(tmp_path: Path
     }  # fmt: skip
     corrupt = {"train": _plan(kinds), "evaluate": _plan(sorted(EVALUATE))}
     folder = simulate(config, num_clients=len(kinds) + GOOD, corrupt=corrupt)
-    rounds = _rounds(folder)[1:]
+    rounds = run_files.rounds(folder)[1:]
     assert len(rounds) == 2
     for record in rounds:
         assert math.isfinite(record["test_loss"])
@@ -120,12 +116,12 @@ def test_bad_zeroth_order_replies_are_rejected(tmp_path: Path) -> None:
     }  # fmt: skip
     corrupt = {"train": _plan(kinds), "query": {sound + i: k for i, k in enumerate(lying)}}
     folder = simulate(config, num_clients=sound + len(lying), corrupt=corrupt)
-    left_out = sorted(n["reason"] for n in _rounds(folder)[0]["nodes_left_out"])
+    left_out = sorted(n["reason"] for n in run_files.rounds(folder)[0]["nodes_left_out"])
     assert len(left_out) == len(lying)
     total = sound + len(lying)
     assert f"claims {total + 1} partitions, the federation has {total}" in left_out[0]
     assert "no partition" in left_out[1] and "is not a partition" in left_out[2]
-    for record in _rounds(folder)[1:]:
+    for record in run_files.rounds(folder)[1:]:
         assert {c["partition_id"] for c in record["clients"]} == set(range(sound))
         statuses = _statuses(record, "status")
         for kind in kinds:
@@ -148,8 +144,8 @@ def test_a_sign_flipped_client_passes_the_checks_and_the_median_still_learns(
         "strategy.min-available-nodes": 5, "output-dir": str(tmp_path),
     }  # fmt: skip
     corrupt = {"train": {0: "sign-flip"}}
-    plain = _rounds(simulate({**base, "run-name": "mean"}, 5, corrupt=corrupt))
-    median = _rounds(
+    plain = run_files.rounds(simulate({**base, "run-name": "mean"}, 5, corrupt=corrupt))
+    median = run_files.rounds(
         simulate({**base, "run-name": "median", "robust.method": "median"}, 5, corrupt=corrupt)
     )
     for rounds in (plain, median):

@@ -4,12 +4,11 @@ fails the run, its last checkpoint kept."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 
+from tests import run_files
 from tests.simulate import simulate
 
 pytestmark = pytest.mark.slow
@@ -21,17 +20,13 @@ BASE = {
 }  # fmt: skip
 
 
-def _rounds(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_a_third_of_clients_crashing_or_hanging_each_round_leaves_a_finished_run(tmp_path) -> None:
     clients = 10
     config = {**BASE, "num-server-rounds": 3, "server.round-timeout": 12.0,
               "strategy.min-available-nodes": clients, "strategy.min-train-nodes": 3,
               "output-dir": str(tmp_path), "run-name": "flaky"}  # fmt: skip
     folder = simulate(config, clients, flaky=(0.3, 20.0))
-    rounds = _rounds(folder)[1:]
+    rounds = run_files.rounds(folder)[1:]
     assert len(rounds) == 3 and (folder / "summary.json").is_file()
     crashed = hung = 0
     for record in rounds:
@@ -48,5 +43,5 @@ def test_a_round_without_enough_sound_replies_is_retried_then_fails_the_run(tmp_
               "output-dir": str(tmp_path), "run-name": "all-bad"}  # fmt: skip
     with pytest.raises(Exception, match="round 1 got fewer than strategy.min-train-nodes"):
         simulate(config, 3, corrupt={"train": {0: "nan", 1: "nan", 2: "nan"}})
-    rounds = _rounds(tmp_path / "all-bad")
+    rounds = run_files.rounds(tmp_path / "all-bad")
     assert [r["round"] for r in rounds] == [0]  # nothing trained, nothing recorded as trained
