@@ -47,11 +47,3 @@ def node_file(context: Context, kind: str, key: str, partition: tuple[int, int],
     partition_id, num_partitions = partition
     name = f"run-{key}-partition-{partition_id}-of-{num_partitions}.{ext}"
     return state_root(context) / kind / name
-
-
-def replace_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a kill leaves either the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

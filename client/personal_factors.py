@@ -14,7 +14,8 @@ import torch
 from flwr.app import Context
 from safetensors.torch import load_file, save
 
-from client.node_files import node_file, replace_file
+from client.node_files import node_file
+from federated.atomic_file import replace_file
 
 _ROUND = re.compile(r"\.round-(\d+)\.safetensors$")
 

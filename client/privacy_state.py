@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 from flwr.app import ConfigRecord, Context
 
-from client.node_files import node_file, replace_file
+from client.node_files import node_file
 from federated import message_keys as keys
+from federated.atomic_file import replace_file
 from federated.privacy.accounting import PrivacyLedger
 
 _VERSION = 1

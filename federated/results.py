@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from federated.atomic_file import replace_file
+
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # A run killed mid-write must not leave a truncated file behind.
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class RunResults:
@@ -46,7 +40,7 @@ class RunResults:
         results = cls(folder)
         kept = [r for r in results.rounds() if r["round"] <= last_round]
         text = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in kept)
-        _write_atomically(results.metrics_path, text)
+        replace_file(results.metrics_path, text.encode())
         return results
 
     def append_round(self, record: Mapping[str, Any]) -> None:
@@ -60,7 +54,7 @@ class RunResults:
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
         path = self.folder / SUMMARY_FILE
         text = json.dumps(finite(summary), indent=2, sort_keys=True, allow_nan=False)
-        _write_atomically(path, text + "\n")
+        replace_file(path, (text + "\n").encode())
         return path
 
 

@@ -20,6 +20,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from federated.atomic_file import replace_file
+
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_INFO = "checkpoint.json"
 _METADATA_KEY = "fedtune"
@@ -48,9 +50,9 @@ def save_checkpoint(folder: Path, checkpoint: Checkpoint) -> Path:
     tensors = {k: v.detach().clone().contiguous() for k, v in checkpoint.tensors.items()}
     save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(info, sort_keys=True)})
     os.replace(tmp, path)
-    readable = folder / (CHECKPOINT_INFO + ".tmp")
-    readable.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    os.replace(readable, folder / CHECKPOINT_INFO)
+    replace_file(
+        folder / CHECKPOINT_INFO, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
+    )
     return path
 
 
