@@ -13,6 +13,7 @@ from client.node import (
     eval_metrics,
     partition_of,
     planned,
+    planned_mode,
     refuse_private_evaluation,
     run_seed,
     train_metrics,
@@ -20,15 +21,18 @@ from client.node import (
 from client.node_files import run_key
 from client.personal_factors import PersonalFactors
 from client.privacy_budget import PrivateClient
+from client.zo_trainer import train_zo
 from federated import message_keys as keys
 from federated.config import parse_run_config
 from federated.evaluation import EvalResult, evaluate_model
 from federated.local_model import LocalModel
-from federated.lora import trainable_state
+from federated.lora import trainable_parameters, trainable_state
 from federated.privacy.secret_randomness import secret_generator
 from federated.round_plan import RoundPlan
 from federated.wire import record_to_tensors, tensors_to_record
 from federated.workspace import Encoded, client_indices, encode_indices, lora_model
+from federated.zo.factor_steps import factor_targets
+from federated.zo.seed_pool import SeedPool
 
 
 class _Round:
@@ -40,6 +44,7 @@ class _Round:
         content = msg.content
         round_config = content.config_records[keys.CONFIG]
         self.settings, rank = planned(self.config, round_config, self.partition_id)
+        self.mode = planned_mode(self.config, round_config)
         self.local: LocalModel = lora_model(self.config, rank)
         self.plan = RoundPlan.from_config(round_config)
         self.server_round = int(round_config[keys.SERVER_ROUND])
@@ -102,6 +107,8 @@ def train_on(msg: Message, context: Context, encoded: Encoded) -> Message:
 
 
 def _train(msg: Message, context: Context, r: _Round, encoded: Encoded) -> Message:
+    if r.mode == "zo":
+        return _train_zeroth_order(msg, r, encoded)
     private = None
     if r.config.dp.record_level:
         private = PrivateClient(
@@ -156,6 +163,37 @@ def _train(msg: Message, context: Context, r: _Round, encoded: Encoded) -> Messa
     upload = tensors_to_record({k: v for k, v in state.items() if k not in withheld})
     metrics = train_metrics(values, r.config.mode, private is not None)
     return Message(content=RecordDict({keys.ARRAYS: upload, keys.METRICS: metrics}), reply_to=msg)
+
+
+def _train_zeroth_order(msg: Message, r: _Round, encoded: Encoded) -> Message:
+    """A mixed federation's device with inference memory only: zeroth-order steps on the global
+    factors, sent as (seed index, scalar) pairs that the server turns back into factors
+    (``federated.zo.factor_steps``). The device simulator refuses record-level DP, so nothing
+    here is private."""
+    r.load(personal=False)
+    z, seed = r.config.zo, run_seed(r.config, r.partition_id, r.server_round, "zo")
+    result = train_zo(
+        r.local.model, factor_targets(trainable_parameters(r.local.model)),
+        SeedPool.from_run_seed(r.config.seed, z.pool_size), encoded, r.config.task,
+        steps=r.settings.steps_for(len(encoded)), lr=z.lr, eps=z.eps,
+        batch_size=r.settings.batch_size, structure=z.perturbation,
+        pad_token_id=r.local.tokenizer.pad_token_id, generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+    steps = {
+        keys.SEED_INDICES: torch.tensor(result.indices, dtype=torch.int64),
+        keys.SEED_SCALARS: torch.tensor(result.scalars, dtype=torch.float32),
+    }
+    values = {
+        keys.NUM_EXAMPLES: len(encoded),
+        keys.PARTITION_ID: r.partition_id,
+        keys.TRAIN_LOSS: result.loss,
+        keys.TRAIN_STEPS: len(result.indices),
+        keys.TRAIN_SECONDS: result.seconds,
+        keys.PEAK_MEMORY_MB: result.peak_memory_mb,
+    }
+    metrics = train_metrics(values, "zo", private=False)
+    content = RecordDict({keys.ARRAYS: tensors_to_record(steps), keys.METRICS: metrics})
+    return Message(content=content, reply_to=msg)
 
 
 def evaluate(msg: Message, context: Context) -> Message:

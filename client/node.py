@@ -71,6 +71,18 @@ def planned(
     return settings, values.get(keys.PLANNED_RANK, rank)
 
 
+def planned_mode(config: RunConfig, round_config: ConfigRecord) -> str:
+    """How this client trains this round: the run's mode, or, in a LoRA run, zeroth-order
+    steps on the LoRA factors where the device simulator found only inference memory."""
+    mode = round_config.get(keys.PLANNED_MODE, config.mode)
+    if mode != config.mode and not (config.mode == "lora" and mode == "zo"):
+        raise ValueError(
+            f"the server planned {keys.PLANNED_MODE} = {mode!r}; a {config.mode} run allows "
+            + ("lora or zo" if config.mode == "lora" else config.mode)
+        )
+    return str(mode)
+
+
 def run_seed(config: RunConfig, *parts: object) -> int:
     """A seed for one purpose of one client in one round, the same on every rerun."""
     return zlib.crc32("/".join(map(str, (config.seed, *parts))).encode())

@@ -9,10 +9,12 @@ METRICS = "metrics"
 
 SERVER_ROUND = "server-round"
 # The device simulator's plan for one client's round (what its device can do): fewer local steps
-# (what it finishes by the deadline), a smaller batch or LoRA rank (what fits its memory).
+# (what it finishes by the deadline), a smaller batch or LoRA rank (what fits its memory), or
+# zeroth-order steps on the LoRA factors (a mixed federation's device with inference memory only).
 PLANNED_STEPS = "planned-local-steps"
 PLANNED_BATCH = "planned-batch-size"
 PLANNED_RANK = "planned-lora-rank"
+PLANNED_MODE = "planned-mode"
 # Names the files a client keeps for a run; the same when the run is resumed.
 RUN_KEY = "run-key"
 NUM_EXAMPLES = "num-examples"

@@ -34,6 +34,7 @@ from server.node_partitions import NodePartitions
 from server.resume import resume_run
 from server.round_loop import folder_for, run_rounds
 from server.start_checks import RunFailure, check_partitions, check_split, wait_for_nodes
+from server.zo_factor_replies import zo_fallback_problem
 from simulation.clock_plots import plot_round_timeline, plot_test_against_hours
 from simulation.device_profiles import ProfileError
 from simulation.driver import DeviceSimulator, clock_summary
@@ -175,7 +176,13 @@ def _device_simulator(
     if not config.simulation.population:
         return None
     try:
-        devices = DeviceSimulator(config, num_partitions, strategy.mixed_ranks)
+        zo_fallback = config.simulation.zo_fallback and config.mode == "lora"
+        problem = zo_fallback_problem(strategy) if zo_fallback else None
+        if problem:
+            log(INFO, "device simulator: no zeroth-order fallback: %s", problem)
+        devices = DeviceSimulator(
+            config, num_partitions, strategy.mixed_ranks, zo_fallback and problem is None
+        )
     except ProfileError as err:
         raise ConfigError(str(err)) from None
     sampler = strategy.sampler

@@ -32,14 +32,13 @@ class ReplayGuard:
     def __init__(self) -> None:
         self.accepted: dict[str, int] = {}
 
-    def problem(self, msg: Message) -> str | None:
-        digest = update_digest(msg)
+    def problem(self, digest: str | None) -> str | None:
+        """Why an update of this digest (``update_digest``) is refused, or None."""
         first = self.accepted.get(digest) if digest is not None else None
         if first is None:
             return None
         return f"replays an update the server accepted in round {first}"
 
-    def remember(self, msg: Message, server_round: int) -> None:
-        digest = update_digest(msg)
+    def remember(self, digest: str | None, server_round: int) -> None:
         if digest is not None:
             self.accepted.setdefault(digest, server_round)

@@ -14,7 +14,7 @@ from federated import message_keys as keys
 from federated.config import RunConfig
 from federated.reply_contract import train_metric_keys
 from server.exchange import Exchange
-from server.replay_guard import ReplayGuard
+from server.replay_guard import ReplayGuard, update_digest
 from server.reply_validation import (
     budget_declined,
     check_declined_reply,
@@ -23,7 +23,8 @@ from server.reply_validation import (
     check_train_reply,
     says_declined,
 )
-from server.update_bounds import ExampleBound, move_bound
+from server.update_bounds import ExampleBound, MoveBound, move_bound
+from server.zo_factor_replies import as_factor_reply
 from strategies.lora_strategy import LoraStrategy
 
 ReplyCheck = Callable[[Message], str | None]
@@ -62,23 +63,49 @@ class TrainScreen:
         self.replays = ReplayGuard()
         self.examples: ExampleBound | None = None  # set once the run knows its clients
         self.partition_of: Mapping[int, int] = {}  # what each node said it holds, at start
+        # A mixed federation: the partitions whose devices take zeroth-order steps on the
+        # factors, with the most steps each may report.
+        self.zo_steps: Mapping[int, int] = {}
 
     def reply_check(self, server_round: int) -> ReplyCheck:
-        """What a sound training reply of this round must be."""
+        """What a sound training reply of this round must be. In a mixed federation a
+        zeroth-order reply that passes is turned, in place, into the factors it stands for."""
         config, strategy, metric_keys = self.config, self.strategy, self.metric_keys
+        max_scalar = config.server.max_zo_scalar
         if strategy.reply_kind == "seed-steps":
             z, steps = config.zo, config.train.local_steps
-            max_scalar = config.server.max_zo_scalar
             return lambda reply: check_seed_reply(
                 reply, z.pool_size, steps, metric_keys, max_scalar
             )
         reference, payload = strategy.reply_reference(), strategy.train_payload()
         bound = move_bound(config, server_round, payload.plan, strategy.pairs, payload.trainable)
         max_norm = config.server.max_update_norm
-        return lambda reply: check_train_reply(
-            reply, reference, max_norm, metric_keys,
-            allow_lower_rank=strategy.mixed_ranks, move=bound, sent=payload.trainable,
-        )  # fmt: skip
+
+        def factors(reply: Message, move: MoveBound | None = bound) -> str | None:
+            return check_train_reply(
+                reply, reference, max_norm, metric_keys,
+                allow_lower_rank=strategy.mixed_ranks, move=move, sent=payload.trainable,
+            )  # fmt: skip
+
+        if not self.zo_steps:
+            return factors
+        zo_keys = train_metric_keys("zo", private=self.private)
+
+        def mixed(reply: Message) -> str | None:
+            partition = self.partition_of.get(reply.metadata.src_node_id)
+            if partition not in self.zo_steps:
+                return factors(reply)
+            steps = self.zo_steps[partition]
+            problem = check_seed_reply(reply, config.zo.pool_size, steps, zo_keys, max_scalar)
+            if problem:
+                return problem
+            rank = config.lora.rank_of(partition)
+            reply.content = as_factor_reply(reply, payload.trainable, rank, config)
+            # Zeroth-order steps move weights by their scalars, not by AdamW's bounded steps:
+            # server.max-update-norm bounds them.
+            return factors(reply, move=None)
+
+        return mixed
 
     def _weight_problem(self, node: int, metrics: MetricRecord) -> str | None:
         claimed = metrics[keys.PARTITION_ID]
@@ -110,17 +137,17 @@ class TrainScreen:
                 entry.epsilon = reply.content.metric_records[keys.METRICS][keys.DP_EPSILON]
                 log(INFO, "    node %d did not train: %s", node, refusal)
                 continue
-            # A replayed update is named as such before it is judged as a stale one.
-            reason = None if masked else self.replays.problem(reply)
-            reason = reason or check(reply)
+            # A replayed update is named as such before it is judged as a stale one; the digest
+            # is of what the client sent, before any translation.
+            digest = None if masked else update_digest(reply)
+            reason = self.replays.problem(digest) or check(reply)
             if reason is None and not masked:
                 reason = self._weight_problem(node, reply.content.metric_records[keys.METRICS])
             if reason:
                 _reject(entry, reason)
                 continue
             metrics = reply.content.metric_records[keys.METRICS]
-            if not masked:
-                self.replays.remember(reply, server_round)
+            self.replays.remember(digest, server_round)
             entry.partition_id = int(metrics[keys.PARTITION_ID])
             entry.lora_rank = int(metrics.get(keys.LORA_RANK, 0)) or None
             entry.train_loss = _optional(metrics, keys.TRAIN_LOSS)

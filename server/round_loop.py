@@ -158,6 +158,8 @@ def run_rounds(
     screen = TrainScreen(strategy, config)
     screen.examples = example_bound(config, partitions.num_partitions)
     screen.partition_of = partitions.of
+    if devices is not None:
+        screen.zo_steps = devices.zo_steps()
     left_out = [{"node_id": n, "reason": why} for n, why in sorted(partitions.refused.items())]
     if resumed is None:
         initial_test = evaluate_global(strategy.model)

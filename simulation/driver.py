@@ -34,7 +34,7 @@ from simulation.clock import (
 )
 from simulation.compute_cost import step_flops
 from simulation.device_profiles import DeviceProfile, load_profiles
-from simulation.memory_planner import Plan, plan_device
+from simulation.memory_planner import Plan, as_mode, plan_device
 from simulation.population import population
 
 # Bytes of a reply beyond its tensors (records, metrics, Flower's object headers).
@@ -62,7 +62,11 @@ class RoundClock:
 class DeviceSimulator:
     """The devices of ``num_partitions`` clients, their plans and the simulated clock."""
 
-    def __init__(self, config: RunConfig, num_partitions: int, mixed_ranks: bool) -> None:
+    def __init__(
+        self, config: RunConfig, num_partitions: int, mixed_ranks: bool, zo_fallback: bool
+    ) -> None:
+        """``mixed_ranks``: the strategy serves smaller ranks; ``zo_fallback``: it takes
+        zeroth-order devices on its factors (``server.zo_factor_replies``)."""
         sim = config.simulation
         self.config = config
         self.devices: list[DeviceProfile] = population(
@@ -70,7 +74,7 @@ class DeviceSimulator:
         )
         self.plans: dict[str, Plan] = {
             profile.name: plan_device(
-                config, profile, smaller_ranks=mixed_ranks, zo_fallback=False
+                config, profile, smaller_ranks=mixed_ranks, zo_fallback=zo_fallback
             )  # fmt: skip
             for profile in {p.name: p for p in self.devices}.values()
         }
@@ -94,6 +98,19 @@ class DeviceSimulator:
         device = self.devices[partition]
         return online(device, self.config.seed, server_round, partition, self.hour)
 
+    def steps_of(self, partition: int) -> int:
+        """The local steps of the partition's full round, at its planned batch."""
+        train = replace(self.config.train, batch_size=self.plan_of(partition).batch)
+        return train.steps_for(self.sizes[partition])
+
+    def zo_steps(self) -> dict[int, int]:
+        """In a LoRA run, the partitions whose devices take zeroth-order steps on the factors,
+        with the steps of their full round."""
+        if self.config.mode != "lora":
+            return {}
+        return {p: self.steps_of(p) for p in range(len(self.devices))
+                if self.plan_of(p).mode == "zo"}  # fmt: skip
+
     def left_out(self) -> dict[int, str]:
         """Partitions whose device can train nothing, and why."""
         return {p: self.plan_of(p).reason for p in range(len(self.devices))
@@ -101,8 +118,8 @@ class DeviceSimulator:
 
     def _device_round(self, partition: int, bytes_down: int, upload_bytes: int) -> DeviceRound:
         plan, config = self.plan_of(partition), self.config
-        steps = config.train.steps_for(self.sizes[partition])
-        flops = step_flops(replace(config, mode=plan.mode), plan.batch, config.model.max_length,
+        steps = self.steps_of(partition)
+        flops = step_flops(as_mode(config, plan.mode), plan.batch, config.model.max_length,
                            plan.rank)  # fmt: skip
         if plan.mode == "zo":
             upload_bytes = _ZO_PAIR_BYTES * steps
@@ -143,7 +160,7 @@ class DeviceSimulator:
             steps = outcome.kept.get(partition, 0)
             clock.devices.append({
                 "partition_id": partition, "profile": self.devices[partition].name,
-                "status": status, "steps": steps,
+                "mode": self.plan_of(partition).mode, "status": status, "steps": steps,
                 "finish_s": round(work.finish, 3) if work else round(failed[partition], 3),
                 **({"download_s": round(work.download, 3), "compute_s": round(work.compute, 3),
                     "upload_s": round(work.upload, 3)} if work else {}),
@@ -163,6 +180,8 @@ class DeviceSimulator:
             overrides[keys.PLANNED_BATCH] = plan.batch
         if plan.rank < config.lora.rank_of(partition):
             overrides[keys.PLANNED_RANK] = plan.rank
+        if plan.mode != config.mode:
+            overrides[keys.PLANNED_MODE] = plan.mode
         if not overrides:
             return message
         content = RecordDict(dict(message.content))

@@ -22,6 +22,13 @@ class Plan:
     reason: str
 
 
+def as_mode(config: RunConfig, mode: str) -> RunConfig:
+    """``config`` as a job of ``mode``: in a LoRA run, zeroth-order steps train its factors."""
+    if mode == config.mode:
+        return config
+    return replace(config, mode=mode, zo=replace(config.zo, params="lora"))
+
+
 def _halvings(start: int) -> list[int]:
     values = [start]
     while values[-1] > 1:
@@ -53,7 +60,7 @@ def plan_device(
                     why = f"fits at rank {rank}, batch {batch}" + (" (reduced)" if changed else "")
                     return Plan("lora", rank, batch, estimate, f"{why}: {_gb(estimate.total)}")
     if config.mode == "zo" or zo_fallback:
-        zo = replace(config, mode="zo")
+        zo = as_mode(config, "zo")
         for batch in _halvings(config.train.batch_size):
             estimate = estimate_memory(zo, batch, length, config.lora.rank)
             smallest = estimate if smallest is None or estimate.total < smallest.total else smallest

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from flwr.app import ConfigRecord
 
-from client.node import planned
+from client.node import planned, planned_mode
 from federated import message_keys as keys
 from federated.config import parse_run_config
 
@@ -33,3 +33,15 @@ def test_a_plan_lowers_steps_batch_and_rank() -> None:
 def test_a_plan_beyond_the_run_is_refused(key: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"the server planned {key}"):
         planned(CONFIG, ConfigRecord({keys.SERVER_ROUND: 1, key: value}), 0)
+
+
+def test_a_lora_run_lets_the_server_plan_zeroth_order_and_nothing_else() -> None:
+    assert planned_mode(CONFIG, ConfigRecord({keys.SERVER_ROUND: 1})) == "lora"
+    assert planned_mode(CONFIG, ConfigRecord({keys.PLANNED_MODE: "zo"})) == "zo"
+    with pytest.raises(ValueError, match="a lora run allows lora or zo"):
+        planned_mode(CONFIG, ConfigRecord({keys.PLANNED_MODE: "full"}))
+    zo_run = parse_run_config(
+        {"model.name": "tiny-llama", "mode": "zo", "strategy.name": "fedkseed"}
+    )
+    with pytest.raises(ValueError, match="a zo run allows zo"):
+        planned_mode(zo_run, ConfigRecord({keys.PLANNED_MODE: "lora"}))

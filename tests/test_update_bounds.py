@@ -18,7 +18,7 @@ from federated.results import RunResults
 from federated.round_plan import RoundPlan
 from federated.wire import tensors_to_record
 from federated.workspace import client_indices
-from server.replay_guard import ReplayGuard
+from server.replay_guard import ReplayGuard, update_digest
 from server.update_bounds import example_bound, move_bound
 from tests.test_reply_validation import _reply
 
@@ -107,12 +107,14 @@ def test_an_update_accepted_once_is_refused_again() -> None:
         return _reply(content)
 
     guard = ReplayGuard()
-    guard.remember(reply(1.0), server_round=2)
-    assert guard.problem(reply(1.0)) == "replays an update the server accepted in round 2"
-    assert guard.problem(reply(1.0 + 1e-7)) is None
+    guard.remember(update_digest(reply(1.0)), server_round=2)
+    assert guard.problem(update_digest(reply(1.0))) == (
+        "replays an update the server accepted in round 2"
+    )
+    assert guard.problem(update_digest(reply(1.0 + 1e-7))) is None
     renamed = RecordDict({keys.ARRAYS: ArrayRecord({"v": torch.full((3,), 1.0)}),
                           keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 1})})  # fmt: skip
-    assert guard.problem(_reply(renamed)) is None
+    assert guard.problem(update_digest(_reply(renamed))) is None
 
 
 def test_non_finite_numbers_never_reach_the_records(tmp_path) -> None:

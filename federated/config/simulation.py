@@ -34,6 +34,13 @@ class SimulationSettings:
         "finished by the deadline count).",
         choices=("drop", "partial"),
     )
+    zo_fallback: bool = option(
+        True,
+        "In a LoRA run, a device with memory for inference only takes zeroth-order steps on "
+        "the same LoRA factors (zo.lr, zo.eps, zo.pool-size, zo.perturbation) instead of being "
+        "left out: a mixed federation (strategies fedavg, fedex-lora, flexlora, lora-fair, "
+        "hetlora).",
+    )
     start_hour: float = option(
         0.0, "The simulated local hour when round 1 starts (for daily availability).",
         minimum=0.0, maximum=24.0,

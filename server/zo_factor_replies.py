@@ -1,0 +1,62 @@
+"""A mixed federation on the server: a device that the simulator put on zeroth-order steps
+replies with (seed index, scalar) pairs, which become the LoRA factors they stand for before
+any strategy sees them; from there on the reply is judged and aggregated as any other.
+
+Only strategies that send every client the whole factors and take back all it trained can do
+this: the server must know where each zeroth-order client started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from flwr.app import Message, MetricRecord, RecordDict
+
+from federated import message_keys as keys
+from federated.config import RunConfig
+from federated.local_model import fit_rank
+from federated.lora import factor_of
+from federated.round_plan import RoundPlan
+from federated.wire import record_to_tensors, tensors_to_record
+from federated.zo.factor_steps import replay_pairs
+from federated.zo.seed_pool import SeedPool
+from strategies.lora_strategy import LoraStrategy
+
+
+def zo_fallback_problem(strategy: LoraStrategy) -> str | None:
+    """Why ``strategy`` cannot take zeroth-order devices beside first-order ones, or None."""
+    if strategy.reply_kind != "tensors":
+        return "a zeroth-order run has no factors for first-order clients to share"
+    payload = strategy.train_payload()
+    if payload.plan != RoundPlan():
+        return f"{strategy.name} trains part of the factors, keeps some, or starts them afresh"
+    if set(payload.trainable) != set(strategy.reply_reference()):
+        return f"{strategy.name} does not send every factor its clients train"
+    return None
+
+
+def _at_rank(start: Mapping[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    """The factors a client of ``rank`` loads from ``start``: their leading ``rank`` part."""
+    cut = {}
+    for key, value in start.items():
+        factor, shape = factor_of(key), list(value.shape)
+        if factor is not None:
+            shape[factor[1]] = min(rank, shape[factor[1]])
+        cut[key] = fit_rank(value, torch.Size(shape))
+    return cut
+
+
+def as_factor_reply(
+    reply: Message, start: Mapping[str, torch.Tensor], rank: int, config: RunConfig
+) -> RecordDict:
+    """The content of a first-order reply that ends where the zeroth-order ``reply``'s steps
+    took the factors ``start`` (a checked seed reply: ``check_seed_reply``)."""
+    steps = record_to_tensors(reply.content.array_records[keys.ARRAYS])
+    z = config.zo
+    factors = replay_pairs(
+        _at_rank(start, rank), steps[keys.SEED_INDICES], steps[keys.SEED_SCALARS],
+        SeedPool.from_run_seed(config.seed, z.pool_size), lr=z.lr, structure=z.perturbation,
+    )  # fmt: skip
+    metrics = MetricRecord({**reply.content.metric_records[keys.METRICS], keys.LORA_RANK: rank})
+    return RecordDict({keys.ARRAYS: tensors_to_record(factors), keys.METRICS: metrics})
