@@ -252,6 +252,8 @@ def _run(grid: Grid, context: Context) -> None:
     if devices is not None:
         _plot_clock(results, config, title)
     summary = _summary(config, results, time.perf_counter() - wall_started)
+    if devices is not None:
+        summary["devices"] = devices.profiles()
     results.write_summary(summary)
     log(INFO, "fedtune: done. %s", json.dumps(summary["final_test"]))
     log(INFO, "fedtune: results, metrics.jsonl, summary.json, loss.png in %s", results.folder)

@@ -190,7 +190,9 @@ def run_rounds(
                 eval_ex, expected, config.eval.max_examples, partitions.of
             )
             eval_metrics = strategy.aggregate_evaluate(server_round, sound)
+        test_started = time.perf_counter()
         test = evaluate_global(strategy.model)
+        test_seconds = time.perf_counter() - test_started
 
         for node, n in eval_ex.bytes_down.items():
             clients.setdefault(node, ClientRound(node)).bytes_down += n
@@ -216,6 +218,7 @@ def run_rounds(
             "eval_bytes_down": sum(eval_ex.bytes_down.values()),
             "eval_bytes_up": sum(eval_ex.bytes_up.values()),
             "aggregation_seconds": aggregation_seconds,
+            "test_seconds": test_seconds,
             "round_seconds": time.perf_counter() - started,
             "clients": [vars(c) for c in sorted(clients.values(), key=_partition_order)],
         }

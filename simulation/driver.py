@@ -43,6 +43,10 @@ _REPLY_OVERHEAD_BYTES = 2048
 _ZO_PAIR_BYTES = 12
 
 
+def _mb(n: float) -> float:
+    return round(n / 1e6, 1)
+
+
 @dataclass
 class RoundClock:
     """One round on the simulated clock, for ``metrics.jsonl``."""
@@ -50,12 +54,15 @@ class RoundClock:
     start_hour: float
     duration_s: float = 0.0
     devices: list[dict] = field(default_factory=list)
+    left_out: int = 0  # devices the planner found no job for
+    memory_mb: dict[str, float] = field(default_factory=dict)  # planned peak, by profile
 
     def record(self) -> dict:
         counts = Counter(f"devices_{d['status'].replace(' ', '_')}" for d in self.devices)
         return {
             "start_hour": self.start_hour, "duration_s": self.duration_s,
-            "devices": self.devices, **counts,
+            "devices": self.devices, **counts, "devices_left_out": self.left_out,
+            "memory_mb_by_profile": self.memory_mb,
         }  # fmt: skip
 
 
@@ -111,6 +118,19 @@ class DeviceSimulator:
         return {p: self.steps_of(p) for p in range(len(self.devices))
                 if self.plan_of(p).mode == "zo"}  # fmt: skip
 
+    def profiles(self) -> dict[str, dict]:
+        """Per profile in the population: its devices and the planner's job for them, with
+        the job's estimated peak memory (for ``summary.json``)."""
+        counts = Counter(d.name for d in self.devices)
+        return {
+            name: {
+                "devices": counts[name], "mode": plan.mode, "lora_rank": plan.rank,
+                "batch": plan.batch, "plan": plan.reason,
+                "memory_mb": _mb(plan.estimate.total) if plan.estimate else None,
+            }
+            for name, plan in sorted(self.plans.items())
+        }  # fmt: skip
+
     def left_out(self) -> dict[int, str]:
         """Partitions whose device can train nothing, and why."""
         return {p: self.plan_of(p).reason for p in range(len(self.devices))
@@ -135,7 +155,8 @@ class DeviceSimulator:
     ) -> tuple[list[Message], RoundClock]:
         """The messages whose work counts this round, each with its device's plan, and the
         round on the simulated clock. ``upload_bytes``: the tensors a LoRA reply carries."""
-        sim, clock = self.config.simulation, RoundClock(self.hour)
+        sim = self.config.simulation
+        clock = RoundClock(self.hour, left_out=len(self.left_out()))
         by_partition = {partition_of[m.metadata.dst_node_id]: m for m in messages}
         rounds, failed = {}, {}
         for partition, message in sorted(by_partition.items()):
@@ -167,6 +188,9 @@ class DeviceSimulator:
             })  # fmt: skip
             if partition in outcome.kept:
                 send.append(self._planned(message, partition, steps, work))
+                plan = self.plan_of(partition)
+                if plan.estimate is not None:
+                    clock.memory_mb[self.devices[partition].name] = _mb(plan.estimate.total)
         self.elapsed_s += clock.duration_s
         return send, clock
 

@@ -63,6 +63,9 @@ def test_a_heterogeneous_population_trains_on_the_devices_that_can(tmp_path: Pat
         duration = record["simulation"]["duration_s"]
         assert duration == (pytest.approx(ends[-1], abs=1e-3) if len(kept) == 10 else 30.0)
         assert math.isfinite(record["test_loss"])
+        assert record["simulation"]["devices_left_out"] == 40  # the "small" 20%
+        kept_profiles = {d["profile"] for d in devices if d["status"] == "kept"}
+        assert set(record["simulation"]["memory_mb_by_profile"]) == kept_profiles
     statuses = {d["status"] for r in records for d in r["simulation"]["devices"]}
     assert statuses == {"kept", "failed", "late", "not needed"}  # every fate happened
     assert (folder / "simulated_time.png").is_file() and (folder / "round_timeline.png").is_file()
@@ -70,3 +73,7 @@ def test_a_heterogeneous_population_trains_on_the_devices_that_can(tmp_path: Pat
     total = sum(r["simulation"]["duration_s"] for r in records) / 3600
     assert summary["simulated_hours"] == pytest.approx(total)
     assert summary["hours_to_test_loss_5"] == 0.0  # the initial model is already there
+    profiles = summary["devices"]
+    assert profiles["small"]["mode"] is None and profiles["small"]["plan"].startswith("left out")
+    assert profiles["small"]["devices"] == 40 and profiles["fast"]["mode"] == "lora"
+    assert 100 < profiles["fast"]["memory_mb"] < 4000

@@ -5,6 +5,7 @@ the rest; each kind alone learns, and so do both together."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,8 @@ def test_zeroth_order_devices_train_the_same_factors(tmp_path: Path, population:
     config = {**CONFIG, "simulation.population": population,
               "simulation.profiles-file": str(_profiles(tmp_path / "devices.toml")),
               "output-dir": str(tmp_path), "run-name": "mixed"}  # fmt: skip
-    records = rounds(simulate(config, CLIENTS))
+    folder = simulate(config, CLIENTS)
+    records = rounds(folder)
     modes = {d["partition_id"]: d["mode"] for d in records[1]["simulation"]["devices"]}
     assert len(modes) == CLIENTS
     for record in records[1:]:
@@ -63,4 +65,8 @@ def test_zeroth_order_devices_train_the_same_factors(tmp_path: Path, population:
     kinds = {"strong": {"lora"}, "weak": {"zo"}}
     expected = set().union(*(kinds[p.split(":")[0]] for p in population.split(",")))
     assert set(modes.values()) == expected
+    planned = json.loads((folder / "summary.json").read_text())["devices"]
+    assert {name: p["mode"] for name, p in planned.items()} == {
+        name: next(iter(kinds[name])) for name in planned
+    }
     assert records[-1]["test_loss"] < records[0]["test_loss"] - 0.01
