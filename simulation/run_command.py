@@ -62,12 +62,13 @@ def _streamed(command: list[str]) -> tuple[int, str]:
     return proc.returncode, "".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fedtune", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the app with flwr run, exit with its status")
-    run.add_argument("app", nargs="?", default=".", help="the Flower App folder (default: .)")
-    run.add_argument("superlink", nargs="?", help="the SuperLink, as flwr run takes it")
+def run(argv: list[str]) -> int:
+    """``fedtune run [APP] [SUPERLINK] [flwr run options]``: the run's status as exit status."""
+    parser = argparse.ArgumentParser(prog="fedtune run", description=__doc__.splitlines()[0])
+    parser.add_argument("app", nargs="?", default=".", help="the Flower App folder (default: .)")
+    parser.add_argument(
+        "superlink", nargs="?", help="the SuperLink connection, as flwr run takes it"
+    )
     args, options = parser.parse_known_args(argv)
     superlink = [args.superlink] if args.superlink else []
     command = [_flwr(), "run", args.app, *superlink, "--stream", *options]
@@ -82,7 +83,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"fedtune: run {run_id} {status}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""The ``fedtune`` command: the chores around Flower's own commands.
+
+fedtune run [APP] [SUPERLINK] [flwr run options]   flwr run, exiting with the run's status
+fedtune certs --host NAME [--host ADDR ...]         a CA and the SuperLink's TLS certificate
+fedtune node-key PATH                               a SuperNode's key pair for node auth
+fedtune commands --address HOST:PORT --nodes N ...  the deployment's exact command lines
+fedtune results RUN_DIR                             what a run did
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from simulation.certificates import make_certificates
+from simulation.deploy_commands import Deployment, deployment_commands
+from simulation.node_keys import make_node_key
+from simulation.run_command import run
+from simulation.run_report import describe_run
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedtune", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="run the app with flwr run, exit with its status",
+                        add_help=False)  # fmt: skip
+    certs = commands.add_parser("certs", help="make a CA and the SuperLink's TLS certificate")
+    certs.add_argument("--out", type=Path, default=Path("certificates"),
+                       help="folder for ca.crt, ca.key, server.pem, server.key")  # fmt: skip
+    certs.add_argument("--host", action="append", required=True,
+                       help="a host name or IP address devices reach the SuperLink at "
+                            "(repeat for each)")  # fmt: skip
+    certs.add_argument("--days", type=int, default=365, help="validity (default 365)")
+    key = commands.add_parser("node-key", help="make a SuperNode's key pair (node auth)")
+    key.add_argument("path", type=Path, help="private key file; the public key is PATH.pub")
+    lines = commands.add_parser("commands", help="print a deployment's command lines")
+    lines.add_argument("--address", required=True, help="HOST:PORT devices reach the SuperLink at")
+    lines.add_argument("--nodes", type=int, required=True, help="number of SuperNodes")
+    lines.add_argument("--certs", type=Path, help="fedtune certs' folder (omit: no TLS)")
+    lines.add_argument(
+        "--keys",
+        type=Path,
+        help="folder of node-<i>.key from fedtune node-key (omit: no node auth)",
+    )
+    lines.add_argument("--database", type=Path, help="the SuperLink's state file")
+    results = commands.add_parser("results", help="what a run did, from its folder")
+    results.add_argument("run_dir", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:
+        return run(argv[1:])  # every other option goes to flwr run
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "certs":
+            files = make_certificates(args.out, args.host, args.days)
+            print("\n".join(f"wrote {path}" for path in files.all()))
+            print(f"keep {files.ca_key} offline; copy {files.ca_cert} to every device")
+        elif args.command == "node-key":
+            private, public = make_node_key(args.path)
+            print(f"wrote {private} (stays on the device) and {public} (register it)")
+        elif args.command == "commands":
+            deployment = Deployment(args.address, args.nodes, args.certs, args.keys,
+                                    args.database)  # fmt: skip
+            print(deployment_commands(deployment))
+        else:
+            print(describe_run(args.run_dir))
+    except (ValueError, OSError) as err:
+        print(f"fedtune {args.command}: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""``fedtune commands``: the exact Flower command lines of a deployment.
+
+One SuperLink (Fleet, Control and Runtime APIs on one HTTP port), one SuperNode per device, the
+nodes' keys registered with ``flwr supernode register``, and the run started with ``fedtune
+run`` against a named SuperLink connection in the Flower home's ``config.toml``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from simulation.certificates import CertificateFiles
+
+CONNECTION = "fedtune"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What the command lines depend on."""
+
+    address: str  # host:port at which devices reach the SuperLink
+    nodes: int
+    certs: Path | None  # fedtune certs' folder; None: plaintext (tests on one machine only)
+    keys: Path | None  # fedtune node-key's files node-<i>.key; None: no node authentication
+    database: Path | None  # the SuperLink's state file; None: in memory, lost on a restart
+
+    def check(self) -> None:
+        host, _, port = self.address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"--address {self.address!r} is not HOST:PORT")
+        if self.nodes < 1:
+            raise ValueError(f"--nodes must be at least 1, got {self.nodes}")
+        if self.keys is not None and self.certs is None:
+            raise ValueError("node authentication (--keys) needs TLS (--certs): Flower refuses "
+                             "--enable-supernode-auth with --insecure")  # fmt: skip
+
+    def node_key(self, node: int) -> Path:
+        assert self.keys is not None
+        return self.keys / f"node-{node}.key"
+
+
+def _line(*parts: object) -> str:
+    return " ".join(shlex.quote(str(p)) for p in parts)
+
+
+def superlink_command(d: Deployment) -> str:
+    port = d.address.rpartition(":")[2]
+    parts: list[object] = ["flower-superlink", "--host", "0.0.0.0", "--port", port]
+    if d.certs is None:
+        parts.append("--insecure")
+    else:
+        files = CertificateFiles.in_folder(d.certs)
+        parts += ["--ssl-ca-certfile", files.ca_cert, "--ssl-certfile", files.server_cert,
+                  "--ssl-keyfile", files.server_key]  # fmt: skip
+    if d.keys is not None:
+        parts.append("--enable-supernode-auth")
+    if d.database is not None:
+        parts += ["--database", d.database]
+    return _line(*parts, "--disable-runtime-dependency-installation")
+
+
+def supernode_command(d: Deployment, node: int, num_partitions: int) -> str:
+    parts: list[object] = ["flower-supernode", "--superlink", d.address]
+    if d.certs is None:
+        parts.append("--insecure")
+    else:
+        parts += ["--root-certificates", CertificateFiles.in_folder(d.certs).ca_cert]
+    if d.keys is not None:
+        parts += ["--auth-supernode-private-key", d.node_key(node)]
+    config = f"partition-id={node} num-partitions={num_partitions}"
+    return _line(*parts, "--node-config", config)
+
+
+def connection_toml(d: Deployment) -> str:
+    """The SuperLink connection that ``flwr`` and ``fedtune run`` use, for ``config.toml``."""
+    lines = [f"[superlink.{CONNECTION}]", f'address = "{d.address}"']
+    if d.certs is None:
+        lines.append("insecure = true")
+    else:
+        lines.append(f'root-certificates = "{CertificateFiles.in_folder(d.certs).ca_cert}"')
+    return "\n".join(lines)
+
+
+def deployment_commands(d: Deployment) -> str:
+    """Every command of the deployment, in the order they run, with where each runs."""
+    d.check()
+    sections = [
+        "# On the server: the SuperLink (open this TCP port to the devices)",
+        superlink_command(d),
+        "",
+        "# Where you start runs: add this connection to $FLWR_HOME/config.toml "
+        "(default ~/.flwr/config.toml)",
+        connection_toml(d),
+    ]
+    if d.keys is not None:
+        sections += ["", "# Register each device's public key (fedtune node-key made them)"]
+        sections += [_line("flwr", "supernode", "register", d.node_key(i).with_suffix(".key.pub"),
+                           CONNECTION) for i in range(d.nodes)]  # fmt: skip
+    sections += ["", "# On each device i: its SuperNode (copy ca.crt and its own key there)"]
+    sections += [supernode_command(d, i, d.nodes) for i in range(d.nodes)]
+    sections += ["", "# Start the run from the app folder; it exits 0 only if the run completed",
+                 _line("fedtune", "run", ".", CONNECTION)]  # fmt: skip
+    return "\n".join(sections)
