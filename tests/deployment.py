@@ -86,7 +86,16 @@ class LocalDeployment:
 
     @staticmethod
     def kill(proc: subprocess.Popen | None) -> None:
-        if proc is None or proc.poll() is not None:
+        """``proc`` and what it started, also the helpers that outlive a SuperNode that exited
+        (Flower's SuperExec watches its parent by ``--parent-pid``)."""
+        if proc is None:
+            return
+        marker = str(proc.pid)
+        for other in psutil.process_iter(["cmdline"]):
+            cmdline = other.info["cmdline"] or []
+            if "--parent-pid" in cmdline and marker in cmdline:
+                other.kill()
+        if proc.poll() is not None:
             return
         try:
             for child in psutil.Process(proc.pid).children(recursive=True):

@@ -1,27 +1,59 @@
 """A real deployment on loopback: a SuperLink with TLS, node authentication and a database,
-three registered SuperNodes started from the lines ``fedtune commands`` prints, and runs
-through ``fedtune run``; nodes it must refuse leave a clear line and the run goes on."""
+three registered SuperNodes started from the lines ``fedtune commands`` prints, LoRA and
+zeroth-order runs through ``fedtune run`` that end where the same runs in Flower's simulation
+engine end; an unregistered node, a node that trusts another CA and a plaintext node are
+refused with a clear line each while the runs go on with the good nodes."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
+from simulation.certificates import make_certificates
+from simulation.node_keys import make_node_key
 from tests.deployment import LocalDeployment
+from tests.simulate import simulate
 
 pytestmark = pytest.mark.slow
 
 NODES = 3
-RUN = {
-    "model.name": "'tiny-llama'", "num-server-rounds": "2", "train.lr": "0.02",
-    "train.local-steps": "4", "eval.max-examples": "16", "strategy.min-available-nodes": "3",
-    "strategy.min-train-nodes": "3", "server.node-wait-timeout": "120.0",
+RUNS = {
+    "lora": {"model.name": "tiny-llama", "num-server-rounds": 2, "train.lr": 0.02,
+             "train.local-steps": 4},
+    "zo": {"model.name": "tiny-llama", "num-server-rounds": 2, "mode": "zo",
+           "strategy.name": "fedkseed", "zo.params": "lora", "zo.pool-size": 64,
+           "zo.lr": 0.02, "zo.eps": 1e-2, "train.local-steps": 6},
 }  # fmt: skip
+COMMON = {"eval.max-examples": 16, "strategy.min-available-nodes": NODES,
+          "strategy.min-train-nodes": NODES, "server.node-wait-timeout": 120.0}  # fmt: skip
+INTRUDERS = ("unregistered", "other-ca", "plaintext")  # the order _intruders starts them in
+MODEL_FILES = {"lora": "adapter/adapter_model.safetensors", "zo": "zo_sums.safetensors"}
 
 
-def _config(values: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in values.items())
+def _flwr_config(values: dict) -> str:
+    quoted = {k: f"'{v}'" if isinstance(v, str) else v for k, v in values.items()}
+    return " ".join(f"{k}={v}" for k, v in quoted.items())
+
+
+def _intruders(d: LocalDeployment) -> dict[str, str]:
+    """Three nodes the SuperLink must not admit: the command line of each."""
+    other = make_certificates(d.folder / "other-ca", ["127.0.0.1"]).ca_cert
+    unregistered, _ = make_node_key(d.folder / "unregistered.key")
+    node = f"flower-supernode --superlink {d.deployment.address}"
+    config = "--node-config 'partition-id=0 num-partitions=3'"
+    ca, key = d.deployment.certs / "ca.crt", d.deployment.node_key(0)
+    return {
+        "unregistered": f"{node} --root-certificates {ca} "
+                        f"--auth-supernode-private-key {unregistered} {config}",
+        "other-ca": f"{node} --root-certificates {other} --auth-supernode-private-key {key} "
+                    f"{config}",
+        # A node retries forever by default; two retries make it say why it gives up.
+        "plaintext": f"{node} --insecure --max-retries 2 {config}",
+    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +65,57 @@ def federation(tmp_path_factory: pytest.TempPathFactory):
             registered = deployment.register(node)
             assert registered.returncode == 0, registered.stdout + registered.stderr
             deployment.start_node(node)
+        for offset, command in enumerate(_intruders(deployment).values()):
+            deployment.start_node(NODES + offset, command)
         yield deployment
     finally:
         deployment.close()
 
 
-def test_lora_rounds_over_tls_with_registered_nodes(federation: LocalDeployment) -> None:
+def _run(federation: LocalDeployment, mode: str) -> Path:
     out = federation.folder / "results"
-    run = federation.run(_config({**RUN, "output-dir": f"'{out}'", "run-name": "'lora'"}))
+    config = {**RUNS[mode], **COMMON, "output-dir": str(out), "run-name": mode}
+    run = federation.run(_flwr_config(config))
     assert run.wait(timeout=900) == 0, federation.log("run.log")[-3000:]
-    rounds = [
-        json.loads(line) for line in (out / "lora" / "metrics.jsonl").read_text().splitlines()
-    ]
+    return out / mode
+
+
+@pytest.mark.parametrize("mode", ["lora", "zo"])
+def test_a_deployed_run_ends_where_the_simulated_one_does(
+    federation: LocalDeployment, mode: str, tmp_path: Path
+) -> None:
+    folder = _run(federation, mode)
+    rounds = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [0, 1, 2]
-    assert all(r["clients_accepted"] == NODES for r in rounds[1:])
-    assert sorted(c["partition_id"] for c in rounds[1]["clients"]) == [0, 1, 2]
+    for record in rounds[1:]:
+        assert sorted(c["partition_id"] for c in record["clients"]) == [0, 1, 2]
+        assert all(c["status"] == "ok" for c in record["clients"])
     assert rounds[2]["test_loss"] < rounds[0]["test_loss"]
+
+    simulated = simulate({**RUNS[mode], **COMMON, "output-dir": str(tmp_path),
+                          "run-name": mode}, NODES)  # fmt: skip
+    deployed = load_file(folder / MODEL_FILES[mode])
+    reference = load_file(simulated / MODEL_FILES[mode])
+    assert deployed.keys() == reference.keys()
+    for key, value in reference.items():
+        torch.testing.assert_close(deployed[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_nodes_the_superlink_must_not_admit_are_refused_with_a_reason(
+    federation: LocalDeployment,
+) -> None:
+    for i in range(len(INTRUDERS)):
+        assert federation.nodes[NODES + i].wait(timeout=120) != 0  # each gives up, and says why
+    logs = {name: federation.log(f"node-{NODES + i}.log")
+            for i, name in enumerate(INTRUDERS)}  # fmt: skip
+    assert "Failed to activate SuperNode" in logs["unregistered"]
+    assert "No SuperNode found with the given public key" in federation.log("superlink.log")
+    assert "CERTIFICATE_VERIFY_FAILED" in logs["other-ca"]
+    assert "Server disconnected without sending a response" in logs["plaintext"]
+    home = Path(federation.env["FLWR_HOME"]) / "config.toml"
+    address = federation.deployment.address
+    home.write_text(home.read_text() + f'\n[superlink.plain]\naddress = "{address}"\n'
+                    "insecure = true\n")  # fmt: skip
+    listed = federation.flwr("ls", "plain")
+    assert listed.returncode != 0
+    assert "Connection to the SuperLink is unavailable" in listed.stdout + listed.stderr
