@@ -22,6 +22,13 @@ class Exchange:
     bytes_down: dict[int, int] = field(default_factory=dict)
     bytes_up: dict[int, int] = field(default_factory=dict)
     timed_out: list[int] = field(default_factory=list)
+    # Nodes the SuperLink answered for (it lost them: no heartbeat), with its reason.
+    unreachable: dict[int, str] = field(default_factory=dict)
+
+
+def _link_error(reply: Message) -> str:
+    reason = reply.error.reason if reply.has_error() else "a reply from another node"
+    return f"unreachable: {' '.join(reason.split())[:200]}"
 
 
 def exchange(
@@ -48,8 +55,13 @@ def exchange(
     while pending and time.monotonic() < deadline:
         arrived = list(grid.pull_messages(list(pending)))
         for reply in arrived:
-            pending.pop(reply.metadata.reply_to_message_id, None)
-            result.bytes_up[reply.metadata.src_node_id] = serialized_bytes(reply)
+            node = pending.pop(reply.metadata.reply_to_message_id, None)
+            if node is None:
+                continue  # not a reply to this exchange's messages
+            if reply.metadata.src_node_id != node:
+                result.unreachable[node] = _link_error(reply)
+                continue
+            result.bytes_up[node] = serialized_bytes(reply)
             result.replies.append(reply)
             if on_reply:
                 on_reply(len(result.replies), total)

@@ -36,9 +36,11 @@ class NodePartitions:
         The first answers fix the number of partitions (``settle_claims``). A node that claims
         another number, a partition already held, or fails to answer is left out of
         sampling, and logged; it is not asked again (a silent node would otherwise hold up every
-        round by the timeout).
+        round by the timeout). A node the SuperLink reports unreachable is asked again when it
+        is back.
         """
-        unknown = sorted(n for n in nodes if n not in self.of and n not in self.refused)
+        connected = set(nodes)
+        unknown = sorted(n for n in connected if n not in self.of and n not in self.refused)
         if not unknown:
             return {}
         messages = [
@@ -56,14 +58,23 @@ class NodePartitions:
                 continue
             metrics = reply.content.metric_records[keys.METRICS]
             claims[node] = int(metrics[keys.PARTITION_ID]), int(metrics[keys.NUM_PARTITIONS])
+        # A partition whose node is gone (a device restarted without node authentication
+        # comes back under a new node ID) goes to whoever claims it now.
+        held = {node: p for node, p in self.of.items() if node in connected}
         self.num_partitions, accepted, rejected = settle_claims(
-            claims, self.num_partitions, self.of, self.most
+            claims, self.num_partitions, held, self.most
         )
+        taken = set(accepted.values())
+        for gone in [n for n, p in self.of.items() if p in taken and n not in connected]:
+            del self.of[gone]  # in place: the sampler and the screen hold this mapping
         self.of.update(accepted)
         refused.update(rejected)
         for node, reason in sorted(refused.items()):
             log(WARNING, "node %d left out of sampling: %s", node, reason)
-        self.refused.update(refused)
+        # A node that claims a partition another connected node holds is asked again later:
+        # the holder may be a device's old node ID that the SuperLink has not yet let go.
+        contested = {n for n in rejected if claims[n][1] == self.num_partitions}
+        self.refused.update({n: r for n, r in refused.items() if n not in contested})
         return refused
 
 

@@ -158,6 +158,9 @@ class TrainScreen:
         for node in ex.timed_out:
             clients[node].status = "no reply before server.round-timeout"
             log(WARNING, "    node %d sent no reply before the timeout", node)
+        for node, reason in ex.unreachable.items():
+            clients[node].status = reason
+            log(WARNING, "    node %d is %s", node, reason)
         for node, partition in self.partition_of.items():
             if node in clients:
                 clients[node].partition_id = partition
@@ -200,4 +203,5 @@ def screen_evaluate(
             valid.append(reply)
     for node in ex.timed_out:
         verdicts[node] = "no reply before server.round-timeout"
+    verdicts.update(ex.unreachable)
     return in_partition_order(valid, partition_of), verdicts

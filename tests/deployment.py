@@ -25,15 +25,16 @@ from simulation.node_keys import make_node_key
 
 
 class LocalDeployment:
-    """A SuperLink with TLS and node authentication and its SuperNodes, on 127.0.0.1."""
+    """A SuperLink with TLS, node authentication (unless ``authenticate`` is False) and a
+    database, and its SuperNodes, on 127.0.0.1."""
 
-    def __init__(self, folder: Path, nodes: int) -> None:
+    def __init__(self, folder: Path, nodes: int, authenticate: bool = True) -> None:
         self.folder = folder
-        certs, keys = folder / "certs", folder / "keys"
+        certs, keys = folder / "certs", folder / "keys" if authenticate else None
         make_certificates(certs, ["127.0.0.1", "localhost"])
         self.deployment = Deployment(f"127.0.0.1:{free_port()}", nodes, certs, keys,
                                      folder / "superlink.db")  # fmt: skip
-        for node in range(nodes):
+        for node in range(nodes if authenticate else 0):
             make_node_key(self.deployment.node_key(node))
         home = folder / "flwr-home"
         home.mkdir()

@@ -28,8 +28,9 @@ RUNS = {
            "strategy.name": "fedkseed", "zo.params": "lora", "zo.pool-size": 64,
            "zo.lr": 0.02, "zo.eps": 1e-2, "train.local-steps": 6},
 }  # fmt: skip
-COMMON = {"eval.max-examples": 16, "strategy.min-available-nodes": NODES,
-          "strategy.min-train-nodes": NODES, "server.node-wait-timeout": 120.0}  # fmt: skip
+COMMON = {"eval.max-examples": 16, "strategy.fraction-evaluate": 0.0,
+          "strategy.min-available-nodes": NODES, "strategy.min-train-nodes": NODES,
+          "server.node-wait-timeout": 120.0}  # fmt: skip
 INTRUDERS = ("unregistered", "other-ca", "plaintext")  # the order _intruders starts them in
 MODEL_FILES = {"lora": "adapter/adapter_model.safetensors", "zo": "zo_sums.safetensors"}
 

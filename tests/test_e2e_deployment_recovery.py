@@ -1,0 +1,106 @@
+"""Recovery of a real deployment on loopback: a SuperNode killed mid-run and restarted takes
+part again (under a new node ID, as a device without node authentication comes back); a
+SuperLink killed mid-run (its ServerApp with it) and restarted on its database lets the run
+resume from its checkpoint and end where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.deployment import LocalDeployment
+from tests.simulate import simulate
+
+pytestmark = pytest.mark.slow
+
+NODES = 3
+RUN = {"model.name": "tiny-llama", "num-server-rounds": 3, "train.lr": 0.02,
+       "train.local-steps": 3, "eval.max-examples": 16, "strategy.min-available-nodes": 2,
+       "strategy.min-train-nodes": 2, "server.node-wait-timeout": 120.0,
+       "server.round-timeout": 60.0, "strategy.fraction-evaluate": 0.0}  # fmt: skip
+ADAPTER = "adapter/adapter_model.safetensors"
+
+
+def _flwr_config(values: dict) -> str:
+    quoted = {k: f"'{v}'" if isinstance(v, str) else v for k, v in values.items()}
+    return " ".join(f"{k}={v}" for k, v in quoted.items())
+
+
+def _rounds(folder: Path) -> list[dict]:
+    path = folder / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines]
+
+
+def _wait_for_round(folder: Path, server_round: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(r["round"] == server_round for r in _rounds(folder)):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"round {server_round} never finished")
+
+
+def _start(folder: Path, authenticate: bool) -> LocalDeployment:
+    deployment = LocalDeployment(folder, NODES, authenticate)
+    deployment.start_superlink()
+    for node in range(NODES):
+        if authenticate:
+            assert deployment.register(node).returncode == 0
+        deployment.start_node(node)
+    return deployment
+
+
+@pytest.fixture
+def federation(tmp_path: Path):
+    deployment = _start(tmp_path / "deployment", authenticate=True)
+    yield deployment
+    deployment.close()
+
+
+def test_a_restarted_supernode_takes_part_again(tmp_path: Path) -> None:
+    federation = _start(tmp_path / "deployment", authenticate=False)
+    try:
+        out = federation.folder / "results"
+        config = {**RUN, "output-dir": str(out), "run-name": "node"}
+        run = federation.run(_flwr_config(config))
+        _wait_for_round(out / "node", 1)
+        federation.kill(federation.nodes[1])  # a crash: no goodbye to the SuperLink
+        federation.start_node(1)
+        assert run.wait(timeout=900) == 0, federation.log("run.log")[-3000:]
+    finally:
+        federation.close()
+    rounds = _rounds(out / "node")
+    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
+    lost = [c for r in rounds[2:] for c in r["clients"] if c["status"] != "ok"]
+    assert lost and all(c["status"].startswith(("unreachable", "no reply")) for c in lost)
+    last = {c["partition_id"]: c for c in rounds[-1]["clients"] if c["status"] == "ok"}
+    assert set(last) == {0, 1, 2}, rounds[-1]["clients"]
+    first = {c["partition_id"]: c["node_id"] for c in rounds[1]["clients"]}
+    assert last[1]["node_id"] != first[1]  # partition 1 is back, under its new node ID
+
+
+def test_a_run_resumes_after_its_superlink_dies(federation: LocalDeployment, tmp_path) -> None:
+    out = federation.folder / "results"
+    config = {**RUN, "strategy.min-available-nodes": NODES, "strategy.min-train-nodes": NODES,
+              "output-dir": str(out), "run-name": "link"}  # fmt: skip
+    run = federation.run(_flwr_config(config))
+    _wait_for_round(out / "link", 1)
+    federation.kill(federation.superlink)  # and the ServerApp it runs
+    assert run.wait(timeout=120) != 0
+    finished = [r["round"] for r in _rounds(out / "link")]
+    federation.start_superlink()  # the same database: the nodes' keys stay registered
+    resumed = federation.run(_flwr_config({**config, "resume": str(out / "link")}))
+    assert resumed.wait(timeout=900) == 0, federation.log("run.log")[-3000:]
+    rounds = _rounds(out / "link")
+    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
+    assert rounds[: len(finished)] == _rounds(out / "link")[: len(finished)]
+    reference = simulate({**config, "output-dir": str(tmp_path), "run-name": "whole"}, NODES)
+    got, expected = load_file(out / "link" / ADAPTER), load_file(reference / ADAPTER)
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-4, atol=1e-5)
