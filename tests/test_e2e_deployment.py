@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from simulation.certificates import make_certificates
 from simulation.node_keys import make_node_key
-from tests.deployment import LocalDeployment
+from tests.deployment import LocalDeployment, run_config_text
 from tests.simulate import simulate
 
 pytestmark = pytest.mark.slow
@@ -33,11 +33,6 @@ COMMON = {"eval.max-examples": 16, "strategy.fraction-evaluate": 0.0,
           "server.node-wait-timeout": 120.0}  # fmt: skip
 INTRUDERS = ("unregistered", "other-ca", "plaintext")  # the order _intruders starts them in
 MODEL_FILES = {"lora": "adapter/adapter_model.safetensors", "zo": "zo_sums.safetensors"}
-
-
-def _flwr_config(values: dict) -> str:
-    quoted = {k: f"'{v}'" if isinstance(v, str) else v for k, v in values.items()}
-    return " ".join(f"{k}={v}" for k, v in quoted.items())
 
 
 def _intruders(d: LocalDeployment) -> dict[str, str]:
@@ -76,7 +71,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory):
 def _run(federation: LocalDeployment, mode: str) -> Path:
     out = federation.folder / "results"
     config = {**RUNS[mode], **COMMON, "output-dir": str(out), "run-name": mode}
-    run = federation.run(_flwr_config(config))
+    run = federation.run(run_config_text(config))
     assert run.wait(timeout=900) == 0, federation.log("run.log")[-3000:]
     return out / mode
 

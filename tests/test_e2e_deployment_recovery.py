@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.deployment import LocalDeployment
+from tests.deployment import LocalDeployment, run_config_text
 from tests.simulate import simulate
 
 pytestmark = pytest.mark.slow
@@ -24,11 +24,6 @@ RUN = {"model.name": "tiny-llama", "num-server-rounds": 3, "train.lr": 0.02,
        "strategy.min-train-nodes": 2, "server.node-wait-timeout": 120.0,
        "server.round-timeout": 60.0, "strategy.fraction-evaluate": 0.0}  # fmt: skip
 ADAPTER = "adapter/adapter_model.safetensors"
-
-
-def _flwr_config(values: dict) -> str:
-    quoted = {k: f"'{v}'" if isinstance(v, str) else v for k, v in values.items()}
-    return " ".join(f"{k}={v}" for k, v in quoted.items())
 
 
 def _rounds(folder: Path) -> list[dict]:
@@ -68,7 +63,7 @@ def test_a_restarted_supernode_takes_part_again(tmp_path: Path) -> None:
     try:
         out = federation.folder / "results"
         config = {**RUN, "output-dir": str(out), "run-name": "node"}
-        run = federation.run(_flwr_config(config))
+        run = federation.run(run_config_text(config))
         _wait_for_round(out / "node", 1)
         federation.kill(federation.nodes[1])  # a crash: no goodbye to the SuperLink
         federation.start_node(1)
@@ -89,13 +84,13 @@ def test_a_run_resumes_after_its_superlink_dies(federation: LocalDeployment, tmp
     out = federation.folder / "results"
     config = {**RUN, "strategy.min-available-nodes": NODES, "strategy.min-train-nodes": NODES,
               "output-dir": str(out), "run-name": "link"}  # fmt: skip
-    run = federation.run(_flwr_config(config))
+    run = federation.run(run_config_text(config))
     _wait_for_round(out / "link", 1)
     federation.kill(federation.superlink)  # and the ServerApp it runs
     assert run.wait(timeout=120) != 0
     finished = [r["round"] for r in _rounds(out / "link")]
     federation.start_superlink()  # the same database: the nodes' keys stay registered
-    resumed = federation.run(_flwr_config({**config, "resume": str(out / "link")}))
+    resumed = federation.run(run_config_text({**config, "resume": str(out / "link")}))
     assert resumed.wait(timeout=900) == 0, federation.log("run.log")[-3000:]
     rounds = _rounds(out / "link")
     assert [r["round"] for r in rounds] == [0, 1, 2, 3]
