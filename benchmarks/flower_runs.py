@@ -8,14 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from simulation.flower_cli import FlowerCli
-
-
-def _flwr_value(value: object) -> str:
-    """A value as ``--run-config`` parses it (TOML): quoted strings, lower-case booleans."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return f"'{value}'" if isinstance(value, str) else str(value)
+from simulation.flower_cli import FlowerCli, run_config_text
 
 
 def run_rounds(
@@ -25,8 +18,7 @@ def run_rounds(
     saved = runs / name / "summary.json"
     if not saved.is_file():
         config = {**config, "output-dir": str(runs), "run-name": name}
-        text = " ".join(f"{k}={_flwr_value(v)}" for k, v in config.items())
-        proc = cli.run(text, num_supernodes=clients, timeout=timeout)
+        proc = cli.run(run_config_text(config), num_supernodes=clients, timeout=timeout)
         if proc.returncode != 0 or not saved.is_file():
             raise RuntimeError(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     lines = (runs / name / "metrics.jsonl").read_text().splitlines()

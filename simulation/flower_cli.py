@@ -18,6 +18,18 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+def run_config_text(values: dict[str, object]) -> str:
+    """Run config values as ``--run-config`` parses them (TOML): quoted strings, lower-case
+    booleans."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return f"'{v}'" if isinstance(v, str) else str(v)
+
+    return " ".join(f"{k}={value(v)}" for k, v in values.items())
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

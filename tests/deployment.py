@@ -24,12 +24,6 @@ from simulation.flower_cli import BIN, ROOT, free_port
 from simulation.node_keys import make_node_key
 
 
-def run_config_text(values: dict) -> str:
-    """Run config values as ``--run-config`` takes them (TOML: strings quoted)."""
-    quoted = {k: f"'{v}'" if isinstance(v, str) else v for k, v in values.items()}
-    return " ".join(f"{k}={v}" for k, v in quoted.items())
-
-
 class LocalDeployment:
     """A SuperLink with TLS, node authentication (unless ``authenticate`` is False) and a
     database, and its SuperNodes, on 127.0.0.1."""

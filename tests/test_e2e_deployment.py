@@ -14,8 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from simulation.certificates import make_certificates
+from simulation.flower_cli import run_config_text
 from simulation.node_keys import make_node_key
-from tests.deployment import LocalDeployment, run_config_text
+from tests.deployment import LocalDeployment
 from tests.simulate import simulate
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.deployment import LocalDeployment, run_config_text
+from simulation.flower_cli import run_config_text
+from tests.deployment import LocalDeployment
 from tests.simulate import simulate
 
 pytestmark = pytest.mark.slow
