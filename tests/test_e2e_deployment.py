@@ -34,6 +34,11 @@ COMMON = {"eval.max-examples": 16, "strategy.fraction-evaluate": 0.0,
           "server.node-wait-timeout": 120.0}  # fmt: skip
 INTRUDERS = ("unregistered", "other-ca", "plaintext")  # the order _intruders starts them in
 MODEL_FILES = {"lora": "adapter/adapter_model.safetensors", "zo": "zo_sums.safetensors"}
+# LoRA replies are the same floats in both engines. A zeroth-order client's replay cache holds
+# whatever its process served before (a Ray actor serves several nodes, a SuperNode one), so its
+# weights agree only up to float rounding, and a scalar (L+ − L−)/2ε carries that rounding times
+# 1/2ε: agreement to 1% still tells a wrong seed, partition or step (those move a sum entirely).
+TOLERANCE = {"lora": {"rtol": 1e-4, "atol": 1e-5}, "zo": {"rtol": 1e-2, "atol": 1e-4}}
 
 
 def _intruders(d: LocalDeployment) -> dict[str, str]:
@@ -95,7 +100,7 @@ def test_a_deployed_run_ends_where_the_simulated_one_does(
     reference = load_file(simulated / MODEL_FILES[mode])
     assert deployed.keys() == reference.keys()
     for key, value in reference.items():
-        torch.testing.assert_close(deployed[key], value, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(deployed[key], value, **TOLERANCE[mode])
 
 
 def test_nodes_the_superlink_must_not_admit_are_refused_with_a_reason(
