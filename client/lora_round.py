@@ -11,26 +11,28 @@ from client.dp_lora_trainer import train_lora_dp
 from client.lora_trainer import train_lora
 from client.node import (
     eval_metrics,
-    partition_of,
     planned,
     planned_mode,
     refuse_private_evaluation,
     run_seed,
     train_metrics,
 )
+from client.node_config import node_job, node_settings
 from client.node_files import run_key
+from client.node_records import node_records
 from client.personal_factors import PersonalFactors
 from client.privacy_budget import PrivateClient
 from client.zo_trainer import train_zo
 from federated import message_keys as keys
 from federated.config import parse_run_config
+from federated.data.corpus import Example
 from federated.evaluation import EvalResult, evaluate_model
 from federated.local_model import LocalModel
 from federated.lora import trainable_parameters, trainable_state
 from federated.privacy.secret_randomness import secret_generator
 from federated.round_plan import RoundPlan
 from federated.wire import record_to_tensors, tensors_to_record
-from federated.workspace import Encoded, client_indices, encode_indices, lora_model
+from federated.workspace import Encoded, encode_records, lora_model
 from federated.zo.factor_steps import factor_targets
 from federated.zo.seed_pool import SeedPool
 
@@ -40,11 +42,13 @@ class _Round:
 
     def __init__(self, msg: Message, context: Context) -> None:
         self.config = parse_run_config(context.run_config)
-        self.partition_id, self.num_partitions = partition_of(context)
+        self.node = node_settings(context)
+        self.partition_id, self.num_partitions = self.node.partition_id, self.node.num_partitions
+        job = node_job(self.config, self.node)
         content = msg.content
         round_config = content.config_records[keys.CONFIG]
-        self.settings, rank = planned(self.config, round_config, self.partition_id)
-        self.mode = planned_mode(self.config, round_config)
+        self.settings, rank = planned(self.config, round_config, self.partition_id, job.batch)
+        self.mode = planned_mode(self.config, round_config, job.mode)
         self.local: LocalModel = lora_model(self.config, rank)
         self.plan = RoundPlan.from_config(round_config)
         self.server_round = int(round_config[keys.SERVER_ROUND])
@@ -82,9 +86,9 @@ class _Round:
             tensors.update(self.personal_b())
         self.local.load(tensors, self.base_delta)
 
-    def evaluate(self, indices: list[int]) -> EvalResult:
-        encoded = encode_indices(
-            self.config, self.local.tokenizer, indices, limit=self.config.eval.max_examples
+    def evaluate(self, records: list[Example]) -> EvalResult:
+        encoded = encode_records(
+            self.config, self.local.tokenizer, records, limit=self.config.eval.max_examples
         )
         return evaluate_model(
             self.local.model,
@@ -97,8 +101,8 @@ class _Round:
 
 def train(msg: Message, context: Context) -> Message:
     r = _Round(msg, context)
-    train_ids, _ = client_indices(r.config, r.partition_id, r.num_partitions)
-    return _train(msg, context, r, encode_indices(r.config, r.local.tokenizer, train_ids))
+    records, _ = node_records(r.config, r.node)
+    return _train(msg, context, r, encode_records(r.config, r.local.tokenizer, records))
 
 
 def train_on(msg: Message, context: Context, encoded: Encoded) -> Message:
@@ -199,7 +203,7 @@ def _train_zeroth_order(msg: Message, r: _Round, encoded: Encoded) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     r = _Round(msg, context)
     refuse_private_evaluation(r.config)
-    _, held_out = client_indices(r.config, r.partition_id, r.num_partitions)
+    _, held_out = node_records(r.config, r.node)
     r.load(personal=False)
     result = r.evaluate(held_out)
     global_result = None

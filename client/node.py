@@ -7,8 +7,9 @@ import zlib
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
+from client.node_config import node_job, node_settings
 from federated import message_keys as keys
-from federated.config import RunConfig, TrainSettings
+from federated.config import RunConfig, TrainSettings, parse_run_config
 from federated.evaluation import EvalResult
 from federated.reply_contract import (
     PARTITION_METRIC_KEYS,
@@ -18,32 +19,30 @@ from federated.reply_contract import (
 )
 
 
-def partition_of(context: Context) -> tuple[int, int]:
-    """(partition-id, num-partitions) from the node config."""
-    node = context.node_config
-    if "partition-id" not in node or "num-partitions" not in node:
-        raise ValueError(
-            "this SuperNode has no partition: start it with "
-            "--node-config 'partition-id=<i> num-partitions=<n>'"
-        )
-    return int(node["partition-id"]), int(node["num-partitions"])
-
-
 def describe(msg: Message, context: Context) -> Message:
     """The answer to the server's question at start: which partition of how many this node
-    holds. The server samples and orders clients by partition, not by node IDs, which change
-    from launch to launch."""
-    partition_id, num_partitions = partition_of(context)
-    values = {keys.PARTITION_ID: partition_id, keys.NUM_PARTITIONS: num_partitions}
+    holds, and whether it takes zeroth-order steps on the factors of a LoRA run (its node
+    config's mode or device). The server samples and orders clients by partition, not by node
+    IDs, which change from launch to launch. A node config the run cannot take is this
+    node's error reply, which the server logs as it leaves the node out."""
+    config = parse_run_config(context.run_config)
+    node = node_settings(context)
+    job = node_job(config, node)
+    values = {
+        keys.PARTITION_ID: node.partition_id,
+        keys.NUM_PARTITIONS: node.num_partitions,
+        keys.ZO_ON_FACTORS: float(job.zo_on_factors(config)),
+    }
     metrics = contracted(values, PARTITION_METRIC_KEYS)
     return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)
 
 
 def planned(
-    config: RunConfig, round_config: ConfigRecord, partition_id: int
+    config: RunConfig, round_config: ConfigRecord, partition_id: int, node_batch: int | None = None
 ) -> tuple[TrainSettings, int]:
     """This round's training settings and LoRA rank: the run's, or the device simulator's
-    smaller ones for this client's device. A plan above the run's settings is refused."""
+    smaller ones for this client's device, with at most ``node_batch`` examples a batch (what
+    this node's own device allows). A plan above the run's settings is refused."""
     settings, rank = config.train, config.lora.rank_of(partition_id)
     wanted = {
         keys.PLANNED_STEPS: settings.local_steps or None,  # None: epochs, no fixed ceiling
@@ -68,13 +67,18 @@ def planned(
                                        local_epochs=0.0)  # fmt: skip
     if keys.PLANNED_BATCH in values:
         settings = dataclasses.replace(settings, batch_size=values[keys.PLANNED_BATCH])
+    if node_batch is not None and node_batch < settings.batch_size:
+        settings = dataclasses.replace(settings, batch_size=node_batch)
     return settings, values.get(keys.PLANNED_RANK, rank)
 
 
-def planned_mode(config: RunConfig, round_config: ConfigRecord) -> str:
+def planned_mode(
+    config: RunConfig, round_config: ConfigRecord, node_mode: str | None = None
+) -> str:
     """How this client trains this round: the run's mode, or, in a LoRA run, zeroth-order
-    steps on the LoRA factors where the device simulator found only inference memory."""
-    mode = round_config.get(keys.PLANNED_MODE, config.mode)
+    steps on the LoRA factors where the device simulator found only inference memory or the
+    node's own config (``node_mode``) asks for them."""
+    mode = round_config.get(keys.PLANNED_MODE, node_mode or config.mode)
     if mode != config.mode and not (config.mode == "lora" and mode == "zo"):
         raise ValueError(
             f"the server planned {keys.PLANNED_MODE} = {mode!r}; a {config.mode} run allows "

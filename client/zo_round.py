@@ -7,13 +7,14 @@ from flwr.app import Context, Message, RecordDict
 
 from client.node import (
     eval_metrics,
-    partition_of,
     planned,
     refuse_private_evaluation,
     run_seed,
     train_metrics,
 )
+from client.node_config import NodeJob, NodeSettings, node_job, node_settings
 from client.node_files import run_key
+from client.node_records import node_records
 from client.privacy_budget import PrivateClient
 from client.zo_trainer import ZoPrivacy, train_zo
 from federated import message_keys as keys
@@ -23,33 +24,34 @@ from federated.privacy.secret_randomness import secret_generator
 from federated.wire import record_to_tensors, tensors_to_record
 from federated.workspace import (
     Encoded,
-    client_indices,
-    encode_indices,
+    encode_records,
     forget_zo_model,
     zo_model,
 )
 from federated.zo.sums_sync import client_sums
 from federated.zo.zo_model import ZoModel
 
-_Rebuilt = tuple[RunConfig, ZoModel, int, int, int]
+_Rebuilt = tuple[RunConfig, ZoModel, NodeSettings, NodeJob, int]
 
 
 def _rebuild(msg: Message, context: Context) -> _Rebuilt:
-    """The run config, the model rebuilt at the message's seed sums, the partition, the round."""
+    """The run config, the model rebuilt at the message's seed sums, the node, its job, the
+    round."""
     config = parse_run_config(context.run_config)
-    partition_id, num_partitions = partition_of(context)
+    node = node_settings(context)
+    job = node_job(config, node)
     zo = zo_model(config)
     sums, _ = client_sums(msg.content, context.state, len(zo.pool))
     zo.load(sums)
     server_round = int(msg.content.config_records[keys.CONFIG][keys.SERVER_ROUND])
-    return config, zo, partition_id, num_partitions, server_round
+    return config, zo, node, job, server_round
 
 
 def train(msg: Message, context: Context) -> Message:
     rebuilt = _rebuild(msg, context)
-    config, zo, partition_id, num_partitions, _ = rebuilt
-    train_ids, _ = client_indices(config, partition_id, num_partitions)
-    return _train(msg, context, rebuilt, encode_indices(config, zo.tokenizer, train_ids))
+    config, zo, node, _, _ = rebuilt
+    records, _ = node_records(config, node)
+    return _train(msg, context, rebuilt, encode_records(config, zo.tokenizer, records))
 
 
 def train_on(msg: Message, context: Context, encoded: Encoded) -> Message:
@@ -58,7 +60,8 @@ def train_on(msg: Message, context: Context, encoded: Encoded) -> Message:
 
 
 def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) -> Message:
-    config, zo, partition_id, num_partitions, server_round = rebuilt
+    config, zo, node, job, server_round = rebuilt
+    partition_id, num_partitions = node.partition_id, node.num_partitions
     private, dp_zo = None, None
     if config.dp.record_level:
         private = PrivateClient(
@@ -75,7 +78,7 @@ def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) 
             private.round.expected_batch, secret_generator("dp-zo", partition_id, server_round),
         )  # fmt: skip
     arrays = record_to_tensors(msg.content.array_records[keys.ARRAYS])
-    settings, _ = planned(config, msg.content.config_records[keys.CONFIG], partition_id)
+    settings, _ = planned(config, msg.content.config_records[keys.CONFIG], partition_id, job.batch)
     generator = torch.Generator().manual_seed(run_seed(config, partition_id, server_round, "zo"))
     try:
         result = train_zo(
@@ -111,10 +114,10 @@ def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) 
 
 
 def evaluate(msg: Message, context: Context) -> Message:
-    config, zo, partition_id, num_partitions, _ = _rebuild(msg, context)
+    config, zo, node, _, _ = _rebuild(msg, context)
     refuse_private_evaluation(config)
-    _, held_out = client_indices(config, partition_id, num_partitions)
-    encoded = encode_indices(config, zo.tokenizer, held_out, limit=config.eval.max_examples)
+    _, held_out = node_records(config, node)
+    encoded = encode_records(config, zo.tokenizer, held_out, limit=config.eval.max_examples)
     result = evaluate_model(
         zo.model, encoded, config.task,
         batch_size=config.eval.batch_size, pad_token_id=zo.tokenizer.pad_token_id,

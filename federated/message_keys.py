@@ -20,6 +20,8 @@ RUN_KEY = "run-key"
 NUM_EXAMPLES = "num-examples"
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
+# 1 where a node of a LoRA run takes zeroth-order steps on the factors by its own node config.
+ZO_ON_FACTORS = "zo-on-factors"
 TRAIN_LOSS = "train-loss"
 TRAIN_STEPS = "train-steps"
 TRAIN_SECONDS = "train-seconds"

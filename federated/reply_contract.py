@@ -28,7 +28,7 @@ DECLINED_METRIC_KEYS = frozenset(
 
 
 # A node's answer to the server's question at start: which partition of how many it holds.
-PARTITION_METRIC_KEYS = frozenset({keys.PARTITION_ID, keys.NUM_PARTITIONS})
+PARTITION_METRIC_KEYS = frozenset({keys.PARTITION_ID, keys.NUM_PARTITIONS, keys.ZO_ON_FACTORS})
 
 
 def eval_metric_keys(task: str, personalised: bool) -> frozenset[str]:

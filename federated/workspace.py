@@ -17,7 +17,7 @@ from transformers import PreTrainedModel
 
 from federated.config import ConfigError, DataSettings, LoraSettings, ModelSettings, RunConfig
 from federated.data.chatterbot import load_chatterbot
-from federated.data.corpus import Corpus
+from federated.data.corpus import Corpus, Example
 from federated.data.encode import encode_examples
 from federated.data.files import load_table
 from federated.data.partition import FederatedSplit, federated_split, global_test_indices
@@ -25,6 +25,7 @@ from federated.data.wordnet import load_wordnet
 from federated.local_model import LocalModel
 from federated.lora import ALL_LINEAR, wrap_with_lora
 from federated.models import PRESETS, load_base_model, load_tokenizer
+from federated.tasks import TASK_CLASSIFICATION
 from federated.zo.seed_pool import SeedPool
 from federated.zo.targets import zo_targets
 from federated.zo.zo_model import ZoModel
@@ -83,6 +84,10 @@ def server_test_indices(config: RunConfig) -> list[int]:
 
 
 def num_labels(config: RunConfig) -> int | None:
+    """The classifier's classes; None for a language model, without reading the data (a node
+    with its own file need not hold the run's)."""
+    if config.task != TASK_CLASSIFICATION:
+        return None
     labels = corpus_for(config).label_names
     return len(labels) if labels else None
 
@@ -136,18 +141,23 @@ def lora_model(config: RunConfig, rank: int | None = None, fresh: bool = False) 
 def encode_indices(
     config: RunConfig, tokenizer: Any, indices: Sequence[int], limit: int = 0
 ) -> Encoded:
-    """Tokenize the chosen examples; with ``limit``, an evenly spread subset of that many.
+    """Tokenize the run's examples at ``indices``; with ``limit``, see `encode_records`."""
+    examples = corpus_for(config).examples
+    return encode_records(config, tokenizer, [examples[i] for i in indices], limit)
 
-    Indices come sorted, and sorted indices run category by category: taking the first ``limit``
+
+def encode_records(
+    config: RunConfig, tokenizer: Any, examples: Sequence[Example], limit: int = 0
+) -> Encoded:
+    """Tokenize ``examples``; with ``limit``, an evenly spread subset of that many.
+
+    Examples come in data order, which runs category by category: taking the first ``limit``
     would evaluate on the first categories only.
     """
-    corpus = corpus_for(config)
-    chosen = list(indices)
+    chosen = list(examples)
     if limit and len(chosen) > limit:
         chosen = [chosen[i * len(chosen) // limit] for i in range(limit)]
-    return encode_examples(
-        [corpus.examples[i] for i in chosen], tokenizer, config.task, config.model.max_length
-    )
+    return encode_examples(chosen, tokenizer, config.task, config.model.max_length)
 
 
 @lru_cache(maxsize=1)

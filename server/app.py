@@ -29,6 +29,7 @@ from federated.workspace import (
     server_test_indices,
     zo_model,
 )
+from federated.zo.factor_steps import factor_steps_problem
 from server.loss_plot import plot_losses
 from server.node_partitions import NodePartitions
 from server.resume import resume_run
@@ -169,6 +170,15 @@ def _log_privacy(config: RunConfig, strategy: LoraStrategy) -> None:
         )  # fmt: skip
 
 
+def _zo_nodes(config: RunConfig, strategy: LoraStrategy) -> tuple[int, str]:
+    """The steps a node that takes zeroth-order steps on the factors of this LoRA run may
+    report, or 0 and why no such node can join."""
+    if config.mode != "lora":
+        return 0, "this is a zeroth-order run"
+    problem = factor_steps_problem(config) or zo_fallback_problem(strategy)
+    return (0, problem) if problem else (config.train.local_steps, "")
+
+
 def _device_simulator(
     config: RunConfig, num_partitions: int, strategy: LoraStrategy
 ) -> DeviceSimulator | None:
@@ -224,7 +234,7 @@ def _run(grid: Grid, context: Context) -> None:
     nodes = wait_for_nodes(
         grid, config.strategy.min_available_nodes, config.server.node_wait_timeout
     )
-    partitions = NodePartitions(most=len(corpus.examples))
+    partitions = NodePartitions(len(corpus.examples), *_zo_nodes(config, strategy))
     wait = config.server.node_wait_timeout or math.inf  # a cold client's first message is slow
     check_partitions(partitions.learn(grid, nodes, wait), partitions, config)
     check_split(config, partitions.num_partitions)

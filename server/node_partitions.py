@@ -21,13 +21,21 @@ from server.reply_validation import check_partition_reply
 
 
 class NodePartitions:
-    """node ID -> partition, for the nodes that answered soundly; learned once per node."""
+    """node ID -> partition, for the nodes that answered soundly; learned once per node.
 
-    def __init__(self, most: int) -> None:
+    In a LoRA run a node may say that it takes zeroth-order steps on the factors (its node
+    config's mode or device): where the run allows that (``zo_steps`` > 0, the steps such a
+    reply may hold), its partition goes into ``zo_steps``; else the node is refused with
+    ``zo_refusal``.
+    """
+
+    def __init__(self, most: int, zo_steps: int = 0, zo_refusal: str = "") -> None:
         self.most = most  # no data splits into more partitions than it has examples
         self.of: dict[int, int] = {}
         self.num_partitions: int | None = None
         self.refused: dict[int, str] = {}  # nodes whose answer was unusable, and why
+        self.zo_steps: dict[int, int] = {}  # partition -> steps, of zeroth-order nodes
+        self.zo_steps_allowed, self.zo_refusal = zo_steps, zo_refusal
 
     def learn(self, grid: Grid, nodes: Iterable[int], timeout: float) -> dict[int, str]:
         """Ask the nodes not asked before which partition they hold, waiting up to ``timeout``
@@ -50,6 +58,7 @@ class NodePartitions:
         answers = exchange(grid, messages, timeout=timeout)
         refused = {node: f"no answer within {timeout:g} s" for node in answers.timed_out}
         claims: dict[int, tuple[int, int]] = {}
+        zeroth_order: set[int] = set()
         for reply in answers.replies:
             node = reply.metadata.src_node_id
             problem = check_partition_reply(reply)
@@ -57,6 +66,11 @@ class NodePartitions:
                 refused[node] = problem
                 continue
             metrics = reply.content.metric_records[keys.METRICS]
+            if metrics[keys.ZO_ON_FACTORS]:
+                if not self.zo_steps_allowed:
+                    refused[node] = f"takes zeroth-order steps on the factors: {self.zo_refusal}"
+                    continue
+                zeroth_order.add(node)
             claims[node] = int(metrics[keys.PARTITION_ID]), int(metrics[keys.NUM_PARTITIONS])
         # A partition whose node is gone (a device restarted without node authentication
         # comes back under a new node ID) goes to whoever claims it now.
@@ -68,6 +82,11 @@ class NodePartitions:
         for gone in [n for n, p in self.of.items() if p in taken and n not in connected]:
             del self.of[gone]  # in place: the sampler and the screen hold this mapping
         self.of.update(accepted)
+        for node, partition in accepted.items():
+            if node in zeroth_order:
+                self.zo_steps[partition] = self.zo_steps_allowed
+            else:
+                self.zo_steps.pop(partition, None)
         refused.update(rejected)
         for node, reason in sorted(refused.items()):
             log(WARNING, "node %d left out of sampling: %s", node, reason)

@@ -252,4 +252,6 @@ def check_partition_reply(msg: Message) -> str | None:
     partition, count = metrics[keys.PARTITION_ID], metrics[keys.NUM_PARTITIONS]
     if partition != int(partition) or count != int(count) or not 0 <= partition < count:
         return f"partition {partition!r} of {count!r} is not a partition"
+    if metrics[keys.ZO_ON_FACTORS] not in (0, 1):
+        return f"{keys.ZO_ON_FACTORS} = {metrics[keys.ZO_ON_FACTORS]!r}, not 0 or 1"
     return None

@@ -158,8 +158,8 @@ def run_rounds(
     screen = TrainScreen(strategy, config)
     screen.examples = example_bound(config, partitions.num_partitions)
     screen.partition_of = partitions.of
-    if devices is not None:
-        screen.zo_steps = devices.zo_steps()
+    # The simulator's plan, or what the nodes said at start (a mapping that grows as they join).
+    screen.zo_steps = devices.zo_steps() if devices is not None else partitions.zo_steps
     left_out = [{"node_id": n, "reason": why} for n, why in sorted(partitions.refused.items())]
     if resumed is None:
         initial_test = evaluate_global(strategy.model)

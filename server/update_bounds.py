@@ -82,7 +82,13 @@ class ExampleBound:
         else:
             limit, where = self.cap, "server.max-examples allows"
         if claimed > limit:
-            return f"claims {claimed:g} examples; {where} {limit:g}"
+            # A node that trains on its own data file holds what the split cannot tell.
+            hint = (
+                "; a node with its own data file needs server.max-examples"
+                if self.per_partition
+                else ""
+            )
+            return f"claims {claimed:g} examples; {where} {limit:g}{hint}"
         return None
 
 

@@ -15,7 +15,8 @@ from federated.config import (
     parse_run_config,
     run_config_to_flat,
 )
-from federated.workspace import lora_model
+from federated.workspace import corpus_for, lora_model
+from server.app import _loading
 from strategies.registry import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +78,6 @@ def test_strategy_choices_are_the_registered_strategies() -> None:
         ({"train.local-steps": 0}, "set exactly one of them above 0"),
         ({"train.local-epochs": 1.0}, "set exactly one of them above 0"),
         ({"data.name": "imagenet"}, "use chatterbot, wordnet or a .jsonl/.csv path"),
-        ({"data.name": "/nowhere/data.jsonl"}, "no such file"),
         ({"data.num-classes": 8}, "only applies to data.name = wordnet"),
         ({"data.name": "wordnet"}, "is a classification dataset, but model 'smollm2-135m'"),
         (
@@ -110,6 +110,15 @@ def test_lora_on_an_embedding_layer_is_refused_in_one_line() -> None:
     config = parse_run_config({"model.name": "tiny-llama", "lora.target-modules": "embed_tokens"})
     with pytest.raises(ConfigError, match="'lora.target-modules' = 'embed_tokens': .* embedding"):
         lora_model(config)
+
+
+def test_a_missing_data_file_stops_the_server_not_the_nodes() -> None:
+    # A node that trains on its own data file needs no copy of the server's.
+    config = parse_run_config({"data.name": "/nowhere/data.jsonl"})
+    with pytest.raises(ConfigError) as err:
+        _loading("data.name", config.data.name, lambda: corpus_for(config))
+    assert str(err.value).startswith("run config 'data.name' = '/nowhere/data.jsonl': ")
+    assert "No such file" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_check_command_explains_a_run_config_string(capsys: pytest.CaptureFixture[str]) -> None:

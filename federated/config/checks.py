@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from federated.config.data import BUILTIN_DATASETS
 from federated.config.lora import LoraSettings
 from federated.config.options import ConfigError
@@ -25,8 +23,6 @@ def check_combinations(config: RunConfig) -> None:
         raise ConfigError(
             f"run config 'data.name' = {data.name!r}: use chatterbot, wordnet or a .jsonl/.csv path"
         )
-    if is_table and not Path(data.name).expanduser().is_file():
-        raise ConfigError(f"run config 'data.name' = {data.name!r}: no such file")
     for key, value in (
         ("data.num-classes", data.num_classes),
         ("data.max-per-class", data.max_per_class),

@@ -22,6 +22,7 @@ def load_table(
     target_column: str = "",
     label_column: str = "",
     group_column: str = "",
+    classes: tuple[str, ...] = (),
 ) -> Corpus:
     """Load a ``.jsonl`` or ``.csv`` file into a corpus.
 
@@ -42,6 +43,10 @@ def load_table(
         distinct values sorted, which the labels index.
     group_column
         An optional column for the natural partitioner.
+    classes
+        For one node's own file in a run whose classes are set elsewhere: those class names.
+        Each label must be one of them (by name; integer labels are names too, "0", "1", ...),
+        and any number of them may be missing from the file.
 
     Returns
     -------
@@ -90,7 +95,9 @@ def load_table(
 
     label_names: tuple[str, ...] = ()
     labels = [-1] * len(rows)
-    if task == TASK_CLASSIFICATION:
+    if task == TASK_CLASSIFICATION and classes:
+        labels, label_names = _labels_among(path, label_column, rows, classes), classes
+    elif task == TASK_CLASSIFICATION:
         labels, label_names = _labels([values["label"] for _, values in rows])
         _check_classes(path, label_column, labels, label_names)
     examples = tuple(
@@ -178,6 +185,24 @@ def _labels(values: list[Any]) -> tuple[list[int], tuple[str, ...]]:
     names = sorted({str(value).strip() for value in values})
     index_of = {name: i for i, name in enumerate(names)}
     return [index_of[str(value).strip()] for value in values], tuple(names)
+
+
+def _labels_among(
+    path: Path, column: str, rows: list[tuple[int, dict[str, Any]]], classes: tuple[str, ...]
+) -> list[int]:
+    """Each row's label as an index into ``classes``; a label outside them names its line."""
+    index_of = {name: i for i, name in enumerate(classes)}
+    labels = []
+    for line_number, values in rows:
+        name = str(values["label"]).strip()
+        if name not in index_of:
+            shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+            raise ValueError(
+                f"{path}, line {line_number}: {column} {name!r} is not one of the run's "
+                f"{len(classes)} classes ({shown})"
+            )
+        labels.append(index_of[name])
+    return labels
 
 
 # Integer labels are class indices, so their largest value sets the classifier's width: one

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import torch
 
+from federated.config import RunConfig
 from federated.zo.perturbation import Target
 from federated.zo.replay import replay_
 from federated.zo.seed_pool import SeedPool
@@ -39,3 +40,19 @@ def replay_pairs(
     sums.index_add_(0, indices.to(torch.int64), scalars.to(torch.float32))
     replay_(factor_targets(moved), pool, sums, lr, structure)
     return moved
+
+
+def factor_steps_problem(config: RunConfig) -> str | None:
+    """Why a node of the run of ``config`` may not take zeroth-order steps on its LoRA factors
+    on its own say (``mode = zo`` in its node config), or None. The server bounds their number
+    by a fixed ``train.local-steps``; record-level DP does not cover them, SecAgg+ cannot mask
+    (seed, scalar) pairs."""
+    if config.mode != "lora":
+        return None
+    if config.train.local_steps < 1:
+        return "zeroth-order steps on the LoRA factors need a fixed train.local-steps (0 here)"
+    if config.dp.record_level:
+        return "record-level DP does not cover zeroth-order steps on the LoRA factors"
+    if config.secagg.enabled:
+        return "SecAgg+ cannot mask the (seed, scalar) pairs of zeroth-order steps"
+    return None
