@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from simulation.deploy_commands import supernode_command
-from tests.deployment import LocalDeployment, run_config_text
+from simulation.flower_cli import run_config_text
+from tests.deployment import LocalDeployment
 
 pytestmark = pytest.mark.slow
 
