@@ -242,3 +242,20 @@ def test_task_needs_its_column_and_json_must_parse(tmp_path: Path) -> None:
     path.write_text('{"q": "x", "a": "y"}\n{"q": oops}\n', encoding="utf-8")
     with pytest.raises(ValueError, match="line 2: not valid JSON"):
         load_table(path, task=TASK_CAUSAL_LM, text_column="q", target_column="a")
+
+
+def test_bytes_that_are_not_utf8_name_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"text": "ok", "label": "a"}\n{"text": "caf\xe9", "label": "a"}\n')
+    with pytest.raises(ValueError, match=r"latin1\.jsonl, line 2: not UTF-8 text \(byte 0xe9"):
+        load_table(path, task=TASK_CLASSIFICATION, text_column="text", label_column="label")
+
+
+def test_a_single_class_or_a_huge_integer_label_is_refused(tmp_path: Path) -> None:
+    one = _jsonl(tmp_path / "one.jsonl", [{"t": f"x{i}", "y": "animal"} for i in range(5)])
+    with pytest.raises(ValueError, match=r"column 'y' holds a single class \('animal'\)"):
+        load_table(one, task=TASK_CLASSIFICATION, text_column="t", label_column="y")
+    rows = [{"t": f"x{i}", "y": i % 3} for i in range(5)] + [{"t": "z", "y": 1_000_000}]
+    huge = _jsonl(tmp_path / "huge.jsonl", rows)
+    with pytest.raises(ValueError, match="integer labels up to 1000000 but only 4"):
+        load_table(huge, task=TASK_CLASSIFICATION, text_column="t", label_column="y")

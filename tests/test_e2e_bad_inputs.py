@@ -22,24 +22,19 @@ def _rows(path: Path, rows: list[dict]) -> str:
 
 
 def _table(folder: Path) -> dict[str, tuple[str, str, int]]:
-    """Case name -> (run config, the line expected, number of nodes)."""
+    """Case name -> (run config, the line expected, number of nodes): one case for each way a
+    run refuses at start (the config, the data file, the model, the split, the nodes); each
+    other reason on those ways is a unit test (``test_config``, ``test_data_corpus``,
+    ``test_start_checks``)."""
     classes = [{"text": f"definition {i}", "label": ["animal", "plant", "tool"][i % 3],
                 "category": f"c{i % 3}"} for i in range(60)]  # fmt: skip
     good = _rows(folder / "good.jsonl", classes)
     latin1 = folder / "latin1.jsonl"
     latin1.write_bytes(b'{"text": "caf\xe9", "label": "a"}\n')
-    one_class = _rows(folder / "one.jsonl", [{**row, "label": "animal"} for row in classes])
-    numbered = [{**row, "label": i % 3} for i, row in enumerate(classes)]
-    huge_label = _rows(folder / "huge.jsonl", [*numbered[:-1], {"text": "x", "label": 1_000_000}])
-    few = _rows(folder / "few.jsonl", classes[:6])
     data = f"{TINY} data.name="
     return {
-        "rank": ("lora.rank=0", "run config 'lora.rank' = 0: must be >= 1", 2),
         "seed": ("seed=-1", "run config 'seed' = -1: must be >= 0", 2),
         "encoding": (f"{data}'{latin1}'", "line 1: not UTF-8 text (byte 0xe9", 2),
-        "column": (f"{data}'{good}' data.text-column='body'", "no column 'body'", 2),
-        "one class": (f"{data}'{one_class}'", "holds a single class ('animal')", 2),
-        "huge label": (f"{data}'{huge_label}'", "integer labels up to 1000000 but only 4", 2),
         "model path": (
             f"model.name='{folder / 'no-model'}' model.task='classification' data.name='{good}'",
             "run config 'model.name' =",
@@ -50,7 +45,6 @@ def _table(folder: Path) -> dict[str, tuple[str, str, int]]:
             "the data cannot be split across 4 clients",
             4,
         ),  # fmt: skip
-        "clients": (f"{data}'{few}' data.partitioner='iid'", "cannot be split across 6 clients", 6),
         "nodes": (
             f"{data}'{good}' strategy.min-available-nodes=5 server.node-wait-timeout=3.0",
             "only 2 of the 5 nodes strategy.min-available-nodes asks for",

@@ -22,6 +22,7 @@ LORA = {
     "lora.dropout": 0.0,
     "train.lr": 0.02,
     "train.local-steps": 4,
+    "strategy.fraction-evaluate": 0.0,
 }
 TOLERANCE = 1e-4  # a few quantization steps (2 · 8 / 2^22 each) over the clients' weights
 

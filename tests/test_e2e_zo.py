@@ -13,7 +13,7 @@ from tests.simulate import simulate
 
 pytestmark = pytest.mark.slow
 
-POOL, STEPS = 512, 20
+POOL, STEPS = 512, 10
 RUN = {
     "mode": "zo",
     "strategy.name": "fedkseed",
@@ -26,6 +26,7 @@ RUN = {
     "zo.eps": 1e-3,
     "train.local-steps": STEPS,
     "train.batch-size": 8,
+    "strategy.fraction-evaluate": 0.0,
 }
 
 

@@ -5,11 +5,8 @@ the factors further than server.max-update-norm."""
 
 from __future__ import annotations
 
-import time
-
 import torch
-from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
-from flwr.common.serde import make_message
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from client import lora_round
 from federated import message_keys as keys
@@ -23,6 +20,7 @@ from server.reply_screen import TrainScreen
 from server.zo_factor_replies import zo_fallback_problem
 from strategies.lora_strategy import GlobalModel
 from strategies.registry import STRATEGIES, build_strategy
+from tests.messages import message
 
 RUN = {
     "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
@@ -37,12 +35,8 @@ def _train_message(config: dict, factors: dict, mode: str) -> Message:
     round_config = RoundPlan().to_config(ConfigRecord({keys.SERVER_ROUND: 1}))
     if mode == "zo":
         round_config[keys.PLANNED_MODE] = "zo"
-    metadata = Metadata(
-        run_id=1, message_id="m", src_node_id=0, dst_node_id=NODE, reply_to_message_id="",
-        group_id="1", created_at=time.time(), ttl=600.0, message_type="train",
-    )  # fmt: skip
     content = RecordDict({keys.ARRAYS: tensors_to_record(factors), keys.CONFIG: round_config})
-    return make_message(metadata, content=content)
+    return message(content, dst=NODE)
 
 
 def _client_round(config: dict, mode: str) -> tuple[Message, dict, dict]:

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
-from flwr.app import Context, Message, MessageType, Metadata, RecordDict
-from flwr.common.serde import make_message
+from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from client.node import describe
@@ -24,6 +22,7 @@ from federated.workspace import corpus_for
 from server.node_partitions import NodePartitions
 from simulation.memory_estimate import estimate_memory
 from simulation.memory_planner import as_mode
+from tests.messages import message
 
 RUN = {"model.name": "tiny-llama", "train.local-steps": 4, "train.batch-size": 4}
 CONFIG = parse_run_config(RUN)
@@ -92,22 +91,16 @@ def test_a_node_mode_the_run_cannot_take_is_refused(run: dict, expected: str) ->
         node_job(parse_run_config({**RUN, **run}), node)
 
 
-def _metadata(message_id: str, src: int, dst: int, reply_to: str = "") -> Metadata:
-    return Metadata(
-        run_id=7, message_id=message_id, src_node_id=src, dst_node_id=dst,
-        reply_to_message_id=reply_to, group_id="", created_at=time.time(), ttl=60.0,
-        message_type=MessageType.QUERY,
-    )  # fmt: skip
-
-
 def _answer(question: Message, node_id: int, node: dict, message_id: str) -> Message:
     """Node ``node_id``'s reply to ``question``, as its ClientApp makes it."""
     reply = describe(question, _context(node))
-    return make_message(_metadata(f"r{message_id}", node_id, 0, message_id), reply.content)
+    return message(reply.content, src=node_id, message_id=f"r{message_id}", reply_to=message_id,
+                   message_type=MessageType.QUERY, run_id=7)  # fmt: skip
 
 
 def test_a_node_says_at_start_whether_it_takes_zeroth_order_steps() -> None:
-    question = make_message(_metadata("q", 0, 11), RecordDict())
+    question = message(RecordDict(), dst=11, message_id="q", message_type=MessageType.QUERY,
+                       run_id=7)  # fmt: skip
     plain = _answer(question, 11, PARTITION, "q").content.metric_records[keys.METRICS]
     zo = _answer(question, 11, {**PARTITION, "mode": "zo"}, "q").content.metric_records
     assert plain[keys.ZO_ON_FACTORS] == 0 and zo[keys.METRICS][keys.ZO_ON_FACTORS] == 1

@@ -5,13 +5,11 @@ run at start."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
-from flwr.common.serde import make_message
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from client import app as client_app
 from client import lora_round, zo_round
@@ -30,6 +28,7 @@ from server.reply_screen import TrainScreen
 from strategies.fedkseed import FedKSeed
 from strategies.lora_strategy import GlobalModel
 from strategies.registry import build_strategy
+from tests.messages import message
 
 BASE = {
     "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
@@ -42,11 +41,7 @@ NODE = 11
 
 
 def _message(content: RecordDict) -> Message:
-    metadata = Metadata(
-        run_id=1, message_id="m", src_node_id=0, dst_node_id=NODE, reply_to_message_id="",
-        group_id="1", created_at=time.time(), ttl=600.0, message_type="train",
-    )  # fmt: skip
-    return make_message(metadata, content=content)
+    return message(content, dst=NODE)
 
 
 def _train_message(config: dict) -> Message:

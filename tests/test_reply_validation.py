@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Metadata, MetricRecord, RecordDict
-from flwr.common.serde import make_message
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, MetricRecord, RecordDict
 
 from federated import message_keys as keys
 from federated.reply_contract import eval_metric_keys, train_metric_keys
@@ -16,6 +13,7 @@ from federated.secagg.protocol import MASKED
 from federated.tasks import TASK_CLASSIFICATION
 from federated.wire import tensors_to_record
 from server.reply_validation import check_evaluate_reply, check_masked_reply, check_train_reply
+from tests.messages import message
 
 REFERENCE = {"m.lora_A.weight": torch.zeros(2, 4), "m.lora_B.weight": torch.zeros(4, 2)}
 PLAIN = train_metric_keys("lora", private=False)
@@ -25,18 +23,7 @@ EVAL = eval_metric_keys(TASK_CLASSIFICATION, personalised=False)
 
 
 def _reply(content: RecordDict | None = None, error: Error | None = None):
-    metadata = Metadata(
-        run_id=1,
-        message_id="",
-        src_node_id=7,
-        dst_node_id=0,
-        reply_to_message_id="x",
-        group_id="",
-        created_at=time.time(),
-        ttl=60.0,
-        message_type="train",
-    )
-    return make_message(metadata, content=content, error=error)
+    return message(content, src=7, reply_to="x", error=error)
 
 
 def _train_content(tensors=None, metrics=None, **extra) -> RecordDict:
