@@ -182,6 +182,7 @@ def _train_zeroth_order(msg: Message, r: _Round, encoded: Encoded) -> Message:
         steps=r.settings.steps_for(len(encoded)), lr=z.lr, eps=z.eps,
         batch_size=r.settings.batch_size, structure=z.perturbation,
         pad_token_id=r.local.tokenizer.pad_token_id, generator=torch.Generator().manual_seed(seed),
+        momentum=z.momentum,
     )  # fmt: skip
     steps = {
         keys.SEED_INDICES: torch.tensor(result.indices, dtype=torch.int64),
@@ -191,7 +192,7 @@ def _train_zeroth_order(msg: Message, r: _Round, encoded: Encoded) -> Message:
         keys.NUM_EXAMPLES: len(encoded),
         keys.PARTITION_ID: r.partition_id,
         keys.TRAIN_LOSS: result.loss,
-        keys.TRAIN_STEPS: len(result.indices),
+        keys.TRAIN_STEPS: result.steps,
         keys.TRAIN_SECONDS: result.seconds,
         keys.PEAK_MEMORY_MB: result.peak_memory_mb,
     }

@@ -22,14 +22,12 @@ from federated.config import RunConfig, parse_run_config
 from federated.evaluation import evaluate_model
 from federated.privacy.secret_randomness import secret_generator
 from federated.wire import record_to_tensors, tensors_to_record
-from federated.workspace import (
-    Encoded,
-    encode_records,
-    forget_zo_model,
-    zo_model,
-)
+from federated.workspace import Encoded, encode_records
+from federated.zo.hybrid import hybrid_state, load_hybrid_
+from federated.zo.sensitive import client_mask
 from federated.zo.sums_sync import client_sums
 from federated.zo.zo_model import ZoModel
+from federated.zo_workspace import forget_zo_model, zo_model
 
 _Rebuilt = tuple[RunConfig, ZoModel, NodeSettings, NodeJob, int]
 
@@ -40,9 +38,12 @@ def _rebuild(msg: Message, context: Context) -> _Rebuilt:
     config = parse_run_config(context.run_config)
     node = node_settings(context)
     job = node_job(config, node)
-    zo = zo_model(config)
+    mask = client_mask(msg.content, context.state) if config.zo.params == "sensitive" else None
+    zo = zo_model(config, mask)
     sums, _ = client_sums(msg.content, context.state, len(zo.pool))
     zo.load(sums)
+    if zo.hybrid:
+        load_hybrid_(zo.hybrid, record_to_tensors(msg.content.array_records[keys.ARRAYS]))
     server_round = int(msg.content.config_records[keys.CONFIG][keys.SERVER_ROUND])
     return config, zo, node, job, server_round
 
@@ -88,7 +89,8 @@ def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) 
             pad_token_id=zo.tokenizer.pad_token_id,
             generator=generator,
             probabilities=arrays.get(keys.SEED_PROBABILITIES),
-            privacy=dp_zo,
+            privacy=dp_zo, hybrid=zo.hybrid, hybrid_lr=config.zo.hybrid_lr,
+            momentum=config.zo.momentum,
         )  # fmt: skip
     except BaseException:
         forget_zo_model()  # stopped mid-step: the weights are unknown, the next round reloads w0
@@ -97,12 +99,13 @@ def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) 
     steps = {
         keys.SEED_INDICES: torch.tensor(result.indices, dtype=torch.int64),
         keys.SEED_SCALARS: torch.tensor(result.scalars, dtype=torch.float32),
+        **hybrid_state(zo.hybrid),
     }
     values = {
         keys.NUM_EXAMPLES: len(encoded) if private is None else private.count,
         keys.PARTITION_ID: partition_id,
         keys.TRAIN_LOSS: result.loss,
-        keys.TRAIN_STEPS: len(result.indices),
+        keys.TRAIN_STEPS: result.steps,
         keys.TRAIN_SECONDS: result.seconds,
         keys.PEAK_MEMORY_MB: result.peak_memory_mb,
     }

@@ -7,9 +7,10 @@ gradient (l₊ − l₋)/(2·eps); the step is sent as (seed index, scalar) and 
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,8 @@ from federated.data.encode import batches, collate
 from federated.losses import loss_terms
 from federated.privacy.sampling import poisson_batches
 from federated.privacy.secret_randomness import gaussian_noise
+from federated.zo.hybrid import hybrid_step_
+from federated.zo.momentum import SeedMomentum
 from federated.zo.perturbation import Target, perturb_
 from federated.zo.seed_pool import SeedPool
 
@@ -37,19 +40,26 @@ class ZoPrivacy:
 
 @dataclass(frozen=True)
 class ZoStepsResult:
-    """The round's steps as (seed index, scalar gradient) pairs, and what they cost."""
+    """The round's steps as (seed index, scalar gradient) pairs (with momentum, each seed's
+    applied total), and what they cost."""
 
     indices: list[int]
     scalars: list[float]
+    steps: int
     loss: float  # mean over steps of (l₊ + l₋) / 2
     seconds: float
     peak_memory_mb: float
 
 
-def _example_losses(model: torch.nn.Module, batch: dict, task: str) -> torch.Tensor:
-    """Each example's loss (its mean over scored tokens): one record, one term."""
-    terms = loss_terms(model, batch, task)
-    return terms.loss_sum / terms.count.clamp(min=1)
+def _example_losses(model: torch.nn.Module, batch: dict, task: str, hybrid: bool) -> torch.Tensor:
+    """Each example's loss (its mean over scored tokens): one record, one term. With ``hybrid``
+    modules, their gradient of the batch's mean loss is added to their ``.grad``."""
+    with torch.enable_grad() if hybrid else contextlib.nullcontext():
+        terms = loss_terms(model, batch, task)
+        losses = terms.loss_sum / terms.count.clamp(min=1)
+        if hybrid:
+            losses.mean().backward()
+    return losses.detach()
 
 
 def private_scalar(per_example: torch.Tensor, privacy: ZoPrivacy) -> float:
@@ -83,13 +93,23 @@ def train_zo(
     generator: torch.Generator,
     probabilities: torch.Tensor | None = None,
     privacy: ZoPrivacy | None = None,
+    hybrid: Mapping[str, torch.nn.Parameter] | None = None,
+    hybrid_lr: float = 0.0,
+    momentum: float = 0.0,
 ) -> ZoStepsResult:
     """Take ``steps`` zeroth-order steps on ``targets`` in place.
 
     ``probabilities`` (FedKSeed-Pro) weights the choice of seeds; uniform when None. With
     ``privacy`` each step's batch is a Poisson draw and its scalar the clipped, noised mean of the
-    examples' scalars (DP-ZO): the only thing a step reveals is that one number.
+    examples' scalars (DP-ZO): the only thing a step reveals is that one number. ``hybrid``
+    parameters take an SGD step of ``hybrid_lr`` each step, along the mean of their gradients in
+    the step's two forward passes (``federated.zo.hybrid``). With ``momentum`` the steps are
+    heavy-ball steps in seed space and the result's pairs are each seed's applied total
+    (``federated.zo.momentum``), at most one per step.
     """
+    if hybrid and privacy is not None:
+        raise ValueError("hybrid modules take unclipped first-order steps: no record-level DP")
+    hybrid = hybrid or {}
     if not encoded:
         raise ValueError("this client has no training examples")
     model.eval()  # dropout would make l₊ and l₋ differ by more than the perturbation
@@ -102,31 +122,46 @@ def train_zo(
     weights = torch.ones(len(pool)) if probabilities is None else probabilities
     indices = torch.multinomial(weights, steps, replacement=True, generator=generator).tolist()
     scalars, losses = [], []
+    heavy_ball = SeedMomentum(pool, momentum) if momentum else None
+
+    def move(seed_index: int, back: float, scalar: float) -> None:
+        """Undo ``back`` along the step's seed and take the step, in one pass where it can."""
+        if heavy_ball is None:
+            perturb_(targets, pool[seed_index], back - lr * scalar, structure)
+            return
+        if back:
+            perturb_(targets, pool[seed_index], back, structure)
+        heavy_ball.step_(targets, seed_index, scalar, lr, structure)
+
     start = time.perf_counter()
-    with torch.inference_mode():
+    # Inference mode forbids the hybrid modules' backward passes; no_grad keeps the rest free.
+    with torch.no_grad() if hybrid else torch.inference_mode():
         for index in indices:
             batch = next(stream)
             seed = pool[index]
             if batch is None:  # an empty Poisson draw: the step is the noise alone
                 scalar = private_scalar(torch.zeros(0), privacy)
-                perturb_(targets, seed, -lr * scalar, structure)
+                move(index, 0.0, scalar)
             else:
                 perturb_(targets, seed, eps, structure)
-                plus = _example_losses(model, batch, task)
+                plus = _example_losses(model, batch, task, bool(hybrid))
                 perturb_(targets, seed, -2 * eps, structure)
-                minus = _example_losses(model, batch, task)
+                minus = _example_losses(model, batch, task, bool(hybrid))
                 per_example = (plus - minus) / (2 * eps)
                 if privacy is None:
                     scalar = float(per_example.mean())
                 else:
                     scalar = private_scalar(per_example, privacy)
-                # Back to w, and the step along z, in one pass over the weights.
-                perturb_(targets, seed, eps - lr * scalar, structure)
+                move(index, eps, scalar)  # back to w, and the step
+                hybrid_step_(hybrid, hybrid_lr, passes=2)
                 losses.append(float((plus + minus).mean()) / 2)
             scalars.append(scalar)
+    if heavy_ball is not None:
+        indices, scalars = heavy_ball.pairs()
     return ZoStepsResult(
         indices=indices,
         scalars=scalars,
+        steps=steps,
         loss=sum(losses) / len(losses) if losses else 0.0,
         seconds=time.perf_counter() - start,
         peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

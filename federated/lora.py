@@ -19,13 +19,14 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.verbalizer import VerbalizedClassifier
 
 ALL_LINEAR = "all-linear"
 _LORA_A = "lora_A"
 _LORA_B = "lora_B"
 _PEFT_TASK_TYPES = {TASK_CAUSAL_LM: TaskType.CAUSAL_LM, TASK_CLASSIFICATION: TaskType.SEQ_CLS}
 # Names transformers gives the classification head (BERT-like models and decoder-only models).
-_HEAD_NAMES = ("classifier", "score")
+HEAD_NAMES = ("classifier", "score")
 
 
 def wrap_with_lora(
@@ -75,13 +76,16 @@ def wrap_with_lora(
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"lora dropout must be in [0, 1), got {dropout!r}")
     targets = _check_targets(model, target_modules)
-    head = _classification_head(model) if task == TASK_CLASSIFICATION else None
+    # A causal LM classifying by label words has no head: its classes are rows of the output
+    # layer, which stays frozen, and peft wraps it as a plain module.
+    verbalized = isinstance(model, VerbalizedClassifier)
+    head = _classification_head(model) if task == TASK_CLASSIFICATION and not verbalized else None
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
         lora_dropout=dropout,
         target_modules=targets,
-        task_type=_PEFT_TASK_TYPES[task],
+        task_type=None if verbalized else _PEFT_TASK_TYPES[task],
         bias="none",
     )
     # For SEQ_CLS peft itself puts "classifier" and "score" in modules_to_save (naming it here
@@ -274,11 +278,11 @@ def _check_targets(model: nn.Module, target_modules: tuple[str, ...]) -> str | l
 
 def _classification_head(model: nn.Module) -> str:
     children = dict(model.named_children())
-    for name in _HEAD_NAMES:
+    for name in HEAD_NAMES:
         if name in children:
             return name
     raise ValueError(
-        f"{type(model).__name__} has no classification head named {' or '.join(_HEAD_NAMES)}"
+        f"{type(model).__name__} has no classification head named {' or '.join(HEAD_NAMES)}"
     )
 
 

@@ -48,6 +48,8 @@ SUMS_BASE_VERSION = "sums-base-version"
 # Node state: the seed sums a client last synced, and their version.
 ZO_SUMS = "zo-sums"
 ZO_SUMS_VERSION = "zo-sums-version"
+# zo.params = sensitive: the mask the server sent, kept in the node state.
+ZO_MASK = "zo-mask"
 
 # What a client computes from its data without noise. A record-level DP client never sends
 # them: they would be releases its accountant does not cover.

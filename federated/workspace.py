@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import torch
 from peft import PeftModel
 from transformers import PreTrainedModel
 
@@ -25,10 +26,13 @@ from federated.data.wordnet import load_wordnet
 from federated.local_model import LocalModel
 from federated.lora import ALL_LINEAR, wrap_with_lora
 from federated.models import PRESETS, load_base_model, load_tokenizer
-from federated.tasks import TASK_CLASSIFICATION
-from federated.zo.seed_pool import SeedPool
-from federated.zo.targets import zo_targets
-from federated.zo.zo_model import ZoModel
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.verbalizer import (
+    VerbalizedClassifier,
+    default_prompt,
+    label_token_ids,
+    label_words,
+)
 
 Encoded = list[dict[str, list[int]]]
 
@@ -92,11 +96,49 @@ def num_labels(config: RunConfig) -> int | None:
     return len(labels) if labels else None
 
 
+def label_tokens(config: RunConfig) -> tuple[int, ...] | None:
+    """Classification posed as generation: each class's label-word token; else None."""
+    if not config.verbalized:
+        return None
+    return _label_tokens(config.model, corpus_for(config).label_names or (), config.data.name)
+
+
+@lru_cache(maxsize=2)
+def _label_tokens(model: ModelSettings, names: tuple[str, ...], data_name: str) -> tuple[int, ...]:
+    prompt = model.prompt or default_prompt(data_name)
+    try:
+        words = label_words(names, model.verbalizer)
+        return tuple(label_token_ids(load_tokenizer(model.name), prompt, names, words))
+    except ValueError as err:
+        raise ConfigError(f"run config 'model.verbalizer' = {model.verbalizer!r}: {err}") from None
+
+
+def class_prompt(config: RunConfig) -> str | None:
+    """The prompt template of classification posed as generation; None otherwise."""
+    return (config.model.prompt or default_prompt(config.data.name)) if config.verbalized else None
+
+
+def base_model(
+    model: ModelSettings, task: str, labels: int | None, seed: int, tokens: tuple[int, ...] | None
+) -> torch.nn.Module:
+    """The pretrained model: for classification posed as generation (``tokens``, see
+    `label_tokens`), the causal LM that scores those tokens."""
+    if tokens is None:
+        return load_base_model(model.name, task, num_labels=labels, seed=seed)
+    return VerbalizedClassifier(load_base_model(model.name, TASK_CAUSAL_LM, seed=seed), tokens)
+
+
 @lru_cache(maxsize=2)
 def _lora_model(
-    model: ModelSettings, lora: LoraSettings, rank: int, task: str, labels: int | None, seed: int
+    model: ModelSettings,
+    lora: LoraSettings,
+    rank: int,
+    task: str,
+    labels: int | None,
+    seed: int,
+    tokens: tuple[int, ...] | None,
 ) -> LocalModel:
-    base = load_base_model(model.name, task, num_labels=labels, seed=seed)
+    base = base_model(model, task, labels, seed, tokens)
     peft_model = wrapped(base, model, lora, rank, task, seed)
     return LocalModel.wrap(peft_model, load_tokenizer(model.name), rank)
 
@@ -135,7 +177,8 @@ def lora_model(config: RunConfig, rank: int | None = None, fresh: bool = False) 
     """
     build = _lora_model.__wrapped__ if fresh else _lora_model
     rank = rank or config.lora.rank
-    return build(config.model, config.lora, rank, config.task, num_labels(config), config.seed)
+    return build(config.model, config.lora, rank, config.task, num_labels(config), config.seed,
+                 label_tokens(config))  # fmt: skip
 
 
 def encode_indices(
@@ -157,32 +200,6 @@ def encode_records(
     chosen = list(examples)
     if limit and len(chosen) > limit:
         chosen = [chosen[i * len(chosen) // limit] for i in range(limit)]
-    return encode_examples(chosen, tokenizer, config.task, config.model.max_length)
-
-
-@lru_cache(maxsize=1)
-def _zo_model(config: RunConfig) -> ZoModel:
-    z = config.zo
-    if z.params == "lora":
-        # A model of its own, not the cached LoRA one: zeroth-order steps freeze and move its
-        # weights, and forgetting it must leave nothing of them behind.
-        local = lora_model(config, fresh=True)
-        model, tokenizer = local.model, local.tokenizer
-    else:
-        model = load_base_model(
-            config.model.name, config.task, num_labels=num_labels(config), seed=config.seed
-        )
-        tokenizer = load_tokenizer(config.model.name)
-    targets = zo_targets(model, z.params, sparse_fraction=z.sparse_fraction)
-    pool = SeedPool.from_run_seed(config.seed, z.pool_size)
-    return ZoModel(model, tokenizer, targets, pool, lr=z.lr, structure=z.perturbation)
-
-
-def zo_model(config: RunConfig) -> ZoModel:
-    """The run's zeroth-order model: base weights, targets, seed pool (cached per process)."""
-    return _zo_model(config)
-
-
-def forget_zo_model() -> None:
-    """Drop the cached zeroth-order model: the next ``zo_model`` loads w0 again."""
-    _zo_model.cache_clear()
+    return encode_examples(
+        chosen, tokenizer, config.task, config.model.max_length, prompt=class_prompt(config)
+    )

@@ -22,14 +22,11 @@ from federated.adapter_files import save_global_adapter
 from federated.config import ConfigError, RunConfig, parse_run_config, run_config_to_flat
 from federated.evaluation import EvalResult, evaluate_model
 from federated.results import RunResults
-from federated.workspace import (
-    corpus_for,
-    encode_indices,
-    lora_model,
-    server_test_indices,
-    zo_model,
-)
+from federated.workspace import corpus_for, encode_indices, lora_model, server_test_indices
 from federated.zo.factor_steps import factor_steps_problem
+from federated.zo.hybrid import hybrid_state, load_hybrid_
+from federated.zo.sensitive import Mask
+from federated.zo_workspace import MASK_FILE, save_mask, sensitive_mask, zo_model
 from server.loss_plot import plot_losses
 from server.node_partitions import NodePartitions
 from server.resume import resume_run
@@ -55,7 +52,10 @@ def _mean_per_client(rounds: list[dict], key: str) -> float | None:
 
 
 def _model_files(config: RunConfig) -> tuple[str, ...]:
-    return ("zo_sums.safetensors", "zo_model.json") if config.mode == "zo" else ("adapter",)
+    if config.mode != "zo":
+        return ("adapter",)
+    mask = (MASK_FILE,) if config.zo.params == "sensitive" else ()
+    return ("zo_sums.safetensors", "zo_model.json", *mask)
 
 
 def _summary(config: RunConfig, results: RunResults, wall_seconds: float) -> dict[str, Any]:
@@ -86,11 +86,20 @@ def _start(context: Context) -> tuple[RunConfig, LoraStrategy]:
     """The run config and the strategy; a ``ConfigError`` when either is refused."""
     config = parse_run_config(context.run_config)
     if config.mode == "zo":
-        initial = FedKSeed.initial_model(config.zo.pool_size)
+        zo = _loading("model.name", config.model.name, lambda: zo_model(config, _mask(config)))
+        initial = FedKSeed.initial_model(config.zo.pool_size, hybrid_state(zo.hybrid))
     else:
         initial = GlobalModel(dict(_loading("model.name", config.model.name,
                                             lambda: lora_model(config)).initial))  # fmt: skip
-    return config, build_strategy(config, initial)
+    strategy = build_strategy(config, initial)
+    if isinstance(strategy, FedKSeed):
+        strategy.mask = _mask(config)
+    return config, strategy
+
+
+def _mask(config: RunConfig) -> Mask | None:
+    """zo.params = sensitive: the entries that train (computed once per process)."""
+    return sensitive_mask(config) if config.zo.params == "sensitive" else None
 
 
 def _loading(key: str, value: str, load: Callable[[], T]) -> T:
@@ -110,7 +119,7 @@ class _ServerModel:
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self.zo = zo_model(config) if config.mode == "zo" else None
+        self.zo = zo_model(config, _mask(config)) if config.mode == "zo" else None
         self.local = None if self.zo else lora_model(config)
         self.tokenizer = self.zo.tokenizer if self.zo else self.local.tokenizer
         indices = server_test_indices(config)
@@ -121,6 +130,7 @@ class _ServerModel:
     def load(self, model: GlobalModel) -> torch.nn.Module:
         if self.zo:
             self.zo.load(model.trainable[keys.SEED_SUMS])
+            load_hybrid_(self.zo.hybrid, model.trainable)
             return self.zo.model
         self.local.load(model.trainable, model.base_delta)
         return self.local.model
@@ -141,13 +151,12 @@ class _ServerModel:
             save_global_adapter(self.local, model.base_delta, folder / "adapter")
             return
         z = self.config.zo
-        save_file(
-            {keys.SEED_SUMS: model.trainable[keys.SEED_SUMS]}, str(folder / "zo_sums.safetensors")
-        )
+        # The seed sums, and the hybrid modules' values under their wire keys.
+        save_file(model.trainable, str(folder / "zo_sums.safetensors"))
         recipe = {
             "model": self.config.model.name, "seed": self.config.seed, "pool-size": z.pool_size,
             "params": z.params, "perturbation": z.perturbation, "lr": z.lr,
-            "sparse-fraction": z.sparse_fraction,
+            "sparse-fraction": z.sparse_fraction, "hybrid": z.hybrid,
         }  # fmt: skip
         (folder / _model_files(self.config)[1]).write_text(json.dumps(recipe, indent=2) + "\n")
 
@@ -244,6 +253,8 @@ def _run(grid: Grid, context: Context) -> None:
         results = RunResults.create(folder_for(config, time.strftime("%Y%m%d-%H%M%S")))
         strategy.run_key = secrets.token_hex(8)
         log(INFO, "fedtune: writing results to %s", results.folder)
+        if (mask := _mask(config)) is not None:  # a resumed run keeps the one it has
+            save_mask(mask, results.folder)
     else:
         folder, checkpoint = resumed
         results = RunResults.resume(folder, checkpoint.round)

@@ -25,6 +25,7 @@ from server.reply_validation import (
 )
 from server.update_bounds import ExampleBound, MoveBound, move_bound
 from server.zo_factor_replies import as_factor_reply
+from strategies.fedkseed import FedKSeed
 from strategies.lora_strategy import LoraStrategy
 
 ReplyCheck = Callable[[Message], str | None]
@@ -71,11 +72,14 @@ class TrainScreen:
         """What a sound training reply of this round must be. In a mixed federation a
         zeroth-order reply that passes is turned, in place, into the factors it stands for."""
         config, strategy, metric_keys = self.config, self.strategy, self.metric_keys
-        max_scalar = config.server.max_zo_scalar
+        # A step's scalar reaches its seed's total with weight at most 1 / (1 - momentum).
+        max_scalar = config.server.max_zo_scalar / (1.0 - config.zo.momentum)
         if strategy.reply_kind == "seed-steps":
             z, steps = config.zo, config.train.local_steps
+            hybrid = strategy.hybrid_tensors() if isinstance(strategy, FedKSeed) else {}
+            max_norm = config.server.max_update_norm
             return lambda reply: check_seed_reply(
-                reply, z.pool_size, steps, metric_keys, max_scalar
+                reply, z.pool_size, steps, metric_keys, max_scalar, hybrid, max_norm
             )
         reference, payload = strategy.reply_reference(), strategy.train_payload()
         bound = move_bound(config, server_round, payload.plan, strategy.pairs, payload.trainable)

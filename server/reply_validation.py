@@ -172,16 +172,28 @@ def check_train_reply(
 
 
 def check_seed_reply(
-    msg: Message, pool_size: int, max_steps: int, metric_keys: frozenset[str], max_scalar: float
+    msg: Message,
+    pool_size: int,
+    max_steps: int,
+    metric_keys: frozenset[str],
+    max_scalar: float,
+    hybrid: Mapping[str, torch.Tensor] | None = None,
+    max_update_norm: float = math.inf,
 ) -> str | None:
     """Why this zeroth-order reply must be rejected: it may carry only seed indices in the pool
-    and as many finite scalars no larger than ``max_scalar``, at most one pair per local step."""
+    and as many finite scalars no larger than ``max_scalar``, at most one pair per local step,
+    and the ``hybrid`` modules' tensors (``zo.hybrid``: the values sent), in their shapes, finite,
+    moved no further than ``max_update_norm`` from what was sent."""
     problem = _content_problem(msg, metric_keys, arrays=True)
     if problem:
         return problem
     record = msg.content.array_records[keys.ARRAYS]
-    if set(record) != {keys.SEED_INDICES, keys.SEED_SCALARS}:
-        return f"expected {keys.SEED_INDICES} and {keys.SEED_SCALARS}, got {sorted(record)[:4]}"
+    hybrid = hybrid or {}
+    if set(record) != {keys.SEED_INDICES, keys.SEED_SCALARS, *hybrid}:
+        expected = [keys.SEED_INDICES, keys.SEED_SCALARS, *sorted(hybrid)[:2]]
+        return (
+            f"expected {', '.join(expected)}{' ...' * (len(hybrid) > 2)}, got {sorted(record)[:4]}"
+        )
     pairs = tuple(record[keys.SEED_INDICES].shape)
     if len(pairs) != 1 or pairs[0] > max_steps:
         return f"{pairs} steps reported, at most ({max_steps},) (train.local-steps) allowed"
@@ -189,9 +201,23 @@ def check_seed_reply(
         problem = _array_problem(name, record[name], pairs, dtype)
         if problem:
             return problem
+    for name, sent in hybrid.items():
+        problem = _array_problem(name, record[name], tuple(sent.shape), _WIRE_NAME)
+        if problem:
+            return problem
     steps, problem = _decoded(msg)
     if problem:
         return problem
+    if hybrid:
+        if not all(torch.isfinite(steps[name]).all() for name in hybrid):
+            return "non-finite hybrid tensors"
+        norm = math.sqrt(sum(float((steps[k].double() - v.double()).pow(2).sum())
+                             for k, v in hybrid.items()))  # fmt: skip
+        if norm > max_update_norm:
+            return (
+                f"hybrid update norm {norm:.3g} exceeds server.max-update-norm "
+                f"{max_update_norm:.3g}"
+            )
     indices, scalars = steps[keys.SEED_INDICES], steps[keys.SEED_SCALARS]
     if indices.shape != pairs or scalars.shape != pairs:
         return f"indices {tuple(indices.shape)} and scalars {tuple(scalars.shape)} do not pair up"

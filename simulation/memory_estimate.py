@@ -25,6 +25,7 @@ from federated.config import RunConfig
 from federated.losses import loss_terms
 from federated.models import skeleton_model
 from federated.tasks import TASK_CAUSAL_LM
+from federated.verbalizer import VerbalizedClassifier
 from federated.workspace import num_labels, wrapped
 
 # Memory of the runtime itself (Python, torch, transformers, peft and Flower's client imported),
@@ -63,7 +64,11 @@ class MemoryEstimate:
 
 @lru_cache(maxsize=8)
 def skeleton(config: RunConfig, rank: int) -> torch.nn.Module:
-    base = skeleton_model(config.model.name, config.task, num_labels(config))
+    if config.verbalized:  # which rows score the classes changes no memory
+        lm = skeleton_model(config.model.name, TASK_CAUSAL_LM)
+        base = VerbalizedClassifier(lm, range(num_labels(config) or 1))
+    else:
+        base = skeleton_model(config.model.name, config.task, num_labels(config))
     if config.mode == "zo" and config.zo.params == "full":
         return base
     return wrapped(base, config.model, config.lora, rank, config.task, config.seed)

@@ -66,7 +66,8 @@ def main() -> None:
     from client.lora_trainer import train_lora
     from client.zo_trainer import train_zo
     from federated.config import parse_run_config
-    from federated.workspace import lora_model, zo_model
+    from federated.workspace import lora_model
+    from federated.zo_workspace import zo_model
 
     torch.set_num_threads(1)
     config = parse_run_config(json.loads(sys.argv[1]))

@@ -18,8 +18,9 @@ from flwr.serverapp import Grid
 from federated import message_keys as keys
 from federated.config import RobustSettings, RunConfig
 from federated.wire import tensors_to_record
+from federated.zo.sensitive import mask_arrays
 from federated.zo.sums_sync import SumsLedger
-from strategies.lora_factors import normalised_weights
+from strategies.lora_factors import normalised_weights, weighted_mean
 from strategies.lora_strategy import STATE_PREFIX, GlobalModel, LoraStrategy, Payload, Tensors
 
 
@@ -79,6 +80,9 @@ class FedKSeed(LoraStrategy):
         self.amplitude_sums = torch.zeros(self.pool_size, dtype=torch.float64)
         self.counts = torch.zeros(self.pool_size, dtype=torch.float64)
         self.sent_version: dict[str, int] = {}
+        # zo.params = sensitive: the mask, sent to each node that holds no sums of this run yet
+        # (a new, restarted or forgotten node), which is when it may lack the mask too.
+        self.mask: Mapping[str, torch.Tensor] | None = None
         self.sampled: dict[str, list[int]] = {"train": [], "evaluate": []}
 
     @classmethod
@@ -90,8 +94,15 @@ class FedKSeed(LoraStrategy):
         )  # fmt: skip
 
     @staticmethod
-    def initial_model(pool_size: int) -> GlobalModel:
-        return GlobalModel({keys.SEED_SUMS: torch.zeros(pool_size)})
+    def initial_model(
+        pool_size: int, hybrid: Mapping[str, torch.Tensor] | None = None
+    ) -> GlobalModel:
+        """Zero seed sums, and the hybrid modules' seeded initial values (``zo.hybrid``)."""
+        return GlobalModel({keys.SEED_SUMS: torch.zeros(pool_size), **(hybrid or {})})
+
+    def hybrid_tensors(self) -> Tensors:
+        """The global values of the modules that train first-order; empty without zo.hybrid."""
+        return {k: v for k, v in self.model.trainable.items() if k != keys.SEED_SUMS}
 
     def state_tensors(self) -> Tensors:
         return {
@@ -124,7 +135,11 @@ class FedKSeed(LoraStrategy):
         messages = []
         for template in sampled:
             node = template.metadata.dst_node_id
+            new_node = node not in self.ledger.held
             arrays, base = self.ledger.payload(node, self.changes_only)
+            arrays.update(self.hybrid_tensors())  # a few KB, whole each time: heads move a lot
+            if self.mask is not None and new_node:
+                arrays.update(mask_arrays(self.mask))
             if self.pro and kind == "train":
                 arrays[keys.SEED_PROBABILITIES] = self.probabilities()
             config = ConfigRecord(
@@ -184,12 +199,14 @@ class FedKSeed(LoraStrategy):
     def client_delta(self, update: Mapping[str, torch.Tensor]) -> Tensors:
         """A client's steps as one vector over the pool: how far it moves each seed's sum."""
         steps = [(update[keys.SEED_INDICES], update[keys.SEED_SCALARS])]
-        return {keys.SEED_SUMS: aggregate_seed_scalars(steps, [1.0], self.pool_size)}
+        hybrid = {k: update[k] - v for k, v in self.hybrid_tensors().items()}
+        return {keys.SEED_SUMS: aggregate_seed_scalars(steps, [1.0], self.pool_size), **hybrid}
 
     def apply_mean_delta(self, delta: Mapping[str, torch.Tensor]) -> None:
         sums = self.ledger.sums + delta[keys.SEED_SUMS]
         self.ledger.advance(sums)
-        self.model = GlobalModel({keys.SEED_SUMS: sums})
+        hybrid = {k: v + delta[k] for k, v in self.hybrid_tensors().items()}
+        self.model = GlobalModel({keys.SEED_SUMS: sums, **hybrid})
 
     def _observe(self, updates: Sequence[Tensors]) -> None:
         """FedKSeed-Pro's record of how large each seed's scalars have been."""
@@ -202,8 +219,10 @@ class FedKSeed(LoraStrategy):
     def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:
         steps = [(u[keys.SEED_INDICES], u[keys.SEED_SCALARS]) for u in updates]
         self._observe(updates)
+        hybrid = {k: weighted_mean([u[k] for u in updates], weights) - v
+                  for k, v in self.hybrid_tensors().items()}  # fmt: skip
         self.apply_mean_delta(
-            {keys.SEED_SUMS: aggregate_seed_scalars(steps, weights, self.pool_size)}
+            {keys.SEED_SUMS: aggregate_seed_scalars(steps, weights, self.pool_size), **hybrid}
         )
 
     def aggregate_robustly(

@@ -13,18 +13,13 @@ from client.zo_trainer import train_zo
 from federated.config import parse_run_config
 from federated.evaluation import evaluate_model
 from federated.models import load_base_model, load_tokenizer
-from federated.workspace import (
-    client_indices,
-    encode_indices,
-    forget_zo_model,
-    lora_model,
-    zo_model,
-)
+from federated.workspace import client_indices, encode_indices, lora_model
 from federated.zo.perturbation import STRUCTURES, Target, dense_vector, perturb_
 from federated.zo.replay import BLOCK, replay_
 from federated.zo.seed_pool import SeedPool
 from federated.zo.targets import restore_, snapshot, zo_targets
 from federated.zo.zo_model import ZoModel
+from federated.zo_workspace import forget_zo_model, zo_model
 from tests.model_fixtures import TINY_NUM_LABELS, tiny_lora_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -62,7 +62,7 @@ def measure_inference(model_name: str) -> dict:
 
 def measure_zo_step(model_name: str, params: str, structure: str) -> dict:
     from client.zo_trainer import train_zo
-    from federated.workspace import zo_model
+    from federated.zo_workspace import zo_model
 
     config = model_config(model_name, (params, structure))
     zo = zo_model(config)
@@ -121,7 +121,7 @@ def measure_lora_step(model_name: str) -> dict:
 
 def measure_replay(model_name: str, params: str, structure: str) -> dict:
     """A client that joins late: a fresh model catches up on sums that moved every seed."""
-    from federated.workspace import zo_model
+    from federated.zo_workspace import zo_model
 
     config = model_config(model_name, (params, structure))
     zo = zo_model(config)

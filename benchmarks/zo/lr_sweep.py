@@ -41,13 +41,8 @@ def sweep_one(model: str, method: str, lr: float) -> list[float]:
     from client.zo_trainer import train_zo
     from federated.config import parse_run_config
     from federated.evaluation import evaluate_model
-    from federated.workspace import (
-        client_indices,
-        encode_indices,
-        forget_zo_model,
-        server_test_indices,
-        zo_model,
-    )
+    from federated.workspace import client_indices, encode_indices, server_test_indices
+    from federated.zo_workspace import forget_zo_model, zo_model
 
     shared = MODELS[model]
     raw = {**shared["run_config"], **METHODS[model][method], "zo.lr": lr}

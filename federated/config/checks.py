@@ -6,9 +6,17 @@ from federated.config.data import BUILTIN_DATASETS
 from federated.config.lora import LoraSettings
 from federated.config.options import ConfigError
 from federated.config.run_config import RunConfig
+from federated.data.encode import PROMPT_FIELD
 from federated.data.files import TABLE_SUFFIXES
+from federated.models import PRESETS
 from federated.privacy.accounting import PrivacyLedger
 from federated.privacy.record_count import count_release
+from federated.tasks import (
+    TASK_CAUSAL_LM,
+    TASK_CLASSIFICATION,
+    TASK_CLASSIFICATION_AS_GENERATION,
+)
+from federated.verbalizer import verbalizer_pairs
 
 
 def check_combinations(config: RunConfig) -> None:
@@ -36,6 +44,7 @@ def check_combinations(config: RunConfig) -> None:
             "pick a matching model or model.task"
         )
     _check_client_ranks(config.lora)
+    _check_verbalized(config)
     if config.simulation.population and (config.dp.record_level or config.secagg.enabled):
         raise ConfigError(
             f"run config 'simulation.population' = {config.simulation.population!r}: the device "
@@ -51,7 +60,53 @@ def check_combinations(config: RunConfig) -> None:
         )
 
 
+def _check_verbalized(config: RunConfig) -> None:
+    model = config.model
+    if not config.verbalized:
+        for key, value in (("model.prompt", model.prompt), ("model.verbalizer", model.verbalizer)):
+            if value:
+                raise ConfigError(
+                    f"run config '{key}' = {value!r}: only applies to "
+                    f"model.task = {TASK_CLASSIFICATION_AS_GENERATION}"
+                )
+        return
+    preset = PRESETS.get(model.name)
+    if preset is not None and preset.task != TASK_CAUSAL_LM:
+        raise ConfigError(
+            f"run config 'model.task' = {model.task!r}: needs a causal LM, and "
+            f"'{model.name}' is a {preset.task} preset"
+        )
+    if model.prompt and PROMPT_FIELD not in model.prompt:
+        raise ConfigError(
+            f"run config 'model.prompt' = {model.prompt!r}: must contain {PROMPT_FIELD}, where "
+            "each example's text goes"
+        )
+    try:
+        verbalizer_pairs(model.verbalizer)
+    except ValueError as err:
+        raise ConfigError(f"run config 'model.verbalizer' = {model.verbalizer!r}: {err}") from None
+
+
+def _check_hybrid(config: RunConfig) -> None:
+    hybrid = config.zo.hybrid
+    if not hybrid:
+        return
+    key = f"run config 'zo.hybrid' = {hybrid!r}"
+    if config.mode != "zo":
+        raise ConfigError(f"{key}: applies to mode = zo")
+    if hybrid.strip() == "head" and (config.task != TASK_CLASSIFICATION or config.verbalized):
+        raise ConfigError(
+            f"{key}: needs a classification head; this run's model has none"
+            + (" (its classes are label words)" if config.verbalized else "")
+        )
+    if config.dp.record_level:
+        raise ConfigError(f"{key}: its first-order steps are not clipped; no record-level DP")
+    if config.secagg.enabled:
+        raise ConfigError(f"{key}: SecAgg+ sums the seed sums alone; no secagg.enabled")
+
+
 def _check_zo(config: RunConfig) -> None:
+    _check_hybrid(config)
     if config.mode != "zo":
         if config.strategy.name == "fedkseed":
             raise ConfigError(

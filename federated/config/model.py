@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from federated.config.options import option
-from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASK_CLASSIFICATION_AS_GENERATION
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,20 @@ class ModelSettings:
     )
     task: str = option(
         "auto",
-        "What the model does; auto takes it from the preset or the dataset.",
-        choices=("auto", TASK_CAUSAL_LM, TASK_CLASSIFICATION),
+        "What the model does; auto takes it from the preset or the dataset. "
+        "classification-as-generation: a causal LM classifies by the likelihood of each class's "
+        "label word after model.prompt.",
+        choices=("auto", TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASK_CLASSIFICATION_AS_GENERATION),
+    )
+    prompt: str = option(
+        "",
+        "classification-as-generation: the question, with {text} where the example goes, sent as "
+        "the chat's user message; empty: a built-in one for the data set.",
+    )
+    verbalizer: str = option(
+        "",
+        "classification-as-generation: label=word pairs, comma-separated; a class not named takes "
+        "a built-in word (WordNet's) or its label's last dotted part. Words must begin with "
+        "different tokens.",
     )
     max_length: int = option(96, "Tokens per example after truncation.", minimum=8)

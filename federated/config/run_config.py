@@ -17,7 +17,7 @@ from federated.config.strategy import StrategySettings
 from federated.config.train import EvalSettings, TrainSettings
 from federated.config.zo import ZoSettings
 from federated.models import PRESETS
-from federated.tasks import TASK_CAUSAL_LM
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASK_CLASSIFICATION_AS_GENERATION
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,17 @@ class RunConfig:
 
     @property
     def task(self) -> str:
-        """The task from the key, else from the preset, else from the built-in dataset, else LM."""
+        """The task from the key, else from the preset, else from the built-in dataset, else LM;
+        classification posed as generation is classification for data, losses and metrics."""
+        if self.verbalized:
+            return TASK_CLASSIFICATION
         if self.model.task != "auto":
             return self.model.task
         if self.model.name in PRESETS:
             return PRESETS[self.model.name].task
         return BUILTIN_DATASETS.get(self.data.name, TASK_CAUSAL_LM)
+
+    @property
+    def verbalized(self) -> bool:
+        """A causal LM classifies by its label words' likelihood (`federated.verbalizer`)."""
+        return self.model.task == TASK_CLASSIFICATION_AS_GENERATION

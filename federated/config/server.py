@@ -31,7 +31,8 @@ class ServerSettings:
     )
     max_zo_scalar: float = option(
         1000.0,
-        "Reject a zeroth-order reply with a scalar gradient larger than this in size.",
+        "Reject a zeroth-order reply with a scalar gradient larger than this in size (with "
+        "zo.momentum, a seed's total: this over 1 − momentum).",
         above=0.0,
     )
     max_examples: int = option(

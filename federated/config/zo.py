@@ -11,9 +11,11 @@ from federated.config.options import option
 class ZoSettings:
     params: str = option(
         "full",
-        "What zeroth-order steps train: full (every weight), lora (the LoRA factors and a head) "
-        "or sparse (the largest-magnitude entries of each matrix, and every vector).",
-        choices=("full", "lora", "sparse"),
+        "What zeroth-order steps train: full (every weight), lora (the LoRA factors and a head), "
+        "sparse (the largest-magnitude entries of each matrix, and every vector) or sensitive "
+        "(the entries of largest squared gradient on a calibration sample, ranked over all "
+        "matrices, and every vector; the server finds them and sends each node the mask once).",
+        choices=("full", "lora", "sparse", "sensitive"),
     )
     perturbation: str = option(
         "dense",
@@ -25,7 +27,17 @@ class ZoSettings:
     lr: float = option(1e-5, "Constant learning rate of the zeroth-order steps.", above=0.0)
     eps: float = option(1e-3, "Perturbation scale of the two-point estimate.", above=0.0)
     sparse_fraction: float = option(
-        0.01, "sparse: share of each matrix's entries that train.", above=0.0, maximum=1.0
+        0.01,
+        "sparse and sensitive: share of the matrices' entries that train (sensitive works at "
+        "0.001).",
+        above=0.0,
+        maximum=1.0,
+    )
+    calibration_examples: int = option(
+        64,
+        "sensitive: examples of data.name, outside the server's test set, whose squared "
+        "gradients rank the entries.",
+        minimum=1,
     )
     pro: bool = option(
         False, "FedKSeed-Pro: sample seeds by the size of their past scalars, not uniformly."
@@ -34,6 +46,21 @@ class ZoSettings:
         0.5,
         "FedKSeed-Pro: scalars are clipped to this size before their mean sets a seed's weight.",
         above=0.0,
+    )
+    momentum: float = option(
+        0.0,
+        "Heavy-ball momentum of a client's steps in seed space; its pairs become each seed's "
+        "applied total (at most one per step), so replay stays exact. 0: plain steps.",
+        minimum=0.0,
+        maximum=0.99,
+    )
+    hybrid: str = option(
+        "",
+        "Modules that train first-order beside the zeroth-order steps and travel as tensors: head "
+        "(the classification head) or module names, comma-separated; empty: none.",
+    )
+    hybrid_lr: float = option(
+        0.05, "Learning rate of the hybrid modules' SGD steps (zo.hybrid).", above=0.0
     )
     downlink: str = option(
         "changes",

@@ -19,12 +19,18 @@ IGNORE_INDEX = -100
 
 # The prompt format for tokenizers without a chat template.
 PLAIN_PROMPT = "Question: {text}\nAnswer: "
+# Where a classification prompt template takes the example's text.
+PROMPT_FIELD = "{text}"
 
 Encoded = dict[str, Any]  # input_ids and attention_mask (lists of ints), labels or label
 
 
 def encode_examples(
-    examples: Sequence[Example], tokenizer: Any, task: str, max_length: int
+    examples: Sequence[Example],
+    tokenizer: Any,
+    task: str,
+    max_length: int,
+    prompt: str | None = None,
 ) -> list[Encoded]:
     """Tokenize examples for training or evaluation.
 
@@ -38,6 +44,9 @@ def encode_examples(
         `TASK_CAUSAL_LM` or `TASK_CLASSIFICATION`.
     max_length
         The most tokens an encoded example may have, at least 2.
+    prompt
+        Classification posed as generation: a template with ``{text}``, rendered as the chat's
+        user message (the model answers with a label word, see `federated.verbalizer`).
 
     Returns
     -------
@@ -50,13 +59,16 @@ def encode_examples(
         exact. Over `max_length`, the response is cut from the right down to one token at least,
         then the prompt from the left (its end, next to the response, matters most).
         Classification: ``input_ids`` and ``attention_mask`` (truncated to `max_length`) and an
-        int ``label``.
+        int ``label``; with ``prompt``, the rendered prompt's tokens, cut from the left (its
+        end, where the answer follows, matters most).
     """
     if max_length < 2:
         raise ValueError(f"max_length = {max_length}: must be at least 2")
     if task == TASK_CAUSAL_LM:
         eos = _eos_token_id(tokenizer)
         return [_encode_causal(example, tokenizer, eos, max_length) for example in examples]
+    if task == TASK_CLASSIFICATION and prompt is not None:
+        return [_encode_prompted(example, tokenizer, prompt, max_length) for example in examples]
     if task == TASK_CLASSIFICATION:
         return [_encode_classification(example, tokenizer, max_length) for example in examples]
     raise ValueError(f"task {task!r} is not one of {TASK_CAUSAL_LM}, {TASK_CLASSIFICATION}")
@@ -108,6 +120,18 @@ def _encode_classification(example: Example, tokenizer: Any, max_length: int) ->
     return {
         "input_ids": list(encoded["input_ids"]),
         "attention_mask": list(encoded["attention_mask"]),
+        "label": int(example.label),
+    }
+
+
+def _encode_prompted(example: Example, tokenizer: Any, prompt: str, max_length: int) -> Encoded:
+    if example.label < 0:
+        raise ValueError(f"classification example has no label: {example.text[:60]!r}")
+    rendered = render_prompt(prompt.replace(PROMPT_FIELD, example.text), tokenizer)
+    input_ids = tokenizer(rendered, add_special_tokens=False)["input_ids"][-max_length:]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": [1] * len(input_ids),
         "label": int(example.label),
     }
 

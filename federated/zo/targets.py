@@ -12,7 +12,7 @@ import torch
 
 from federated.zo.perturbation import Target
 
-PARAM_SETS = ("full", "lora", "sparse")
+PARAM_SETS = ("full", "lora", "sparse")  # sensitive: from a mask, `federated.zo.sensitive`
 
 
 def zo_targets(

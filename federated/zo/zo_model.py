@@ -37,13 +37,21 @@ class ZoModel:
         lr: float,
         structure: str,
         cache: bool = True,
+        hybrid: dict[str, torch.nn.Parameter] | None = None,
     ) -> None:
         self.model, self.tokenizer, self.targets, self.pool = model, tokenizer, targets, pool
         self.lr, self.structure, self.cache = lr, structure, cache
         self.base = None if cache else snapshot(targets)
         self.applied = torch.zeros(len(pool))
+        # Modules that train first-order (``federated.zo.hybrid``), by wire key; set from each
+        # message, so nothing of one client's head survives into the next.
+        self.hybrid = hybrid or {}
+        self.mask_digest: str | None = None  # zo.params = sensitive: the mask its targets follow
         for param in model.parameters():
-            param.requires_grad_(False)  # no autograd anywhere: memory stays at inference level
+            # No autograd but through the hybrid modules: memory stays at inference level.
+            param.requires_grad_(False)
+        for param in self.hybrid.values():
+            param.requires_grad_(True)
 
     def load(self, sums: torch.Tensor) -> int:
         """Make the weights w0 − lr·Σ_j sums[j]·z_j; returns how many seeds were replayed."""

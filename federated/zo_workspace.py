@@ -1,0 +1,127 @@
+"""The run's zeroth-order model in this process: base weights, targets, seed pool, hybrid
+modules, and for ``zo.params = sensitive`` the mask that picks the targets (cached per process,
+as `federated.workspace` caches the rest)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from federated.config import ConfigError, RunConfig
+from federated.data.encode import batches
+from federated.models import load_tokenizer
+from federated.workspace import (
+    base_model,
+    corpus_for,
+    encode_indices,
+    label_tokens,
+    lora_model,
+    num_labels,
+    server_test_indices,
+)
+from federated.zo.hybrid import hybrid_parameters
+from federated.zo.seed_pool import SeedPool
+from federated.zo.sensitive import (
+    Mask,
+    mask_digest,
+    sensitive_targets,
+    squared_gradients,
+    top_entries,
+)
+from federated.zo.targets import zo_targets
+from federated.zo.zo_model import ZoModel
+
+MASK_FILE = "zo_mask.safetensors"
+
+
+@lru_cache(maxsize=1)
+def _zo_model(config: RunConfig) -> ZoModel:
+    z = config.zo
+    if z.params == "lora":
+        # A model of its own, not the cached LoRA one: zeroth-order steps freeze and move its
+        # weights, and forgetting it must leave nothing of them behind.
+        local = lora_model(config, fresh=True)
+        model, tokenizer = local.model, local.tokenizer
+    else:
+        model = base_model(config.model, config.task, num_labels(config), config.seed,
+                           label_tokens(config))  # fmt: skip
+        tokenizer = load_tokenizer(config.model.name)
+    try:
+        hybrid = hybrid_parameters(model, z.hybrid)
+    except ValueError as err:
+        raise ConfigError(f"run config 'zo.hybrid' = {z.hybrid!r}: {err}") from None
+    # A sensitive run's targets wait for its mask (`zo_model`).
+    targets = (
+        []
+        if z.params == "sensitive"
+        else _without(zo_targets(model, z.params, sparse_fraction=z.sparse_fraction), hybrid)
+    )
+    pool = SeedPool.from_run_seed(config.seed, z.pool_size)
+    return ZoModel(model, tokenizer, targets, pool, lr=z.lr, structure=z.perturbation,
+                   hybrid=hybrid)  # fmt: skip
+
+
+def _without(targets: list, hybrid: dict) -> list:
+    """The targets but the hybrid modules' parameters, which train first-order."""
+    first_order = {id(p) for p in hybrid.values()}
+    return [t for t in targets if id(t.tensor) not in first_order]
+
+
+def zo_model(config: RunConfig, mask: Mask | None = None) -> ZoModel:
+    """The run's zeroth-order model (cached per process); a sensitive run's needs its ``mask``,
+    and a different mask than the cached model's reloads w0."""
+    zo = _zo_model(config)
+    if config.zo.params != "sensitive":
+        return zo
+    if mask is None:
+        raise ValueError("zo.params = sensitive: the model needs the run's mask")
+    digest = mask_digest(mask)
+    if zo.mask_digest not in (None, digest):
+        forget_zo_model()
+        zo = _zo_model(config)
+    if zo.mask_digest is None:
+        zo.targets = _without(sensitive_targets(zo.model, mask), zo.hybrid)
+        zo.mask_digest = digest
+    return zo
+
+
+def forget_zo_model() -> None:
+    """Drop the cached zeroth-order model: the next ``zo_model`` loads w0 again."""
+    _zo_model.cache_clear()
+
+
+def calibration_batches(config: RunConfig) -> list[dict[str, torch.Tensor]]:
+    """``zo.calibration-examples`` examples of data.name outside the server's test set, drawn by
+    the run's seed, in batches of train.batch-size."""
+    test = set(server_test_indices(config))
+    pool = [i for i in range(len(corpus_for(config).examples)) if i not in test]
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(config.seed))
+    chosen = sorted(pool[i] for i in order[: config.zo.calibration_examples].tolist())
+    tokenizer = load_tokenizer(config.model.name)
+    encoded = encode_indices(config, tokenizer, chosen)
+    return list(batches(encoded, config.train.batch_size, generator=None,
+                        pad_token_id=tokenizer.pad_token_id))  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def sensitive_mask(config: RunConfig) -> Mask:
+    """The server's mask: the one the run being resumed saved in its folder (its sums follow
+    that mask), else the ``zo.sparse-fraction`` of matrix entries of largest squared gradient on
+    the calibration batches (the hybrid modules aside)."""
+    saved = Path(config.resume).expanduser() / MASK_FILE if config.resume else None
+    if saved is not None and saved.is_file():
+        return {k: v.to(torch.int32) for k, v in load_file(str(saved)).items()}
+    model = base_model(config.model, config.task, num_labels(config), config.seed,
+                       label_tokens(config))  # fmt: skip
+    hybrid = {id(p) for p in hybrid_parameters(model, config.zo.hybrid).values()}
+    squares = squared_gradients(model, calibration_batches(config), config.task)
+    named = dict(model.named_parameters())
+    squares = {k: v for k, v in squares.items() if id(named[k]) not in hybrid}
+    return top_entries(squares, config.zo.sparse_fraction)
+
+
+def save_mask(mask: Mask, folder: Path) -> None:
+    save_file({k: v.contiguous() for k, v in mask.items()}, str(folder / MASK_FILE))
