@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from client.dp_lora_trainer import private_gradient, private_model
 from federated.config import ConfigError, parse_run_config
 from federated.data.corpus import Example
-from federated.data.encode import encode_examples, render_prompt
+from federated.data.encode import collate, encode_examples, render_prompt
 from federated.data.wordnet import load_wordnet
 from federated.lora import trainable_parameters, wrap_with_lora
 from federated.models import load_base_model, load_tokenizer
@@ -20,7 +21,7 @@ from federated.verbalizer import (
     label_token_ids,
     label_words,
 )
-from federated.workspace import label_tokens
+from federated.workspace import client_indices, encode_indices, label_tokens, lora_model
 
 TOKENS = (400, 1234, 9876)
 VERBALIZED = {"model.task": "classification-as-generation", "model.name": "tiny-llama",
@@ -129,3 +130,31 @@ def test_a_prompt_without_the_task_and_a_clashing_verbalizer_are_refused() -> No
                                "noun.plant=possessive"})  # fmt: skip
     with pytest.raises(ConfigError, match="'model.verbalizer' = .*begin with the same token"):
         label_tokens(config)
+
+
+def test_dp_sgd_clips_each_example_of_a_verbalized_model_on_its_own() -> None:
+    config = parse_run_config({**VERBALIZED, "data.max-per-class": 40})
+    local = lora_model(config, fresh=True)
+    encoded = encode_indices(config, local.tokenizer, client_indices(config, 0, 2)[0])[:4]
+    pad, clip = local.tokenizer.pad_token_id, 1e-4
+    model = local.model.train()
+    for module in model.modules():  # opacus captures in train mode: make it deterministic
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.0)
+
+    def gradient(batch: list[dict]) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        with private_model(model, optimizer, "hooks", clip, 0.0, len(batch), generator) as (
+            wrapped,
+            dp_optimizer,
+        ):
+            private_gradient(wrapped, dp_optimizer, collate(batch, pad), TASK_CLASSIFICATION,
+                             "hooks")  # fmt: skip
+            return torch.cat([p.grad.flatten() for p in params]).clone()
+
+    alone = [gradient([e]) for e in encoded]
+    assert all(float(g.norm()) == pytest.approx(clip, rel=1e-3) for g in alone)
+    torch.testing.assert_close(gradient(encoded), torch.stack(alone).mean(0), rtol=1e-3,
+                               atol=1e-9)  # fmt: skip

@@ -29,7 +29,7 @@ from federated.zo.sensitive import (
     top_entries,
 )
 from federated.zo.sums_sync import OutOfSync
-from federated.zo_workspace import forget_zo_model, sensitive_mask, zo_model
+from federated.zo_workspace import forget_zo_model, save_mask, sensitive_mask, zo_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SENSITIVE = {"mode": "zo", "strategy.name": "fedkseed", "model.name": "tiny-llama",
@@ -130,3 +130,10 @@ def test_a_different_mask_reloads_the_model_at_w0() -> None:
     assert again is not zo and again.applied.abs().sum() == 0
     assert again.mask_digest == mask_digest(other)
     forget_zo_model()
+
+
+def test_a_resumed_run_takes_the_mask_its_folder_keeps(tmp_path: Path) -> None:
+    kept = {"model.layers.0.mlp.up_proj.weight": torch.tensor([2, 9], dtype=torch.int32)}
+    save_mask(kept, tmp_path)
+    config = parse_run_config({**SENSITIVE, "resume": str(tmp_path)})
+    assert mask_digest(sensitive_mask(config)) == mask_digest(kept)
