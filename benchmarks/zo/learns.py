@@ -25,8 +25,11 @@ RESULTS = HERE / "learns.json"
 COSTS = json.loads((HERE / "costs.json").read_text())
 
 _ZO = {"mode": "zo", "strategy.name": "fedkseed", "zo.pool-size": 4096, "zo.eps": 1e-3}
-LORA_STEPS = {"minilm-l6": 8}
-LORA = {"minilm-l6": {"strategy.name": "fedavg", "train.local-steps": 8, "train.lr": 3e-3}}
+LORA_STEPS = {"minilm-l6": 8, "smollm2-135m": 10}
+LORA = {
+    "minilm-l6": {"strategy.name": "fedavg", "train.local-steps": 8, "train.lr": 3e-3},
+    "smollm2-135m": {"strategy.name": "fedavg", "train.local-steps": 10, "train.lr": 1e-3},
+}
 
 # Per model, each ZO method and the costs.json entry whose step time prices its steps.
 METHODS = {
@@ -56,6 +59,26 @@ METHODS = {
         "zo-lora-hybrid-momentum": (
             {**_ZO, "zo.params": "lora", "zo.lr": 3e-4, "zo.momentum": 0.9,
              "zo.hybrid": "head", "zo.hybrid-lr": 0.5}, "zo-lora-dense",
+        ),
+    },
+    "smollm2-135m": {
+        "zo-full-low-rank": (
+            {**_ZO, "zo.params": "full", "zo.perturbation": "low-rank", "zo.lr": 1e-5},
+            "zo-full-low-rank",
+        ),
+        "zo-sensitive": (
+            {**_ZO, "zo.params": "sensitive", "zo.sparse-fraction": 0.001, "zo.lr": 3e-4},
+            "zo-sparse-dense",
+        ),
+        # 3e-4, the rate of as many LoRA factors, blew the loss up: the largest entries of the
+        # gradient move the loss most.
+        "zo-sensitive-slow": (
+            {**_ZO, "zo.params": "sensitive", "zo.sparse-fraction": 0.001, "zo.lr": 3e-5},
+            "zo-sparse-dense",
+        ),
+        "zo-full-low-rank-momentum": (
+            {**_ZO, "zo.params": "full", "zo.perturbation": "low-rank", "zo.lr": 1e-6,
+             "zo.momentum": 0.9}, "zo-full-low-rank",
         ),
     },
 }  # fmt: skip

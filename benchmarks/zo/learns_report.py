@@ -23,17 +23,25 @@ def _headline(run: dict) -> tuple[str, list[float]]:
 
 
 def plot(results: dict, path: Path) -> None:
-    fig, (curves, sizes) = plt.subplots(1, 2, figsize=(13, 4.5))
+    """Per model, the headline metric per round; then every run's bytes per client."""
+    models = sorted({results["settings"][n]["config"]["model.name"] for n in results["runs"]})
+    fig, axes = plt.subplots(1, len(models) + 1, figsize=(6 * (len(models) + 1), 4.5))
+    for ax, model in zip(axes, models, strict=False):
+        for name, run in results["runs"].items():
+            if results["settings"][name]["config"]["model.name"] == model:
+                metric, values = _headline(run)
+                ax.plot(
+                    range(len(values)), values, marker="o", label=name.removeprefix(model + "-")
+                )
+        if metric == "loss":  # a diverged run leaves the top of the panel
+            ax.set_ylim(top=values[0] + 0.5)
+        ax.set_title(f"{model}: server test {metric} (equal client compute)")
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     names = list(results["runs"])
-    for name in names:
-        metric, values = _headline(results["runs"][name])
-        curves.plot(range(len(values)), values, marker="o", label=name)
-    curves.set_title(f"server test {metric} per round (equal client compute)")
-    curves.set_xlabel("round")
-    curves.grid(alpha=0.3)
-    curves.legend(fontsize=7)
-    totals = [results["runs"][n]["total_bytes_per_client"] for n in names]
-    sizes.barh(range(len(names)), totals)
+    sizes = axes[-1]
+    sizes.barh(range(len(names)), [results["runs"][n]["total_bytes_per_client"] for n in names])
     sizes.set_yticks(range(len(names)), names, fontsize=7)
     sizes.set_xscale("log")
     sizes.set_xlabel("bytes per client over the run (up + down, log)")
