@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from flwr.app import Context, Message, RecordDict
 
@@ -29,30 +31,37 @@ from federated.zo.sums_sync import client_sums
 from federated.zo.zo_model import ZoModel
 from federated.zo_workspace import forget_zo_model, zo_model
 
-_Rebuilt = tuple[RunConfig, ZoModel, NodeSettings, NodeJob, int]
+
+class _Rebuilt(NamedTuple):
+    config: RunConfig
+    zo: ZoModel
+    node: NodeSettings
+    job: NodeJob
+    server_round: int
+    arrays: dict[str, torch.Tensor]  # the message's, decoded once: they may hold a mask and a head
 
 
 def _rebuild(msg: Message, context: Context) -> _Rebuilt:
     """The run config, the model rebuilt at the message's seed sums, the node, its job, the
-    round."""
+    round, and the message's tensors."""
     config = parse_run_config(context.run_config)
     node = node_settings(context)
     job = node_job(config, node)
-    mask = client_mask(msg.content, context.state) if config.zo.params == "sensitive" else None
+    arrays = record_to_tensors(msg.content.array_records[keys.ARRAYS])
+    mask = client_mask(arrays, context.state) if config.zo.params == "sensitive" else None
     zo = zo_model(config, mask)
     sums, _ = client_sums(msg.content, context.state, len(zo.pool))
     zo.load(sums)
-    if zo.hybrid:
-        load_hybrid_(zo.hybrid, record_to_tensors(msg.content.array_records[keys.ARRAYS]))
+    load_hybrid_(zo.hybrid, arrays)
     server_round = int(msg.content.config_records[keys.CONFIG][keys.SERVER_ROUND])
-    return config, zo, node, job, server_round
+    return _Rebuilt(config, zo, node, job, server_round, arrays)
 
 
 def train(msg: Message, context: Context) -> Message:
     rebuilt = _rebuild(msg, context)
-    config, zo, node, _, _ = rebuilt
-    records, _ = node_records(config, node)
-    return _train(msg, context, rebuilt, encode_records(config, zo.tokenizer, records))
+    records, _ = node_records(rebuilt.config, rebuilt.node)
+    encoded = encode_records(rebuilt.config, rebuilt.zo.tokenizer, records)
+    return _train(msg, context, rebuilt, encoded)
 
 
 def train_on(msg: Message, context: Context, encoded: Encoded) -> Message:
@@ -61,7 +70,7 @@ def train_on(msg: Message, context: Context, encoded: Encoded) -> Message:
 
 
 def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) -> Message:
-    config, zo, node, job, server_round = rebuilt
+    config, zo, node, job, server_round, arrays = rebuilt
     partition_id, num_partitions = node.partition_id, node.num_partitions
     private, dp_zo = None, None
     if config.dp.record_level:
@@ -78,7 +87,6 @@ def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) 
             private.round.noise_multiplier, config.dp.max_grad_norm, private.round.sample_rate,
             private.round.expected_batch, secret_generator("dp-zo", partition_id, server_round),
         )  # fmt: skip
-    arrays = record_to_tensors(msg.content.array_records[keys.ARRAYS])
     settings, _ = planned(config, msg.content.config_records[keys.CONFIG], partition_id, job.batch)
     generator = torch.Generator().manual_seed(run_seed(config, partition_id, server_round, "zo"))
     try:
@@ -117,7 +125,7 @@ def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) 
 
 
 def evaluate(msg: Message, context: Context) -> Message:
-    config, zo, node, _, _ = _rebuild(msg, context)
+    config, zo, node, *_ = _rebuild(msg, context)
     refuse_private_evaluation(config)
     _, held_out = node_records(config, node)
     encoded = encode_records(config, zo.tokenizer, held_out, limit=config.eval.max_examples)

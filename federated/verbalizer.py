@@ -47,8 +47,9 @@ WORDNET_WORDS = {
 }  # fmt: skip
 
 
-def default_prompt(data_name: str) -> str:
-    return WORDNET_PROMPT if data_name == "wordnet" else DEFAULT_PROMPT
+def class_prompt_template(prompt: str, data_name: str) -> str:
+    """The run's prompt (model.prompt), else the built-in one for its data set."""
+    return prompt or (WORDNET_PROMPT if data_name == "wordnet" else DEFAULT_PROMPT)
 
 
 def verbalizer_pairs(spec: str) -> dict[str, str]:

@@ -29,7 +29,7 @@ from federated.models import PRESETS, load_base_model, load_tokenizer
 from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from federated.verbalizer import (
     VerbalizedClassifier,
-    default_prompt,
+    class_prompt_template,
     label_token_ids,
     label_words,
 )
@@ -105,7 +105,7 @@ def label_tokens(config: RunConfig) -> tuple[int, ...] | None:
 
 @lru_cache(maxsize=2)
 def _label_tokens(model: ModelSettings, names: tuple[str, ...], data_name: str) -> tuple[int, ...]:
-    prompt = model.prompt or default_prompt(data_name)
+    prompt = class_prompt_template(model.prompt, data_name)
     try:
         words = label_words(names, model.verbalizer)
         return tuple(label_token_ids(load_tokenizer(model.name), prompt, names, words))
@@ -115,7 +115,9 @@ def _label_tokens(model: ModelSettings, names: tuple[str, ...], data_name: str) 
 
 def class_prompt(config: RunConfig) -> str | None:
     """The prompt template of classification posed as generation; None otherwise."""
-    return (config.model.prompt or default_prompt(config.data.name)) if config.verbalized else None
+    if not config.verbalized:
+        return None
+    return class_prompt_template(config.model.prompt, config.data.name)
 
 
 def base_model(

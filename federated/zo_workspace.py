@@ -114,11 +114,12 @@ def sensitive_mask(config: RunConfig) -> Mask:
     saved = Path(config.resume).expanduser() / MASK_FILE if config.resume else None
     if saved is not None and saved.is_file():
         return {k: v.to(torch.int32) for k, v in load_file(str(saved)).items()}
-    model = base_model(config.model, config.task, num_labels(config), config.seed,
-                       label_tokens(config))  # fmt: skip
-    hybrid = {id(p) for p in hybrid_parameters(model, config.zo.hybrid).values()}
-    squares = squared_gradients(model, calibration_batches(config), config.task)
-    named = dict(model.named_parameters())
+    # The run's own model, not a second copy: without a mask it has no targets, so it is at w0.
+    zo = _zo_model(config)
+    if zo.mask_digest is not None:
+        raise RuntimeError("the sensitive mask is found on the model at w0, before it has one")
+    squares = squared_gradients(zo.model, calibration_batches(config), config.task)
+    named, hybrid = dict(zo.model.named_parameters()), {id(p) for p in zo.hybrid.values()}
     squares = {k: v for k, v in squares.items() if id(named[k]) not in hybrid}
     return top_entries(squares, config.zo.sparse_fraction)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from flwr.app import ConfigRecord, RecordDict
+from flwr.app import RecordDict
 
 from federated import message_keys as keys
 from federated.config import parse_run_config
@@ -19,7 +19,6 @@ from federated.data.encode import collate
 from federated.losses import loss_terms
 from federated.models import load_base_model
 from federated.tasks import TASK_CAUSAL_LM
-from federated.wire import tensors_to_record
 from federated.zo.sensitive import (
     client_mask,
     mask_arrays,
@@ -110,9 +109,8 @@ def test_a_node_keeps_the_mask_it_was_sent_and_without_one_asks_again() -> None:
     mask = {"m.weight": torch.tensor([1, 5], dtype=torch.int32)}
     state = RecordDict()
 
-    def content(arrays: dict) -> RecordDict:
-        sums = {keys.SEED_SUMS: torch.zeros(4), **arrays}
-        return RecordDict({keys.ARRAYS: tensors_to_record(sums), keys.CONFIG: ConfigRecord()})
+    def content(arrays: dict) -> dict:
+        return {keys.SEED_SUMS: torch.zeros(4), **arrays}
 
     with pytest.raises(OutOfSync, match="holds no sensitive mask"):
         client_mask(content({}), state)

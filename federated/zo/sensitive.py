@@ -100,9 +100,9 @@ def mask_arrays(mask: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {f"{MASK_PREFIX}{name}": indices for name, indices in mask.items()}
 
 
-def client_mask(content: RecordDict, state: RecordDict) -> Mask:
-    """The mask a message brings (kept in the node state), else the one the node holds."""
-    arrays = record_to_tensors(content.array_records[keys.ARRAYS])
+def client_mask(arrays: Mapping[str, torch.Tensor], state: RecordDict) -> Mask:
+    """The mask a message's tensors bring (kept in the node state), else the one the node
+    holds."""
     sent = {k.removeprefix(MASK_PREFIX): v for k, v in arrays.items() if k.startswith(MASK_PREFIX)}
     if sent:
         state[keys.ZO_MASK] = tensors_to_record(sent)
