@@ -33,7 +33,7 @@ from federated.privacy.secret_randomness import secret_generator
 from federated.round_plan import RoundPlan
 from federated.wire import record_to_tensors, tensors_to_record
 from federated.workspace import Encoded, encode_records, lora_model
-from federated.zo.factor_steps import factor_targets
+from federated.zo.factor_steps import factor_lr, factor_targets
 from federated.zo.seed_pool import SeedPool
 
 
@@ -179,7 +179,7 @@ def _train_zeroth_order(msg: Message, r: _Round, encoded: Encoded) -> Message:
     result = train_zo(
         r.local.model, factor_targets(trainable_parameters(r.local.model)),
         SeedPool.from_run_seed(r.config.seed, z.pool_size), encoded, r.config.task,
-        steps=r.settings.steps_for(len(encoded)), lr=z.lr, eps=z.eps,
+        steps=r.settings.steps_for(len(encoded)), lr=factor_lr(r.config), eps=z.eps,
         batch_size=r.settings.batch_size, structure=z.perturbation,
         pad_token_id=r.local.tokenizer.pad_token_id, generator=torch.Generator().manual_seed(seed),
         momentum=z.momentum,

@@ -41,10 +41,20 @@ class _Rebuilt(NamedTuple):
     arrays: dict[str, torch.Tensor]  # the message's, decoded once: they may hold a mask and a head
 
 
+def _with_rate(config: RunConfig, msg: Message) -> RunConfig:
+    """The config with the rate the server sent (``zo.lr = 0``: the one it probed)."""
+    if config.zo.lr > 0:
+        return config
+    sent = float(msg.content.config_records[keys.CONFIG].get(keys.ZO_LR, 0.0))
+    if not sent > 0:
+        raise ValueError("zo.lr = 0 (auto): the server sent no zeroth-order rate (zo-lr)")
+    return config.with_zo_lr(sent)
+
+
 def _rebuild(msg: Message, context: Context) -> _Rebuilt:
     """The run config, the model rebuilt at the message's seed sums, the node, its job, the
     round, and the message's tensors."""
-    config = parse_run_config(context.run_config)
+    config = _with_rate(parse_run_config(context.run_config), msg)
     node = node_settings(context)
     job = node_job(config, node)
     arrays = record_to_tensors(msg.content.array_records[keys.ARRAYS])

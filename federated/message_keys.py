@@ -45,6 +45,7 @@ CHANGED_SUMS = "changed-sums"
 SEED_PROBABILITIES = "seed-probabilities"
 SUMS_VERSION = "sums-version"
 SUMS_BASE_VERSION = "sums-base-version"
+ZO_LR = "zo-lr"  # the rate every step and replay takes: a zo.lr = 0 run's probed one
 # Node state: the seed sums a client last synced, and their version.
 ZO_SUMS = "zo-sums"
 ZO_SUMS_VERSION = "zo-sums-version"

@@ -22,6 +22,7 @@ from federated.workspace import (
     num_labels,
     server_test_indices,
 )
+from federated.zo.frozen_precision import store_frozen_
 from federated.zo.hybrid import hybrid_parameters
 from federated.zo.seed_pool import SeedPool
 from federated.zo.sensitive import (
@@ -35,6 +36,12 @@ from federated.zo.targets import zo_targets
 from federated.zo.zo_model import ZoModel
 
 MASK_FILE = "zo_mask.safetensors"
+
+
+def weights_key(config: RunConfig) -> RunConfig:
+    """The config without its ZO rate: the weights at w0, the targets and the mask do not
+    depend on it, so finding the rate (``zo_lr_probe``) and using it share one model."""
+    return config.with_zo_lr(0.0)
 
 
 @lru_cache(maxsize=1)
@@ -60,8 +67,19 @@ def _zo_model(config: RunConfig) -> ZoModel:
         else _without(zo_targets(model, z.params, sparse_fraction=z.sparse_fraction), hybrid)
     )
     pool = SeedPool.from_run_seed(config.seed, z.pool_size)
-    return ZoModel(model, tokenizer, targets, pool, lr=z.lr, structure=z.perturbation,
-                   hybrid=hybrid)  # fmt: skip
+    zo = ZoModel(model, tokenizer, targets, pool, lr=z.lr, structure=z.perturbation,
+                 hybrid=hybrid)  # fmt: skip
+    if z.params == "sparse":
+        _store_frozen(zo, z.frozen_dtype)
+    return zo
+
+
+def _store_frozen(zo: ZoModel, dtype: str) -> None:
+    """zo.frozen-dtype: the matrices in ``dtype``, their trained entries float32 beside them."""
+    if dtype != "float32":
+        zo.targets, zo.frozen_bytes_saved = store_frozen_(
+            zo.model, zo.targets, dtype, keep=zo.hybrid.values()
+        )
 
 
 def _without(targets: list, hybrid: dict) -> list:
@@ -71,9 +89,15 @@ def _without(targets: list, hybrid: dict) -> list:
 
 
 def zo_model(config: RunConfig, mask: Mask | None = None) -> ZoModel:
-    """The run's zeroth-order model (cached per process); a sensitive run's needs its ``mask``,
-    and a different mask than the cached model's reloads w0."""
-    zo = _zo_model(config)
+    """The run's zeroth-order model (cached per process) replaying at ``config.zo.lr``; a
+    sensitive run's needs its ``mask``. A different mask, or a different rate once seeds were
+    replayed, reloads w0."""
+    zo = _zo_model(weights_key(config))
+    if zo.lr != config.zo.lr:
+        if bool(zo.applied.any()):
+            forget_zo_model()
+            zo = _zo_model(weights_key(config))
+        zo.lr = config.zo.lr
     if config.zo.params != "sensitive":
         return zo
     if mask is None:
@@ -81,9 +105,11 @@ def zo_model(config: RunConfig, mask: Mask | None = None) -> ZoModel:
     digest = mask_digest(mask)
     if zo.mask_digest not in (None, digest):
         forget_zo_model()
-        zo = _zo_model(config)
+        zo = _zo_model(weights_key(config))
+        zo.lr = config.zo.lr
     if zo.mask_digest is None:
         zo.targets = _without(sensitive_targets(zo.model, mask), zo.hybrid)
+        _store_frozen(zo, config.zo.frozen_dtype)
         zo.mask_digest = digest
     return zo
 
@@ -93,21 +119,30 @@ def forget_zo_model() -> None:
     _zo_model.cache_clear()
 
 
-def calibration_batches(config: RunConfig) -> list[dict[str, torch.Tensor]]:
+def calibration_examples(config: RunConfig) -> list[dict[str, list[int]]]:
     """``zo.calibration-examples`` examples of data.name outside the server's test set, drawn by
-    the run's seed, in batches of train.batch-size."""
+    the run's seed, encoded."""
     test = set(server_test_indices(config))
     pool = [i for i in range(len(corpus_for(config).examples)) if i not in test]
     order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(config.seed))
     chosen = sorted(pool[i] for i in order[: config.zo.calibration_examples].tolist())
-    tokenizer = load_tokenizer(config.model.name)
-    encoded = encode_indices(config, tokenizer, chosen)
-    return list(batches(encoded, config.train.batch_size, generator=None,
-                        pad_token_id=tokenizer.pad_token_id))  # fmt: skip
+    return encode_indices(config, load_tokenizer(config.model.name), chosen)
+
+
+def calibration_batches(config: RunConfig) -> list[dict[str, torch.Tensor]]:
+    """The calibration examples in batches of train.batch-size."""
+    pad = load_tokenizer(config.model.name).pad_token_id
+    return list(batches(calibration_examples(config), config.train.batch_size, generator=None,
+                        pad_token_id=pad))  # fmt: skip
+
+
+def sensitive_mask(config: RunConfig) -> Mask:
+    """The server's mask (computed once per process, whatever the rate)."""
+    return _sensitive_mask(weights_key(config))
 
 
 @lru_cache(maxsize=1)
-def sensitive_mask(config: RunConfig) -> Mask:
+def _sensitive_mask(config: RunConfig) -> Mask:
     """The server's mask: the one the run being resumed saved in its folder (its sums follow
     that mask), else the ``zo.sparse-fraction`` of matrix entries of largest squared gradient on
     the calibration batches (the hybrid modules aside)."""
@@ -115,7 +150,7 @@ def sensitive_mask(config: RunConfig) -> Mask:
     if saved is not None and saved.is_file():
         return {k: v.to(torch.int32) for k, v in load_file(str(saved)).items()}
     # The run's own model, not a second copy: without a mask it has no targets, so it is at w0.
-    zo = _zo_model(config)
+    zo = _zo_model(weights_key(config))
     if zo.mask_digest is not None:
         raise RuntimeError("the sensitive mask is found on the model at w0, before it has one")
     squares = squared_gradients(zo.model, calibration_batches(config), config.task)

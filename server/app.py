@@ -33,6 +33,7 @@ from server.resume import resume_run
 from server.round_loop import folder_for, run_rounds
 from server.start_checks import RunFailure, check_partitions, check_split, wait_for_nodes
 from server.zo_factor_replies import zo_fallback_problem
+from server.zo_rate import resolve_zo_lr
 from simulation.clock_plots import plot_round_timeline, plot_test_against_hours
 from simulation.device_profiles import ProfileError
 from simulation.driver import DeviceSimulator, clock_summary
@@ -120,6 +121,9 @@ class _ServerModel:
     def __init__(self, config: RunConfig) -> None:
         self.config = config
         self.zo = zo_model(config, _mask(config)) if config.mode == "zo" else None
+        if self.zo is not None and self.zo.frozen_bytes_saved:
+            log(INFO, "zo.frozen-dtype %s: the model's weights take %.1f MB less on each device",
+                config.zo.frozen_dtype, self.zo.frozen_bytes_saved / 2**20)  # fmt: skip
         self.local = None if self.zo else lora_model(config)
         self.tokenizer = self.zo.tokenizer if self.zo else self.local.tokenizer
         indices = server_test_indices(config)
@@ -234,6 +238,9 @@ def main(grid: Grid, context: Context) -> None:
 def _run(grid: Grid, context: Context) -> None:
     config, strategy = _start(context)
     resumed = resume_run(config, strategy) if config.resume else None
+    config = resolve_zo_lr(config, _mask(config), resumed[1].state["config"] if resumed else None)
+    if isinstance(strategy, FedKSeed):
+        strategy.lr = config.zo.lr
     torch.set_num_threads(1)
     corpus = _loading("data.name", config.data.name, lambda: corpus_for(config))
     server_model = _loading("model.name", config.model.name, lambda: _ServerModel(config))
@@ -273,6 +280,8 @@ def _run(grid: Grid, context: Context) -> None:
     if devices is not None:
         _plot_clock(results, config, title)
     summary = _summary(config, results, time.perf_counter() - wall_started)
+    if server_model.zo is not None and server_model.zo.frozen_bytes_saved:
+        summary["zo_frozen_bytes_saved"] = server_model.zo.frozen_bytes_saved
     if devices is not None:
         summary["devices"] = devices.profiles()
     results.write_summary(summary)

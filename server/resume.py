@@ -38,7 +38,10 @@ def resume_run(config: RunConfig, strategy: LoraStrategy) -> tuple[Path, Checkpo
         checkpoint = load_checkpoint(folder)
     except CheckpointError as err:
         raise ConfigError(f"{where}: {err}") from None
-    differ = config_differences(checkpoint.state.get("config", {}), run_config_to_flat(config))
+    saved, now = checkpoint.state.get("config", {}), run_config_to_flat(config)
+    if config.mode == "zo" and config.zo.lr == 0:
+        now["zo.lr"] = saved.get("zo.lr")  # auto: the rate the run probed
+    differ = config_differences(saved, now)
     if differ:
         shown = "; ".join(f"{k}: run {a!r}, now {b!r}" for k, (a, b) in list(differ.items())[:6])
         raise ConfigError(

@@ -19,7 +19,7 @@ from federated.local_model import fit_rank
 from federated.lora import factor_of
 from federated.round_plan import RoundPlan
 from federated.wire import record_to_tensors, tensors_to_record
-from federated.zo.factor_steps import replay_pairs
+from federated.zo.factor_steps import factor_lr, replay_pairs
 from federated.zo.seed_pool import SeedPool
 from strategies.lora_strategy import LoraStrategy
 
@@ -56,7 +56,8 @@ def as_factor_reply(
     z = config.zo
     factors = replay_pairs(
         _at_rank(start, rank), steps[keys.SEED_INDICES], steps[keys.SEED_SCALARS],
-        SeedPool.from_run_seed(config.seed, z.pool_size), lr=z.lr, structure=z.perturbation,
+        SeedPool.from_run_seed(config.seed, z.pool_size), lr=factor_lr(config),
+        structure=z.perturbation,
     )  # fmt: skip
     metrics = MetricRecord({**reply.content.metric_records[keys.METRICS], keys.LORA_RANK: rank})
     return RecordDict({keys.ARRAYS: tensors_to_record(factors), keys.METRICS: metrics})

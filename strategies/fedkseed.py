@@ -83,6 +83,7 @@ class FedKSeed(LoraStrategy):
         # zo.params = sensitive: the mask, sent to each node that holds no sums of this run yet
         # (a new, restarted or forgotten node), which is when it may lack the mask too.
         self.mask: Mapping[str, torch.Tensor] | None = None
+        self.lr = 0.0  # the run's zo.lr, or the rate probed for it, sent with every message
         self.sampled: dict[str, list[int]] = {"train": [], "evaluate": []}
 
     @classmethod
@@ -147,6 +148,7 @@ class FedKSeed(LoraStrategy):
                     keys.SERVER_ROUND: server_round,
                     keys.SUMS_VERSION: self.ledger.version,
                     keys.SUMS_BASE_VERSION: base,
+                    keys.ZO_LR: self.lr,
                     **({keys.RUN_KEY: self.run_key} if self.run_key else {}),
                 }
             )

@@ -36,7 +36,13 @@ BASE = {
     "train.local-steps": 3, "train.batch-size": 8,
     "dp.record-level": True, "dp.noise-multiplier": 1.0, "dp.max-grad-norm": 1.0,
 }  # fmt: skip
-ZO = {"mode": "zo", "strategy.name": "fedkseed", "zo.params": "lora", "zo.pool-size": 64}
+ZO = {
+    "mode": "zo",
+    "strategy.name": "fedkseed",
+    "zo.params": "lora",
+    "zo.pool-size": 64,
+    "zo.lr": 1e-3,
+}
 NODE = 11
 
 

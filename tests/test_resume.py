@@ -72,6 +72,18 @@ def test_a_resume_that_would_change_the_result_is_refused_with_the_keys(tmp_path
     assert resume_run(parse_run_config(allowed), _strategy(RUN)[1])[1].round == 1
 
 
+def test_an_auto_rate_run_resumes_with_zo_lr_0_or_its_probed_rate_only(tmp_path: Path) -> None:
+    config = {**RUN, "mode": "zo", "strategy.name": "fedkseed", "zo.pool-size": 8}
+    _, strategy = _strategy(config)
+    _write(tmp_path, {**config, "zo.lr": 2.5e-4}, strategy, 1)  # the rate the run probed
+    for lr in (0.0, 2.5e-4):
+        again = parse_run_config({**config, "zo.lr": lr, "resume": str(tmp_path)})
+        assert resume_run(again, _strategy(config)[1])[1].round == 1
+    other = parse_run_config({**config, "zo.lr": 1e-3, "resume": str(tmp_path)})
+    with pytest.raises(ConfigError, match=r"zo.lr: run 0.00025, now 0.001"):
+        resume_run(other, _strategy(config)[1])
+
+
 def test_resuming_nothing_or_a_finished_run_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="holds no checkpoint.safetensors"):
         resume_run(parse_run_config({**RUN, "resume": str(tmp_path)}), _strategy(RUN)[1])

@@ -24,11 +24,27 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "learns.json"
 COSTS = json.loads((HERE / "costs.json").read_text())
 
+# run.py's two set-ups, and WordNet posed to SmolLM2 as generation (label words after a
+# prompt) with MiniLM's clients, split and rounds; its steps are priced by SmolLM2's costs.
+SETUPS = {
+    **MODELS,
+    "smollm2-wordnet": {
+        "clients": MODELS["minilm-l6"]["clients"],
+        "run_config": {
+            **MODELS["minilm-l6"]["run_config"], "model.name": "smollm2-135m",
+            "model.task": "classification-as-generation",
+        },
+    },
+}  # fmt: skip
+PRICED_AS = {"minilm-l6": "minilm-l6", "smollm2-135m": "smollm2-135m",
+             "smollm2-wordnet": "smollm2-135m"}  # fmt: skip
+
 _ZO = {"mode": "zo", "strategy.name": "fedkseed", "zo.pool-size": 4096, "zo.eps": 1e-3}
-LORA_STEPS = {"minilm-l6": 8, "smollm2-135m": 10}
+LORA_STEPS = {"minilm-l6": 8, "smollm2-135m": 10, "smollm2-wordnet": 8}
 LORA = {
     "minilm-l6": {"strategy.name": "fedavg", "train.local-steps": 8, "train.lr": 3e-3},
     "smollm2-135m": {"strategy.name": "fedavg", "train.local-steps": 10, "train.lr": 1e-3},
+    "smollm2-wordnet": {"strategy.name": "fedavg", "train.local-steps": 8, "train.lr": 1e-3},
 }
 
 # Per model, each ZO method and the costs.json entry whose step time prices its steps.
@@ -80,20 +96,33 @@ METHODS = {
             {**_ZO, "zo.params": "full", "zo.perturbation": "low-rank", "zo.lr": 1e-6,
              "zo.momentum": 0.9}, "zo-full-low-rank",
         ),
+        # zo.lr = 0: the rate the server probes before round 1 (federated.zo.lr_probe).
+        "zo-sensitive-auto": (
+            {**_ZO, "zo.params": "sensitive", "zo.sparse-fraction": 0.001, "zo.lr": 0.0},
+            "zo-sparse-dense",
+        ),
+    },
+    "smollm2-wordnet": {
+        "zo-lora-auto": ({**_ZO, "zo.params": "lora", "zo.lr": 0.0}, "zo-lora-dense"),
+        "zo-sensitive-auto": (
+            {**_ZO, "zo.params": "sensitive", "zo.sparse-fraction": 0.001, "zo.lr": 0.0},
+            "zo-sparse-dense",
+        ),
     },
 }  # fmt: skip
 
 
-def equal_compute_steps(model: str, priced_as: str) -> int:
-    """ZO steps that cost what the LoRA run's local steps cost on this model."""
-    lora = COSTS[model]["lora-step"]["step_seconds"] * LORA_STEPS[model]
-    return max(1, round(lora / COSTS[model][priced_as]["step_seconds"]))
+def equal_compute_steps(setup: str, priced_as: str) -> int:
+    """ZO steps that cost what the LoRA run's local steps cost on this set-up's model."""
+    costs = COSTS[PRICED_AS[setup]]
+    lora = costs["lora-step"]["step_seconds"] * LORA_STEPS[setup]
+    return max(1, round(lora / costs[priced_as]["step_seconds"]))
 
 
 def planned() -> dict[str, tuple[dict, int]]:
     runs = {}
     for model, methods in METHODS.items():
-        shared = MODELS[model]
+        shared = SETUPS[model]
         runs[f"{model}-lora-fedavg"] = ({**shared["run_config"], **LORA[model]}, shared["clients"])
         for method, (overrides, priced_as) in methods.items():
             steps = equal_compute_steps(model, priced_as)

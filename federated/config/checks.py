@@ -87,6 +87,9 @@ def _check_verbalized(config: RunConfig) -> None:
         raise ConfigError(f"run config 'model.verbalizer' = {model.verbalizer!r}: {err}") from None
 
 
+SPARSE_SETS = ("sparse", "sensitive")
+
+
 def _check_hybrid(config: RunConfig) -> None:
     hybrid = config.zo.hybrid
     if not hybrid:
@@ -105,8 +108,18 @@ def _check_hybrid(config: RunConfig) -> None:
         raise ConfigError(f"{key}: SecAgg+ sums the seed sums alone; no secagg.enabled")
 
 
+def _check_frozen_dtype(config: RunConfig) -> None:
+    z = config.zo
+    if z.frozen_dtype != "float32" and (config.mode != "zo" or z.params not in SPARSE_SETS):
+        raise ConfigError(
+            f"run config 'zo.frozen-dtype' = {z.frozen_dtype!r}: applies to mode = zo with "
+            "zo.params = sparse or sensitive (only then do most weights stay untrained)"
+        )
+
+
 def _check_zo(config: RunConfig) -> None:
     _check_hybrid(config)
+    _check_frozen_dtype(config)
     if config.mode != "zo":
         if config.strategy.name == "fedkseed":
             raise ConfigError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from federated.config.data import BUILTIN_DATASETS, DataSettings
@@ -64,6 +65,10 @@ class RunConfig:
         if self.model.name in PRESETS:
             return PRESETS[self.model.name].task
         return BUILTIN_DATASETS.get(self.data.name, TASK_CAUSAL_LM)
+
+    def with_zo_lr(self, lr: float) -> RunConfig:
+        """This config with the rate its zeroth-order steps take (zo.lr = 0 resolved)."""
+        return dataclasses.replace(self, zo=dataclasses.replace(self.zo, lr=lr))
 
     @property
     def verbalized(self) -> bool:

@@ -24,7 +24,14 @@ class ZoSettings:
         choices=("dense", "low-rank"),
     )
     pool_size: int = option(4096, "K, the candidate seeds shared by the run.", minimum=1)
-    lr: float = option(1e-5, "Constant learning rate of the zeroth-order steps.", above=0.0)
+    lr: float = option(
+        0.0,
+        "Constant learning rate of the zeroth-order steps. 0 (auto): the server probes it before "
+        "round 1 on calibration examples (10x below the largest rate of 1e-1, 3e-2, ... 1e-8 "
+        "that kept the loss from rising for 40 steps) and sends it to the clients; in a "
+        "LoRA run, ZO steps on the factors take 3e-4.",
+        minimum=0.0,
+    )
     eps: float = option(1e-3, "Perturbation scale of the two-point estimate.", above=0.0)
     sparse_fraction: float = option(
         0.01,
@@ -32,6 +39,12 @@ class ZoSettings:
         "0.001).",
         above=0.0,
         maximum=1.0,
+    )
+    frozen_dtype: str = option(
+        "float32",
+        "sparse and sensitive: the precision in which every device (and the server) stores the "
+        "matrices; the trained entries stay float32 beside them and compute stays float32.",
+        choices=("float32", "bfloat16", "float16"),
     )
     calibration_examples: int = option(
         64,

@@ -42,6 +42,16 @@ def replay_pairs(
     return moved
 
 
+AUTO_FACTOR_LR = 3e-4  # ZO on the factors of SmolLM2 and MiniLM held at 3e-4 (lr_sweep.py)
+
+
+def factor_lr(config: RunConfig) -> float:
+    """The rate of zeroth-order steps on the factors of a LoRA run: zo.lr, or for 0 (auto)
+    one that held for both benchmark models' factors (a LoRA run probes no ZO rate: it cannot
+    know before round 1 whether any node will take ZO steps)."""
+    return config.zo.lr or AUTO_FACTOR_LR
+
+
 def factor_steps_problem(config: RunConfig) -> str | None:
     """Why a node of the run of ``config`` may not take zeroth-order steps on its LoRA factors
     on its own say (``mode = zo`` in its node config), or None. The server bounds their number

@@ -47,6 +47,7 @@ class ZoModel:
         # message, so nothing of one client's head survives into the next.
         self.hybrid = hybrid or {}
         self.mask_digest: str | None = None  # zo.params = sensitive: the mask its targets follow
+        self.frozen_bytes_saved = 0  # zo.frozen-dtype: what storing the matrices lower saves
         for param in model.parameters():
             # No autograd but through the hybrid modules: memory stays at inference level.
             param.requires_grad_(False)
