@@ -9,6 +9,12 @@ each example's mean over its tokens), so that one example is one record.
 
 Sampling and noise come from a secret generator (``federated.privacy.secret_randomness``), and
 the noise is drawn in opacus's secure mode (robust to floating-point attacks).
+
+A logical batch larger than memory allows is taken in chunks of ``dp.physical-batch`` examples
+(virtual steps, as opacus's ``BatchMemoryManager``): each chunk's per-example gradients are
+clipped and added to the step's sum, and the noise joins that sum once, after the last chunk.
+The released gradient is the one a single pass over the whole batch releases, so the accountant
+counts one step at the logical sampling rate.
 """
 
 from __future__ import annotations
@@ -71,28 +77,48 @@ def _per_example_loss(model: torch.nn.Module, batch: dict, task: str) -> torch.T
 
 
 def private_gradient(
-    wrapped: torch.nn.Module, dp_optimizer: DPOptimizer, batch: dict | None, task: str, mode: str
+    wrapped: torch.nn.Module,
+    dp_optimizer: DPOptimizer,
+    chunks: Sequence[dict],
+    task: str,
+    mode: str,
 ) -> float | None:
-    """Leave the privatised gradient in each trained parameter's ``.grad``: per-example
-    gradients clipped, summed, noised, divided by the expected batch size. ``batch`` None is an
-    empty Poisson draw: the noise alone, as the accountant counts it. Returns the batch loss."""
+    """Leave the privatised gradient of one logical batch in each trained parameter's
+    ``.grad``: per-example gradients clipped, summed over the batch's ``chunks`` (its physical
+    batches), noised once, divided by the expected batch size. No chunks is an empty Poisson
+    draw: the noise alone, as the accountant counts it. Returns the batch loss."""
     dp_optimizer.zero_grad(set_to_none=True)
-    loss = None
-    if batch is None:
+    if not chunks:
         for param in dp_optimizer.params:
             if mode == "ghost":
                 param.grad = torch.zeros_like(param)
             else:
                 param.grad_sample = torch.zeros((0, *param.shape), dtype=param.dtype)
-    else:
+        dp_optimizer.pre_step()
+        return None
+    losses = []
+    for k, batch in enumerate(chunks):
+        if k:
+            dp_optimizer.zero_grad(set_to_none=True)  # the clipped sum so far stays
         per_example = _per_example_loss(wrapped, batch, task)
         if mode == "ghost":
             DPTensorFastGradientClipping(wrapped, dp_optimizer, per_example).backward()
         else:
             per_example.mean().backward()
-        loss = float(per_example.mean().detach())
-    dp_optimizer.pre_step()
-    return loss
+        losses.append(per_example.detach())
+        if k < len(chunks) - 1:
+            dp_optimizer.signal_skip_step(do_skip=True)  # clip and add; no noise yet
+        dp_optimizer.pre_step()
+    return float(torch.cat(losses).mean())
+
+
+def physical_batches(
+    encoded: Sequence[dict[str, list[int]]], chosen: Sequence[int], size: int, pad_token_id: int
+) -> list[dict]:
+    """The examples ``chosen`` in collated chunks of at most ``size`` (0: one chunk)."""
+    size = size or max(1, len(chosen))
+    return [collate([encoded[i] for i in chosen[s : s + size]], pad_token_id)
+            for s in range(0, len(chosen), size)]  # fmt: skip
 
 
 def train_lora_dp(
@@ -108,8 +134,10 @@ def train_lora_dp(
     mode: str,
     pad_token_id: int,
     generator: torch.Generator,
+    physical_batch: int = 0,
 ) -> TrainResult:
-    """``settings.local_steps`` DP-SGD steps (AdamW on the privatised gradient), in place.
+    """``settings.local_steps`` DP-SGD steps (AdamW on the privatised gradient), in place, each
+    batch taken ``physical_batch`` examples at a time (0: whole).
 
     ``generator`` drives sampling and noise: a secret one (see the module doc).
     """
@@ -137,8 +165,8 @@ def train_lora_dp(
     ):
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         for chosen in poisson_batches(len(encoded), sample_rate, settings.local_steps, generator):
-            batch = collate([encoded[i] for i in chosen], pad_token_id) if chosen else None
-            loss = private_gradient(wrapped, dp_optimizer, batch, task, mode)
+            chunks = physical_batches(encoded, chosen, physical_batch, pad_token_id)
+            loss = private_gradient(wrapped, dp_optimizer, chunks, task, mode)
             optimizer.step()  # AdamW on the clipped, noised mean gradient in .grad
             if loss is not None:
                 losses.append(loss)

@@ -148,6 +148,7 @@ def _train(msg: Message, context: Context, r: _Round, encoded: Encoded) -> Messa
                 expected_batch=private.round.expected_batch, mode=r.config.dp.grad_sample_mode,
                 pad_token_id=r.local.tokenizer.pad_token_id,
                 generator=secret_generator("dp-sgd", r.partition_id, r.server_round),
+                physical_batch=r.config.dp.physical_batch,
             )  # fmt: skip
     state = trainable_state(r.local.model)
     if r.plan.keep_b:

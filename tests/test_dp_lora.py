@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from client.dp_lora_trainer import private_gradient, private_model
+from client.dp_lora_trainer import physical_batches, private_gradient, private_model, train_lora_dp
 from federated.config import parse_run_config
-from federated.data.encode import collate
 from federated.models import load_tokenizer
 from federated.privacy.sampling import poisson_batches
 from federated.tasks import TASK_CLASSIFICATION
@@ -28,9 +27,18 @@ def examples() -> tuple[list[dict], int]:
 
 
 def _gradient(
-    encoded: list[dict], pad: int, mode: str, *, clip: float, noise: float, expected: int, seed=0
+    encoded: list[dict],
+    pad: int,
+    mode: str,
+    *,
+    clip: float,
+    noise: float,
+    expected: int,
+    seed=0,
+    physical: int = 0,
 ) -> torch.Tensor:
-    """The privatised gradient of one batch, flattened over the trained parameters."""
+    """The privatised gradient of one batch, taken ``physical`` examples at a time (0: whole),
+    flattened over the trained parameters."""
     model = tiny_lora_model(TASK_CLASSIFICATION)
     for module in model.modules():  # opacus captures in train mode: make it deterministic
         if isinstance(module, torch.nn.Dropout):
@@ -43,7 +51,8 @@ def _gradient(
         wrapped,
         dp_optimizer,
     ):
-        private_gradient(wrapped, dp_optimizer, collate(encoded, pad), TASK_CLASSIFICATION, mode)
+        chunks = physical_batches(encoded, range(len(encoded)), physical, pad)
+        private_gradient(wrapped, dp_optimizer, chunks, TASK_CLASSIFICATION, mode)
         return torch.cat([p.grad.flatten() for p in params]).clone()
 
 
@@ -84,3 +93,38 @@ def test_poisson_batches_sample_each_example_at_the_rate() -> None:
     mean = sum(sizes) / len(sizes)
     assert mean == pytest.approx(20, rel=0.02)
     assert min(sizes) < 15 < 25 < max(sizes)  # sizes vary: not a fixed batch
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_batch_in_physical_chunks_clips_each_example_and_noises_once(examples, mode) -> None:
+    encoded, pad = examples
+    clip = 1e-3  # every example clipped: the chunks' sum is the sum of the bounded gradients
+    whole = _gradient(encoded, pad, mode, clip=clip, noise=0.0, expected=BATCH)
+    chunked = _gradient(encoded, pad, mode, clip=clip, noise=0.0, expected=BATCH, physical=3)
+    torch.testing.assert_close(chunked, whole, rtol=1e-3, atol=1e-9)
+    # With noise from the same generator: one draw of σC/B on the whole sum, as in one pass.
+    noisy = _gradient(encoded, pad, mode, clip=clip, noise=2.0, expected=BATCH, seed=7)
+    noisy_chunked = _gradient(encoded, pad, mode, clip=clip, noise=2.0, expected=BATCH, seed=7,
+                              physical=3)  # fmt: skip
+    torch.testing.assert_close(noisy_chunked, noisy, rtol=1e-3, atol=1e-7)
+    assert float((noisy - whole).std()) == pytest.approx(2.0 * clip / BATCH, rel=0.05)
+
+
+def test_dp_sgd_in_physical_chunks_trains_the_model_a_whole_batch_trains(examples) -> None:
+    encoded, pad = examples
+    config = parse_run_config({"model.name": "tiny-bert", "data.name": "wordnet",
+                               "train.local-steps": 3, "train.lr": 1e-2})  # fmt: skip
+
+    def trained(physical: int) -> torch.Tensor:
+        model = tiny_lora_model(TASK_CLASSIFICATION)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        train_lora_dp(
+            model, encoded, TASK_CLASSIFICATION, config.train, noise_multiplier=1.0,
+            max_grad_norm=0.1, sample_rate=0.75, expected_batch=6.0, mode="hooks",
+            pad_token_id=pad, generator=torch.Generator().manual_seed(3), physical_batch=physical,
+        )  # fmt: skip
+        return torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad])
+
+    torch.testing.assert_close(trained(2), trained(0), rtol=1e-4, atol=1e-6)

@@ -59,3 +59,14 @@ def test_zeroth_order_takes_a_device_that_cannot_backpropagate_and_else_it_is_le
     left = plan_device(config, between, smaller_ranks=True, zo_fallback=False)
     assert left.mode is None and "left out: the smallest job needs" in left.reason
     assert "device has" in left.reason
+
+
+def test_a_dp_run_with_physical_chunks_keeps_its_logical_batch_where_a_chunk_fits() -> None:
+    private = {**PLANNED, "dp.record-level": True, "dp.noise-multiplier": 1.0,
+               "strategy.name": "fedavg"}  # fmt: skip
+    whole = parse_run_config(private)
+    chunked = parse_run_config({**private, "dp.physical-batch": 4})
+    device = _device(estimate_memory(whole, 4, 128, 8).total / 1e9 + 0.01)
+    assert plan_device(whole, device, smaller_ranks=False, zo_fallback=False).batch < 16
+    plan = plan_device(chunked, device, smaller_ranks=False, zo_fallback=False)
+    assert (plan.mode, plan.batch) == ("lora", 16)

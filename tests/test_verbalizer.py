@@ -150,7 +150,7 @@ def test_dp_sgd_clips_each_example_of_a_verbalized_model_on_its_own() -> None:
             wrapped,
             dp_optimizer,
         ):
-            private_gradient(wrapped, dp_optimizer, collate(batch, pad), TASK_CLASSIFICATION,
+            private_gradient(wrapped, dp_optimizer, [collate(batch, pad)], TASK_CLASSIFICATION,
                              "hooks")  # fmt: skip
             return torch.cat([p.grad.flatten() for p in params]).clone()
 

@@ -50,11 +50,27 @@ def test_the_rate_is_ten_times_below_the_largest_that_held() -> None:
     assert result.edge == pytest.approx(1e-2)
     assert result.lr == pytest.approx(1e-2 / BELOW_EDGE)
     assert [t.held for t in result.trials] == [False, False, True]
-    # A failed trial stops at the check it failed; every trial starts from w0.
-    assert len(result.trials[0].losses) == 2 and len(result.trials[2].losses) == 11
+    # A failed trial stops at the check it failed (an explosion at the first, after one step;
+    # a slower rise later); every trial starts from w0.
+    assert [len(t.losses) for t in result.trials] == [2, 2, 10]
     assert case.resets == 1 + len(result.trials)
     with_momentum = probe_lr(case.train_chunk, case.loss, case.reset, momentum=0.9)
     assert with_momentum.lr == pytest.approx(0.1 * result.lr)
+
+
+def test_the_first_step_may_wobble_but_a_later_rise_fails() -> None:
+    # The loss after each check, per candidate: the first rises 3% by its third check, the
+    # second wobbles up by half after its first step and recovers.
+    paths = {0.2: [1.0, 1.0, 1.03], 0.1: [1.5, 0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92]}
+    state: dict = {}
+
+    def train_chunk(lr: float, steps: int, chunk: int) -> None:
+        state["loss"] = paths[lr][chunk]
+
+    result = probe_lr(train_chunk, lambda: state["loss"], lambda: state.update(loss=1.0),
+                      candidates=(0.2, 0.1))  # fmt: skip
+    assert result.edge == 0.1
+    assert [t.losses for t in result.trials] == [[1.0, 1.0, 1.0, 1.03], [1.0, *paths[0.1]]]
 
 
 def test_a_loss_that_rises_at_every_rate_or_starts_unfinite_is_an_error() -> None:

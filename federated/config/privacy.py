@@ -38,6 +38,14 @@ class PrivacySettings:
         "a run; its sampling rate and averaging weight come from that noised count.",
         above=0.0,
     )
+    physical_batch: int = option(
+        0,
+        "Examples per forward and backward pass of a DP-SGD step (virtual steps): a Poisson "
+        "batch of expected size train.batch-size is taken in chunks this large, their clipped "
+        "per-example gradients summed before the noise is added once, so the step, its noise "
+        "and its accounting are those of the whole batch. 0: the whole batch at once.",
+        minimum=0,
+    )
     grad_sample_mode: str = option(
         "hooks",
         "How opacus gets per-sample gradient norms: hooks, functorch, or ghost (ghost "
