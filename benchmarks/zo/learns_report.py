@@ -12,8 +12,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from benchmarks.figures import save
+from benchmarks.zo.learns import SETUPS
 
 HERE = Path(__file__).resolve().parent
+
+
+def _setup(name: str) -> str:
+    return next(setup for setup in sorted(SETUPS, key=len, reverse=True)
+                if name.startswith(setup + "-"))  # fmt: skip
 
 
 def _headline(run: dict) -> tuple[str, list[float]]:
@@ -23,19 +29,20 @@ def _headline(run: dict) -> tuple[str, list[float]]:
 
 
 def plot(results: dict, path: Path) -> None:
-    """Per model, the headline metric per round; then every run's bytes per client."""
-    models = sorted({results["settings"][n]["config"]["model.name"] for n in results["runs"]})
-    fig, axes = plt.subplots(1, len(models) + 1, figsize=(6 * (len(models) + 1), 4.5))
-    for ax, model in zip(axes, models, strict=False):
+    """Per set-up (``learns.SETUPS``), the headline metric per round; then every run's bytes
+    per client."""
+    setups = list(dict.fromkeys(_setup(name) for name in results["runs"]))
+    fig, axes = plt.subplots(1, len(setups) + 1, figsize=(6 * (len(setups) + 1), 4.5))
+    for ax, setup in zip(axes, setups, strict=False):
         for name, run in results["runs"].items():
-            if results["settings"][name]["config"]["model.name"] == model:
+            if _setup(name) == setup:
                 metric, values = _headline(run)
                 ax.plot(
-                    range(len(values)), values, marker="o", label=name.removeprefix(model + "-")
+                    range(len(values)), values, marker="o", label=name.removeprefix(setup + "-")
                 )
         if metric == "loss":  # a diverged run leaves the top of the panel
             ax.set_ylim(top=values[0] + 0.5)
-        ax.set_title(f"{model}: server test {metric} (equal client compute)")
+        ax.set_title(f"{setup}: server test {metric} (equal client compute)", fontsize=9)
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
