@@ -12,8 +12,9 @@ from federated.config import DataSettings, RunConfig
 from federated.data.corpus import Corpus, Example
 from federated.data.files import load_table
 from federated.data.partition import split_fraction
+from federated.privacy.canaries import client_canaries
 from federated.tasks import TASK_CLASSIFICATION
-from federated.workspace import client_indices, corpus_for
+from federated.workspace import client_indices, corpus_for, num_labels
 
 Records = tuple[list[Example], list[Example]]
 
@@ -48,8 +49,17 @@ def _own_file(config: RunConfig, node: NodeSettings) -> Corpus:
 
 
 def node_records(config: RunConfig, node: NodeSettings) -> Records:
-    """(training, held-out) records of ``node``. A file it cannot read raises ValueError with
-    one line naming it, which reaches the server as this node's error reply."""
+    """(training, held-out) records of ``node``, its training records with the audit's canaries
+    that it was dealt. A file it cannot read raises ValueError with one line naming it, which
+    reaches the server as this node's error reply."""
+    train, held_out = _data_records(config, node)
+    if config.audit.canaries:
+        train += client_canaries(config, node.partition_id, node.num_partitions,
+                                 num_labels(config) or 0)  # fmt: skip
+    return train, held_out
+
+
+def _data_records(config: RunConfig, node: NodeSettings) -> Records:
     if node.data_file is None:
         examples = corpus_for(config).examples
         train, held_out = client_indices(config, node.partition_id, node.num_partitions)

@@ -27,6 +27,7 @@ from federated.zo.factor_steps import factor_steps_problem
 from federated.zo.hybrid import hybrid_state, load_hybrid_
 from federated.zo.sensitive import Mask
 from federated.zo_workspace import MASK_FILE, save_mask, sensitive_mask, zo_model
+from server.audit import run_audit
 from server.loss_plot import plot_losses
 from server.node_partitions import NodePartitions
 from server.resume import resume_run
@@ -226,6 +227,20 @@ def _plot_clock(results: RunResults, config: RunConfig, title: str) -> None:
                             results.folder / "round_timeline.png")  # fmt: skip
 
 
+def _audit(
+    config: RunConfig, server_model: _ServerModel, final: GlobalModel, results: RunResults
+) -> dict[str, Any] | None:
+    """audit.canaries: the one-run audit of the final model, written to ``audit.json``."""
+    if not config.audit.canaries:
+        return None
+    record = run_audit(server_model.load(final), server_model.tokenizer, config, results.rounds())
+    (results.folder / "audit.json").write_text(json.dumps(record, indent=2) + "\n")
+    log(INFO, "privacy audit: %d of %d guesses right on %d canaries: epsilon >= %.3g (95%%), "
+        "accountant %s", record["right_guesses"], record["guesses"], record["canaries"],
+        record["epsilon_lower_bound"], record["accountant_epsilon"] or "none (no DP)")  # fmt: skip
+    return record
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     try:
@@ -275,11 +290,14 @@ def _run(grid: Grid, context: Context) -> None:
     )
 
     server_model.save(final, results.folder)
+    audit = _audit(config, server_model, final, results)
     title = f"{config.model.name} on {config.data.name}, {config.strategy.name}"
     plot_losses(results.rounds(), results.folder / "loss.png", title)
     if devices is not None:
         _plot_clock(results, config, title)
     summary = _summary(config, results, time.perf_counter() - wall_started)
+    if audit is not None:
+        summary["audit"] = audit
     if server_model.zo is not None and server_model.zo.frozen_bytes_saved:
         summary["zo_frozen_bytes_saved"] = server_model.zo.frozen_bytes_saved
     if devices is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from federated.config import parse_run_config
+from federated.privacy.canaries import client_canaries
 from federated.privacy.record_count import count_release, noised_count
 from federated.privacy.secret_randomness import INSECURE_SEED_ENV, secret_generator
 from federated.workspace import client_indices
@@ -31,6 +32,7 @@ RUN = {
     "dp.record-level": True,
     "dp.noise-multiplier": NOISE,
     "dp.max-grad-norm": 1.0,
+    "audit.canaries": 30,  # records too: each client's count holds the canaries it was dealt
 }
 
 
@@ -44,7 +46,8 @@ def _counts() -> list[int]:
         patch.setenv(INSECURE_SEED_ENV, SEED[INSECURE_SEED_ENV])
         return [
             noised_count(
-                len(client_indices(config, p, CLIENTS)[0]),
+                len(client_indices(config, p, CLIENTS)[0])
+                + len(client_canaries(config, p, CLIENTS, 0)),
                 config.dp.count_noise,
                 secret_generator("record-count", p),
             )  # fmt: skip
@@ -64,7 +67,7 @@ def _epsilons_after(rounds: int) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def dp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[float, list[dict]]:
+def dp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[float, list[dict], Path]:
     # A budget that two rounds fit into and the third does not, for every client.
     two, three = _epsilons_after(2), _epsilons_after(3)
     assert max(two) < min(three)
@@ -73,11 +76,11 @@ def dp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[float, list[dict]]
     config = {**RUN, "dp.target-epsilon": budget, "output-dir": str(out), "run-name": "dp"}
     folder = simulate(config, num_clients=CLIENTS, env=SEED)
     lines = (Path(folder) / "metrics.jsonl").read_text().splitlines()
-    return budget, [json.loads(line) for line in lines]
+    return budget, [json.loads(line) for line in lines], Path(folder)
 
 
 def test_private_rounds_train_and_report_only_noised_releases(dp_run) -> None:
-    _, rounds = dp_run
+    _, rounds, _ = dp_run
     expected = {1: _epsilons_after(1), 2: _epsilons_after(2)}
     for r in rounds[1:3]:
         assert r["clients_accepted"] == CLIENTS
@@ -92,13 +95,23 @@ def test_private_rounds_train_and_report_only_noised_releases(dp_run) -> None:
 
 
 def test_the_round_past_the_budget_is_declined_and_the_run_finishes(dp_run) -> None:
-    budget, rounds = dp_run
+    budget, rounds, _ = dp_run
     last = rounds[3]
     assert last["round"] == ROUNDS and last["clients_accepted"] == 0
     assert all(c["status"].startswith("declined: privacy budget spent") for c in last["clients"])
     assert all(c["epsilon"] <= budget for c in last["clients"])
     # Nobody trained: the global model, and so its test loss, stayed as it was.
     assert last["test_loss"] == pytest.approx(rounds[2]["test_loss"])
+
+
+def test_the_audit_of_a_private_run_stays_under_the_accountants_epsilon(dp_run) -> None:
+    _, rounds, folder = dp_run
+    audit = json.loads((folder / "audit.json").read_text())
+    spent = max(c["epsilon"] for r in rounds[1:] for c in r["clients"] if c.get("epsilon"))
+    assert audit["accountant_epsilon"] == {"record_level": spent}
+    assert audit["canaries"] == 30 and audit["guesses"] >= 0
+    assert audit["epsilon_lower_bound"] <= spent
+    assert json.loads((folder / "summary.json").read_text())["audit"] == audit
 
 
 def test_zeroth_order_clients_train_under_dp_and_report_epsilon(tmp_path: Path) -> None:

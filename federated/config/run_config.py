@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from federated.config.audit import AuditSettings
 from federated.config.data import BUILTIN_DATASETS, DataSettings
 from federated.config.lora import LoraSettings
 from federated.config.model import ModelSettings
@@ -53,6 +54,7 @@ class RunConfig:
     secagg: SecAggSettings = field(default_factory=SecAggSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @property
     def task(self) -> str:
