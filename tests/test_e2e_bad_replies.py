@@ -110,7 +110,7 @@ def test_bad_zeroth_order_replies_are_rejected(tmp_path: Path) -> None:
         "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
         "data.max-per-class": 100, "data.partitioner": "iid", "num-server-rounds": 2,
         "mode": "zo", "strategy.name": "fedkseed", "zo.params": "lora", "zo.pool-size": 64,
-        "train.local-steps": 4, "strategy.fraction-evaluate": 0.0,
+        "zo.lr": 1e-3, "train.local-steps": 4, "strategy.fraction-evaluate": 0.0,
         "strategy.min-available-nodes": sound,
         "output-dir": str(tmp_path), "run-name": "bad-zo",
     }  # fmt: skip
