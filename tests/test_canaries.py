@@ -43,6 +43,9 @@ def test_a_model_trained_without_dp_on_its_canaries_is_caught_by_the_audit() -> 
                                "train.local-steps": 120, "train.lr": 5e-2,
                                "train.batch-size": 8})  # fmt: skip
     model = tiny_lora_model(TASK_CLASSIFICATION)
+    for module in model.modules():  # no dropout: the same run whatever ran before
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
     tokenizer = load_tokenizer("tiny-bert")
     members = client_canaries(config, 0, 1, TINY_NUM_LABELS)
     train_lora(model, encode_records(config, tokenizer, members), TASK_CLASSIFICATION,
@@ -52,7 +55,7 @@ def test_a_model_trained_without_dp_on_its_canaries_is_caught_by_the_audit() -> 
     assert record["inserted"] == len(members)
     assert record["mean_loss_inserted"] < record["mean_loss_held_out"]
     assert record["right_guesses"] >= 0.9 * record["guesses"]
-    assert record["epsilon_lower_bound"] > 0.5
+    assert record["epsilon_lower_bound"] > 0.5  # chance, 10 of 20 right, rules out nothing
     assert record["accountant_epsilon"] == {}  # no DP: nothing certified
 
 
