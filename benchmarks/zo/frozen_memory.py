@@ -7,6 +7,7 @@ client builds, and reports its weights' bytes, its resident memory once built an
 steps, its peak, and the time of a ZO step on the run's batches (after one warm-up step).
 
     python -m benchmarks.zo.frozen_memory     # frozen_memory.json, frozen_memory.png
+    python -c "from benchmarks.zo.frozen_memory import replot; replot()"   # the plot again
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from federated.config import parse_run_config
 from federated.workspace import client_indices, encode_indices
 from federated.zo_workspace import zo_model
 
-def rss_mb():
+def rss_mb(key="VmRSS"):
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
 
 torch.set_num_threads(1)
@@ -58,7 +59,8 @@ train_zo(zo.model, zo.targets, zo.pool, examples, config.task, steps=int(sys.arg
          generator=torch.Generator().manual_seed(2), **kwargs)
 step = (time.perf_counter() - start) / int(sys.argv[3])
 print(json.dumps({"weights_mb": weights / 2**20, "rss_built_mb": built,
-                  "rss_after_steps_mb": rss_mb(), "step_seconds": step,
+                  "rss_after_steps_mb": rss_mb(), "anonymous_after_steps_mb": rss_mb("RssAnon"),
+                  "file_after_steps_mb": rss_mb("RssFile"), "step_seconds": step,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "bytes_saved": zo.frozen_bytes_saved}))
 """
@@ -85,9 +87,13 @@ def _plot(results: dict) -> None:
     rows = results["dtypes"]
     fig, (mem, time) = plt.subplots(1, 2, figsize=(11, 4))
     names = list(rows)
-    for key, label in (("weights_mb", "weights"), ("rss_after_steps_mb", "resident after steps"),
-                       ("peak_mb", "peak")):  # fmt: skip
-        offset = {"weights_mb": -0.27, "rss_after_steps_mb": 0.0, "peak_mb": 0.27}[key]
+    bars = (
+        ("weights_mb", "weights"),
+        ("rss_after_steps_mb", "resident after steps"),
+        ("anonymous_after_steps_mb", "of it anonymous"),
+    )
+    for k, (key, label) in enumerate(bars):
+        offset = (k - 1) * 0.27
         mem.bar([i + offset for i in range(len(names))], [rows[n][key] for n in names],
                 width=0.27, label=label)  # fmt: skip
     mem.set_xticks(range(len(names)), names)
@@ -99,6 +105,10 @@ def _plot(results: dict) -> None:
     time.set_title("step time")
     fig.tight_layout()
     fig.savefig(PLOT, dpi=120)
+
+
+def replot() -> None:
+    _plot(json.loads(RESULTS.read_text()))
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ in ``zo.frozen-dtype`` (bfloat16 or float16) and the entries that train live bes
 float32 vector per matrix. A forward pass materialises one matrix at a time in float32 (torch's
 parametrizations: the stored matrix, upcast, with the trained entries written over it), so
 compute and the trained entries keep float32 while the model's resident weights shrink to
-about half; loading still peaks at the float32 model, which is converted once loaded.
+about half; loading still reads the float32 checkpoint, converted once loaded.
 
 The trained entries replace the (matrix, indices) targets in place, in the same order, as a
 vector indexed at all its entries: a seed draws the same numbers for it as for the matrix's
@@ -74,4 +74,9 @@ def store_frozen_(
         param.data = param.data.to(low)
         saved += param.numel() * (4 - param.element_size())
         saved -= 0 if values is None else values.numel() * 4
+    for param in model.parameters():
+        if id(param) not in matrices or id(param) in kept:
+            # A copy of its own: a tensor still on the checkpoint's memory map keeps the whole
+            # file mapped, and every float32 page the conversion read stays resident.
+            param.data = param.data.clone()
     return [replaced.get(id(t.tensor), t) for t in targets], saved
