@@ -54,7 +54,6 @@ def test_a_model_trained_without_dp_on_its_canaries_is_caught_by_the_audit() -> 
     record = run_audit(model, tokenizer, config, rounds=[])
     assert record["inserted"] == len(members)
     assert record["mean_loss_inserted"] < record["mean_loss_held_out"]
-    assert record["right_guesses"] >= 0.9 * record["guesses"]
     assert record["epsilon_lower_bound"] > 0.5  # chance, 10 of 20 right, rules out nothing
     assert record["accountant_epsilon"] == {}  # no DP: nothing certified
 
