@@ -71,11 +71,6 @@ def private_model(
         wrapped._close()
 
 
-def _per_example_loss(model: torch.nn.Module, batch: dict, task: str) -> torch.Tensor:
-    terms = loss_terms(model, batch, task)
-    return terms.loss_sum / terms.count.clamp(min=1)
-
-
 def private_gradient(
     wrapped: torch.nn.Module,
     dp_optimizer: DPOptimizer,
@@ -100,7 +95,7 @@ def private_gradient(
     for k, batch in enumerate(chunks):
         if k:
             dp_optimizer.zero_grad(set_to_none=True)  # the clipped sum so far stays
-        per_example = _per_example_loss(wrapped, batch, task)
+        per_example = loss_terms(wrapped, batch, task).per_example()
         if mode == "ghost":
             DPTensorFastGradientClipping(wrapped, dp_optimizer, per_example).backward()
         else:

@@ -55,8 +55,7 @@ def _example_losses(model: torch.nn.Module, batch: dict, task: str, hybrid: bool
     """Each example's loss (its mean over scored tokens): one record, one term. With ``hybrid``
     modules, their gradient of the batch's mean loss is added to their ``.grad``."""
     with torch.enable_grad() if hybrid else contextlib.nullcontext():
-        terms = loss_terms(model, batch, task)
-        losses = terms.loss_sum / terms.count.clamp(min=1)
+        losses = loss_terms(model, batch, task).per_example()
         if hybrid:
             losses.mean().backward()
     return losses.detach()

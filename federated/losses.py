@@ -27,6 +27,10 @@ class LossTerms:
     count: torch.Tensor
     correct: torch.Tensor
 
+    def per_example(self) -> torch.Tensor:
+        """Each example's loss, its mean over its scored tokens: one record, one term."""
+        return self.loss_sum / self.count.clamp(min=1)
+
     def mean_loss(self) -> torch.Tensor:
         """Loss averaged over every scored token (or example) of the batch."""
         return self.loss_sum.sum() / self.count.sum().clamp(min=1)

@@ -92,12 +92,7 @@ def zo_model(config: RunConfig, mask: Mask | None = None) -> ZoModel:
     """The run's zeroth-order model (cached per process) replaying at ``config.zo.lr``; a
     sensitive run's needs its ``mask``. A different mask, or a different rate once seeds were
     replayed, reloads w0."""
-    zo = _zo_model(weights_key(config))
-    if zo.lr != config.zo.lr:
-        if bool(zo.applied.any()):
-            forget_zo_model()
-            zo = _zo_model(weights_key(config))
-        zo.lr = config.zo.lr
+    zo = _at_rate(config)
     if config.zo.params != "sensitive":
         return zo
     if mask is None:
@@ -105,12 +100,22 @@ def zo_model(config: RunConfig, mask: Mask | None = None) -> ZoModel:
     digest = mask_digest(mask)
     if zo.mask_digest not in (None, digest):
         forget_zo_model()
-        zo = _zo_model(weights_key(config))
-        zo.lr = config.zo.lr
+        zo = _at_rate(config)
     if zo.mask_digest is None:
         zo.targets = _without(sensitive_targets(zo.model, mask), zo.hybrid)
         _store_frozen(zo, config.zo.frozen_dtype)
         zo.mask_digest = digest
+    return zo
+
+
+def _at_rate(config: RunConfig) -> ZoModel:
+    """The cached model replaying at ``config.zo.lr``: seeds replayed at another rate are not
+    this rate's weights, so such a model is loaded again at w0."""
+    zo = _zo_model(weights_key(config))
+    if zo.lr != config.zo.lr and bool(zo.applied.any()):
+        forget_zo_model()
+        zo = _zo_model(weights_key(config))
+    zo.lr = config.zo.lr
     return zo
 
 

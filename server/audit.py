@@ -30,8 +30,7 @@ def canary_losses(model: torch.nn.Module, tokenizer: Any, config: RunConfig) -> 
     with torch.inference_mode():
         for batch in batches(encoded, config.eval.batch_size, generator=None,
                              pad_token_id=tokenizer.pad_token_id):  # fmt: skip
-            terms = loss_terms(model, batch, config.task)
-            losses.append(terms.loss_sum / terms.count.clamp(min=1))
+            losses.append(loss_terms(model, batch, config.task).per_example())
     return torch.cat(losses).tolist()
 
 
