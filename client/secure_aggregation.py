@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common.secure_aggregation.crypto.shamir import create_shares
 from flwr.common.secure_aggregation.crypto.symmetric_encryption import decrypt, encrypt
@@ -27,7 +28,11 @@ from flwr.common.secure_aggregation.secaggplus_utils import (
 )
 
 from federated import message_keys as keys
+from federated.config import RunConfig, parse_run_config
+from federated.privacy.distributed_noise import run_plan
+from federated.privacy.secret_randomness import secret_numpy_generator
 from federated.secagg import protocol as p
+from federated.secagg.distributed_dp import noised_vector
 from federated.secagg.keys import agree, new_key_pair
 from federated.secagg.masking import mask
 from federated.wire import record_to_tensors
@@ -107,13 +112,16 @@ def collect(msg: Message, context: Context, train: TrainHandler) -> Message:
     reply = train(msg, context)
     if reply.has_error() or keys.ARRAYS not in reply.content.array_records:
         return reply  # declined (privacy budget) or failed: nothing to mask
-    vector, bit = p.update_vector(
-        record_to_tensors(msg.content.array_records[keys.ARRAYS]),
-        record_to_tensors(reply.content.array_records[keys.ARRAYS]),
-        reply.content.metric_records[keys.METRICS],
-        config,
-    )
-    quantized = p.quantized_vector(vector, bit, config)
+    received = record_to_tensors(msg.content.array_records[keys.ARRAYS])
+    upload = record_to_tensors(reply.content.array_records[keys.ARRAYS])
+    run = parse_run_config(context.run_config)
+    if run.dp.distributed:
+        quantized = _noised(p.update_delta(received, upload, config), run, state, msg)
+    else:
+        vector, bit = p.update_vector(
+            received, upload, reply.content.metric_records[keys.METRICS], config
+        )
+        quantized = p.quantized_vector(vector, bit, config)
     pair_keys = {n: agree(state[p.SK_MASK], pk_masks[n]) for n in present}
     masked = mask(quantized, state[p.SEED], pair_keys, me)
     content = RecordDict(
@@ -125,6 +133,16 @@ def collect(msg: Message, context: Context, train: TrainHandler) -> Message:
     return Message(content, reply_to=msg)
 
 
+def _noised(delta: dict, run: RunConfig, state: ConfigRecord, msg: Message) -> np.ndarray:
+    """Distributed DP: the update clipped, rounded and noised by this client, planned from the
+    run config alone (the server cannot lower the noise); the fewest clients the plan allows
+    to be unmasked together is kept for the unmask stage."""
+    plan = run_plan(run, sum(t.numel() for t in delta.values()))
+    state[p.MIN_CLIENTS] = plan.min_clients
+    rng = secret_numpy_generator("distributed-dp", msg.metadata.dst_node_id, msg.metadata.group_id)
+    return noised_vector(delta, plan, rng)
+
+
 def unmask(msg: Message, context: Context) -> Message:
     config, state = msg.content.config_records[p.CONFIG], _state(context)
     owners = [int(n) for n in state[p.SHARE_OWNERS]]
@@ -133,6 +151,12 @@ def unmask(msg: Message, context: Context) -> Message:
     active, dropped = [int(n) for n in config[p.ACTIVE]], [int(n) for n in config[p.DROPPED]]
     if set(active) & set(dropped):
         raise ValueError("a node cannot be both active and dropped: that would reveal its update")
+    fewest = int(state.get(p.MIN_CLIENTS, 0))
+    if len(active) < fewest:
+        raise ValueError(
+            f"{len(active)} active clients: a sum of fewer than {fewest} carries less noise "
+            "than distributed DP planned; this node does not help unmask it"
+        )
     nodes = [n for n in active if n in b] + [n for n in dropped if n in sk]
     shares = [b[n] for n in active if n in b] + [sk[n] for n in dropped if n in sk]
     return _reply(msg, {p.SHARE_OWNERS: nodes, p.SHARES: shares})

@@ -38,6 +38,7 @@ from server.zo_rate import resolve_zo_lr
 from simulation.clock_plots import plot_round_timeline, plot_test_against_hours
 from simulation.device_profiles import ProfileError
 from simulation.driver import DeviceSimulator, clock_summary
+from strategies.distributed_dp import DistributedClientDp
 from strategies.fedkseed import FedKSeed
 from strategies.lora_strategy import GlobalModel, LoraStrategy
 from strategies.partition_sampling import PartitionSampler
@@ -174,7 +175,18 @@ def _log_privacy(config: RunConfig, strategy: LoraStrategy) -> None:
             "epsilon, nothing else; held-out metrics come from no client, only the test set",
         )
     dp = strategy.client_dp
-    if dp is not None:
+    if isinstance(dp, DistributedClientDp):
+        plan = dp.plan
+        log(
+            INFO,
+            "distributed DP: each connected client joins a round with probability %.3g (secret "
+            "Poisson sampling), clips to %.3g and adds discrete Gaussian noise of std %.4g "
+            "(in units of %.3g, its rounded norm at most %.4g) sized for %d clients: noise "
+            "multiplier %.3g at that count; a sum of fewer is never unmasked",
+            dp.sample_rate, plan.clip, plan.local_std, plan.granularity, plan.bound,
+            plan.min_clients, plan.noise_multiplier,
+        )  # fmt: skip
+    elif dp is not None:
         log(
             INFO,
             "client-level DP: each connected client joins a round with probability %.3g "

@@ -29,10 +29,12 @@ from federated import message_keys as keys
 from federated.config import RunConfig
 from federated.reply_contract import train_metric_keys
 from federated.secagg import protocol as p
+from federated.secagg.distributed_dp import decode_sum
 from federated.secagg.keys import agree, neighbours, threshold
 from federated.secagg.masking import sum_masked, unmask
 from server.exchange import Exchange, exchange
 from server.reply_validation import check_masked_reply
+from strategies.distributed_dp import DistributedClientDp
 from strategies.lora_strategy import LoraStrategy
 
 Progress = Callable[[str], Callable[[int, int], None]]
@@ -107,6 +109,14 @@ def secure_train_round(
     s = config.secagg
     contents = {m.metadata.dst_node_id: m.content for m in sent}
 
+    dp = strategy.client_dp
+    distributed = dp if isinstance(dp, DistributedClientDp) else None
+    if distributed is not None and len(contents) > distributed.plan.max_clients:
+        return _without_sum(
+            proto, strategy,
+            f"{len(contents)} clients sampled; distributed DP's field holds "
+            f"{distributed.plan.max_clients}",
+        )  # fmt: skip
     setup = proto.ask(p.SETUP, {n: {} for n in contents})
     public = {n: r.content.config_records[p.CONFIG] for n, r in setup.items()}
     groups = neighbours(list(public), s.num_shares) if len(public) >= 3 else {}
@@ -156,13 +166,9 @@ def secure_train_round(
         return _message(node, p.COLLECT, content, server_round)
 
     collected = proto.run(p.COLLECT, [collect_message(n) for n in shared])
-    size = (
-        p.vector_size(spec, count_bit)
-        if strategy.reply_kind == "tensors"
-        else (1 + config.zo.pool_size + int(count_bit))
-    )
     if strategy.reply_kind != "tensors":
         spec = [(keys.SEED_SUMS, (config.zo.pool_size,))]
+    size = p.vector_size(spec, count_bit)
     outcome = SecureOutcome(exchange=collected)
     required = train_metric_keys(config.mode, private=config.dp.record_level)
     summed = []
@@ -175,6 +181,12 @@ def secure_train_round(
     survivors = {r.metadata.src_node_id for r in summed}
     if len(survivors) < t:
         outcome.failure = f"{len(survivors)} masked updates arrived; the threshold is {t}"
+        return _finish(proto, strategy, outcome)
+    if distributed is not None and len(survivors) < distributed.plan.min_clients:
+        outcome.failure = (
+            f"{len(survivors)} masked updates arrived; distributed DP's noise needs "
+            f"{distributed.plan.min_clients} (dp.distributed-dropout)"
+        )
         return _finish(proto, strategy, outcome)
 
     started = time.perf_counter()
@@ -206,10 +218,26 @@ def secure_train_round(
         secret = combine_shares(shares[gone])
         for node in set(groups[gone]) & survivors:
             orphans.append((node, gone, agree(secret, public[node][p.PK_MASK])))
+    total = unmask(masked_sum, seeds, orphans)
+    if distributed is not None:
+        count, sums = decode_sum(total, spec, distributed.plan)
+        if count != len(survivors):
+            outcome.failure = f"the sum counts {count} clients; {len(survivors)} were summed"
+            return _finish(proto, strategy, outcome)
+        if count > 4 * distributed.plan.min_clients:
+            log(
+                WARNING,
+                "    distributed DP: %d clients in the sum, each with noise sized for %d: the sum "
+                "carries %.2gx the planned noise; set strategy.min-available-nodes to the nodes "
+                "the run has", count, distributed.plan.min_clients,
+                (count / distributed.plan.min_clients) ** 0.5,
+            )  # fmt: skip
+        outcome.metrics = strategy.aggregate_secure(summed, sums, float(count), None)
+        outcome.aggregation_seconds = time.perf_counter() - started
+        return _finish(proto, strategy, outcome)
     weight, sums, bits = p.split_sum(
-        unmask(masked_sum, seeds, orphans), spec, count_bit,
-        s.clipping_range, s.quantization_bits, len(survivors),
-    )  # fmt: skip
+        total, spec, count_bit, s.clipping_range, s.quantization_bits, len(survivors)
+    )
     centred = None if bits is None else bits - len(survivors) / 2
     outcome.metrics = strategy.aggregate_secure(summed, sums, weight, centred)
     outcome.aggregation_seconds = time.perf_counter() - started
@@ -225,7 +253,10 @@ def _finish(proto: _Protocol, strategy: LoraStrategy, outcome: SecureOutcome) ->
     collected.bytes_down, collected.bytes_up = proto.total.bytes_down, proto.total.bytes_up
     if outcome.failure:
         log(WARNING, "    SecAgg+ round without a sum: %s", outcome.failure)
-        if strategy.client_dp is not None:
+        if isinstance(strategy.client_dp, DistributedClientDp):
+            strategy.client_dp.spend_unreleased()
+            log(WARNING, "    distributed DP: nothing released; the round still counts")
+        elif strategy.client_dp is not None:
             # Client-level DP releases every round: the noise alone, as for an empty draw.
             centred = 0.0 if proto.config.dp.client_adaptive_clip else None
             strategy.aggregate_secure([], strategy.zero_delta(), 0.0, centred)

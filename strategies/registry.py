@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from federated.config import ConfigError, RunConfig
 from strategies.client_dp import ClientLevelDp
+from strategies.distributed_dp import DistributedClientDp, update_dimension
 from strategies.fedavg import FedAvgLora
 from strategies.fedex_lora import FedExLora
 from strategies.fedkseed import FedKSeed
@@ -106,7 +107,9 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
     )
     if config.robust.method != "none":
         strategy.robust = config.robust
-    if config.dp.client_level:
+    if config.dp.distributed:
+        strategy.client_dp = DistributedClientDp(config, update_dimension(strategy, config))
+    elif config.dp.client_level:
         # Poisson sampling at fraction-train: the rate the accountant composes.
         strategy.client_dp = ClientLevelDp(
             config.dp, s.fraction_train, config.num_server_rounds,

@@ -3,6 +3,7 @@ round's model within quantization error, survives dropouts, and carries client-l
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,26 @@ def test_client_level_noise_reaches_the_securely_summed_update(out: Path) -> Non
     noise = torch.cat([(noisy[k] - quiet[k]).flatten() for k in quiet])
     # The clients clipped their own updates; the server's noise on the sum, over m clients.
     assert float(noise.std()) == pytest.approx(sigma * clip / clients, rel=0.1)
+
+    # Distributed: each client adds noise for the 3 of 4 that dp.distributed-dropout 0.2 leaves,
+    # so the sum of all 4 carries sqrt(4/3) times the central noise; the server adds none.
+    distributed = {**private, "dp.client-noise-multiplier": sigma, "dp.distributed": True,
+                   "strategy.min-available-nodes": clients}  # fmt: skip
+    shared = _adapter(_run(out, "distributed", distributed))
+    noise = torch.cat([(shared[k] - quiet[k]).flatten() for k in quiet])
+    assert float(noise.std()) == pytest.approx(sigma * clip * (4 / 3) ** 0.5 / clients, rel=0.1)
+
+
+def test_a_distributed_round_short_of_its_planned_clients_is_not_unmasked(out: Path) -> None:
+    # Partitions 0 and 1 drop out after sharing: 3 of 5 remain, the noise was sized for 4.
+    config = {
+        **LORA, "secagg.enabled": True, "dp.client-level": True, "dp.distributed": True,
+        "dp.client-noise-multiplier": 1.0, "secagg.reconstruction-threshold": 0.5,
+        "strategy.min-available-nodes": 5,
+    }  # fmt: skip
+    folder = _run(out, "distributed-short", config, clients=5, drop_out=True)
+    adapter = _adapter(folder)
+    factors_b = [k for k in adapter if "lora_B" in k]
+    assert factors_b and all(not adapter[k].any() for k in factors_b)  # still the start: B = 0
+    rounds = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert rounds[1]["client_dp_epsilon"] > 0  # the round still counts

@@ -147,6 +147,8 @@ def _check_privacy(config: RunConfig) -> None:
     dp = config.dp
     if dp.client_level:
         _check_client_level(config)
+    if dp.distributed:
+        _check_distributed(config)
     if not dp.record_level:
         return
     if dp.noise_multiplier == 0 and dp.target_epsilon == 0:
@@ -188,6 +190,28 @@ def _check_client_level(config: RunConfig) -> None:
             f"run config 'dp.client-target-epsilon' = {dp.client_target_epsilon:g}: below "
             f"{floor:.3g}, the least the RDP accountant can certify at dp.delta = {dp.delta:g}; "
             "raise the target or dp.delta"
+        )
+
+
+def _check_distributed(config: RunConfig) -> None:
+    dp, key = config.dp, "run config 'dp.distributed' = True"
+    if not dp.client_level:
+        raise ConfigError(f"{key} adds client-level DP's noise on the clients: set dp.client-level")
+    if not config.secagg.enabled:
+        raise ConfigError(
+            f"{key}: the clients' noise shares protect the sum only under SecAgg+; set "
+            "secagg.enabled"
+        )
+    if config.secagg.num_shares < 1.0:
+        raise ConfigError(
+            f"{key} with secagg.num-shares = {config.secagg.num_shares:g}: a client refuses to "
+            "unmask a sum of too few clients, which it can count only when it shares with all; "
+            "set secagg.num-shares = 1.0"
+        )
+    if dp.client_adaptive_clip:
+        raise ConfigError(
+            f"{key} with dp.client-adaptive-clip: the clients' noise is planned for a fixed "
+            "bound; turn adaptive clipping off"
         )
 
 

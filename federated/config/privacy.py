@@ -91,3 +91,17 @@ class PrivacySettings:
         "(0: expected clients per round / 20).",
         minimum=0.0,
     )
+    distributed: bool = option(
+        False,
+        "Client-level DP's noise added by the clients, under SecAgg+ (distributed discrete "
+        "Gaussian): each clips, scales and rounds its update to integers and adds its share of "
+        "the noise, so the server never sees a noise-free sum. Needs dp.client-level and "
+        "secagg.enabled, fixed clipping.",
+    )
+    distributed_dropout: float = option(
+        0.2,
+        "Distributed DP: the share of a round's expected clients that may drop out. Each client's "
+        "noise is sized for the rest; a round with fewer is never unmasked, and still spends.",
+        minimum=0.0,
+        maximum=0.9,
+    )

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from functools import cache
 from logging import WARNING
 
+import numpy as np
 import torch
 from flwr.common import log
 
@@ -56,6 +57,17 @@ def secret_generator(*purpose: object) -> torch.Generator:
     return _csprng_generator() or torch.Generator().manual_seed(
         int.from_bytes(os.urandom(8), "little")
     )
+
+
+def secret_numpy_generator(*purpose: object) -> np.random.Generator:
+    """A numpy generator for integer noise (distributed DP): PCG64 seeded with 256 bits from the
+    OS, or fixed by ``FEDTUNE_INSECURE_DP_SEED`` as ``secret_generator`` is."""
+    fixed = os.environ.get(INSECURE_SEED_ENV)
+    if fixed is not None:
+        _warn_insecure(fixed)
+        label = "/".join(map(str, (fixed, *purpose))).encode()
+        return np.random.default_rng(int.from_bytes(hashlib.sha256(label).digest()))
+    return np.random.default_rng(int.from_bytes(os.urandom(32), "little"))
 
 
 def gaussian_noise(

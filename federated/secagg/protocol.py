@@ -37,6 +37,7 @@ ACTIVE, DROPPED = "active", "dropped"
 MASKED = "masked"
 CLIPPING_RANGE, BITS, MAX_WEIGHT = "clipping-range", "bits", "max-weight"
 CLIP_NORM, COUNT_BIT, POOL_SIZE = "clip-norm", "count-bit", "pool-size"
+MIN_CLIENTS = "min-clients"  # node state: distributed DP's fewest clients to unmask together
 
 Layout = list[tuple[str, tuple[int, ...]]]
 
@@ -46,7 +47,10 @@ def layout(reference: Mapping[str, torch.Tensor], sent: Mapping[str, torch.Tenso
     return [(name, tuple(reference[name].shape)) for name in sorted(reference) if name in sent]
 
 
-def _delta(received: Mapping, upload: Mapping, config: ConfigRecord) -> dict[str, torch.Tensor]:
+def update_delta(
+    received: Mapping, upload: Mapping, config: ConfigRecord
+) -> dict[str, torch.Tensor]:
+    """How far a client moved from what it received, in float64 (zeroth-order: per seed)."""
     if keys.SEED_INDICES in upload:  # zeroth-order steps: summed per seed of the pool
         delta = torch.zeros(int(config[POOL_SIZE]), dtype=torch.float64)
         delta.index_add_(0, upload[keys.SEED_INDICES].long(), upload[keys.SEED_SCALARS].double())
@@ -61,7 +65,7 @@ def update_vector(
     config: ConfigRecord,
 ) -> tuple[np.ndarray, int | None]:
     """[w, w·Δ] of one client in float64, and its bit b (None unless the round counts them)."""
-    delta = _delta(received, upload, config)
+    delta = update_delta(received, upload, config)
     bound = float(config[CLIP_NORM])
     inside = update_norm(delta) <= bound if bound > 0 else True
     if bound > 0:

@@ -1,0 +1,90 @@
+"""Client-level DP whose noise the clients add (distributed discrete Gaussian under SecAgg+).
+
+The server samples clients in secret at rate q as for central client-level DP, and divides the
+unmasked sum by the same fixed denominator q·N, but adds no noise: the sum already carries the
+clients' discrete Gaussian shares. Its ledger counts rounds, each the plan's subsampled RDP
+(``federated.privacy.distributed_noise``). A round whose sum is not unmasked (too few survivors,
+too many sampled, a failed protocol) releases nothing and is still counted: whether it fails may
+depend on who was sampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from federated.config import ConfigError, RunConfig
+from federated.privacy.accounting import BudgetUnreachable
+from federated.privacy.distributed_noise import DistributedPlan, run_plan
+from federated.privacy.secret_randomness import secret_generator
+from federated.secagg.protocol import layout
+from strategies.client_dp import ClientLevelDp, RoundReport, Tensors
+
+if TYPE_CHECKING:
+    from strategies.lora_strategy import LoraStrategy
+
+
+def update_dimension(strategy: LoraStrategy, config: RunConfig) -> int:
+    """The entries of one client's update under SecAgg+: the tensors it was sent and sends
+    back, or for zeroth-order training one sum per seed of the pool."""
+    if strategy.reply_kind != "tensors":
+        return config.zo.pool_size
+    spec = layout(strategy.reply_reference(), strategy.train_payload().trainable)
+    return sum(int(np.prod(shape)) for _, shape in spec)
+
+
+class DistributedClientDp(ClientLevelDp):
+    """The server's side of distributed DP for updates of ``dimension`` entries."""
+
+    def __init__(self, config: RunConfig, dimension: int) -> None:  # noqa: PLW0231
+        self.dp = config.dp
+        self.sample_rate = config.strategy.fraction_train
+        try:
+            self.plan: DistributedPlan = run_plan(config, dimension)
+        except BudgetUnreachable as err:
+            raise ConfigError(
+                f"run config 'dp.client-target-epsilon' = {config.dp.client_target_epsilon:g}: "
+                f"{err}"
+            ) from None
+        self.noise_multiplier = self.plan.noise_multiplier
+        self.bound = self.dp.client_clip_norm
+        self.rounds = 0
+        self.generator = secret_generator("client-level")
+        self.population = 0
+        self._released: tuple[float, float | None, float] | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {"rounds": self.rounds, "bound": self.bound}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        if "rounds" not in state:
+            raise ValueError("the checkpoint's client-level DP is not distributed")
+        self.rounds = int(state["rounds"])
+
+    def epsilon_after_round(self) -> float:
+        return self.plan.epsilon(self.rounds + 1)
+
+    def aggregate(
+        self, deltas: Sequence[Mapping[str, torch.Tensor]], zero: Mapping[str, torch.Tensor]
+    ) -> Tensors:
+        raise RuntimeError("distributed DP aggregates only SecAgg+ sums")
+
+    def from_sum(self, total: Mapping[str, torch.Tensor], centred: float | None) -> Tensors:
+        """The mean from a sum that already carries the clients' noise; the round is spent."""
+        expected = self.sample_rate * self.population
+        self.spend_unreleased()
+        self._released = (self.bound, None, expected)
+        return {key: value.double() / expected for key, value in total.items()}
+
+    def spend_unreleased(self) -> None:
+        """Count a round, released or not."""
+        self.rounds += 1
+
+    def report(self) -> RoundReport | None:
+        if self.rounds == 0:
+            return None
+        bound, fraction, expected = self._released or (self.bound, None, 0.0)
+        return RoundReport(bound, fraction, expected, self.plan.epsilon(self.rounds))

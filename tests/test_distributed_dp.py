@@ -1,0 +1,158 @@
+"""Distributed DP's mechanism: discrete Gaussian draws, conditional rounding, the accounting and
+the plan, and the integer vectors through SecAgg+'s masking to the noised sum."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from opacus.accountants.analysis import rdp as rdp_analysis
+
+from federated.config import ConfigError, parse_run_config
+from federated.privacy.discrete_gaussian import discrete_gaussian
+from federated.privacy.distributed_noise import (
+    HALF_FIELD,
+    ORDERS,
+    TAIL_STDS,
+    discrete_gaussian_rdp,
+    plan_distributed,
+    rounded_bound,
+    subsampled_rdp,
+)
+from federated.secagg.distributed_dp import conditional_round, decode_sum, noised_vector
+from federated.secagg.masking import mask, sum_masked, unmask
+from federated.workspace import lora_model
+from strategies.distributed_dp import DistributedClientDp, update_dimension
+from strategies.lora_strategy import GlobalModel
+from strategies.registry import build_strategy
+
+
+def test_discrete_gaussian_has_the_variance_and_mass_of_its_definition() -> None:
+    rng = np.random.default_rng(0)
+    for sigma in (3.0, 1e4, 2e7):
+        draws = discrete_gaussian(200_000, sigma, rng)
+        # The variance of a discrete Gaussian of parameter σ ≥ 1 is σ² to within 1e-30.
+        assert draws.var() == pytest.approx(sigma**2, rel=0.015)  # 5 standard errors
+        assert abs(draws.mean()) < 5 * sigma / math.sqrt(draws.size)
+    sigma, n = 1.5, 400_000
+    draws = discrete_gaussian(n, sigma, rng)
+    support = np.arange(-8, 9)
+    mass = np.exp(-(support**2) / (2 * sigma**2))
+    mass /= mass.sum()
+    counts = np.array([(draws == x).sum() for x in support])
+    assert counts.sum() == n  # nothing beyond 8 (mass below 1e-6 there)
+    chi2 = float((((counts - n * mass) ** 2) / (n * mass)).sum())
+    assert chi2 < 45  # 16 degrees of freedom: p < 3e-4 above 45
+
+
+def test_the_subsampling_bound_holds_over_the_exact_sampled_gaussian() -> None:
+    for rate, multiplier in [(0.01, 1.2), (0.1, 0.8), (0.25, 1.0), (0.5, 2.0)]:
+        exact = rdp_analysis.compute_rdp(
+            q=rate, noise_multiplier=multiplier, steps=1, orders=list(ORDERS)
+        )
+        bound = [subsampled_rdp(a, rate, lambda o, m=multiplier: o / (2 * m**2)) for a in ORDERS]
+        assert np.all(np.array(bound) >= exact * (1 - 1e-9))
+        assert bound[0] < 0.6 * ORDERS[0] / (2 * multiplier**2)  # and it does amplify
+    gaussian = lambda o: o / 2.0  # noqa: E731
+    assert [subsampled_rdp(a, 1.0, gaussian) for a in ORDERS] == [gaussian(a) for a in ORDERS]
+
+
+def test_the_discrete_gaussian_rdp_is_the_gaussians_when_its_sum_is_exact() -> None:
+    assert discrete_gaussian_rdp(8, 0.5, 0.0, 1000) == pytest.approx(8 * 0.25 / 2)
+    assert discrete_gaussian_rdp(8, 0.5, 1e-3, 1000) > 8 * 0.25 / 2
+
+
+def test_conditional_rounding_stays_within_the_bound_on_neighbouring_integers() -> None:
+    rng = np.random.default_rng(1)
+    dimension, clip = 5000, 30.0
+    for _ in range(20):
+        scaled = rng.normal(size=dimension)
+        scaled *= clip / np.linalg.norm(scaled)
+        rounded = conditional_round(scaled, rounded_bound(clip, dimension), rng)
+        assert np.linalg.norm(rounded) <= rounded_bound(clip, dimension)
+        assert np.all((rounded == np.floor(scaled)) | (rounded == np.ceil(scaled)))
+
+
+def test_the_plan_meets_its_budget_tightly_and_cannot_wrap() -> None:
+    args = dict(clip=0.5, dimension=76_800, sample_rate=0.25, min_clients=4, max_clients=40)
+    plan = plan_distributed(**args, delta=1e-5, target_epsilon=3.0, rounds=8)
+    assert plan.epsilon(8) <= 3.0
+    looser = plan_distributed(**args, delta=1e-5, noise_multiplier=0.98 * plan.noise_multiplier)
+    assert looser.epsilon(8) > 3.0
+    # The summed noise at the fewest clients is the multiplier times the sensitivity.
+    summed_std = plan.local_std * math.sqrt(plan.min_clients)
+    assert summed_std == pytest.approx(plan.noise_multiplier * plan.bound)
+    largest = plan.max_clients * plan.bound + TAIL_STDS * plan.local_std * math.sqrt(40)
+    assert largest <= HALF_FIELD
+
+
+def test_the_unmasked_sum_is_the_plain_sum_plus_noise_of_the_planned_variance() -> None:
+    clients, dimension, clip = 5, 20_000, 1.0
+    plan = plan_distributed(clip, dimension, 1.0, min_clients=4, max_clients=10, delta=1e-5,
+                            noise_multiplier=1.0)  # fmt: skip
+    rng = np.random.default_rng(2)
+    updates = [{"w": torch.from_numpy(rng.normal(size=dimension))} for _ in range(clients)]
+    seeds = [os.urandom(32) for _ in range(clients)]
+    pair = {(u, v): os.urandom(32) for u in range(clients) for v in range(u + 1, clients)}
+
+    def keys_of(me: int) -> dict[int, bytes]:
+        return {v: pair[min(me, v), max(me, v)] for v in range(clients) if v != me}
+
+    masked = [
+        mask(noised_vector(u, plan, rng), seeds[i], keys_of(i), i) for i, u in enumerate(updates)
+    ]
+    total = unmask(sum_masked(masked, dimension + 1), seeds, [])
+    count, sums = decode_sum(total, [("w", (dimension,))], plan)
+    assert count == clients
+    plain = sum(u["w"] * min(1.0, clip / float(u["w"].norm())) for u in updates)
+    residual = ((sums["w"] - plain) / plan.granularity).numpy()
+    expected_var = clients * plan.local_std**2  # rounding adds at most clients/4: negligible
+    assert residual.var() == pytest.approx(expected_var, rel=0.05)  # 3.5 standard errors
+    assert abs(residual.mean()) < 5 * math.sqrt(expected_var / dimension)
+    # At the planned count the summed noise is the multiplier times the sensitivity, in units.
+    assert (4 * plan.local_std**2) == pytest.approx((plan.noise_multiplier * plan.bound) ** 2)
+
+
+DISTRIBUTED = {
+    "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 4, "lora.rank": 4,
+    "dp.client-level": True, "dp.distributed": True, "secagg.enabled": True,
+    "dp.client-target-epsilon": 3.0, "strategy.fraction-train": 0.25,
+    "strategy.min-available-nodes": 20, "num-server-rounds": 6,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"dp.client-level": False}, "set dp.client-level"),
+        ({"secagg.enabled": False}, "set secagg.enabled"),
+        ({"secagg.num-shares": 0.5}, "set secagg.num-shares = 1.0"),
+        ({"dp.client-adaptive-clip": True}, "turn adaptive clipping off"),
+    ],
+)
+def test_distributed_dp_without_what_it_needs_is_refused_in_one_line(change, reason) -> None:
+    with pytest.raises(ConfigError, match=rf"^run config 'dp.distributed' = True.*{reason}"):
+        parse_run_config({**DISTRIBUTED, **change})
+
+
+def test_the_server_adds_no_noise_and_counts_every_round_until_the_budget() -> None:
+    config = parse_run_config(DISTRIBUTED)
+    strategy = build_strategy(config, GlobalModel(dict(lora_model(config).initial)))
+    dp = strategy.client_dp
+    assert isinstance(dp, DistributedClientDp)
+    assert dp.plan.dimension == update_dimension(strategy, config)
+    assert dp.plan.min_clients == 4  # 0.25 of 20 nodes, of whom 20% may drop out
+    dp.population = 20
+    total = {"w": torch.randn(7, dtype=torch.float64)}
+    torch.testing.assert_close(dp.from_sum(total, None)["w"], total["w"] / 5)
+    dp.spend_unreleased()  # a round without a sum still counts
+    assert dp.report().epsilon == pytest.approx(dp.plan.epsilon(2))
+    while dp.budget_allows():
+        dp.spend_unreleased()
+    assert dp.rounds == 6 and dp.report().epsilon <= 3.0 < dp.epsilon_after_round()
+    resumed = build_strategy(config, GlobalModel(dict(lora_model(config).initial))).client_dp
+    resumed.restore(dp.state())
+    assert resumed.rounds == 6 and not resumed.budget_allows()
