@@ -9,6 +9,10 @@
    masks of clients that dropped out after sharing. Below the threshold of shares the round has
    no sum and the global model stays as it was.
 
+With distributed DP (``strategies.distributed_dp``) the clients' vectors already carry the
+noise: a sample too large for the field, or survivors fewer than the noise was sized for, end
+the round before anything is unmasked.
+
 The round's bytes are counted per node over all four exchanges.
 """
 

@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 ROWS = {
     **{m: ([f"{m}-eps{e:g}" for e in EPSILONS], f"{m}-no-dp") for m in METHODS},
     "client-level fedavg": ([f"client-level-eps{e:g}" for e in EPSILONS], "fedavg-no-dp"),
+    "distributed DP fedavg": ([f"distributed-eps{e:g}" for e in EPSILONS], "fedavg-no-dp"),
 }
 
 

@@ -3,8 +3,9 @@
 Record-level DP at a budget of epsilon 1, 3 and 8 for the whole run (each client's noise set so
 that its noised record count and every round, should it train in all of them, stay within it)
 and without DP, for LoRA with fedavg and ffa-lora, for zeroth-order FedKSeed, and for fedavg on
-five times the data; client-level DP (DP-FedAvg, Poisson sampling) at the same budgets; and
-fedavg with and without SecAgg+.
+five times the data; client-level DP (DP-FedAvg, Poisson sampling) at the same budgets, with
+the noise added by the server or by the clients under SecAgg+ (distributed DP); and fedavg with
+and without SecAgg+.
 Every run goes through ``flwr run`` on Flower's simulation engine; finished runs are kept under
 ``runs/`` and skipped when the script runs again.
 
@@ -49,6 +50,11 @@ CLIENT_LEVEL = {
     "dp.delta": 1e-5,
 }  # fmt: skip
 SECAGG = {"secagg.enabled": True, "secagg.num-shares": 1.0}
+# One-run privacy audit: 100 canaries, each inserted with a fair coin into one client's data.
+AUDIT = {"audit.canaries": 100}
+# The same DP-FedAvg with the noise added by the clients under SecAgg+ (distributed discrete
+# Gaussian), sized for the 4 of the 5 expected clients that dp.distributed-dropout 0.2 leaves.
+DISTRIBUTED = {**CLIENT_LEVEL, **SECAGG, "dp.distributed": True, **AUDIT}
 
 
 def runs() -> dict[str, dict]:
@@ -69,12 +75,25 @@ def runs() -> dict[str, dict]:
             **CLIENT_LEVEL,
             "dp.client-target-epsilon": epsilon,
         }
+    for epsilon in EPSILONS:
+        out[f"distributed-eps{epsilon:g}"] = {
+            **BASE,
+            **DISTRIBUTED,
+            "dp.client-target-epsilon": epsilon,
+        }
     out["fedavg-no-dp"] = out.pop("fedavg-no-dp")
     out["fedavg-secagg"] = {**BASE, **METHODS["fedavg"], **SECAGG}
     return out
 
 
-def summarise(rounds: list[dict]) -> dict:
+def audit_of(name: str) -> dict | None:
+    """Run ``name``'s audit.json, or None when it ran no audit."""
+    path = RUNS / name / "audit.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def summarise(rounds: list[dict], audit: dict | None = None) -> dict:
+    """A run's curves, and its audit (None when it ran none)."""
     trained = rounds[1:]
     epsilons = [max((c["epsilon"] or 0.0 for c in r["clients"]), default=0.0) for r in trained]
     return {
@@ -82,6 +101,7 @@ def summarise(rounds: list[dict]) -> dict:
         "max_client_epsilon": epsilons,
         "client_level_epsilon": [r.get("client_dp_epsilon") for r in trained],
         "clients_per_round": [r["clients_accepted"] for r in trained],
+        "audit": audit,
         "bytes_up_per_client": per_client(rounds, "bytes_up"),
         "bytes_down_per_client": per_client(rounds, "bytes_down"),
         "round_seconds": [r["round_seconds"] for r in trained],
@@ -98,8 +118,14 @@ def main() -> None:
     planned = {name: (config, CLIENTS) for name, config in runs().items()}
     done = run_all("privacy-bench", RUNS, planned, _accuracy)
     results = {
-        "settings": {"base": BASE, "methods": METHODS, "dp": DP, "client_level": CLIENT_LEVEL},
-        "runs": {name: summarise(rounds) for name, rounds in done.items()},
+        "settings": {
+            "base": BASE,
+            "methods": METHODS,
+            "dp": DP,
+            "client_level": CLIENT_LEVEL,
+            "distributed": DISTRIBUTED,
+        },  # fmt: skip
+        "runs": {name: summarise(rounds, audit_of(name)) for name, rounds in done.items()},
     }
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {RESULTS}")

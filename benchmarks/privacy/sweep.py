@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.flower_runs import run_all
-from benchmarks.privacy.run import BASE, CLIENTS, DP, RUNS
+from benchmarks.privacy.run import AUDIT, BASE, CLIENTS, DP, RUNS, audit_of
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "sweep.json"
@@ -63,6 +63,7 @@ def run_config(data: str, knobs: dict, epsilon: float) -> dict:
         **BASE,
         **DATA[data],
         **DP,
+        **AUDIT,
         "dp.target-epsilon": epsilon,
         "dp.physical-batch": physical,
         "dp.max-grad-norm": k["clip"],
@@ -86,6 +87,15 @@ def _run(data: str, knobs: dict, epsilon: float) -> tuple[str, list[dict]]:
     return name, done[name]
 
 
+def _outcome(name: str, rounds: list[dict]) -> dict:
+    audit = audit_of(name) or {}
+    return {
+        "accuracy": rounds[-1]["test_accuracy"],
+        "max_client_epsilon": max(c["epsilon"] or 0.0 for r in rounds[1:] for c in r["clients"]),
+        "audit_epsilon_lower_bound": audit.get("epsilon_lower_bound"),
+    }
+
+
 def sweep(data: str) -> dict:
     """The stages of one data size: every run's accuracy by stage, and the best settings."""
     best, stages, runs = dict(START), [], {}
@@ -103,14 +113,11 @@ def sweep(data: str) -> dict:
     for epsilon in [*OTHER_EPSILONS, EPSILON]:
         name, rounds = _run(data, best, epsilon)
         runs[name] = rounds
-        at[f"{epsilon:g}"] = {
-            "accuracy": rounds[-1]["test_accuracy"],
-            "max_client_epsilon": max(c["epsilon"] or 0.0 for c in rounds[-1]["clients"]),
-        }
+        at[f"{epsilon:g}"] = _outcome(name, rounds)
     start = {}
     for epsilon in [*OTHER_EPSILONS, EPSILON]:
         name, rounds = _run(data, START, epsilon)
-        start[f"{epsilon:g}"] = rounds[-1]["test_accuracy"]
+        start[f"{epsilon:g}"] = _outcome(name, rounds)
     return {"stages": stages, "best": best, "best_at": at, "start_at": start}
 
 
