@@ -127,10 +127,10 @@ def eval_metrics(
 
 
 def refuse_private_evaluation(config: RunConfig) -> None:
-    """A record-level DP client releases nothing about its held-out records: their loss and
-    accuracy are exact functions of its data that no accountant covers."""
-    if config.dp.record_level:
+    """A record-level or distributed DP client releases nothing about its held-out records:
+    their loss and accuracy are exact functions of its data that no accountant covers."""
+    if config.dp.quiet_clients:
         raise PermissionError(
-            "record-level DP: this client releases no held-out metrics (exact functions of its "
-            "records); the server evaluates on its own test set"
+            "DP: this client releases no held-out metrics (exact functions of its records); "
+            "the server evaluates on its own test set"
         )

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common.secure_aggregation.crypto.shamir import create_shares
 from flwr.common.secure_aggregation.crypto.symmetric_encryption import decrypt, encrypt
 from flwr.common.secure_aggregation.secaggplus_utils import (
@@ -27,10 +27,12 @@ from flwr.common.secure_aggregation.secaggplus_utils import (
     share_keys_plaintext_separate,
 )
 
+from client.node import contracted
 from federated import message_keys as keys
 from federated.config import RunConfig, parse_run_config
-from federated.privacy.distributed_noise import run_plan
+from federated.privacy.distributed_noise import planned_min_clients, run_plan
 from federated.privacy.secret_randomness import secret_numpy_generator
+from federated.reply_contract import train_metric_keys
 from federated.secagg import protocol as p
 from federated.secagg.distributed_dp import noised_vector
 from federated.secagg.keys import agree, new_key_pair
@@ -63,6 +65,9 @@ def share_keys(msg: Message, context: Context) -> Message:
     group = [int(n) for n in config[p.NODES]]
     if me not in group:
         raise ValueError("this node is not in the sharing group it was sent")
+    if len(set(group)) != len(group):
+        raise ValueError("the sharing group names a node twice")
+    _check_enough("in the sharing group", len(group), context)
     state[p.NODES], state[p.PK_MASKS] = group, list(config[p.PK_MASKS])
     state[p.PK_ENCRYPTS] = list(config[p.PK_ENCRYPTS])
     threshold = int(config[p.THRESHOLD])
@@ -108,6 +113,7 @@ def collect(msg: Message, context: Context, train: TrainHandler) -> Message:
             raise ValueError(f"a share from node {src} to {dst} was forwarded as {source} to {me}")
         b[source], sk[source] = b_share, sk_share
         present.append(source)
+    _check_enough("whose shares arrived", len(set(present)) + 1, context)
     _keep_shares(state, b, sk)
     reply = train(msg, context)
     if reply.has_error() or keys.ARRAYS not in reply.content.array_records:
@@ -116,7 +122,7 @@ def collect(msg: Message, context: Context, train: TrainHandler) -> Message:
     upload = record_to_tensors(reply.content.array_records[keys.ARRAYS])
     run = parse_run_config(context.run_config)
     if run.dp.distributed:
-        quantized = _noised(p.update_delta(received, upload, config), run, state, msg)
+        quantized = _noised(p.update_delta(received, upload, config), run, msg)
     else:
         vector, bit = p.update_vector(
             received, upload, reply.content.metric_records[keys.METRICS], config
@@ -127,20 +133,42 @@ def collect(msg: Message, context: Context, train: TrainHandler) -> Message:
     content = RecordDict(
         {
             keys.ARRAYS: ArrayRecord({p.MASKED: Array(masked)}),
-            keys.METRICS: reply.content.metric_records[keys.METRICS],
+            keys.METRICS: _released_metrics(reply.content.metric_records[keys.METRICS], run),
         }
     )
     return Message(content, reply_to=msg)
 
 
-def _noised(delta: dict, run: RunConfig, state: ConfigRecord, msg: Message) -> np.ndarray:
+def _check_enough(which: str, count: int, context: Context) -> None:
+    """Distributed DP: refuse any stage that would leave a sum of fewer clients than the noise
+    was sized for (each client sized its share for that many)."""
+    run = parse_run_config(context.run_config)
+    fewest = planned_min_clients(run) if run.dp.distributed else 0
+    if count < fewest:
+        raise ValueError(
+            f"{count} clients {which}: a sum of fewer than {fewest} carries less noise than "
+            "distributed DP planned; this node does not take part"
+        )
+
+
+def _noised(delta: dict, run: RunConfig, msg: Message) -> np.ndarray:
     """Distributed DP: the update clipped, rounded and noised by this client, planned from the
-    run config alone (the server cannot lower the noise); the fewest clients the plan allows
-    to be unmasked together is kept for the unmask stage."""
+    run config alone (the server cannot lower the noise)."""
     plan = run_plan(run, sum(t.numel() for t in delta.values()))
-    state[p.MIN_CLIENTS] = plan.min_clients
     rng = secret_numpy_generator("distributed-dp", msg.metadata.dst_node_id, msg.metadata.group_id)
     return noised_vector(delta, plan, rng)
+
+
+def _released_metrics(metrics: MetricRecord, run: RunConfig) -> MetricRecord:
+    """What travels beside the masked vector: under distributed DP alone, no exact function of
+    the client's data (its loss, time, memory, record count: it weighs 1), since the guarantee
+    holds against the server."""
+    if not run.dp.distributed or run.dp.record_level:
+        return metrics
+    kept = (keys.PARTITION_ID, keys.TRAIN_STEPS, keys.LORA_RANK)
+    values = {k: metrics[k] for k in kept if k in metrics}
+    values[keys.NUM_EXAMPLES] = 1.0
+    return contracted(values, train_metric_keys(run.mode, private=False, distributed=True))
 
 
 def unmask(msg: Message, context: Context) -> Message:
@@ -151,12 +179,9 @@ def unmask(msg: Message, context: Context) -> Message:
     active, dropped = [int(n) for n in config[p.ACTIVE]], [int(n) for n in config[p.DROPPED]]
     if set(active) & set(dropped):
         raise ValueError("a node cannot be both active and dropped: that would reveal its update")
-    fewest = int(state.get(p.MIN_CLIENTS, 0))
-    if len(active) < fewest:
-        raise ValueError(
-            f"{len(active)} active clients: a sum of fewer than {fewest} carries less noise "
-            "than distributed DP planned; this node does not help unmask it"
-        )
+    if len(set(active)) != len(active) or not set(active) | set(dropped) <= set(state[p.NODES]):
+        raise ValueError("the active and dropped nodes must be distinct members of the group")
+    _check_enough("active", len(active), context)
     nodes = [n for n in active if n in b] + [n for n in dropped if n in sk]
     shares = [b[n] for n in active if n in b] + [sk[n] for n in dropped if n in sk]
     return _reply(msg, {p.SHARE_OWNERS: nodes, p.SHARES: shares})

@@ -11,11 +11,15 @@ from federated import message_keys as keys
 from federated.tasks import TASK_CAUSAL_LM
 
 
-def train_metric_keys(mode: str, private: bool) -> frozenset[str]:
+def train_metric_keys(mode: str, private: bool, distributed: bool = False) -> frozenset[str]:
     """A training reply's metrics: its weight, partition and steps; its loss, time and memory,
-    or under record-level DP instead of those (unnoised statistics) the epsilon it has spent."""
+    or under record-level DP instead of those (unnoised statistics) the epsilon it has spent;
+    under distributed DP alone neither (its weight is then 1, not its record count)."""
     names = {keys.NUM_EXAMPLES, keys.PARTITION_ID, keys.TRAIN_STEPS}
-    names |= {keys.DP_EPSILON} if private else set(keys.UNNOISED_TRAIN_METRICS)
+    if private:
+        names.add(keys.DP_EPSILON)
+    elif not distributed:
+        names |= set(keys.UNNOISED_TRAIN_METRICS)
     if mode == "lora":
         names.add(keys.LORA_RANK)
     return frozenset(names)

@@ -182,7 +182,7 @@ def run_rounds(
         train_metrics, aggregation_seconds = training.metrics, training.aggregation_seconds
 
         eval_ex, eval_metrics, verdicts = Exchange(), None, {}
-        if not config.dp.record_level:  # private clients release nothing about held-out data
+        if not config.dp.quiet_clients:  # private clients release nothing about held-out data
             sent = strategy.evaluation_messages(server_round, grid)
             eval_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("evaluate"))
             expected = eval_metric_keys(config.task, strategy.eval_payload().plan.keep_b)

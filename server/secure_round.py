@@ -174,7 +174,9 @@ def secure_train_round(
         spec = [(keys.SEED_SUMS, (config.zo.pool_size,))]
     size = p.vector_size(spec, count_bit)
     outcome = SecureOutcome(exchange=collected)
-    required = train_metric_keys(config.mode, private=config.dp.record_level)
+    required = train_metric_keys(
+        config.mode, private=config.dp.record_level, distributed=config.dp.distributed
+    )
     summed = []
     for reply in collected.replies:
         reason = check_masked_reply(reply, size, required)
@@ -205,23 +207,25 @@ def secure_train_round(
             p.DROPPED: sorted(group - survivors),
         }
 
+    if distributed is not None:  # the shares may reveal the sum: the round counts from here
+        distributed.spend_round(server_round)
     answered = proto.ask(p.UNMASK, {n: unmask_values(n) for n in survivors})
-    shares: dict[int, list[bytes]] = defaultdict(list)
-    for reply in answered.values():
-        record = reply.content.config_records[p.CONFIG]
-        for owner, share in zip(record[p.SHARE_OWNERS], record[p.SHARES], strict=True):
-            shares[int(owner)].append(share)
+    shares = _shares_by_owner(answered)
     dropped = set(shared) - survivors
     short = [n for n in survivors | dropped if len(shares[n]) < t]
     if short:
         outcome.failure = f"too few shares to unmask nodes {short[:3]} (threshold {t})"
         return _finish(proto, strategy, outcome)
-    seeds = [combine_shares(shares[n]) for n in survivors]
-    orphans = []
-    for gone in dropped:
-        secret = combine_shares(shares[gone])
-        for node in set(groups[gone]) & survivors:
-            orphans.append((node, gone, agree(secret, public[node][p.PK_MASK])))
+    try:
+        seeds = [combine_shares(shares[n]) for n in survivors]
+        orphans = []
+        for gone in dropped:
+            secret = combine_shares(shares[gone])
+            for node in set(groups[gone]) & survivors:
+                orphans.append((node, gone, agree(secret, public[node][p.PK_MASK])))
+    except (ValueError, TypeError) as err:
+        outcome.failure = f"the shares do not rebuild the secrets ({err})"
+        return _finish(proto, strategy, outcome)
     total = unmask(masked_sum, seeds, orphans)
     if distributed is not None:
         count, sums = decode_sum(total, spec, distributed.plan)
@@ -248,6 +252,22 @@ def secure_train_round(
     return _finish(proto, strategy, outcome)
 
 
+def _shares_by_owner(answered: dict[int, Message]) -> dict[int, list[bytes]]:
+    """The unmask replies' shares by the node they belong to; a malformed reply gives none."""
+    shares: dict[int, list[bytes]] = defaultdict(list)
+    for node, reply in answered.items():
+        try:
+            record = reply.content.config_records[p.CONFIG]
+            pairs = list(zip(record[p.SHARE_OWNERS], record[p.SHARES], strict=True))
+            found = [(int(owner), bytes(share)) for owner, share in pairs]
+        except (KeyError, ValueError, TypeError) as err:
+            log(WARNING, "    node %d sent malformed shares (%s); they are left out", node, err)
+            continue
+        for owner, share in found:
+            shares[owner].append(share)
+    return shares
+
+
 def _without_sum(proto: _Protocol, strategy: LoraStrategy, reason: str) -> SecureOutcome:
     return _finish(proto, strategy, SecureOutcome(exchange=Exchange(), failure=reason))
 
@@ -258,7 +278,7 @@ def _finish(proto: _Protocol, strategy: LoraStrategy, outcome: SecureOutcome) ->
     if outcome.failure:
         log(WARNING, "    SecAgg+ round without a sum: %s", outcome.failure)
         if isinstance(strategy.client_dp, DistributedClientDp):
-            strategy.client_dp.spend_unreleased()
+            strategy.client_dp.spend_round(proto.round)
             log(WARNING, "    distributed DP: nothing released; the round still counts")
         elif strategy.client_dp is not None:
             # Client-level DP releases every round: the noise alone, as for an empty draw.

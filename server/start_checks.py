@@ -75,7 +75,7 @@ def check_split(config: RunConfig, num_partitions: int) -> None:
             f"run config 'data.partitioner' = {data.partitioner!r}: the data cannot be split "
             f"across {num_partitions} clients ({err})"
         ) from None
-    evaluates = config.strategy.fraction_evaluate > 0 and not config.dp.record_level
+    evaluates = config.strategy.fraction_evaluate > 0 and not config.dp.quiet_clients
     for partition, (train, held_out) in enumerate(parts):
         if not train or (evaluates and not held_out):
             which = "training" if not train else "held-out"

@@ -11,6 +11,7 @@ depend on who was sampled.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,6 +37,14 @@ def update_dimension(strategy: LoraStrategy, config: RunConfig) -> int:
     return sum(int(np.prod(shape)) for _, shape in spec)
 
 
+@dataclass
+class DistributedRoundReport(RoundReport):
+    """Also the epsilon against the server, which knows whom it sampled: no amplification by
+    sampling, as if a client had taken part in every round so far (the worst case)."""
+
+    epsilon_against_server: float
+
+
 class DistributedClientDp(ClientLevelDp):
     """The server's side of distributed DP for updates of ``dimension`` entries."""
 
@@ -52,6 +61,7 @@ class DistributedClientDp(ClientLevelDp):
         self.noise_multiplier = self.plan.noise_multiplier
         self.bound = self.dp.client_clip_norm
         self.rounds = 0
+        self.last_spent: int | None = None
         self.generator = secret_generator("client-level")
         self.population = 0
         self._released: tuple[float, float | None, float] | None = None
@@ -73,18 +83,23 @@ class DistributedClientDp(ClientLevelDp):
         raise RuntimeError("distributed DP aggregates only SecAgg+ sums")
 
     def from_sum(self, total: Mapping[str, torch.Tensor], centred: float | None) -> Tensors:
-        """The mean from a sum that already carries the clients' noise; the round is spent."""
+        """The mean from a sum that already carries the clients' noise (its round was counted
+        before the server asked for the shares that unmask it)."""
         expected = self.sample_rate * self.population
-        self.spend_unreleased()
         self._released = (self.bound, None, expected)
         return {key: value.double() / expected for key, value in total.items()}
 
-    def spend_unreleased(self) -> None:
-        """Count a round, released or not."""
-        self.rounds += 1
+    def spend_round(self, server_round: int) -> None:
+        """Count ``server_round``, released or not; counting it again changes nothing."""
+        if self.last_spent != server_round:
+            self.rounds += 1
+            self.last_spent = server_round
 
-    def report(self) -> RoundReport | None:
+    def report(self) -> DistributedRoundReport | None:
         if self.rounds == 0:
             return None
         bound, fraction, expected = self._released or (self.bound, None, 0.0)
-        return RoundReport(bound, fraction, expected, self.plan.epsilon(self.rounds))
+        return DistributedRoundReport(
+            bound, fraction, expected, self.plan.epsilon(self.rounds),
+            self.plan.epsilon(self.rounds, sample_rate=1.0),
+        )  # fmt: skip

@@ -9,9 +9,13 @@ import os
 import numpy as np
 import pytest
 import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from opacus.accountants.analysis import rdp as rdp_analysis
 
+from client import secure_aggregation
+from federated import message_keys as keys
 from federated.config import ConfigError, parse_run_config
+from federated.config.schema import default_flat_config
 from federated.privacy.discrete_gaussian import discrete_gaussian
 from federated.privacy.distributed_noise import (
     HALF_FIELD,
@@ -22,12 +26,16 @@ from federated.privacy.distributed_noise import (
     rounded_bound,
     subsampled_rdp,
 )
+from federated.reply_contract import train_metric_keys
+from federated.secagg import protocol as p
 from federated.secagg.distributed_dp import conditional_round, decode_sum, noised_vector
+from federated.secagg.keys import new_key_pair
 from federated.secagg.masking import mask, sum_masked, unmask
 from federated.workspace import lora_model
 from strategies.distributed_dp import DistributedClientDp, update_dimension
 from strategies.lora_strategy import GlobalModel
 from strategies.registry import build_strategy
+from tests.messages import message
 
 
 def test_discrete_gaussian_has_the_variance_and_mass_of_its_definition() -> None:
@@ -147,12 +155,77 @@ def test_the_server_adds_no_noise_and_counts_every_round_until_the_budget() -> N
     assert dp.plan.min_clients == 4  # 0.25 of 20 nodes, of whom 20% may drop out
     dp.population = 20
     total = {"w": torch.randn(7, dtype=torch.float64)}
+    dp.spend_round(1)  # before the shares that unmask round 1 are asked for
     torch.testing.assert_close(dp.from_sum(total, None)["w"], total["w"] / 5)
-    dp.spend_unreleased()  # a round without a sum still counts
-    assert dp.report().epsilon == pytest.approx(dp.plan.epsilon(2))
+    dp.spend_round(1)  # its failure path counting it again changes nothing
+    dp.spend_round(2)  # a round without a sum still counts
+    report = dp.report()
+    assert report.epsilon == pytest.approx(dp.plan.epsilon(2))
+    # Against the server, which knows whom it sampled: no amplification.
+    assert report.epsilon_against_server == pytest.approx(dp.plan.epsilon(2, sample_rate=1.0))
+    assert report.epsilon_against_server > 2 * report.epsilon
+    server_round = 2
     while dp.budget_allows():
-        dp.spend_unreleased()
+        server_round += 1
+        dp.spend_round(server_round)
     assert dp.rounds == 6 and dp.report().epsilon <= 3.0 < dp.epsilon_after_round()
     resumed = build_strategy(config, GlobalModel(dict(lora_model(config).initial))).client_dp
     resumed.restore(dp.state())
     assert resumed.rounds == 6 and not resumed.budget_allows()
+
+
+def _node(me: int) -> Context:
+    run = {**default_flat_config(), **DISTRIBUTED}
+    return Context(1, me, {"partition-id": 0, "num-partitions": 20}, RecordDict(), run)
+
+
+def _stage(action: str, values: dict, me: int) -> Message:
+    content = RecordDict({p.CONFIG: ConfigRecord(values)})
+    return message(content, dst=me, message_type=f"train.{action}")
+
+
+def test_a_client_takes_no_part_in_a_sum_of_fewer_clients_than_its_noise_was_sized_for() -> None:
+    me, context = 1, _node(1)
+    keys_of = {n: [new_key_pair()[1] for _ in range(2)] for n in range(1, 6)}
+
+    def share(group: list[int]) -> Message:
+        return _stage(p.SHARE_KEYS, {
+            p.NODES: group, p.PK_MASKS: [keys_of[n][0] for n in group],
+            p.PK_ENCRYPTS: [keys_of[n][1] for n in group], p.THRESHOLD: 2,
+        }, me)  # fmt: skip
+
+    secure_aggregation.setup(_stage(p.SETUP, {}, me), context)
+    with pytest.raises(ValueError, match="3 clients in the sharing group: .* fewer than 4"):
+        secure_aggregation.share_keys(share([1, 2, 3]), context)
+    with pytest.raises(ValueError, match="names a node twice"):
+        secure_aggregation.share_keys(share([1, 2, 2, 3]), context)
+    secure_aggregation.share_keys(share([1, 2, 3, 4, 5]), context)
+    collect = _stage(p.COLLECT, {p.SOURCES: [], p.CIPHERTEXTS: []}, me)
+    with pytest.raises(ValueError, match="1 clients whose shares arrived"):
+        secure_aggregation.collect(collect, context, lambda m, c: m)
+
+    def unmask(active: list[int], dropped: list[int]) -> Message:
+        return _stage(p.UNMASK, {p.ACTIVE: active, p.DROPPED: dropped}, me)
+
+    with pytest.raises(ValueError, match="3 clients active"):
+        secure_aggregation.unmask(unmask([1, 2, 3], [4, 5]), context)
+    with pytest.raises(ValueError, match="distinct members of the group"):
+        secure_aggregation.unmask(unmask([1, 2, 2, 3, 3], [4]), context)
+    with pytest.raises(ValueError, match="distinct members of the group"):
+        secure_aggregation.unmask(unmask([1, 2, 3, 9], [4]), context)
+    secure_aggregation.unmask(unmask([1, 2, 3, 4], [5]), context)
+
+
+def test_a_distributed_client_sends_no_exact_function_of_its_data_beside_its_vector() -> None:
+    run = parse_run_config(DISTRIBUTED)
+    sent = MetricRecord({
+        keys.NUM_EXAMPLES: 117.0, keys.PARTITION_ID: 3.0, keys.TRAIN_STEPS: 5.0,
+        keys.LORA_RANK: 4.0, keys.TRAIN_LOSS: 1.23, keys.TRAIN_SECONDS: 9.0,
+        keys.PEAK_MEMORY_MB: 800.0,
+    })  # fmt: skip
+    released = secure_aggregation._released_metrics(sent, run)
+    assert dict(released) == {
+        keys.NUM_EXAMPLES: 1.0, keys.PARTITION_ID: 3.0, keys.TRAIN_STEPS: 5.0,
+        keys.LORA_RANK: 4.0,
+    }  # fmt: skip
+    assert set(released) == train_metric_keys("lora", private=False, distributed=True)

@@ -26,23 +26,18 @@ RESULTS = HERE / "sweep.json"
 PHYSICAL_BATCH = 16  # what one DP-SGD pass holds; larger logical batches are virtual steps
 DATA = {"115": {}, "580": {"data.max-per-class": 2000}}
 START = {"batch": 16, "steps": 8, "lr": 3e-3, "rank": 8, "strategy": "fedavg", "clip": 1.0}
+STAGE_VALUES = [
+    ("batch", None),  # per data size, below
+    ("steps", [4, 8]),
+    ("lr", [3e-3, 1e-2]),
+    ("rank", [2, 8]),
+    ("strategy", ["fedavg", "ffa-lora"]),
+    ("clip", [0.1, 1.0]),
+]
+BATCHES = {"115": [16, 64], "580": [16, 128]}
 STAGES = {
-    "115": [
-        ("batch", [16, 48, 96]),
-        ("steps", [4, 8, 16]),
-        ("lr", [1e-3, 3e-3, 1e-2]),
-        ("rank", [2, 8]),
-        ("strategy", ["fedavg", "ffa-lora"]),
-        ("clip", [0.1, 1.0]),
-    ],
-    "580": [
-        ("batch", [16, 64, 256]),
-        ("steps", [4, 8, 16]),
-        ("lr", [1e-3, 3e-3, 1e-2]),
-        ("rank", [2, 8]),
-        ("strategy", ["fedavg", "ffa-lora"]),
-        ("clip", [0.1, 1.0]),
-    ],
+    data: [(knob, values or batches) for knob, values in STAGE_VALUES]
+    for data, batches in BATCHES.items()
 }
 EPSILON = 3.0
 OTHER_EPSILONS = [1.0, 8.0]

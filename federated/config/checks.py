@@ -202,6 +202,11 @@ def _check_distributed(config: RunConfig) -> None:
             f"{key}: the clients' noise shares protect the sum only under SecAgg+; set "
             "secagg.enabled"
         )
+    if config.train.local_steps < 1:
+        raise ConfigError(
+            f"{key} with train.local-steps = 0: steps counted from a client's data size would "
+            "tell the server its size; set train.local-steps above 0"
+        )
     if config.secagg.num_shares < 1.0:
         raise ConfigError(
             f"{key} with secagg.num-shares = {config.secagg.num_shares:g}: a client refuses to "

@@ -98,6 +98,14 @@ class PrivacySettings:
         "the noise, so the server never sees a noise-free sum. Needs dp.client-level and "
         "secagg.enabled, fixed clipping.",
     )
+
+    @property
+    def quiet_clients(self) -> bool:
+        """Whether clients keep exact functions of their data (losses, times, held-out metrics,
+        record counts) to themselves: under record-level DP, and under distributed DP, whose
+        guarantee holds against the server."""
+        return self.record_level or self.distributed
+
     distributed_dropout: float = option(
         0.2,
         "Distributed DP: the share of a round's expected clients that may drop out. Each client's "

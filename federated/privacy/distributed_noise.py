@@ -108,15 +108,17 @@ class DistributedPlan:
         Gaussian mechanism would call its multiplier."""
         return self.local_std * math.sqrt(self.min_clients) / self.bound
 
-    def round_rdp(self) -> np.ndarray:
+    def round_rdp(self, sample_rate: float) -> np.ndarray:
         tau = sum_distance(self.local_std, self.min_clients)
         scale = 1 / self.noise_multiplier
         base = lambda order: discrete_gaussian_rdp(order, scale, tau, self.dimension)  # noqa: E731
-        return np.array([subsampled_rdp(a, self.sample_rate, base) for a in ORDERS])
+        return np.array([subsampled_rdp(a, sample_rate, base) for a in ORDERS])
 
-    def epsilon(self, rounds: int) -> float:
-        """ε after ``rounds`` rounds at the plan's δ (0 before any)."""
-        return epsilon_of(self.round_rdp() * rounds, self.delta) if rounds else 0.0
+    def epsilon(self, rounds: int, sample_rate: float | None = None) -> float:
+        """ε after ``rounds`` rounds at the plan's δ (0 before any), at the plan's sampling rate
+        or at ``sample_rate`` (1.0: against a party that knows who was sampled)."""
+        rate = self.sample_rate if sample_rate is None else sample_rate
+        return epsilon_of(self.round_rdp(rate) * rounds, self.delta) if rounds else 0.0
 
 
 def epsilon_of(rdp: np.ndarray, delta: float) -> float:
@@ -185,27 +187,31 @@ def plan_distributed(
     return plan(high)
 
 
+def planned_min_clients(config: RunConfig) -> int:
+    """The fewest clients whose sum may be unmasked: the expected clients a round,
+    strategy.fraction-train × strategy.min-available-nodes, less dp.distributed-dropout."""
+    expected = config.strategy.fraction_train * config.strategy.min_available_nodes
+    return max(1, math.floor(expected * (1 - config.dp.distributed_dropout) + 1e-9))
+
+
 @cache
 def _cached_plan(
-    clip: float, dimension: int, rate: float, nodes: int, dropout: float, delta: float,
+    clip: float, dimension: int, rate: float, min_clients: int, delta: float,
     multiplier: float, target: float, rounds: int,
 ) -> DistributedPlan:  # fmt: skip
-    expected = rate * nodes
     return plan_distributed(
-        clip, dimension, rate,
-        min_clients=max(1, math.floor(expected * (1 - dropout) + 1e-9)),
-        max_clients=MAX_CLIENTS,
+        clip, dimension, rate, min_clients=min_clients, max_clients=MAX_CLIENTS,
         delta=delta, noise_multiplier=multiplier, target_epsilon=target, rounds=rounds,
     )  # fmt: skip
 
 
 def run_plan(config: RunConfig, dimension: int) -> DistributedPlan:
     """The run's plan for updates of ``dimension`` entries: the clients' rate is
-    strategy.fraction-train, their expected number that times strategy.min-available-nodes, of
-    whom dp.distributed-dropout may drop out; a sample over ``MAX_CLIENTS`` is refused."""
-    dp, s = config.dp, config.strategy
+    strategy.fraction-train, the noise sized for ``planned_min_clients``; a sample over
+    ``MAX_CLIENTS`` is refused."""
+    dp = config.dp
     return _cached_plan(
-        dp.client_clip_norm, dimension, s.fraction_train, s.min_available_nodes,
-        dp.distributed_dropout, dp.delta, dp.client_noise_multiplier, dp.client_target_epsilon,
-        config.num_server_rounds,
+        dp.client_clip_norm, dimension, config.strategy.fraction_train,
+        planned_min_clients(config), dp.delta, dp.client_noise_multiplier,
+        dp.client_target_epsilon, config.num_server_rounds,
     )  # fmt: skip

@@ -37,7 +37,6 @@ ACTIVE, DROPPED = "active", "dropped"
 MASKED = "masked"
 CLIPPING_RANGE, BITS, MAX_WEIGHT = "clipping-range", "bits", "max-weight"
 CLIP_NORM, COUNT_BIT, POOL_SIZE = "clip-norm", "count-bit", "pool-size"
-MIN_CLIENTS = "min-clients"  # node state: distributed DP's fewest clients to unmask together
 
 Layout = list[tuple[str, tuple[int, ...]]]
 
