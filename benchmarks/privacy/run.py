@@ -81,6 +81,8 @@ def runs() -> dict[str, dict]:
             **DISTRIBUTED,
             "dp.client-target-epsilon": epsilon,
         }
+    # Without DP the audit should find the canaries: the bound it gives is what DP takes away.
+    out["fedavg-no-dp-audit"] = {**BASE, **METHODS["fedavg"], **AUDIT}
     out["fedavg-no-dp"] = out.pop("fedavg-no-dp")
     out["fedavg-secagg"] = {**BASE, **METHODS["fedavg"], **SECAGG}
     return out
