@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
-from benchmarks.figures import save
+from benchmarks.privacy.report import epsilon_header, plot_against_epsilon
 from benchmarks.privacy.run import EPSILONS, RUNS
 
 HERE = Path(__file__).resolve().parent
@@ -40,24 +38,15 @@ def rows() -> dict[str, tuple[list[float | None], float | None]]:
 
 
 def plot(table: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    labels = [f"ε={e:g}" for e in EPSILONS] + ["no DP"]
-    for row, (finals, plain) in table.items():
-        values = [v if v is not None else float("nan") for v in [*finals, plain]]
-        ax.plot(range(len(values)), values, marker="o", label=row)
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_ylabel("final test accuracy")
-    ax.set_title("MiniLM-L6, WordNet 8 classes: DP settings")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    save(fig, path)
+    series = {
+        row: [v if v is not None else float("nan") for v in [*finals, plain]]
+        for row, (finals, plain) in table.items()
+    }
+    plot_against_epsilon(series, "MiniLM-L6, WordNet 8 classes: DP settings", path)
 
 
 def summary_table(table: dict) -> str:
-    lines = [
-        "| setting | " + " | ".join(f"ε={e:g}" for e in EPSILONS) + " | no DP |",
-        "|---|" + "---|" * (len(EPSILONS) + 1),
-    ]
+    lines = epsilon_header("setting")
     for row, (finals, plain) in table.items():
         cells = []
         for value in finals:
