@@ -67,7 +67,7 @@ def share_keys(msg: Message, context: Context) -> Message:
         raise ValueError("this node is not in the sharing group it was sent")
     if len(set(group)) != len(group):
         raise ValueError("the sharing group names a node twice")
-    _check_enough("in the sharing group", len(group), context)
+    _check_enough("in the sharing group", len(group), parse_run_config(context.run_config))
     state[p.NODES], state[p.PK_MASKS] = group, list(config[p.PK_MASKS])
     state[p.PK_ENCRYPTS] = list(config[p.PK_ENCRYPTS])
     threshold = int(config[p.THRESHOLD])
@@ -113,14 +113,14 @@ def collect(msg: Message, context: Context, train: TrainHandler) -> Message:
             raise ValueError(f"a share from node {src} to {dst} was forwarded as {source} to {me}")
         b[source], sk[source] = b_share, sk_share
         present.append(source)
-    _check_enough("whose shares arrived", len(set(present)) + 1, context)
+    run = parse_run_config(context.run_config)
+    _check_enough("whose shares arrived", len(set(present)) + 1, run)
     _keep_shares(state, b, sk)
     reply = train(msg, context)
     if reply.has_error() or keys.ARRAYS not in reply.content.array_records:
         return reply  # declined (privacy budget) or failed: nothing to mask
     received = record_to_tensors(msg.content.array_records[keys.ARRAYS])
     upload = record_to_tensors(reply.content.array_records[keys.ARRAYS])
-    run = parse_run_config(context.run_config)
     if run.dp.distributed:
         quantized = _noised(p.update_delta(received, upload, config), run, msg)
     else:
@@ -139,10 +139,9 @@ def collect(msg: Message, context: Context, train: TrainHandler) -> Message:
     return Message(content, reply_to=msg)
 
 
-def _check_enough(which: str, count: int, context: Context) -> None:
+def _check_enough(which: str, count: int, run: RunConfig) -> None:
     """Distributed DP: refuse any stage that would leave a sum of fewer clients than the noise
     was sized for (each client sized its share for that many)."""
-    run = parse_run_config(context.run_config)
     fewest = planned_min_clients(run) if run.dp.distributed else 0
     if count < fewest:
         raise ValueError(
@@ -181,7 +180,7 @@ def unmask(msg: Message, context: Context) -> Message:
         raise ValueError("a node cannot be both active and dropped: that would reveal its update")
     if len(set(active)) != len(active) or not set(active) | set(dropped) <= set(state[p.NODES]):
         raise ValueError("the active and dropped nodes must be distinct members of the group")
-    _check_enough("active", len(active), context)
+    _check_enough("active", len(active), parse_run_config(context.run_config))
     nodes = [n for n in active if n in b] + [n for n in dropped if n in sk]
     shares = [b[n] for n in active if n in b] + [sk[n] for n in dropped if n in sk]
     return _reply(msg, {p.SHARE_OWNERS: nodes, p.SHARES: shares})

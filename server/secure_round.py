@@ -38,7 +38,7 @@ from federated.secagg.keys import agree, neighbours, threshold
 from federated.secagg.masking import sum_masked, unmask
 from server.exchange import Exchange, exchange
 from server.reply_validation import check_masked_reply
-from strategies.distributed_dp import DistributedClientDp
+from strategies.distributed_dp import DistributedClientDp, secure_layout
 from strategies.lora_strategy import LoraStrategy
 
 Progress = Callable[[str], Callable[[int, int], None]]
@@ -147,7 +147,7 @@ def secure_train_round(
             if int(dest) in shared:
                 forward[int(dest)].append((source, ciphertext))
 
-    spec = p.layout(strategy.reply_reference(), strategy.train_payload().trainable)
+    spec = secure_layout(strategy, config)
     count_bit = strategy.client_dp is not None and config.dp.client_adaptive_clip
     collect_values = {
         p.CLIPPING_RANGE: s.clipping_range,
@@ -170,8 +170,6 @@ def secure_train_round(
         return _message(node, p.COLLECT, content, server_round)
 
     collected = proto.run(p.COLLECT, [collect_message(n) for n in shared])
-    if strategy.reply_kind != "tensors":
-        spec = [(keys.SEED_SUMS, (config.zo.pool_size,))]
     size = p.vector_size(spec, count_bit)
     outcome = SecureOutcome(exchange=collected)
     required = train_metric_keys(
@@ -240,13 +238,12 @@ def secure_train_round(
                 "the run has", count, distributed.plan.min_clients,
                 (count / distributed.plan.min_clients) ** 0.5,
             )  # fmt: skip
-        outcome.metrics = strategy.aggregate_secure(summed, sums, float(count), None)
-        outcome.aggregation_seconds = time.perf_counter() - started
-        return _finish(proto, strategy, outcome)
-    weight, sums, bits = p.split_sum(
-        total, spec, count_bit, s.clipping_range, s.quantization_bits, len(survivors)
-    )
-    centred = None if bits is None else bits - len(survivors) / 2
+        weight, centred = float(count), None
+    else:
+        weight, sums, bits = p.split_sum(
+            total, spec, count_bit, s.clipping_range, s.quantization_bits, len(survivors)
+        )
+        centred = None if bits is None else bits - len(survivors) / 2
     outcome.metrics = strategy.aggregate_secure(summed, sums, weight, centred)
     outcome.aggregation_seconds = time.perf_counter() - started
     return _finish(proto, strategy, outcome)

@@ -17,24 +17,29 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from federated import message_keys as keys
 from federated.config import ConfigError, RunConfig
 from federated.privacy.accounting import BudgetUnreachable
 from federated.privacy.distributed_noise import DistributedPlan, run_plan
 from federated.privacy.secret_randomness import secret_generator
-from federated.secagg.protocol import layout
+from federated.secagg.protocol import Layout, layout
 from strategies.client_dp import ClientLevelDp, RoundReport, Tensors
 
 if TYPE_CHECKING:
     from strategies.lora_strategy import LoraStrategy
 
 
-def update_dimension(strategy: LoraStrategy, config: RunConfig) -> int:
-    """The entries of one client's update under SecAgg+: the tensors it was sent and sends
-    back, or for zeroth-order training one sum per seed of the pool."""
+def secure_layout(strategy: LoraStrategy, config: RunConfig) -> Layout:
+    """What one client's update holds under SecAgg+: the tensors it was sent and sends back,
+    or for zeroth-order training one sum per seed of the pool."""
     if strategy.reply_kind != "tensors":
-        return config.zo.pool_size
-    spec = layout(strategy.reply_reference(), strategy.train_payload().trainable)
-    return sum(int(np.prod(shape)) for _, shape in spec)
+        return [(keys.SEED_SUMS, (config.zo.pool_size,))]
+    return layout(strategy.reply_reference(), strategy.train_payload().trainable)
+
+
+def update_dimension(strategy: LoraStrategy, config: RunConfig) -> int:
+    """The entries of one client's update under SecAgg+."""
+    return sum(int(np.prod(shape)) for _, shape in secure_layout(strategy, config))
 
 
 @dataclass

@@ -12,13 +12,9 @@ epsilon 1, 3 or 8; without DP Flower samples a tenth of the clients a round.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import torch
-
-from benchmarks.flower_runs import run_all
-from benchmarks.privacy.run import AUDIT, BASE, EPSILONS, RUNS, audit_of, summarise
+from benchmarks.privacy.run import AUDIT, BASE, EPSILONS, run_and_save
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "many_clients.json"
@@ -50,20 +46,9 @@ def runs() -> dict[str, dict]:
     return out
 
 
-def _accuracy(rounds: list[dict]) -> str:
-    return f"accuracy {rounds[-1]['test_accuracy']:.3f}"
-
-
 def main() -> None:
-    torch.set_num_threads(1)
-    planned = {name: (config, CLIENTS) for name, config in runs().items()}
-    done = run_all("privacy-many", RUNS, planned, _accuracy)
-    results = {
-        "settings": {"federation": FEDERATION, "client_level": CLIENT_LEVEL},
-        "runs": {name: summarise(rounds, audit_of(name)) for name, rounds in done.items()},
-    }
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {RESULTS}")
+    settings = {"federation": FEDERATION, "client_level": CLIENT_LEVEL}
+    run_and_save("privacy-many", runs(), CLIENTS, settings, RESULTS)
 
 
 if __name__ == "__main__":

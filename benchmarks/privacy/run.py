@@ -111,26 +111,31 @@ def summarise(rounds: list[dict], audit: dict | None = None) -> dict:
     }
 
 
-def _accuracy(rounds: list[dict]) -> str:
+def accuracy_line(rounds: list[dict]) -> str:
     return f"accuracy {rounds[-1]['test_accuracy']:.3f}"
 
 
-def main() -> None:
+def run_and_save(
+    label: str, configs: dict[str, dict], clients: int, settings: dict, path: Path
+) -> None:
+    """Every run (kept under ``runs/``), then ``path``: the settings and each run's summary."""
     torch.set_num_threads(1)
-    planned = {name: (config, CLIENTS) for name, config in runs().items()}
-    done = run_all("privacy-bench", RUNS, planned, _accuracy)
+    planned = {name: (config, clients) for name, config in configs.items()}
+    done = run_all(label, RUNS, planned, accuracy_line)
     results = {
-        "settings": {
-            "base": BASE,
-            "methods": METHODS,
-            "dp": DP,
-            "client_level": CLIENT_LEVEL,
-            "distributed": DISTRIBUTED,
-        },  # fmt: skip
+        "settings": settings,
         "runs": {name: summarise(rounds, audit_of(name)) for name, rounds in done.items()},
     }
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {RESULTS}")
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    settings = {
+        "base": BASE, "methods": METHODS, "dp": DP, "client_level": CLIENT_LEVEL,
+        "distributed": DISTRIBUTED,
+    }  # fmt: skip
+    run_and_save("privacy-bench", runs(), CLIENTS, settings, RESULTS)
 
 
 if __name__ == "__main__":

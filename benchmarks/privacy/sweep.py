@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.flower_runs import run_all
-from benchmarks.privacy.run import AUDIT, BASE, CLIENTS, DP, RUNS, audit_of
+from benchmarks.privacy.run import AUDIT, BASE, CLIENTS, DP, RUNS, accuracy_line, audit_of
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "sweep.json"
@@ -71,14 +71,10 @@ def run_config(data: str, knobs: dict, epsilon: float) -> dict:
     }
 
 
-def _accuracy(rounds: list[dict]) -> str:
-    return f"accuracy {rounds[-1]['test_accuracy']:.3f}"
-
-
 def _run(data: str, knobs: dict, epsilon: float) -> tuple[str, list[dict]]:
     name = run_name(data, knobs, epsilon)
     planned = {name: (run_config(data, knobs, epsilon), CLIENTS)}
-    done = run_all("privacy-sweep", RUNS, planned, _accuracy)
+    done = run_all("privacy-sweep", RUNS, planned, accuracy_line)
     return name, done[name]
 
 

@@ -99,13 +99,6 @@ class PrivacySettings:
         "secagg.enabled, fixed clipping.",
     )
 
-    @property
-    def quiet_clients(self) -> bool:
-        """Whether clients keep exact functions of their data (losses, times, held-out metrics,
-        record counts) to themselves: under record-level DP, and under distributed DP, whose
-        guarantee holds against the server."""
-        return self.record_level or self.distributed
-
     distributed_dropout: float = option(
         0.2,
         "Distributed DP: the share of a round's expected clients that may drop out. Each client's "
@@ -113,3 +106,10 @@ class PrivacySettings:
         minimum=0.0,
         maximum=0.9,
     )
+
+    @property
+    def quiet_clients(self) -> bool:
+        """Whether clients keep exact functions of their data (losses, times, held-out metrics,
+        record counts) to themselves: under record-level DP, and under distributed DP, whose
+        guarantee holds against the server."""
+        return self.record_level or self.distributed
