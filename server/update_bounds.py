@@ -18,6 +18,7 @@ import torch
 from federated.config import ConfigError, RunConfig
 from federated.lora import LoraPair
 from federated.optimizer_bound import adamw_max_move
+from federated.privacy.canaries import client_canary_count
 from federated.round_plan import RoundPlan
 from federated.workspace import client_indices
 
@@ -93,13 +94,18 @@ class ExampleBound:
 
 
 def example_bound(config: RunConfig, num_partitions: int) -> ExampleBound:
-    """Each partition's training records (with the count noise's room under record-level DP)
-    when the split has ``num_partitions``; or the configured cap."""
+    """Each partition's training records, the audit's canaries among them (with the count
+    noise's room under record-level DP), when the split has ``num_partitions``; or the
+    configured cap."""
     if config.server.max_examples:
         return ExampleBound((), float(config.server.max_examples))
     slack = _COUNT_NOISE_SIGMAS * config.dp.count_noise if config.dp.record_level else 0.0
     try:
-        sizes = [len(client_indices(config, p, num_partitions)[0]) for p in range(num_partitions)]
+        sizes = [
+            len(client_indices(config, p, num_partitions)[0])
+            + client_canary_count(config, p, num_partitions)
+            for p in range(num_partitions)
+        ]
     except ValueError as err:  # the clients cannot split the data this way either
         raise ConfigError(
             f"the data cannot be split across {num_partitions} clients: {err}"

@@ -14,6 +14,7 @@ from federated import message_keys as keys
 from federated.config import parse_run_config
 from federated.lora import lora_pairs
 from federated.optimizer_bound import ADAMW_BETAS, adam_step_factor, adamw_max_move
+from federated.privacy.canaries import client_canaries
 from federated.results import RunResults
 from federated.round_plan import RoundPlan
 from federated.wire import tensors_to_record
@@ -98,6 +99,18 @@ def test_a_partition_claims_at_most_its_records() -> None:
     assert private.problem(1, sizes[1] + 6 * 20 + 1) is not None
     capped = example_bound(parse_run_config({**raw, "server.max-examples": 10}), 3)
     assert "server.max-examples allows 10" in capped.problem(0, 11)
+
+
+def test_a_partition_may_claim_the_audits_canaries_it_trains_on() -> None:
+    raw = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
+           "data.max-per-class": 40, "data.partitioner": "iid", "audit.canaries": 30}  # fmt: skip
+    config = parse_run_config(raw)
+    bound = example_bound(config, 3)
+    for p in range(3):
+        trains_on = len(client_indices(config, p, 3)[0]) + len(client_canaries(config, p, 3, 3))
+        assert trains_on > len(client_indices(config, p, 3)[0])
+        assert bound.problem(p, trains_on) is None
+        assert bound.problem(p, trains_on + 1) is not None
 
 
 def test_an_update_accepted_once_is_refused_again() -> None:

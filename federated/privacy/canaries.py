@@ -44,12 +44,21 @@ def inserted(config: RunConfig, index: int) -> bool:
     return _draw(config, "coin", index).random() < 0.5
 
 
+def _client_indices(config: RunConfig, partition_id: int, num_partitions: int) -> list[int]:
+    return [
+        i for i in range(partition_id, config.audit.canaries, num_partitions) if inserted(config, i)
+    ]
+
+
 def client_canaries(
     config: RunConfig, partition_id: int, num_partitions: int, num_labels: int
 ) -> list[Example]:
     """The inserted canaries that partition ``partition_id`` trains on."""
     return [
-        canary(config, i, num_labels)
-        for i in range(partition_id, config.audit.canaries, num_partitions)
-        if inserted(config, i)
+        canary(config, i, num_labels) for i in _client_indices(config, partition_id, num_partitions)
     ]
+
+
+def client_canary_count(config: RunConfig, partition_id: int, num_partitions: int) -> int:
+    """How many records the audit adds to partition ``partition_id``'s training data."""
+    return len(_client_indices(config, partition_id, num_partitions))
