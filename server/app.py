@@ -19,7 +19,14 @@ from safetensors.torch import save_file
 
 from federated import message_keys as keys
 from federated.adapter_files import save_global_adapter
-from federated.config import ConfigError, RunConfig, parse_run_config, run_config_to_flat
+from federated.config import (
+    ConfigError,
+    RunConfig,
+    default_flat_config,
+    parse_run_config,
+    run_config_to_flat,
+)
+from federated.config.dp_defaults import tuned_dp_defaults, tuned_dp_defaults_line
 from federated.evaluation import EvalResult, evaluate_model
 from federated.results import RunResults
 from federated.workspace import corpus_for, encode_indices, lora_model, server_test_indices
@@ -88,6 +95,9 @@ def _summary(config: RunConfig, results: RunResults, wall_seconds: float) -> dic
 def _start(context: Context) -> tuple[RunConfig, LoraStrategy]:
     """The run config and the strategy; a ``ConfigError`` when either is refused."""
     config = parse_run_config(context.run_config)
+    tuned = tuned_dp_defaults(context.run_config, default_flat_config())
+    if tuned:
+        log(INFO, tuned_dp_defaults_line(tuned))
     if config.mode == "zo":
         zo = _loading("model.name", config.model.name, lambda: zo_model(config, _mask(config)))
         initial = FedKSeed.initial_model(config.zo.pool_size, hybrid_state(zo.hybrid))

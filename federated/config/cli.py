@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from federated.config.dp_defaults import tuned_dp_defaults, tuned_dp_defaults_line
 from federated.config.options import ConfigError
 from federated.config.reference import app_config_toml, config_reference_markdown
 from federated.config.schema import default_flat_config, parse_run_config
@@ -23,10 +24,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from flwr.common.config import parse_config_args  # Flower's own parser of --run-config
 
+    raw = {**default_flat_config(), **parse_config_args([args.check])}
     try:
-        config = parse_run_config({**default_flat_config(), **parse_config_args([args.check])})
+        config = parse_run_config(raw)
     except ConfigError as err:
         print(err)
         return 2
+    tuned = tuned_dp_defaults(raw, default_flat_config())
+    if tuned:
+        print(tuned_dp_defaults_line(tuned))
     print(f"ok: {config.model.name} on {config.data.name}, {config.task}, {config.strategy.name}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from federated.config.dp_defaults import TUNED_TEXT
 from federated.config.options import option
 
 
@@ -13,6 +14,12 @@ class PrivacySettings:
         False,
         "Record-level DP on every client: DP-SGD with opacus for LoRA (Poisson sampling, "
         "per-sample clipping, Gaussian noise); clipped, noised scalar gradients for zo.",
+    )
+    tuned_defaults: bool = option(
+        True,
+        "Record-level DP of LoRA: options left at their default take the values the privacy "
+        f"sweep found best under DP-SGD ({TUNED_TEXT}), logged at the start. An option set to "
+        "any other value keeps it; false keeps every default.",
     )
     noise_multiplier: float = option(
         0.0,

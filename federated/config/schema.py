@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from federated.config.checks import check_combinations
+from federated.config.dp_defaults import tuned_dp_defaults
 from federated.config.options import ConfigError
 from federated.config.run_config import RunConfig
 
@@ -69,7 +70,8 @@ def _build(cls: type, prefix: str, flat: Mapping[str, Any]) -> Any:
 
 
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
-    """Validate a flat run config (Flower's ``context.run_config``) into a frozen ``RunConfig``.
+    """Validate a flat run config (Flower's ``context.run_config``) into a frozen ``RunConfig``;
+    a record-level DP run takes DP's tuned defaults (``federated.config.dp_defaults``).
 
     Raises
     ------
@@ -83,7 +85,7 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
             close = close or difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"run config has unknown key '{key}'{hint}")
-    config = _build(RunConfig, "", raw)
+    config = _build(RunConfig, "", {**raw, **tuned_dp_defaults(raw, default_flat_config())})
     check_combinations(config)
     return config
 
