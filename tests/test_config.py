@@ -95,6 +95,7 @@ def test_strategy_choices_are_the_registered_strategies() -> None:
             "record-level DP accounts fixed steps per round",
         ),
         ({"dp.grad-sample-mode": "ew"}, "allowed values are hooks, functorch, ghost"),
+        ({"audit.canaries": 10**9}, "must be <= 10000"),
     ],
 )
 def test_bad_values_name_key_value_and_what_is_allowed(raw: dict, expected: str) -> None:

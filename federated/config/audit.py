@@ -14,6 +14,8 @@ class AuditSettings:
         "Canaries for one-run privacy auditing (0: none): random secret records, each inserted "
         "with probability 1/2 into one client's training data; after the last round the server "
         "guesses which were inserted from the final model's loss on them and writes the "
-        "empirical lower bound on epsilon beside the accountant's (audit.json).",
+        "empirical lower bound on epsilon beside the accountant's (audit.json). At most 10,000: "
+        "every client and the server build each one.",
         minimum=0,
+        maximum=10_000,
     )
