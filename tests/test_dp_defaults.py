@@ -76,7 +76,8 @@ def test_a_mistyped_opt_out_is_refused_not_read_as_true() -> None:
 
 
 def test_the_tuned_values_are_the_privacy_sweeps_best() -> None:
-    best = json.loads(SWEEP.read_text())["sweeps"]["115"]["best"]
+    # With ~580 records a client, where the settings move accuracy off chance.
+    best = json.loads(SWEEP.read_text())["sweeps"]["580"]["best"]
     defaults = default_flat_config()
     for knob, key in KNOBS.items():
         assert TUNED_RECORD_LEVEL.get(key, defaults[key]) == best[knob], key

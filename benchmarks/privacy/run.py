@@ -43,7 +43,11 @@ METHODS = {
     # federation with five times the definitions (about 580 a client instead of 115).
     "fedavg-5x-data": {"strategy.name": "fedavg", "data.max-per-class": 2000},
 }  # fmt: skip
-DP = {"dp.record-level": True, "dp.max-grad-norm": 1.0, "dp.delta": 1e-5}
+# Every setting as written here: none replaced by record-level DP's tuned defaults.
+DP = {
+    "dp.record-level": True, "dp.max-grad-norm": 1.0, "dp.delta": 1e-5,
+    "dp.tuned-defaults": False,
+}  # fmt: skip
 # DP-FedAvg on the same federation: each client in a round at rate 1/4, its update clipped.
 CLIENT_LEVEL = {
     "strategy.name": "fedavg", "dp.client-level": True, "dp.client-clip-norm": 0.5,
@@ -83,6 +87,22 @@ def runs() -> dict[str, dict]:
         }
     # Without DP the audit should find the canaries: the bound it gives is what DP takes away.
     out["fedavg-no-dp-audit"] = {**BASE, **METHODS["fedavg"], **AUDIT}
+    # Every client in every round: each canary is seen about 9 times instead of about 2.
+    out["fedavg-no-dp-audit-every-round"] = {
+        **out["fedavg-no-dp-audit"], "strategy.fraction-train": 1.0, "strategy.min-train-nodes": 20,
+    }  # fmt: skip
+    # A tenth of the definitions, every client every round for 4 rounds: a canary is seen about
+    # 30 times, the volume at which a model memorises a mislabelled record.
+    out["fedavg-no-dp-audit-memorising"] = {
+        **out["fedavg-no-dp-audit-every-round"], "data.max-per-class": 40, "num-server-rounds": 4,
+    }  # fmt: skip
+    out["fedavg-no-dp-audit-memorising-8-rounds"] = {
+        **out["fedavg-no-dp-audit-memorising"], "num-server-rounds": 8,
+    }  # fmt: skip
+    # The same under record-level DP at epsilon 8: the bound must stay under the accountant's.
+    out["fedavg-eps8-audit-memorising-8-rounds"] = {
+        **out["fedavg-no-dp-audit-memorising-8-rounds"], **DP, "dp.target-epsilon": 8.0,
+    }  # fmt: skip
     out["fedavg-no-dp"] = out.pop("fedavg-no-dp")
     out["fedavg-secagg"] = {**BASE, **METHODS["fedavg"], **SECAGG}
     return out

@@ -1,11 +1,16 @@
 """Which record-level DP settings keep accuracy: a staged sweep on the privacy benchmark's
 federation at epsilon 3, with about 115 and about 580 records a client.
 
-Each stage varies one knob (expected batch, steps a round, learning rate, LoRA rank with fedavg
-or ffa-lora, clipping bound) around the best settings so far and keeps the one with the highest
-final accuracy (the current value on a tie). The best settings of each data size then run at
-epsilon 1 and 8. Runs go through ``flwr run`` and are kept under ``runs/``, named by their
-settings, so a rerun or a stage that revisits a setting reuses it.
+With ~115 records, each stage varies one knob (expected batch, steps a round, learning rate, LoRA
+rank, fedavg or ffa-lora, clipping bound) around the best settings so far and keeps the one with
+the highest final accuracy (the current value on a tie). With ~580 records a client, the runs
+start from those settings and vary the expected batch (the knob that data size moves: a larger
+batch at the same sampling rate), then the learning rate from 1e-3 to 3e-2 (under DP noise an
+AdamW step moves each weight mostly at random, and the loss falls in proportion to the rate);
+a full sweep there would take hours. The best settings of each data size then run at epsilon 1
+and 8; the starting settings at each budget are the privacy benchmark's own fedavg runs. Runs
+go through ``flwr run`` and are kept under ``runs/``, named by their settings, so a rerun or a
+stage that revisits a setting reuses it.
 
     python -m benchmarks.privacy.sweep    # the runs, then sweep.json
 """
@@ -18,7 +23,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.flower_runs import run_all
-from benchmarks.privacy.run import AUDIT, BASE, CLIENTS, DP, RUNS, accuracy_line, audit_of
+from benchmarks.privacy.run import AUDIT, BASE, CLIENTS, DP, RUNS, accuracy_line, audit_of, runs
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "sweep.json"
@@ -34,13 +39,14 @@ STAGE_VALUES = [
     ("strategy", ["fedavg", "ffa-lora"]),
     ("clip", [0.1, 1.0]),
 ]
-BATCHES = {"115": [16, 64], "580": [16, 128]}
 STAGES = {
-    data: [(knob, values or batches) for knob, values in STAGE_VALUES]
-    for data, batches in BATCHES.items()
+    "115": [(knob, values or [16, 64]) for knob, values in STAGE_VALUES],
+    "580": [("batch", [16, 64, 128]), ("lr", [1e-3, 3e-3, 1e-2, 3e-2])],
 }
 EPSILON = 3.0
 OTHER_EPSILONS = [1.0, 8.0]
+# The starting settings at each budget are the privacy benchmark's own runs (without canaries).
+START_RUNS = {"115": "fedavg", "580": "fedavg-5x-data"}
 
 
 def run_name(data: str, knobs: dict, epsilon: float) -> str:
@@ -87,29 +93,37 @@ def _outcome(name: str, rounds: list[dict]) -> dict:
     }
 
 
-def sweep(data: str) -> dict:
-    """The stages of one data size: every run's accuracy by stage, and the best settings."""
-    best, stages, runs = dict(START), [], {}
+def stages(data: str, first: dict) -> tuple[list[dict], dict]:
+    """The stages of one data size from the settings ``first``: every run's accuracy by stage,
+    and the best settings."""
+    best, out = dict(first), []
     for knob, values in STAGES[data]:
         scores = {}
         for value in values:
-            name, rounds = _run(data, {**best, knob: value}, EPSILON)
-            runs[name] = rounds
+            _, rounds = _run(data, {**best, knob: value}, EPSILON)
             scores[value] = rounds[-1]["test_accuracy"]
         top = max(scores.values())
         if scores.get(best[knob], -1.0) < top:
             best[knob] = next(v for v, s in scores.items() if s == top)
-        stages.append({"knob": knob, "accuracy": {str(v): s for v, s in scores.items()}})
-    at = {}
+        out.append({"knob": knob, "accuracy": {str(v): s for v, s in scores.items()}})
+    return out, best
+
+
+def start_at_epsilons(data: str) -> dict:
+    """The starting settings at each budget, from the privacy benchmark's runs."""
+    names = [f"{START_RUNS[data]}-eps{epsilon:g}" for epsilon in [*OTHER_EPSILONS, EPSILON]]
+    planned = {name: (runs()[name], CLIENTS) for name in names}
+    done = run_all("privacy-bench", RUNS, planned, accuracy_line)
+    return {name.rsplit("-eps", 1)[1]: _outcome(name, done[name]) for name in names}
+
+
+def at_epsilons(data: str, knobs: dict) -> dict:
+    """The settings ``knobs`` at each budget: accuracy, epsilon spent, the audit's bound."""
+    out = {}
     for epsilon in [*OTHER_EPSILONS, EPSILON]:
-        name, rounds = _run(data, best, epsilon)
-        runs[name] = rounds
-        at[f"{epsilon:g}"] = _outcome(name, rounds)
-    start = {}
-    for epsilon in [*OTHER_EPSILONS, EPSILON]:
-        name, rounds = _run(data, START, epsilon)
-        start[f"{epsilon:g}"] = _outcome(name, rounds)
-    return {"stages": stages, "best": best, "best_at": at, "start_at": start}
+        name, rounds = _run(data, knobs, epsilon)
+        out[f"{epsilon:g}"] = _outcome(name, rounds)
+    return out
 
 
 def main() -> None:
@@ -118,8 +132,16 @@ def main() -> None:
         "settings": {"base": BASE, "dp": DP, "data": DATA, "start": START, "epsilon": EPSILON},
         "sweeps": {},
     }
+    # Every data size's stages first, then the other budgets: the stages decide the settings.
+    first, sweeps = START, results["sweeps"]
     for data in DATA:
-        results["sweeps"][data] = sweep(data)
+        done, first = stages(data, first)
+        sweeps[data] = {"stages": done, "best": first}
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    for data in reversed(DATA):  # the larger data first: there the settings tell apart
+        result = sweeps[data]
+        result["best_at"] = at_epsilons(data, result["best"])
+        result["start_at"] = start_at_epsilons(data)
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {RESULTS}")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# The sweep's best on MiniLM-L6/WordNet (20 clients, ~115 records each, epsilon 3), see
+# The sweep's best on MiniLM-L6/WordNet (20 clients, ~580 records each, epsilon 3), see
 # benchmarks/README.md: an expected batch of 64 in virtual steps of 16.
 TUNED_RECORD_LEVEL: dict[str, Any] = {
     "train.batch-size": 64,
