@@ -109,9 +109,10 @@ def runs() -> dict[str, dict]:
 
 
 def audit_of(name: str) -> dict | None:
-    """Run ``name``'s audit.json, or None when it ran no audit."""
-    path = RUNS / name / "audit.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """Run ``name``'s audit (its summary's copy of audit.json, which is what the repository
+    keeps), or None when it ran none."""
+    path = RUNS / name / "summary.json"
+    return json.loads(path.read_text()).get("audit") if path.is_file() else None
 
 
 def summarise(rounds: list[dict], audit: dict | None = None) -> dict:

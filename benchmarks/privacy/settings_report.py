@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from benchmarks.privacy.report import epsilon_header, plot_against_epsilon
-from benchmarks.privacy.run import EPSILONS, RUNS
+from benchmarks.privacy.run import EPSILONS, RUNS, audit_of
 
 HERE = Path(__file__).resolve().parent
 NO_DP = {"115": "fedavg-no-dp", "580": "fedavg-5x-data-no-dp", "1000 clients": "clients1000-no-dp"}
@@ -78,12 +78,14 @@ def audit_table() -> str:
         "inserted / held out |",
         "|---|---|---|---|---|",
     ]
-    for audit_file in sorted(RUNS.glob("*/audit.json")):
-        audit = json.loads(audit_file.read_text())
+    for summary in sorted(RUNS.glob("*/summary.json")):
+        audit = audit_of(summary.parent.name)
+        if audit is None:
+            continue
         spent = audit["accountant_epsilon"]
         accountant = spent.get("record_level", spent.get("client_level"))
         lines.append(
-            f"| {audit_file.parent.name} | "
+            f"| {summary.parent.name} | "
             f"{'none (no DP)' if accountant is None else f'{accountant:.2f}'} | "
             f"{audit['epsilon_lower_bound']:.2f} | "
             f"{audit['right_guesses']} of {audit['guesses']} | "
