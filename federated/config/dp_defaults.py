@@ -19,7 +19,7 @@ TUNED_RECORD_LEVEL: dict[str, Any] = {
     "train.batch-size": 64,
     "dp.physical-batch": 16,
     "train.local-steps": 8,
-    "train.lr": 3e-3,
+    "train.lr": 1e-2,
 }
 TUNED_TEXT = ", ".join(f"{key} {value}" for key, value in TUNED_RECORD_LEVEL.items())
 
