@@ -19,15 +19,10 @@ from safetensors.torch import save_file
 
 from federated import message_keys as keys
 from federated.adapter_files import save_global_adapter
-from federated.config import (
-    ConfigError,
-    RunConfig,
-    default_flat_config,
-    parse_run_config,
-    run_config_to_flat,
-)
-from federated.config.dp_defaults import tuned_dp_defaults, tuned_dp_defaults_line
+from federated.config import ConfigError, RunConfig, parse_run_config, run_config_to_flat
+from federated.config.schema import auto_settings_line
 from federated.evaluation import EvalResult, evaluate_model
+from federated.privacy.planned_epsilon import planned_epsilon_line
 from federated.results import RunResults
 from federated.workspace import corpus_for, encode_indices, lora_model, server_test_indices
 from federated.zo.factor_steps import factor_steps_problem
@@ -95,9 +90,8 @@ def _summary(config: RunConfig, results: RunResults, wall_seconds: float) -> dic
 def _start(context: Context) -> tuple[RunConfig, LoraStrategy]:
     """The run config and the strategy; a ``ConfigError`` when either is refused."""
     config = parse_run_config(context.run_config)
-    tuned = tuned_dp_defaults(context.run_config, default_flat_config())
-    if tuned:
-        log(INFO, tuned_dp_defaults_line(tuned))
+    if auto := auto_settings_line(context.run_config):
+        log(INFO, auto)
     if config.mode == "zo":
         zo = _loading("model.name", config.model.name, lambda: zo_model(config, _mask(config)))
         initial = FedKSeed.initial_model(config.zo.pool_size, hybrid_state(zo.hybrid))
@@ -291,6 +285,8 @@ def _run(grid: Grid, context: Context) -> None:
     wait = config.server.node_wait_timeout or math.inf  # a cold client's first message is slow
     check_partitions(partitions.learn(grid, nodes, wait), partitions, config)
     check_split(config, partitions.num_partitions)
+    if config.dp.record_level:  # from the partitions' sizes, known once the nodes have said
+        log(INFO, planned_epsilon_line(config, partitions.num_partitions))
     strategy.sampler = PartitionSampler(config.seed, partitions.of)
     devices = _device_simulator(config, partitions.num_partitions, strategy)
     if resumed is None:

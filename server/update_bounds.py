@@ -18,13 +18,9 @@ import torch
 from federated.config import ConfigError, RunConfig
 from federated.lora import LoraPair
 from federated.optimizer_bound import adamw_max_move
-from federated.privacy.canaries import client_canary_count
+from federated.privacy.planned_epsilon import partition_record_counts
+from federated.privacy.record_count import COUNT_NOISE_SIGMAS
 from federated.round_plan import RoundPlan
-from federated.workspace import client_indices
-
-# A noised count further than this many standard deviations above the truth has probability
-# below 1e-9: a client claiming more is lying, not unlucky.
-_COUNT_NOISE_SIGMAS = 6.0
 
 
 @dataclass(frozen=True)
@@ -99,13 +95,10 @@ def example_bound(config: RunConfig, num_partitions: int) -> ExampleBound:
     configured cap."""
     if config.server.max_examples:
         return ExampleBound((), float(config.server.max_examples))
-    slack = _COUNT_NOISE_SIGMAS * config.dp.count_noise if config.dp.record_level else 0.0
+    # A noised count further above the truth than the slack is a lie, not bad luck.
+    slack = COUNT_NOISE_SIGMAS * config.dp.count_noise if config.dp.record_level else 0.0
     try:
-        sizes = [
-            len(client_indices(config, p, num_partitions)[0])
-            + client_canary_count(config, p, num_partitions)
-            for p in range(num_partitions)
-        ]
+        sizes = partition_record_counts(config, num_partitions)
     except ValueError as err:  # the clients cannot split the data this way either
         raise ConfigError(
             f"the data cannot be split across {num_partitions} clients: {err}"

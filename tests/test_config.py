@@ -15,6 +15,7 @@ from federated.config import (
     parse_run_config,
     run_config_to_flat,
 )
+from federated.config.dp_defaults import PLAIN
 from federated.workspace import corpus_for, lora_model
 from server.app import _loading
 from strategies.registry import STRATEGIES
@@ -45,7 +46,8 @@ def test_readme_documents_every_key_with_the_generated_table() -> None:
 
 def test_defaults_parse_and_round_trip() -> None:
     config = parse_run_config(default_flat_config())
-    assert run_config_to_flat(config) == default_flat_config()
+    assert run_config_to_flat(config) == {**default_flat_config(), **PLAIN}  # auto resolved
+    assert parse_run_config(run_config_to_flat(config)) == config
     assert config.task == "causal-lm"
 
 
@@ -72,11 +74,10 @@ def test_strategy_choices_are_the_registered_strategies() -> None:
         ({"lora.rank": "8"}, "'lora.rank' = '8': expected int, got str"),
         ({"lora.rank": True}, "expected int, got bool"),
         ({"train.lr": float("nan")}, "must be a finite number"),
-        ({"train.lr": 0.0}, "'train.lr' = 0.0: must be > 0.0"),
+        ({"train.lr": -0.1}, "'train.lr' = -0.1: must be >= 0.0"),
         ({"data.partitioner": "random"}, "allowed values are iid, dirichlet, natural"),
         ({"strategy.name": "fedprox"}, "allowed values are fedavg"),
-        ({"train.local-steps": 0}, "set exactly one of them above 0"),
-        ({"train.local-epochs": 1.0}, "set exactly one of them above 0"),
+        ({"train.local-steps": 3, "train.local-epochs": 1.0}, "set exactly one of them above 0"),
         ({"data.name": "imagenet"}, "use chatterbot, wordnet or a .jsonl/.csv path"),
         ({"data.num-classes": 8}, "only applies to data.name = wordnet"),
         ({"data.name": "wordnet"}, "is a classification dataset, but model 'smollm2-135m'"),

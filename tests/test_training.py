@@ -66,7 +66,8 @@ def test_only_trainable_tensors_move() -> None:
     model, tokenizer, encoded = _client_data(CLS)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     train_lora(
-        model, encoded, CLS.task, TrainSettings(local_steps=2), pad_token_id=tokenizer.pad_token_id,
+        model, encoded, CLS.task, TrainSettings(local_steps=2, lr=1e-3, batch_size=4),
+        pad_token_id=tokenizer.pad_token_id,
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     for name, param in model.named_parameters():

@@ -43,10 +43,11 @@ METHODS = {
     # federation with five times the definitions (about 580 a client instead of 115).
     "fedavg-5x-data": {"strategy.name": "fedavg", "data.max-per-class": 2000},
 }  # fmt: skip
-# Every setting as written here: none replaced by record-level DP's tuned defaults.
+# Every setting as written here: the physical batch too, which would otherwise resolve to the
+# tuned one (the others are set in BASE).
 DP = {
     "dp.record-level": True, "dp.max-grad-norm": 1.0, "dp.delta": 1e-5,
-    "dp.tuned-defaults": False,
+    "dp.physical-batch": 0,
 }  # fmt: skip
 # DP-FedAvg on the same federation: each client in a round at rate 1/4, its update clipped.
 CLIENT_LEVEL = {

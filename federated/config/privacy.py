@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from federated.config.dp_defaults import TUNED_TEXT
+from federated.config.dp_defaults import auto_help
 from federated.config.options import option
 
 
@@ -14,12 +14,6 @@ class PrivacySettings:
         False,
         "Record-level DP on every client: DP-SGD with opacus for LoRA (Poisson sampling, "
         "per-sample clipping, Gaussian noise); clipped, noised scalar gradients for zo.",
-    )
-    tuned_defaults: bool = option(
-        True,
-        "Record-level DP of LoRA: options left at their default take the values the privacy "
-        f"sweep found best under DP-SGD ({TUNED_TEXT}), logged at the start. An option set to "
-        "any other value keeps it; false keeps every default.",
     )
     noise_multiplier: float = option(
         0.0,
@@ -46,12 +40,13 @@ class PrivacySettings:
         above=0.0,
     )
     physical_batch: int = option(
-        0,
+        -1,
         "Examples per forward and backward pass of a DP-SGD step (virtual steps): a Poisson "
         "batch of expected size train.batch-size is taken in chunks this large, their clipped "
         "per-example gradients summed before the noise is added once, so the step, its noise "
-        "and its accounting are those of the whole batch. 0: the whole batch at once.",
-        minimum=0,
+        "and its accounting are those of the whole batch. 0: the whole batch at once; "
+        f"-1: {auto_help('dp.physical-batch')}.",
+        minimum=-1,
     )
     grad_sample_mode: str = option(
         "hooks",

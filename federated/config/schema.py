@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from federated.config.checks import check_combinations
-from federated.config.dp_defaults import tuned_dp_defaults
+from federated.config.dp_defaults import auto_values, auto_values_line
 from federated.config.options import ConfigError
 from federated.config.run_config import RunConfig
 
@@ -69,15 +69,8 @@ def _build(cls: type, prefix: str, flat: Mapping[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
-    """Validate a flat run config (Flower's ``context.run_config``) into a frozen ``RunConfig``;
-    a record-level DP run takes DP's tuned defaults (``federated.config.dp_defaults``).
-
-    Raises
-    ------
-    ConfigError
-        One line naming the key, the value and what is allowed.
-    """
+def _given(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Every key of the run config, each value checked, auto values not yet resolved."""
     known = {key for key, _ in iter_options()}
     for key in raw:
         if key not in known:
@@ -85,9 +78,28 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
             close = close or difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"run config has unknown key '{key}'{hint}")
-    config = _build(RunConfig, "", {**raw, **tuned_dp_defaults(raw, default_flat_config())})
+    return run_config_to_flat(_build(RunConfig, "", raw))
+
+
+def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
+    """Validate a flat run config (Flower's ``context.run_config``) into a frozen ``RunConfig``,
+    its auto values resolved (``federated.config.dp_defaults``).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key, the value and what is allowed.
+    """
+    given = _given(raw)
+    config = _build(RunConfig, "", {**given, **auto_values(given, default_flat_config())})
     check_combinations(config)
     return config
+
+
+def auto_settings_line(raw: Mapping[str, Any]) -> str | None:
+    """The line a run logs at start for the auto values of its run config (valid, as
+    ``parse_run_config`` accepts it) that take the privacy sweep's settings; None when none do."""
+    return auto_values_line(_given(raw), default_flat_config())
 
 
 def run_config_to_flat(config: RunConfig) -> dict[str, Any]:

@@ -5,20 +5,31 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from federated.config.dp_defaults import auto_help
 from federated.config.options import option
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     local_steps: int = option(
-        5, "Optimizer steps per client per round (0: use local-epochs).", minimum=0
+        0,
+        "Optimizer steps per client per round (0: from train.local-epochs when that is set, "
+        f"else {auto_help('train.local-steps')}).",
+        minimum=0,
     )
     local_epochs: float = option(
-        0.0, "Passes over the client's data per round, if local-steps is 0.", minimum=0.0
+        0.0,
+        "Passes over the client's data per round, with train.local-steps 0 (0: none).",
+        minimum=0.0,
     )
-    lr: float = option(1e-3, "AdamW learning rate.", above=0.0)
+    lr: float = option(0.0, f"AdamW learning rate (0: {auto_help('train.lr')}).", minimum=0.0)
     weight_decay: float = option(0.0, "AdamW weight decay.", minimum=0.0)
-    batch_size: int = option(4, "Examples per local step.", minimum=1)
+    batch_size: int = option(
+        0,
+        f"Examples per local step; under record-level DP, the expected Poisson batch "
+        f"(0: {auto_help('train.batch-size')}).",
+        minimum=0,
+    )
     max_grad_norm: float = option(
         1.0, "Clip the gradient norm of a step to this (0: off).", minimum=0.0
     )

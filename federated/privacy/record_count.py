@@ -15,6 +15,10 @@ import torch
 from federated.privacy.accounting import PrivacyLedger
 from federated.privacy.secret_randomness import gaussian_noise
 
+# A noised count further than this many standard deviations from the truth has probability
+# below 1e-9.
+COUNT_NOISE_SIGMAS = 6.0
+
 
 def noised_count(num_records: int, count_noise: float, generator: torch.Generator) -> int:
     """The count plus N(0, count_noise²), rounded, at least 1 (rounding is post-processing)."""
