@@ -115,15 +115,9 @@ def _train(msg: Message, context: Context, r: _Round, encoded: Encoded) -> Messa
         return _train_zeroth_order(msg, r, encoded)
     private = None
     if r.config.dp.record_level:
-        private = PrivateClient(
-            context,
-            r.config,
-            run_key(msg, context),
-            (r.partition_id, r.num_partitions),
-            len(encoded),
-        )
-        if (epsilon_next := private.over_budget()) is not None:
-            return private.declined(msg, epsilon_next)
+        private = PrivateClient(context, r.config, run_key(msg, context), r.node, len(encoded))
+        if private.declined_at is not None:
+            return private.declined(msg)
     r.load(personal=r.plan.keep_b)
     lr = r.config.train.lr_at(r.server_round, r.config.num_server_rounds)
     settings = dataclasses.replace(r.settings, lr=lr)
@@ -164,7 +158,7 @@ def _train(msg: Message, context: Context, r: _Round, encoded: Encoded) -> Messa
         keys.PEAK_MEMORY_MB: result.peak_memory_mb,
     }
     if private is not None:
-        values[keys.DP_EPSILON] = private.spend()
+        values[keys.DP_EPSILON] = private.spent()
     upload = tensors_to_record({k: v for k, v in state.items() if k not in withheld})
     metrics = train_metrics(values, r.config.mode, private is not None)
     return Message(content=RecordDict({keys.ARRAYS: upload, keys.METRICS: metrics}), reply_to=msg)

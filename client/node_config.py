@@ -3,19 +3,24 @@ device and how it trains.
 
 ``partition-id`` and ``num-partitions`` name the node's place in the federation (its seeds, its
 state files, the server's sampling); a ``data-file`` replaces the built-in partition's records
-with the node's own. ``device-profile`` (a preset of ``simulation/device_presets.toml``) and
-``memory-gb`` size the job to the device as the simulator does; ``mode = zo`` puts the node on
-zeroth-order steps on the LoRA factors of a LoRA run. Every fault is one line naming the key.
+with the node's own. ``max-epsilon-per-run`` and ``max-epsilon-total`` cap what record-level DP
+may spend on the node's data in one run and over its lifetime, at ``ledger-delta``
+(``client.lifetime_ledger``). ``device-profile`` (a preset of
+``simulation/device_presets.toml``) and ``memory-gb`` size the job to the device as the
+simulator does; ``mode = zo`` puts the node on zeroth-order steps on the LoRA factors of a LoRA
+run. Every fault is one line naming the key.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 from flwr.app import Context
 
+from client.lifetime_ledger import DEFAULT_DELTA, DELTA_KEY, PER_RUN_KEY, TOTAL_KEY, DeviceCeilings
 from client.node_files import NODE_CONFIG_KEY as STATE_DIR_KEY
 from federated.config import RunConfig
 from federated.zo.factor_steps import factor_steps_problem
@@ -24,7 +29,7 @@ from simulation.memory_planner import as_mode, plan_device
 
 KNOWN_KEYS = (
     "partition-id", "num-partitions", "data-file", "mode", "device-profile", "memory-gb",
-    STATE_DIR_KEY,
+    STATE_DIR_KEY, PER_RUN_KEY, TOTAL_KEY, DELTA_KEY,
 )  # fmt: skip
 _MODES = ("lora", "zo")
 
@@ -40,6 +45,7 @@ class NodeSettings:
     data_file: Path | None = None
     mode: str | None = None  # None: the run's mode
     profile: DeviceProfile | None = None
+    ceilings: DeviceCeilings = DeviceCeilings()
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,27 @@ def _integer(node: dict, key: str) -> int:
         return int(value)
     except ValueError:
         raise NodeConfigError(f"node config '{key}' = {value!r}: expected an integer") from None
+
+
+def _number(node: dict, key: str, below: float | None = None) -> float | None:
+    """The node config's ``key`` as a number above 0 (and below ``below``); None when absent."""
+    value = node.get(key)
+    if value is None:
+        return None
+    allowed = "above 0" + (f" and below {below:g}" if below is not None else "")
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (number > 0 and (below is None or number < below)):
+        raise NodeConfigError(f"node config '{key}' = {value!r}: expected a number {allowed}")
+    return number
+
+
+def _ceilings(node: dict) -> DeviceCeilings:
+    delta = _number(node, DELTA_KEY, below=1.0)
+    return DeviceCeilings(_number(node, PER_RUN_KEY), _number(node, TOTAL_KEY),
+                          DEFAULT_DELTA if delta is None else delta)  # fmt: skip
 
 
 def _profile(node: dict) -> DeviceProfile | None:
@@ -118,6 +145,7 @@ def node_settings(context: Context) -> NodeSettings:
         Path(data_file).expanduser() if data_file else None,
         mode,
         _profile(node),
+        _ceilings(node),
     )
 
 

@@ -1,10 +1,11 @@
-"""Where a node keeps what must outlive its process: the privacy ledger, a personal adapter.
+"""Where a node keeps what must outlive its process: the privacy ledgers, a personal adapter.
 
 Flower's node state dies with the SuperNode process (and with a simulation). Files do not, so
 a restarted node, or a resumed run, carries on from them. They live under the node config's
-``state-dir``, else ``$FEDTUNE_STATE_DIR``, else ``~/.local/state/fedtune``, as
-``<kind>/run-<run key>-partition-<p>-of-<n>.<ext>``. The run key comes from the server with
-every training message and stays the same when a run is resumed.
+``state-dir``, else ``$FEDTUNE_STATE_DIR``, else ``~/.local/state/fedtune``. A run's files are
+``<kind>/run-<run key>-partition-<p>-of-<n>.<ext>``: the run key comes from the server with
+every training message and stays the same when a run is resumed. The privacy ledgers belong to
+the node's data, not to a run, and have their own layout (``client.privacy_state``).
 """
 
 from __future__ import annotations
@@ -34,12 +35,15 @@ def run_key(msg: Message, context: Context) -> str:
     return key
 
 
-def state_root(context: Context) -> Path:
-    configured = context.node_config.get(NODE_CONFIG_KEY)
-    if configured:
-        return Path(str(configured)).expanduser()
+def default_state_root() -> Path:
+    """The state folder of a node whose config names none."""
     root = os.environ.get(STATE_DIR_ENV)
     return Path(root).expanduser() if root else Path.home() / ".local" / "state" / "fedtune"
+
+
+def state_root(context: Context) -> Path:
+    configured = context.node_config.get(NODE_CONFIG_KEY)
+    return Path(str(configured)).expanduser() if configured else default_state_root()
 
 
 def node_file(context: Context, kind: str, key: str, partition: tuple[int, int], ext: str) -> Path:

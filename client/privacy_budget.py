@@ -1,21 +1,27 @@
-"""A record-level DP client's round: the round's mechanism, its ledger, its budget.
+"""A record-level DP client's round: the round's mechanism, its data source's ledger, its limits.
 
 The guarantee is (epsilon, delta)-DP for adding or removing one training record of a client,
 over everything the client sends in the run: its noised record count (once), then every round's
-noised update. The ledger lives in the node state and on disk (``client.privacy_state``). A
-round is only trained when the epsilon after it stays within ``dp.target-epsilon``; otherwise the
-client answers with what it has spent and trains nothing.
+noised update. Every run on the same data spends from one lifetime ledger, kept on disk
+(``client.privacy_state``). A round is only trained when the epsilon after it stays within the
+run's ``dp.target-epsilon`` and the device's own ceilings (``client.lifetime_ledger``), which no
+run config can loosen; otherwise the client answers with what it has spent and trains nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from logging import WARNING
 
 from flwr.app import Context, Message, RecordDict
+from flwr.common import log
 
+from client.data_source import data_source
+from client.lifetime_ledger import Event, LifetimeLedger, RunSpend
 from client.node import contracted
-from client.privacy_state import PrivacyState, PrivacyStore
+from client.node_config import NodeSettings
+from client.privacy_state import PrivacyStore
 from federated import message_keys as keys
 from federated.config import RunConfig
 from federated.privacy.accounting import noise_for_budget
@@ -56,51 +62,71 @@ def _noise(
     return noise_for_budget(target_epsilon, delta, rate, steps, count_release(count_noise))
 
 
+class BudgetRefused(RuntimeError):
+    """A run's first round past a limit: refused with an error, since a declined reply would
+    release the run's noised count."""
+
+
 class PrivateClient:
-    """A record-level DP client in one round: its state, the round's mechanism, its replies."""
+    """A record-level DP client in one round, admitted as it is made: the round's steps are
+    accounted in its data source's ledger, on disk, before it trains; or, where they would pass
+    a limit (the run's ``dp.target-epsilon``, the device's ceilings), the round is declined
+    (``declined_at``). A run's first round past a limit raises `BudgetRefused` instead, having
+    released nothing."""
 
     def __init__(
-        self, context: Context, config: RunConfig, key: str, partition: tuple[int, int],
-        num_records: int,
-    ) -> None:  # fmt: skip
-        self.store = PrivacyStore(context, key, partition)
-        partition_id = partition[0]
-        self.state: PrivacyState = self.store.load()
-        self.partition_id = partition_id
-        if self.state.noised_count is None:
-            generator = secret_generator("record-count", partition_id)
-            self.state.noised_count = noised_count(num_records, config.dp.count_noise, generator)
-            self.state.ledger.spend(config.dp.count_noise, 1.0, 1)
-            self.store.save(self.state)  # spent before anything holding it leaves the node
-        self.count: int = self.state.noised_count
-        self.round = RoundPrivacy.of(config, self.count)
+        self, context: Context, config: RunConfig, key: str, node: NodeSettings, num_records: int
+    ) -> None:
+        self.partition_id, self.ceilings, dp = node.partition_id, node.ceilings, config.dp
+        store = PrivacyStore(context, data_source(config, node), node.ceilings)
+        with store.update() as ledger:
+            run = ledger.runs.get(key)
+            new = run is None
+            if run is None:
+                generator = secret_generator("record-count", self.partition_id)
+                count = noised_count(num_records, dp.count_noise, generator)
+                run = ledger.runs[key] = RunSpend(count, count_release(dp.count_noise))
+            self.run, self.round = run, RoundPrivacy.of(config, run.noised_count)
+            step = (self.round.noise_multiplier, self.round.sample_rate, self.round.steps)
+            reason = self._limit(ledger, step)
+            if reason is not None and new:
+                raise BudgetRefused(f"record-level DP: {reason}; this run trains nothing")
+            # The epsilon the run would reach, when the round is declined; None: it trains.
+            self.declined_at: float | None = None
+            if reason is not None:
+                log(WARNING, "record-level DP: this round is declined: %s", reason)
+                self.declined_at = run.ledger.epsilon_after(*step, self.round.delta)
+            else:
+                run.ledger.spend(*step)
+                run.rounds += 1
+
+    @property
+    def count(self) -> int:
+        return self.run.noised_count
 
     def spent(self) -> float:
-        return self.state.ledger.epsilon(self.round.delta)
+        """Epsilon this run has spent at its own delta (what its replies state)."""
+        return self.run.ledger.epsilon(self.round.delta)
 
-    def over_budget(self) -> float | None:
-        """The epsilon the round would reach, when that is past the budget; else None."""
-        r = self.round
-        if not r.budget:
-            return None
-        after = self.state.ledger.epsilon_after(r.noise_multiplier, r.sample_rate, r.steps, r.delta)
-        return after if after > r.budget else None
+    def _limit(self, ledger: LifetimeLedger, step: Event) -> str | None:
+        """Why ``step`` after what is spent would pass a limit, or None."""
+        budget, delta = self.round.budget, self.round.delta
+        if budget and (after := self.run.ledger.epsilon_after(*step, delta)) > budget:
+            return (
+                f"run config 'dp.target-epsilon' = {budget:g}: this round would take this "
+                f"run to epsilon {after:.3g} at delta {delta:g}"
+            )
+        return self.ceilings.refusal(self.run.ledger, ledger.lifetime(), step)
 
-    def spend(self) -> float:
-        """Account the round's steps, on disk first; return the epsilon spent so far."""
-        r = self.round
-        self.state.ledger.spend(r.noise_multiplier, r.sample_rate, r.steps)
-        self.store.save(self.state)
-        return self.spent()
-
-    def declined(self, msg: Message, epsilon_next: float) -> Message:
-        """The reply of a client whose budget this round would overspend: metrics, no update."""
+    def declined(self, msg: Message) -> Message:
+        """The reply of a client whose limit this round would pass: metrics, no update."""
+        assert self.declined_at is not None
         values = {
             keys.NUM_EXAMPLES: self.count,
             keys.PARTITION_ID: self.partition_id,
             keys.DP_DECLINED: 1,
             keys.DP_EPSILON: self.spent(),
-            keys.DP_EPSILON_NEXT: epsilon_next,
+            keys.DP_EPSILON_NEXT: self.declined_at,
         }
         metrics = contracted(values, DECLINED_METRIC_KEYS)
         return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)

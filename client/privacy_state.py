@@ -1,92 +1,109 @@
-"""What a record-level DP client has released in a run, kept where a restart cannot lose it.
+"""Where a node keeps its data sources' lifetime privacy ledgers, so that nothing can reset them.
 
-The state (the privacy ledger and the noised record count) lives in Flower's node state and in a
-file on the node (``client.node_files``): ``privacy/run-<run key>-partition-<p>-of-<n>.json``
-under the node's state folder. The file outlives the SuperNode process and the server's: a
-restarted node or a resumed run carries on with what it has spent instead of a fresh budget. It
-is written, and read back, before anything it accounts leaves the node; a file that exists but
-cannot be read stops the client from training: it may hold spending the client would otherwise
-forget.
+Under the node's state folder (``client.node_files``)::
+
+    privacy/ledgers/<source>.json   one data source's lifetime ledger (``client.lifetime_ledger``)
+    privacy/trained/<source>        the index: one file for each source that has trained here
+
+A ledger is written, and read back, before anything it accounts leaves the node, then its index
+entry. The index is what turns a lost ledger into a refusal instead of a fresh budget: a source
+that trained before and has no readable ledger (deleted, corrupted, or a folder where a file
+should be) does not train again until the file is restored. Flower's node state holds the same
+index for the process's life. A state folder that is gone altogether, index and all, cannot be
+told from a new node: keep it with the data.
+
+Updates are read-modify-write under a lock on the ledger, so two runs on one node that train on
+one source at once add to it in turn and lose nothing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from logging import INFO
+from pathlib import Path
 
 from flwr.app import ConfigRecord, Context
+from flwr.common import log
 
-from client.node_files import node_file
+from client.data_source import DataSource
+from client.lifetime_ledger import DeviceCeilings, LifetimeLedger
+from client.node_files import state_root
 from federated import message_keys as keys
 from federated.atomic_file import replace_file
-from federated.privacy.accounting import PrivacyLedger
-
-_VERSION = 1
 
 
 class PrivacyStateError(RuntimeError):
     """The node's privacy state cannot be read or written: the client must not train."""
 
 
-@dataclass
-class PrivacyState:
-    """Everything a client has released that the accountant covers."""
+def ledger_folder(root: Path) -> Path:
+    return root / "privacy" / "ledgers"
 
-    ledger: PrivacyLedger = field(default_factory=PrivacyLedger)
-    noised_count: int | None = None  # the record count it released, once per run
 
-    def to_json(self) -> dict:
-        return {
-            "version": _VERSION,
-            "events": [list(event) for event in self.ledger.events],
-            "noised-count": self.noised_count,
-        }
+def index_folder(root: Path) -> Path:
+    return root / "privacy" / "trained"
 
-    @classmethod
-    def from_json(cls, data: dict) -> PrivacyState:
-        if data.get("version") != _VERSION:
-            raise ValueError(f"unknown version {data.get('version')!r}")
-        events = [(float(n), float(q), int(s)) for n, q, s in data["events"]]
-        count = data["noised-count"]
-        return cls(PrivacyLedger(events), None if count is None else int(count))
+
+def read_ledger(path: Path) -> LifetimeLedger:
+    """The ledger in ``path``; one that cannot be read raises PrivacyStateError."""
+    try:
+        ledger = LifetimeLedger.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise PrivacyStateError(f"cannot read this node's privacy ledger {path} ({err})") from None
+    if path.name != f"{ledger.source}.json":
+        raise PrivacyStateError(
+            f"cannot read this node's privacy ledger {path} (it holds source {ledger.source})"
+        )
+    return ledger
 
 
 class PrivacyStore:
-    """One node's privacy state in one run: in the node state and in its file."""
+    """One data source's lifetime ledger on this node: its file, its index entry, its lock."""
 
-    def __init__(self, context: Context, key: str, partition: tuple[int, int]) -> None:
-        self.path = node_file(context, "privacy", key, partition, "json")
+    def __init__(self, context: Context, source: DataSource, ceilings: DeviceCeilings) -> None:
+        root = state_root(context)
+        self.source, self.ceilings = source, ceilings
+        self.path = ledger_folder(root) / f"{source.id}.json"
+        self.entry = index_folder(root) / source.id
         self.node_state = context.state
 
-    def _read_file(self) -> PrivacyState | None:
-        if not self.path.exists():
-            return None
-        try:
-            return PrivacyState.from_json(json.loads(self.path.read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise PrivacyStateError(
-                f"record-level DP: cannot read this node's privacy ledger {self.path} ({err}); "
-                "it may hold privacy already spent, so this client does not train: restore the "
-                "file, or leave this run"
-            ) from None
-
-    def load(self) -> PrivacyState:
-        """The state after the last release: from the file when there is one (it is written
-        first), else from the node state, else empty (the client's first private round)."""
-        on_disk = self._read_file()
-        if on_disk is not None:
-            return on_disk
+    def _indexed(self) -> bool:
         record = self.node_state.config_records.get(keys.DP_STATE)
-        if record is None:
-            return PrivacyState()
-        return PrivacyState.from_json(json.loads(str(record[keys.DP_STATE])))
+        in_process = record is not None and self.source.id in list(record[keys.DP_STATE])
+        return in_process or self.entry.exists()
 
-    def save(self, state: PrivacyState) -> None:
-        """Write the state and read it back; only then may what it accounts be released."""
-        text = json.dumps(state.to_json(), sort_keys=True)
+    def _load(self) -> LifetimeLedger:
+        if self.path.exists():
+            try:
+                return read_ledger(self.path)
+            except PrivacyStateError as err:
+                raise PrivacyStateError(
+                    f"record-level DP: {err}; it may hold privacy already spent, so this client "
+                    "does not train: restore the file"
+                ) from None
+        if self._indexed():
+            raise PrivacyStateError(
+                f"record-level DP: {self.source.label} trained on this node before, but its "
+                f"privacy ledger {self.path} is missing; this client does not train on it "
+                "again until the file is restored"
+            )
+        log(INFO, "record-level DP: a new privacy ledger for %s in %s", self.source.label,
+            self.path.parent)  # fmt: skip
+        return LifetimeLedger(self.source.id, self.source.label)
+
+    def _save(self, ledger: LifetimeLedger) -> None:
+        """Write the ledger and read it back, then its index entry; only then may what it
+        accounts be released."""
+        ledger.label, ledger.ceilings = self.source.label, self.ceilings
+        text = json.dumps(ledger.to_json(), sort_keys=True)
         try:
             replace_file(self.path, text.encode())
             written = self.path.read_text()
+            if not self.entry.exists():
+                replace_file(self.entry, self.source.label.encode())
         except OSError as err:
             raise PrivacyStateError(
                 f"record-level DP: cannot write this node's privacy ledger {self.path} ({err}); "
@@ -97,4 +114,26 @@ class PrivacyStore:
             raise PrivacyStateError(
                 f"record-level DP: the privacy ledger {self.path} did not read back as written"
             )
-        self.node_state[keys.DP_STATE] = ConfigRecord({keys.DP_STATE: text})
+        record = self.node_state.config_records.get(keys.DP_STATE)
+        known = list(record[keys.DP_STATE]) if record is not None else []
+        if self.source.id not in known:
+            self.node_state[keys.DP_STATE] = ConfigRecord({keys.DP_STATE: [*known, self.source.id]})
+
+    @contextmanager
+    def update(self) -> Iterator[LifetimeLedger]:
+        """The ledger, locked against other processes, saved when the block ends without an
+        error (a refusal raised inside leaves it as it was)."""
+        lock_path = self.path.with_suffix(".lock")
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            lock = lock_path.open("a")
+        except OSError as err:
+            raise PrivacyStateError(
+                f"record-level DP: cannot lock this node's privacy ledger {lock_path} ({err}); "
+                "set the node config's state-dir to a writable folder"
+            ) from None
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            ledger = self._load()
+            yield ledger
+            self._save(ledger)

@@ -81,18 +81,12 @@ def train_on(msg: Message, context: Context, encoded: Encoded) -> Message:
 
 def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) -> Message:
     config, zo, node, job, server_round, arrays = rebuilt
-    partition_id, num_partitions = node.partition_id, node.num_partitions
+    partition_id = node.partition_id
     private, dp_zo = None, None
     if config.dp.record_level:
-        private = PrivateClient(
-            context,
-            config,
-            run_key(msg, context),
-            (partition_id, num_partitions),
-            len(encoded),
-        )
-        if (epsilon_next := private.over_budget()) is not None:
-            return private.declined(msg, epsilon_next)
+        private = PrivateClient(context, config, run_key(msg, context), node, len(encoded))
+        if private.declined_at is not None:
+            return private.declined(msg)
         dp_zo = ZoPrivacy(
             private.round.noise_multiplier, config.dp.max_grad_norm, private.round.sample_rate,
             private.round.expected_batch, secret_generator("dp-zo", partition_id, server_round),
@@ -128,7 +122,7 @@ def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) 
         keys.PEAK_MEMORY_MB: result.peak_memory_mb,
     }
     if private is not None:
-        values[keys.DP_EPSILON] = private.spend()
+        values[keys.DP_EPSILON] = private.spent()
     metrics = train_metrics(values, config.mode, private is not None)
     content = RecordDict({keys.ARRAYS: tensors_to_record(steps), keys.METRICS: metrics})
     return Message(content=content, reply_to=msg)

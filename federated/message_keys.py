@@ -60,5 +60,6 @@ UNNOISED_TRAIN_METRICS = (TRAIN_LOSS, TRAIN_SECONDS, PEAK_MEMORY_MB)
 DP_EPSILON = "dp-epsilon"
 DP_DECLINED = "dp-budget-spent"
 DP_EPSILON_NEXT = "dp-epsilon-next"
-# Node state: the client's privacy ledger and noised record count across rounds.
+# Node state: the data sources this node has trained on under record-level DP, a witness beside
+# the index on disk (``client.privacy_state``).
 DP_STATE = "dp-state"

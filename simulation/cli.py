@@ -5,6 +5,7 @@ fedtune certs --host NAME [--host ADDR ...]         a CA and the SuperLink's TLS
 fedtune node-key PATH                               a SuperNode's key pair for node auth
 fedtune commands --address HOST:PORT --nodes N ...  the deployment's exact command lines
 fedtune results RUN_DIR                             what a run did
+fedtune ledger [--state-dir DIR]                    a device's privacy ledgers, per data source
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from client.node_files import default_state_root
 from simulation.certificates import make_certificates
 from simulation.deploy_commands import Deployment, deployment_commands
+from simulation.ledger_report import describe_ledgers
 from simulation.node_keys import make_node_key
 from simulation.run_command import run
 from simulation.run_report import describe_run
@@ -46,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     lines.add_argument("--database", type=Path, help="the SuperLink's state file")
     results = commands.add_parser("results", help="what a run did, from its folder")
     results.add_argument("run_dir", type=Path)
+    ledger = commands.add_parser("ledger", help="what record-level DP has spent on a device's "
+                                 "data: runs, rounds, epsilon per data source")  # fmt: skip
+    ledger.add_argument("--state-dir", type=Path,
+                        help="the node's state folder (default: $FEDTUNE_STATE_DIR, else "
+                             "~/.local/state/fedtune)")  # fmt: skip
     return parser
 
 
@@ -66,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             deployment = Deployment(args.address, args.nodes, args.certs, args.keys,
                                     args.database)  # fmt: skip
             print(deployment_commands(deployment))
+        elif args.command == "ledger":
+            print(describe_ledgers(args.state_dir or default_state_root()))
         else:
             print(describe_run(args.run_dir))
     except (ValueError, OSError) as err:

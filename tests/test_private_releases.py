@@ -169,7 +169,7 @@ def test_a_client_whose_ledger_cannot_be_read_does_not_train(
 ) -> None:
     monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path))
     client_app.train(_train_message(BASE), _context(BASE))
-    (ledger,) = (tmp_path / "privacy").glob("run-flwr5-partition-0-of-2.json")
+    (ledger,) = (tmp_path / "privacy" / "ledgers").glob("partition-*.json")
     ledger.write_text(ledger.read_text()[:-7])  # a torn write, a bad disk
     with pytest.raises(RuntimeError, match="cannot read this node's privacy ledger"):
         client_app.train(_train_message(BASE), _context(BASE))
