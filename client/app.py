@@ -27,9 +27,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     return _mode(context).evaluate(msg, context)
 
 
-def collect(msg: Message, context: Context) -> Message:
-    """SecAgg+'s training stage: train as usual, send the update masked."""
-    return secure_aggregation.collect(msg, context, train)
+# SecAgg+'s training (or evaluation) stage: train as usual, send the update masked.
+collect = secure_aggregation.collect_with(train, evaluate)
 
 
 def register(app: ClientApp) -> ClientApp:
@@ -40,6 +39,7 @@ def register(app: ClientApp) -> ClientApp:
     app.train(protocol.SETUP)(secure_aggregation.setup)
     app.train(protocol.SHARE_KEYS)(secure_aggregation.share_keys)
     app.train(protocol.COLLECT)(collect)
+    app.train(protocol.CONSISTENCY)(secure_aggregation.consistency)
     app.train(protocol.UNMASK)(secure_aggregation.unmask)
     return app
 

@@ -160,7 +160,7 @@ def _train(msg: Message, context: Context, r: _Round, encoded: Encoded) -> Messa
     if private is not None:
         values[keys.DP_EPSILON] = private.spent()
     upload = tensors_to_record({k: v for k, v in state.items() if k not in withheld})
-    metrics = train_metrics(values, r.config.mode, private is not None)
+    metrics = train_metrics(values, r.config.mode, r.config)
     return Message(content=RecordDict({keys.ARRAYS: upload, keys.METRICS: metrics}), reply_to=msg)
 
 
@@ -191,7 +191,7 @@ def _train_zeroth_order(msg: Message, r: _Round, encoded: Encoded) -> Message:
         keys.TRAIN_SECONDS: result.seconds,
         keys.PEAK_MEMORY_MB: result.peak_memory_mb,
     }
-    metrics = train_metrics(values, "zo", private=False)
+    metrics = train_metrics(values, "zo", r.config)
     content = RecordDict({keys.ARRAYS: tensors_to_record(steps), keys.METRICS: metrics})
     return Message(content=content, reply_to=msg)
 

@@ -12,7 +12,9 @@ from federated import message_keys as keys
 from federated.config import RunConfig, TrainSettings, parse_run_config
 from federated.evaluation import EvalResult
 from federated.reply_contract import (
+    CLIENT_LEVEL,
     PARTITION_METRIC_KEYS,
+    computed_release,
     eval_metric_keys,
     metric_key_problem,
     train_metric_keys,
@@ -101,12 +103,16 @@ def contracted(values: dict[str, float], expected: frozenset[str]) -> MetricReco
     return MetricRecord(values)
 
 
-def train_metrics(values: dict[str, float], mode: str, private: bool) -> MetricRecord:
-    """A training reply's metrics; a record-level DP client drops what it computed from its
-    data without noise (``keys.UNNOISED_TRAIN_METRICS``)."""
-    if private:
-        values = {k: v for k, v in values.items() if k not in keys.UNNOISED_TRAIN_METRICS}
-    return contracted(values, train_metric_keys(mode, private))
+def train_metrics(values: dict[str, float], mode: str, config: RunConfig) -> MetricRecord:
+    """A training reply's metrics, as the run releases them (``computed_release``): a
+    record-level DP client drops what it computed from its data without noise, a client-level
+    DP client all of it and weighs 1."""
+    release = computed_release(config)
+    expected = train_metric_keys(mode, release)
+    values = {k: v for k, v in values.items() if k in expected}
+    if release == CLIENT_LEVEL:
+        values[keys.NUM_EXAMPLES] = 1.0
+    return contracted(values, expected)
 
 
 def eval_metrics(

@@ -123,7 +123,7 @@ def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) 
     }
     if private is not None:
         values[keys.DP_EPSILON] = private.spent()
-    metrics = train_metrics(values, config.mode, private is not None)
+    metrics = train_metrics(values, config.mode, config)
     content = RecordDict({keys.ARRAYS: tensors_to_record(steps), keys.METRICS: metrics})
     return Message(content=content, reply_to=msg)
 

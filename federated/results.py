@@ -1,10 +1,15 @@
-"""The files of a run under ``results/<run>/``: one JSON line per round and a summary."""
+"""The files of a run under ``results/<run>/``: one JSON line per round and a summary.
+
+A run that must not publish all it knows about a round (client-level DP) gives a ``withhold``
+function: ``metrics.jsonl`` then holds what it returns, and ``operator.jsonl`` the complete
+record, for the server's operator alone.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,50 +17,71 @@ from federated.atomic_file import replace_file
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+OPERATOR_FILE = "operator.jsonl"
+Withhold = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
 class RunResults:
     """Append-only per-round metrics and a summary, in one folder."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, withhold: Withhold | None = None) -> None:
         self.folder = folder
         self.metrics_path = folder / METRICS_FILE
+        self.operator_path = folder / OPERATOR_FILE
+        self.withhold = withhold
 
     @classmethod
-    def create(cls, folder: Path) -> RunResults:
+    def create(cls, folder: Path, withhold: Withhold | None = None) -> RunResults:
         """The results of a new run in ``folder``, which must not hold another run's."""
-        results = cls(folder)
+        results = cls(folder, withhold)
         if results.metrics_path.exists() or (folder / SUMMARY_FILE).exists():
             raise FileExistsError(
                 f"{folder} already holds a run's results; choose another run-name, or move them"
             )
         folder.mkdir(parents=True, exist_ok=True)
         results.metrics_path.write_text("")
+        if withhold is not None:
+            results.operator_path.write_text("")
         return results
 
     @classmethod
-    def resume(cls, folder: Path, last_round: int) -> RunResults:
+    def resume(cls, folder: Path, last_round: int, withhold: Withhold | None = None) -> RunResults:
         """The results of a run going on after ``last_round``: rounds recorded after its
         checkpoint (the server died between the two writes) are dropped, to be run again."""
-        results = cls(folder)
-        kept = [r for r in results.rounds() if r["round"] <= last_round]
-        text = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in kept)
-        replace_file(results.metrics_path, text.encode())
+        results = cls(folder, withhold)
+        paths = [results.metrics_path] + ([results.operator_path] if withhold else [])
+        for path in paths:
+            kept = [r for r in read_rounds(path) if r["round"] <= last_round]
+            text = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in kept)
+            replace_file(path, text.encode())
         return results
 
     def append_round(self, record: Mapping[str, Any]) -> None:
-        with self.metrics_path.open("a") as handle:
-            handle.write(json.dumps(finite(record), sort_keys=True, allow_nan=False) + "\n")
-            handle.flush()
+        if self.withhold is None:
+            _append(self.metrics_path, record)
+            return
+        _append(self.operator_path, record)
+        _append(self.metrics_path, self.withhold(record))
 
     def rounds(self) -> list[dict[str, Any]]:
+        """The rounds as the run publishes them."""
         return read_rounds(self.metrics_path)
+
+    def operator_rounds(self) -> list[dict[str, Any]]:
+        """The rounds as the server saw them (the same, unless it withholds some)."""
+        return read_rounds(self.operator_path if self.withhold else self.metrics_path)
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
         path = self.folder / SUMMARY_FILE
         text = json.dumps(finite(summary), indent=2, sort_keys=True, allow_nan=False)
         replace_file(path, (text + "\n").encode())
         return path
+
+
+def _append(path: Path, record: Mapping[str, Any]) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(finite(record), sort_keys=True, allow_nan=False) + "\n")
+        handle.flush()
 
 
 def finite(value: Any) -> Any:

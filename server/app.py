@@ -32,6 +32,7 @@ from federated.zo_workspace import MASK_FILE, save_mask, sensitive_mask, zo_mode
 from server.audit import run_audit
 from server.loss_plot import plot_losses
 from server.node_partitions import NodePartitions
+from server.released_record import withhold_for
 from server.resume import resume_run
 from server.round_loop import folder_for, run_rounds
 from server.start_checks import RunFailure, check_partitions, check_split, wait_for_nodes
@@ -66,23 +67,28 @@ def _model_files(config: RunConfig) -> tuple[str, ...]:
 def _summary(config: RunConfig, results: RunResults, wall_seconds: float) -> dict[str, Any]:
     rounds = results.rounds()
     trained = [r for r in rounds if r["round"] > 0]
-    return {
+    summary = {
         "run_name": results.folder.name,
         "config": run_config_to_flat(config),
         "rounds": len(trained),
         "initial_test": {k: v for k, v in rounds[0].items() if k.startswith("test_")},
         "final_test": {k: v for k, v in rounds[-1].items() if k.startswith("test_")},
+        "aggregation_seconds_mean": (
+            sum(r["aggregation_seconds"] for r in trained) / len(trained) if trained else None
+        ),
+        "model_files": [str(results.folder / name) for name in _model_files(config)],
+    }
+    if results.withhold is not None:  # client-level DP publishes none of the rest
+        return summary
+    return {
+        **summary,
         "final_held_out_loss": trained[-1].get("held_out_loss") if trained else None,
         "bytes_up_total": sum(r["bytes_up"] for r in trained),
         "bytes_down_total": sum(r["bytes_down"] for r in trained),
         "bytes_up_per_client_round": _mean_per_client(trained, "bytes_up"),
         "bytes_down_per_client_round": _mean_per_client(trained, "bytes_down"),
-        "aggregation_seconds_mean": (
-            sum(r["aggregation_seconds"] for r in trained) / len(trained) if trained else None
-        ),
         "rejected_replies": sum(r["clients_sampled"] - r["clients_accepted"] for r in trained),
         "wall_seconds": wall_seconds,
-        "model_files": [str(results.folder / name) for name in _model_files(config)],
         **(clock_summary(rounds, config) if config.simulation.population else {}),
     }
 
@@ -290,14 +296,15 @@ def _run(grid: Grid, context: Context) -> None:
     strategy.sampler = PartitionSampler(config.seed, partitions.of)
     devices = _device_simulator(config, partitions.num_partitions, strategy)
     if resumed is None:
-        results = RunResults.create(folder_for(config, time.strftime("%Y%m%d-%H%M%S")))
+        folder = folder_for(config, time.strftime("%Y%m%d-%H%M%S"))
+        results = RunResults.create(folder, withhold_for(config))
         strategy.run_key = secrets.token_hex(8)
         log(INFO, "fedtune: writing results to %s", results.folder)
         if (mask := _mask(config)) is not None:  # a resumed run keeps the one it has
             save_mask(mask, results.folder)
     else:
         folder, checkpoint = resumed
-        results = RunResults.resume(folder, checkpoint.round)
+        results = RunResults.resume(folder, checkpoint.round, withhold_for(config))
         strategy.run_key = str(checkpoint.state["run-key"])
         log(INFO, "fedtune: resuming %s after round %d", folder, checkpoint.round)
 

@@ -12,7 +12,7 @@ from flwr.common import log
 
 from federated import message_keys as keys
 from federated.config import RunConfig
-from federated.reply_contract import train_metric_keys
+from federated.reply_contract import computed_release, train_metric_keys
 from server.exchange import Exchange
 from server.replay_guard import ReplayGuard, update_digest
 from server.reply_validation import (
@@ -49,7 +49,8 @@ class ClientRound:
 
 
 def _optional(metrics: MetricRecord, key: str) -> float | None:
-    """A metric a reply may leave out (a record-level DP client sends no unnoised statistic)."""
+    """A metric a reply may leave out: a record-level DP client sends no unnoised statistic, a
+    SecAgg+ client none of its statistics in the clear."""
     return float(metrics[key]) if key in metrics else None
 
 
@@ -60,7 +61,7 @@ class TrainScreen:
     def __init__(self, strategy: LoraStrategy, config: RunConfig) -> None:
         self.strategy, self.config = strategy, config
         self.private = config.dp.record_level
-        self.metric_keys = train_metric_keys(config.mode, private=self.private)
+        self.metric_keys = train_metric_keys(config.mode, computed_release(config))
         self.replays = ReplayGuard()
         self.examples: ExampleBound | None = None  # set once the run knows its clients
         self.partition_of: Mapping[int, int] = {}  # what each node said it holds, at start
@@ -93,7 +94,7 @@ class TrainScreen:
 
         if not self.zo_steps:
             return factors
-        zo_keys = train_metric_keys("zo", private=self.private)
+        zo_keys = train_metric_keys("zo", computed_release(config))
 
         def mixed(reply: Message) -> str | None:
             partition = self.partition_of.get(reply.metadata.src_node_id)
@@ -155,7 +156,8 @@ class TrainScreen:
             entry.partition_id = int(metrics[keys.PARTITION_ID])
             entry.lora_rank = int(metrics.get(keys.LORA_RANK, 0)) or None
             entry.train_loss = _optional(metrics, keys.TRAIN_LOSS)
-            entry.num_examples = int(metrics[keys.NUM_EXAMPLES])
+            examples = _optional(metrics, keys.NUM_EXAMPLES)
+            entry.num_examples = None if examples is None else int(examples)
             entry.train_seconds = _optional(metrics, keys.TRAIN_SECONDS)
             entry.epsilon = _optional(metrics, keys.DP_EPSILON)
             valid.append(reply)

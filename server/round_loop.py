@@ -22,7 +22,7 @@ from server.checkpoint import Checkpoint, save_checkpoint
 from server.exchange import Exchange, exchange
 from server.node_partitions import NodePartitions
 from server.reply_screen import ClientRound, TrainScreen, screen_evaluate
-from server.secure_round import secure_train_round
+from server.secure_round import secure_evaluate_round, secure_train_round
 from server.start_checks import RunFailure
 from server.update_bounds import example_bound
 from simulation.driver import DeviceSimulator, RoundClock
@@ -80,18 +80,20 @@ class _Training:
 
 
 def _train(
-    grid: Grid, strategy: LoraStrategy, config: RunConfig, screen: TrainScreen, server_round: int,
-    devices: DeviceSimulator | None,
+    grid: Grid, strategy: LoraStrategy, config: RunConfig, screen: TrainScreen,
+    round_try: tuple[int, int], devices: DeviceSimulator | None,
 ) -> _Training:  # fmt: skip
-    """Sample, train, screen the replies and, with enough sound ones, aggregate them. With the
-    device simulator, only the messages whose work counts on its clock are sent."""
+    """Try ``round_try`` = (round, try) at a round: sample, train, screen the replies and, with
+    enough sound ones, aggregate them. With the device simulator, only the messages whose work
+    counts on its clock are sent."""
+    server_round = round_try[0]
     sent = strategy.training_messages(server_round, grid)
     clock = None
     if devices is not None:
         upload = sum(t.numel() * t.element_size() for t in strategy.reply_reference().values())
         sent, clock = devices.schedule(sent, screen.partition_of, server_round, upload)
     if config.secagg.enabled:
-        outcome = secure_train_round(grid, sent, strategy, config, server_round, _progress)
+        outcome = secure_train_round(grid, sent, strategy, config, round_try, _progress)
         valid, clients = screen.screen(outcome.exchange, outcome.check, server_round, masked=True)
         # A round without a sum leaves the model, unless client-level DP released its noise.
         counts = outcome.failure is None or strategy.client_dp is not None
@@ -120,7 +122,7 @@ def _train_with_retries(
     """The round's training, tried again while too few sound replies arrive."""
     tries = config.server.round_retries + 1
     for attempt in range(1, tries + 1):
-        training = _train(grid, strategy, config, screen, server_round, devices)
+        training = _train(grid, strategy, config, screen, (server_round, attempt), devices)
         if training.counts:
             if not training.valid:
                 log(WARNING, "    no valid update this round: the global model stays as it was")
@@ -182,8 +184,15 @@ def run_rounds(
         train_metrics, aggregation_seconds = training.metrics, training.aggregation_seconds
 
         eval_ex, eval_metrics, verdicts = Exchange(), None, {}
-        if not config.dp.quiet_clients:  # private clients release nothing about held-out data
-            sent = strategy.evaluation_messages(server_round, grid)
+        sent = [] if config.dp.quiet_clients else strategy.evaluation_messages(server_round, grid)
+        if sent and config.secagg.enabled:  # the held-out statistics travel masked too
+            secure = secure_evaluate_round(grid, sent, strategy, config, server_round, _progress)
+            eval_ex, eval_metrics = secure.exchange, secure.metrics
+            verdicts = {
+                r.metadata.src_node_id: f"rejected: {why}" if (why := secure.check(r)) else "ok"
+                for r in eval_ex.replies
+            }
+        elif sent:  # private clients (dp.quiet-clients) release nothing about held-out data
             eval_ex = exchange(grid, sent, timeout=timeout, on_reply=_progress("evaluate"))
             expected = eval_metric_keys(config.task, strategy.eval_payload().plan.keep_b)
             sound, verdicts = screen_evaluate(
@@ -235,7 +244,8 @@ def run_rounds(
             "strategy": strategy.state_info(), "replays": screen.replays.accepted,
         }  # fmt: skip
         save_checkpoint(results.folder, Checkpoint(server_round, strategy.state_tensors(), state))
-        log(INFO, "%s", _round_line(record, rounds))
+        published = results.withhold(record) if results.withhold else record
+        log(INFO, "%s", _round_line(published, rounds))
     return strategy.model
 
 
@@ -245,18 +255,25 @@ def _partition_order(client: ClientRound) -> tuple[float, int]:
 
 
 def _round_line(record: dict[str, Any], rounds: int) -> str:
+    """The round's progress line, from what the run publishes about it."""
+
     def number(key: str) -> str:
         value = record.get(key)
         return "n/a" if value is None else f"{value:.4f}"
 
-    line = (
-        f"[round {record['round']}/{rounds}]"
-        f" clients {record['clients_accepted']}/{record['clients_sampled']}"
-        f" | train loss {number('train_loss')} | held-out loss {number('held_out_loss')}"
-        f" | test loss {number('test_loss')} | up {_megabytes(record['bytes_up'])}"
-        f" down {_megabytes(record['bytes_down'])} | {record['round_seconds']:.1f} s"
-    )
-    spent = [c["epsilon"] for c in record["clients"] if c.get("epsilon") is not None]
+    line = f"[round {record['round']}/{rounds}]"
+    if "clients_sampled" in record:
+        line += (
+            f" clients {record['clients_accepted']}/{record['clients_sampled']}"
+            f" | train loss {number('train_loss')} | held-out loss {number('held_out_loss')} |"
+        )
+    line += f" test loss {number('test_loss')}"
+    if "bytes_up" in record:
+        line += (
+            f" | up {_megabytes(record['bytes_up'])} down {_megabytes(record['bytes_down'])}"
+            f" | {record['round_seconds']:.1f} s"
+        )
+    spent = [c["epsilon"] for c in record.get("clients", []) if c.get("epsilon") is not None]
     if spent:
         line += f" | record-level epsilon up to {max(spent):.3g}"
     if "client_dp_epsilon" in record:

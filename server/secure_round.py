@@ -1,19 +1,22 @@
-"""A training round under SecAgg+: four exchanges, and the server learns only the sum.
+"""A training round under SecAgg+: five exchanges, and the server learns only the sum.
 
-1. setup: every sampled client sends two public keys.
+1. setup: every sampled client sends three public keys (masks, encryption, signatures).
 2. share keys: each gets the public keys of its sharing group and sends back its secret shares,
    encrypted for each neighbour; the server only forwards them.
 3. collect: each gets the round's training message plus the shares addressed to it, trains, and
    sends its update masked. The masked vectors are summed modulo 2^32.
-4. unmask: the survivors send shares to remove the survivors' private masks and the pairwise
-   masks of clients that dropped out after sharing. Below the threshold of shares the round has
-   no sum and the global model stays as it was.
+4. consistency: the survivors (whose masked vectors are in the sum) each sign the survivor set.
+5. unmask: each survivor gets its group's signatures and, when enough of them are on the set it
+   signed, sends shares to remove the survivors' private masks and the pairwise masks of clients
+   that dropped out after sharing. Below the threshold of shares the round has no sum and the
+   global model stays as it was.
 
-With distributed DP (``strategies.distributed_dp``) the clients' vectors already carry the
-noise: a sample too large for the field, or survivors fewer than the noise was sized for, end
-the round before anything is unmasked.
-
-The round's bytes are counted per node over all four exchanges.
+Every try at a round has its own identity (the message group ``<round>.<try>``): a client takes
+each stage of a round once, in order (``client.secagg_session``), so a retried round starts
+afresh. With distributed DP (``strategies.distributed_dp``) the clients' vectors already carry
+the noise: a sample too large for the field, or survivors fewer than the noise was sized for,
+end the round before anything is unmasked. The round's bytes are counted per node over all
+exchanges.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from logging import WARNING
 
+import numpy as np
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares
@@ -31,11 +35,12 @@ from flwr.serverapp import Grid
 
 from federated import message_keys as keys
 from federated.config import RunConfig
-from federated.reply_contract import train_metric_keys
+from federated.reply_contract import eval_metric_keys, train_metric_keys, train_release
 from federated.secagg import protocol as p
 from federated.secagg.distributed_dp import decode_sum
-from federated.secagg.keys import agree, neighbours, threshold
+from federated.secagg.keys import agree, neighbours, signed_by, threshold
 from federated.secagg.masking import sum_masked, unmask
+from federated.secagg.metric_sums import MAX_CLIENTS, statistics
 from server.exchange import Exchange, exchange
 from server.reply_validation import check_masked_reply
 from strategies.distributed_dp import DistributedClientDp, secure_layout
@@ -59,17 +64,8 @@ class SecureOutcome:
         return self.rejected.get(reply.metadata.src_node_id)
 
 
-def _message(node: int, action: str, content: RecordDict, server_round: int) -> Message:
-    return Message(
-        content=content,
-        dst_node_id=node,
-        message_type=f"train.{action}",
-        group_id=str(server_round),
-    )
-
-
-def _config_message(node: int, action: str, values: dict, server_round: int) -> Message:
-    return _message(node, action, RecordDict({p.CONFIG: ConfigRecord(values)}), server_round)
+class _NoSum(Exception):
+    """The round ends without a sum, for this reason."""
 
 
 def _merge(total: Exchange, part: Exchange) -> None:
@@ -83,21 +79,192 @@ def _ok(ex: Exchange) -> dict[int, Message]:
     return {r.metadata.src_node_id: r for r in ex.replies if not r.has_error()}
 
 
-class _Protocol:
-    def __init__(self, grid: Grid, config: RunConfig, server_round: int, progress: Progress):
-        self.grid, self.config, self.round, self.progress = grid, config, server_round, progress
-        self.timeout = config.server.round_timeout
-        self.total = Exchange()
+class _SecureRound:
+    """One try at a round's SecAgg+ exchanges, stage by stage."""
 
-    def run(self, action: str, messages: list[Message]) -> Exchange:
-        ex = exchange(self.grid, messages, timeout=self.timeout, on_reply=self.progress(action))
+    def __init__(
+        self, grid: Grid, strategy: LoraStrategy, config: RunConfig, group_id: str,
+        progress: Progress, purpose: str = p.TRAIN,
+    ) -> None:  # fmt: skip
+        self.grid, self.strategy, self.config = grid, strategy, config
+        self.group_id, self.progress, self.purpose = group_id, progress, purpose
+        self.total = Exchange()
+        dp = strategy.client_dp
+        self.distributed = dp if isinstance(dp, DistributedClientDp) else None
+        if purpose == p.EVALUATE:  # statistics only: the held-out ones
+            names = eval_metric_keys(config.task, strategy.eval_payload().plan.keep_b)
+            self.shape = p.VectorLayout([], False, statistics(names))
+            self.required: frozenset[str] = frozenset()
+        else:
+            count_bit = dp is not None and config.dp.client_adaptive_clip
+            spec = secure_layout(strategy, config)
+            self.shape = p.VectorLayout(spec, count_bit, p.train_statistics(config))
+            self.required = train_metric_keys(config.mode, train_release(config))
+
+    def _run(self, action: str, messages: list[Message]) -> Exchange:
+        ex = exchange(
+            self.grid, messages, timeout=self.config.server.round_timeout,
+            on_reply=self.progress(action),
+        )  # fmt: skip
         _merge(self.total, ex)
         return ex
 
-    def ask(self, action: str, values: dict[int, dict]) -> dict[int, Message]:
+    def _message(self, node: int, action: str, content: RecordDict) -> Message:
+        return Message(content=content, dst_node_id=node, message_type=f"train.{action}",
+                       group_id=self.group_id)  # fmt: skip
+
+    def _ask(self, action: str, values: dict[int, dict]) -> dict[int, Message]:
         """Send each node its config record for ``action``; its sound replies by node."""
-        messages = [_config_message(n, action, v, self.round) for n, v in values.items()]
-        return _ok(self.run(action, messages))
+        messages = [
+            self._message(n, action, RecordDict({p.CONFIG: ConfigRecord(v)}))
+            for n, v in values.items()
+        ]
+        return _ok(self._run(action, messages))
+
+    def keys(self, nodes: list[int]) -> None:
+        """Setup and share keys: who holds whose shares, and the threshold."""
+        s = self.config.secagg
+        if self.shape.statistics and len(nodes) > MAX_CLIENTS:
+            raise _NoSum(f"{len(nodes)} clients sampled; the masked statistics hold {MAX_CLIENTS}")
+        setup = self._ask(p.SETUP, {n: {} for n in nodes})
+        self.public = {n: r.content.config_records[p.CONFIG] for n, r in setup.items()}
+        if len(self.public) < s.min_group_size:
+            raise _NoSum(
+                f"{len(self.public)} clients finished setup; secagg.min-group-size is "
+                f"{s.min_group_size}"
+            )
+        self.groups = neighbours(list(self.public), s.num_shares)
+        size = len(next(iter(self.groups.values())))
+        if size < s.min_group_size:
+            raise _NoSum(f"sharing groups of {size}; secagg.min-group-size is {s.min_group_size}")
+        self.threshold = threshold(size, s.reconstruction_threshold)
+
+        def share_values(node: int) -> dict:
+            group = self.groups[node]
+            return {
+                p.NODES: group,
+                **{
+                    listed: [self.public[n][key] for n in group]
+                    for listed, key in (
+                        (p.PK_MASKS, p.PK_MASK),
+                        (p.PK_ENCRYPTS, p.PK_ENCRYPT),
+                        (p.PK_SIGNS, p.PK_SIGN),
+                    )
+                },  # fmt: skip
+                p.THRESHOLD: self.threshold,
+            }
+
+        shared = self._ask(p.SHARE_KEYS, {n: share_values(n) for n in self.groups})
+        self.shared = set(shared)
+        self.forward: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
+        for source, reply in shared.items():
+            record = reply.content.config_records[p.CONFIG]
+            for dest, cipher in zip(record[p.DESTINATIONS], record[p.CIPHERTEXTS], strict=True):
+                if int(dest) in shared:
+                    self.forward[int(dest)].append((source, cipher))
+
+    def collect(self, contents: dict[int, RecordDict], outcome: SecureOutcome) -> list[Message]:
+        """Train (or evaluate) and collect the masked vectors; the sound ones, whose senders
+        survive."""
+        s, dp = self.config.secagg, self.strategy.client_dp
+        values = {
+            p.CLIPPING_RANGE: s.clipping_range, p.BITS: s.quantization_bits,
+            p.MAX_WEIGHT: s.max_weight, p.CLIP_NORM: dp.bound if dp else 0.0,
+            p.COUNT_BIT: self.shape.count_bit, p.POOL_SIZE: self.config.zo.pool_size,
+            p.PURPOSE: self.purpose,
+        }  # fmt: skip
+
+        def collect_message(node: int) -> Message:
+            content = RecordDict(dict(contents[node]))
+            content[p.CONFIG] = ConfigRecord({
+                **values,
+                p.SOURCES: [src for src, _ in self.forward[node]],
+                p.CIPHERTEXTS: [c for _, c in self.forward[node]],
+            })  # fmt: skip
+            return self._message(node, p.COLLECT, content)
+
+        outcome.exchange = self._run(p.COLLECT, [collect_message(n) for n in self.shared])
+        summed = []
+        for reply in outcome.exchange.replies:
+            reason = check_masked_reply(reply, self.shape.size, self.required)
+            if reason is None:
+                summed.append(reply)
+            else:
+                outcome.rejected[reply.metadata.src_node_id] = reason
+        survivors = {r.metadata.src_node_id for r in summed}
+        if len(survivors) < self.threshold:
+            raise _NoSum(
+                f"{len(survivors)} masked updates arrived; the threshold is {self.threshold}"
+            )
+        planned = self.distributed.plan.min_clients if self.distributed else 0
+        if len(survivors) < planned:
+            raise _NoSum(
+                f"{len(survivors)} masked updates arrived; distributed DP's noise needs "
+                f"{planned} (dp.distributed-dropout)"
+            )
+        return summed
+
+    def signatures(self, survivors: set[int]) -> dict[int, bytes]:
+        """The consistency stage: each survivor's signature on the survivor set, those that
+        verify (a forged one would make every honest neighbour refuse to unmask)."""
+        replies = self._ask(p.CONSISTENCY, {n: {p.SURVIVORS: sorted(survivors)} for n in survivors})
+        good = {}
+        for node, reply in replies.items():
+            identity = p.round_identity(reply.metadata.run_id, self.group_id)
+            statement = p.survivor_statement(identity, sorted(survivors))
+            signature = reply.content.config_records.get(p.CONFIG, {}).get(p.SIGNATURE)
+            if isinstance(signature, bytes) and signed_by(
+                self.public[node][p.PK_SIGN], statement, signature
+            ):
+                good[node] = signature
+            else:
+                log(WARNING, "    node %d did not sign the survivor set; it is left out", node)
+        return good
+
+    def shares(self, signed: dict[int, bytes]) -> dict[int, list[bytes]]:
+        """The unmask stage: every signer gets its group's signatures, and answers with its
+        shares; the shares by the node they belong to."""
+
+        def unmask_values(node: int) -> dict:
+            signers = [n for n in self.groups[node] if n in signed]
+            return {p.SIGNERS: signers, p.SIGNATURES: [signed[n] for n in signers]}
+
+        answered = self._ask(p.UNMASK, {n: unmask_values(n) for n in signed})
+        return _shares_by_owner(answered)
+
+    def unmasked(self, masked_sum, survivors: set[int], shares: dict[int, list[bytes]]):
+        """The sum of the survivors' vectors, their masks removed."""
+        dropped = self.shared - survivors
+        short = [n for n in survivors | dropped if len(shares[n]) < self.threshold]
+        if short:
+            raise _NoSum(f"too few shares to unmask nodes {short[:3]} (threshold {self.threshold})")
+        try:
+            seeds = [combine_shares(shares[n]) for n in survivors]
+            orphans = []
+            for gone in dropped:
+                secret = combine_shares(shares[gone])
+                for node in set(self.groups[gone]) & survivors:
+                    orphans.append((node, gone, agree(secret, self.public[node][p.PK_MASK])))
+        except (ValueError, TypeError) as err:
+            raise _NoSum(f"the shares do not rebuild the secrets ({err})") from None
+        return unmask(masked_sum, seeds, orphans)
+
+    def run(
+        self, contents: dict[int, RecordDict], outcome: SecureOutcome,
+        before_unmask: Callable[[], None] = lambda: None,
+    ) -> tuple[np.ndarray, list[Message]]:  # fmt: skip
+        """Every stage: the unmasked sum of the survivors' vectors and their collect replies.
+        ``before_unmask`` runs once the shares asked for may reveal the sum."""
+        self.keys(list(contents))
+        summed = self.collect(contents, outcome)
+        survivors = {r.metadata.src_node_id for r in summed}
+        masked_sum = sum_masked(
+            (r.content.array_records[keys.ARRAYS][p.MASKED].numpy() for r in summed),
+            self.shape.size,
+        )
+        signed = self.signatures(survivors)
+        before_unmask()
+        return self.unmasked(masked_sum, survivors, self.shares(signed)), summed
 
 
 def secure_train_round(
@@ -105,148 +272,77 @@ def secure_train_round(
     sent: list[Message],
     strategy: LoraStrategy,
     config: RunConfig,
-    server_round: int,
+    round_try: tuple[int, int],
     progress: Progress,
 ) -> SecureOutcome:
-    """Run the round's training under SecAgg+ and move the strategy's model by the mean update."""
-    proto = _Protocol(grid, config, server_round, progress)
-    s = config.secagg
+    """Run try ``round_try`` = (round, try) of a round's training under SecAgg+ and move the
+    strategy's model by the mean update."""
+    server_round, attempt = round_try
+    secure = _SecureRound(grid, strategy, config, f"{server_round}.{attempt}", progress)
     contents = {m.metadata.dst_node_id: m.content for m in sent}
-
-    dp = strategy.client_dp
-    distributed = dp if isinstance(dp, DistributedClientDp) else None
-    if distributed is not None and len(contents) > distributed.plan.max_clients:
-        return _without_sum(
-            proto, strategy,
-            f"{len(contents)} clients sampled; distributed DP's field holds "
-            f"{distributed.plan.max_clients}",
-        )  # fmt: skip
-    setup = proto.ask(p.SETUP, {n: {} for n in contents})
-    public = {n: r.content.config_records[p.CONFIG] for n, r in setup.items()}
-    groups = neighbours(list(public), s.num_shares) if len(public) >= 3 else {}
-    if not groups:
-        return _without_sum(
-            proto, strategy, f"{len(public)} clients finished setup; SecAgg+ needs 3"
-        )
-    t = threshold(len(next(iter(groups.values()))), s.reconstruction_threshold)
-
-    def share_values(node: int) -> dict:
-        group = groups[node]
-        return {
-            p.NODES: group,
-            p.PK_MASKS: [public[n][p.PK_MASK] for n in group],
-            p.PK_ENCRYPTS: [public[n][p.PK_ENCRYPT] for n in group],
-            p.THRESHOLD: t,
-        }
-
-    shared = proto.ask(p.SHARE_KEYS, {n: share_values(n) for n in groups})
-    forward: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
-    for source, reply in shared.items():
-        record = reply.content.config_records[p.CONFIG]
-        for dest, ciphertext in zip(record[p.DESTINATIONS], record[p.CIPHERTEXTS], strict=True):
-            if int(dest) in shared:
-                forward[int(dest)].append((source, ciphertext))
-
-    spec = secure_layout(strategy, config)
-    count_bit = strategy.client_dp is not None and config.dp.client_adaptive_clip
-    collect_values = {
-        p.CLIPPING_RANGE: s.clipping_range,
-        p.BITS: s.quantization_bits,
-        p.MAX_WEIGHT: s.max_weight,
-        p.CLIP_NORM: strategy.client_dp.bound if strategy.client_dp else 0.0,
-        p.COUNT_BIT: count_bit,
-        p.POOL_SIZE: config.zo.pool_size,
-    }
-
-    def collect_message(node: int) -> Message:
-        content = RecordDict(dict(contents[node]))
-        content[p.CONFIG] = ConfigRecord(
-            {
-                **collect_values,
-                p.SOURCES: [src for src, _ in forward[node]],
-                p.CIPHERTEXTS: [c for _, c in forward[node]],
-            }
-        )
-        return _message(node, p.COLLECT, content, server_round)
-
-    collected = proto.run(p.COLLECT, [collect_message(n) for n in shared])
-    size = p.vector_size(spec, count_bit)
-    outcome = SecureOutcome(exchange=collected)
-    required = train_metric_keys(
-        config.mode, private=config.dp.record_level, distributed=config.dp.distributed
-    )
-    summed = []
-    for reply in collected.replies:
-        reason = check_masked_reply(reply, size, required)
-        if reason is None:
-            summed.append(reply)
-        else:
-            outcome.rejected[reply.metadata.src_node_id] = reason
-    survivors = {r.metadata.src_node_id for r in summed}
-    if len(survivors) < t:
-        outcome.failure = f"{len(survivors)} masked updates arrived; the threshold is {t}"
-        return _finish(proto, strategy, outcome)
-    if distributed is not None and len(survivors) < distributed.plan.min_clients:
-        outcome.failure = (
-            f"{len(survivors)} masked updates arrived; distributed DP's noise needs "
-            f"{distributed.plan.min_clients} (dp.distributed-dropout)"
-        )
-        return _finish(proto, strategy, outcome)
-
-    started = time.perf_counter()
-    masked_sum = sum_masked(
-        (r.content.array_records[keys.ARRAYS][p.MASKED].numpy() for r in summed), size
-    )
-
-    def unmask_values(node: int) -> dict:
-        group = set(groups[node]) & set(shared)
-        return {
-            p.ACTIVE: sorted(group & survivors),
-            p.DROPPED: sorted(group - survivors),
-        }
-
-    if distributed is not None:  # the shares may reveal the sum: the round counts from here
-        distributed.spend_round(server_round)
-    answered = proto.ask(p.UNMASK, {n: unmask_values(n) for n in survivors})
-    shares = _shares_by_owner(answered)
-    dropped = set(shared) - survivors
-    short = [n for n in survivors | dropped if len(shares[n]) < t]
-    if short:
-        outcome.failure = f"too few shares to unmask nodes {short[:3]} (threshold {t})"
-        return _finish(proto, strategy, outcome)
+    outcome = SecureOutcome(exchange=Exchange())
+    distributed = secure.distributed
+    # The shares may reveal the sum: distributed DP's round counts from then on.
+    spend = (lambda: distributed.spend_round(server_round)) if distributed else (lambda: None)
     try:
-        seeds = [combine_shares(shares[n]) for n in survivors]
-        orphans = []
-        for gone in dropped:
-            secret = combine_shares(shares[gone])
-            for node in set(groups[gone]) & survivors:
-                orphans.append((node, gone, agree(secret, public[node][p.PK_MASK])))
-    except (ValueError, TypeError) as err:
-        outcome.failure = f"the shares do not rebuild the secrets ({err})"
-        return _finish(proto, strategy, outcome)
-    total = unmask(masked_sum, seeds, orphans)
+        if distributed is not None and len(contents) > distributed.plan.max_clients:
+            raise _NoSum(
+                f"{len(contents)} clients sampled; distributed DP's field holds "
+                f"{distributed.plan.max_clients}"
+            )
+        total, summed = secure.run(contents, outcome, spend)
+        started = time.perf_counter()
+        outcome.metrics = _aggregate(strategy, config, secure, total, summed)
+        outcome.aggregation_seconds = time.perf_counter() - started
+    except _NoSum as why:
+        outcome.failure = str(why)
+    return _finish(secure, strategy, config, server_round, outcome)
+
+
+def secure_evaluate_round(
+    grid: Grid, sent: list[Message], strategy: LoraStrategy, config: RunConfig,
+    server_round: int, progress: Progress,
+) -> SecureOutcome:  # fmt: skip
+    """The round's evaluation under SecAgg+ (without DP): each client's held-out statistics
+    travel masked, the server learns their record count and weighted means."""
+    purpose = p.EVALUATE
+    secure = _SecureRound(grid, strategy, config, f"{server_round}.{purpose}", progress, purpose)
+    outcome = SecureOutcome(exchange=Exchange())
+    try:
+        total, summed = secure.run({m.metadata.dst_node_id: m.content for m in sent}, outcome)
+        s = config.secagg
+        parts = p.split_sum(total, secure.shape, s.clipping_range, s.quantization_bits, len(summed))
+        outcome.metrics = strategy.aggregate_secure_evaluation(summed, parts.metrics)
+    except _NoSum as why:
+        outcome.failure = str(why)
+        log(WARNING, "    SecAgg+ evaluation without a sum: %s", why)
+    collected = outcome.exchange
+    collected.bytes_down, collected.bytes_up = secure.total.bytes_down, secure.total.bytes_up
+    return outcome
+
+
+def _aggregate(
+    strategy: LoraStrategy, config: RunConfig, secure: _SecureRound, total, summed: list[Message]
+) -> MetricRecord | None:
+    """Move the model by the unmasked sum; the round's statistics from it."""
+    count, distributed = len(summed), secure.distributed
     if distributed is not None:
-        count, sums = decode_sum(total, spec, distributed.plan)
-        if count != len(survivors):
-            outcome.failure = f"the sum counts {count} clients; {len(survivors)} were summed"
-            return _finish(proto, strategy, outcome)
-        if count > 4 * distributed.plan.min_clients:
+        counted, sums = decode_sum(total, secure.shape.spec, distributed.plan)
+        if counted != count:
+            raise _NoSum(f"the sum counts {counted} clients; {count} were summed")
+        if counted > 4 * distributed.plan.min_clients:
             log(
                 WARNING,
                 "    distributed DP: %d clients in the sum, each with noise sized for %d: the sum "
                 "carries %.2gx the planned noise; set strategy.min-available-nodes to the nodes "
-                "the run has", count, distributed.plan.min_clients,
-                (count / distributed.plan.min_clients) ** 0.5,
+                "the run has", counted, distributed.plan.min_clients,
+                (counted / distributed.plan.min_clients) ** 0.5,
             )  # fmt: skip
-        weight, centred = float(count), None
-    else:
-        weight, sums, bits = p.split_sum(
-            total, spec, count_bit, s.clipping_range, s.quantization_bits, len(survivors)
-        )
-        centred = None if bits is None else bits - len(survivors) / 2
-    outcome.metrics = strategy.aggregate_secure(summed, sums, weight, centred)
-    outcome.aggregation_seconds = time.perf_counter() - started
-    return _finish(proto, strategy, outcome)
+        return strategy.aggregate_secure(summed, sums, float(counted), None, {})
+    s = config.secagg
+    parts = p.split_sum(total, secure.shape, s.clipping_range, s.quantization_bits, count)
+    centred = None if parts.unclipped is None else parts.unclipped - count / 2
+    return strategy.aggregate_secure(summed, parts.tensors, parts.weight, centred, parts.metrics)
 
 
 def _shares_by_owner(answered: dict[int, Message]) -> dict[int, list[bytes]]:
@@ -265,21 +361,20 @@ def _shares_by_owner(answered: dict[int, Message]) -> dict[int, list[bytes]]:
     return shares
 
 
-def _without_sum(proto: _Protocol, strategy: LoraStrategy, reason: str) -> SecureOutcome:
-    return _finish(proto, strategy, SecureOutcome(exchange=Exchange(), failure=reason))
-
-
-def _finish(proto: _Protocol, strategy: LoraStrategy, outcome: SecureOutcome) -> SecureOutcome:
+def _finish(
+    secure: _SecureRound, strategy: LoraStrategy, config: RunConfig, server_round: int,
+    outcome: SecureOutcome,
+) -> SecureOutcome:  # fmt: skip
     collected = outcome.exchange
-    collected.bytes_down, collected.bytes_up = proto.total.bytes_down, proto.total.bytes_up
+    collected.bytes_down, collected.bytes_up = secure.total.bytes_down, secure.total.bytes_up
     if outcome.failure:
         log(WARNING, "    SecAgg+ round without a sum: %s", outcome.failure)
         if isinstance(strategy.client_dp, DistributedClientDp):
-            strategy.client_dp.spend_round(proto.round)
+            strategy.client_dp.spend_round(server_round)
             log(WARNING, "    distributed DP: nothing released; the round still counts")
         elif strategy.client_dp is not None:
             # Client-level DP releases every round: the noise alone, as for an empty draw.
-            centred = 0.0 if proto.config.dp.client_adaptive_clip else None
-            strategy.aggregate_secure([], strategy.zero_delta(), 0.0, centred)
+            centred = 0.0 if config.dp.client_adaptive_clip else None
+            strategy.aggregate_secure([], strategy.zero_delta(), 0.0, centred, {})
             log(WARNING, "    client-level DP: the round's noise moves the model alone")
     return outcome

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from federated.results import METRICS_FILE, SUMMARY_FILE, read_rounds
+from federated.results import METRICS_FILE, OPERATOR_FILE, SUMMARY_FILE, read_rounds
 from server.checkpoint import CHECKPOINT_INFO
 
 
@@ -30,12 +30,18 @@ def _finished(folder: Path, summary: dict[str, Any]) -> list[str]:
         f"mode {config.get('mode')}, strategy {config.get('strategy.name')}, "
         f"{summary['rounds']} rounds",
         f"test: {_metrics(summary['initial_test'])} -> {_metrics(summary['final_test'])}",
-        f"bytes: {_megabytes(summary['bytes_up_total'])} up, "
-        f"{_megabytes(summary['bytes_down_total'])} down "
-        f"({_megabytes(summary['bytes_up_per_client_round'] or 0)} up a client a round)",
-        f"rejected replies: {summary['rejected_replies']}; wall time "
-        f"{summary['wall_seconds'] / 60:.1f} min",
     ]
+    if "bytes_up_total" not in summary:
+        lines.append("clients' statistics, bytes and times: withheld by client-level DP "
+                     f"(the operator's own record: {folder / OPERATOR_FILE})")  # fmt: skip
+    else:
+        lines += [
+            f"bytes: {_megabytes(summary['bytes_up_total'])} up, "
+            f"{_megabytes(summary['bytes_down_total'])} down "
+            f"({_megabytes(summary['bytes_up_per_client_round'] or 0)} up a client a round)",
+            f"rejected replies: {summary['rejected_replies']}; wall time "
+            f"{summary['wall_seconds'] / 60:.1f} min",
+        ]
     if "simulated_hours" in summary:
         reached = {k: v for k, v in summary.items() if k.startswith("hours_to_")}
         targets = "".join(f"; {k.removeprefix('hours_to_')}: "

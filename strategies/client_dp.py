@@ -72,12 +72,14 @@ class ClientLevelDp:
     ``sample_rate`` is q, each connected client's chance to join a round; with
     ``dp.client-target-epsilon`` alone the noise is set so that ``rounds`` rounds stay within the
     budget. ``expected_clients`` (q times the nodes the run waits for) sets the default count
-    noise of adaptive clipping.
+    noise of adaptive clipping. ``floor``: adaptive clipping never takes the bound below it
+    (under SecAgg+, twice what rounding can add, so a client keeps half its bound).
     """
 
     def __init__(
-        self, dp: PrivacySettings, sample_rate: float, rounds: int, expected_clients: float
-    ) -> None:
+        self, dp: PrivacySettings, sample_rate: float, rounds: int, expected_clients: float,
+        floor: float = 0.0,
+    ) -> None:  # fmt: skip
         self.dp = dp
         self.sample_rate = sample_rate
         try:
@@ -93,6 +95,7 @@ class ClientLevelDp:
         if dp.client_adaptive_clip:
             self.update_noise = split_noise(self.noise_multiplier, self.count_noise)
         self.bound = dp.client_clip_norm
+        self.floor = floor
         self.ledger = PrivacyLedger()
         self.generator = secret_generator("client-level")
         self.population = 0  # nodes connected when the current round sampled
@@ -145,8 +148,9 @@ class ClientLevelDp:
         if dp.client_adaptive_clip and centred is not None:
             noise = float(gaussian_noise((), self.count_noise, self.generator))
             noised_fraction = 0.5 + (centred + noise) / expected
-            self.bound = bound * math.exp(
-                -dp.client_clip_lr * (noised_fraction - dp.client_clip_quantile)
+            self.bound = max(
+                self.floor,
+                bound * math.exp(-dp.client_clip_lr * (noised_fraction - dp.client_clip_quantile)),
             )
         self.ledger.spend(self.noise_multiplier, self.sample_rate, 1)
         self._released = (bound, noised_fraction, expected)

@@ -187,9 +187,16 @@ class FedKSeed(LoraStrategy):
         sums: Mapping[str, torch.Tensor],
         weight: float,
         unclipped: float | None,
+        metrics: Mapping[str, float],
     ) -> MetricRecord | None:
         self._settle("train", list(replies))
-        return super().aggregate_secure(replies, sums, weight, unclipped)
+        return super().aggregate_secure(replies, sums, weight, unclipped, metrics)
+
+    def aggregate_secure_evaluation(
+        self, replies: Sequence[Message], metrics: Mapping[str, float]
+    ) -> MetricRecord | None:
+        self._settle("evaluate", list(replies))
+        return super().aggregate_secure_evaluation(replies, metrics)
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]

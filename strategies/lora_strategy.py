@@ -161,17 +161,24 @@ class LoraStrategy(FedAvg):
         sums: Mapping[str, torch.Tensor],
         weight: float,
         centred_unclipped: float | None,
+        metrics: Mapping[str, float],
     ) -> MetricRecord | None:
         """Move the model by the mean update from SecAgg+'s sums alone: Σw·Δ and Σw (with
-        client-level DP the noise joins the sum here, and w is 1 for every client)."""
+        client-level DP the noise joins the sum here, and w is 1 for every client). The
+        round's statistics are ``metrics``, from the masked sum too (none under DP)."""
         if self.client_dp is None:
             mean = {k: v / weight for k, v in sums.items()}
         else:
             mean = self.client_dp.from_sum(sums, centred_unclipped)
         self.apply_mean_delta({k: v.to(torch.float32) for k, v in mean.items()})
-        if not replies:
-            return None
-        return self.train_metrics_aggr_fn([m.content for m in replies], self.weighted_by_key)
+        return MetricRecord(dict(metrics)) if metrics else None
+
+    def aggregate_secure_evaluation(
+        self, replies: Sequence[Message], metrics: Mapping[str, float]
+    ) -> MetricRecord | None:
+        """The round's held-out statistics from SecAgg+'s sum (``replies``: the summed
+        clients' collect replies, whose statistics are masked)."""
+        return MetricRecord(dict(metrics)) if metrics else None
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_tensors(self) -> Tensors:

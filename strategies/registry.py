@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from federated.config import ConfigError, RunConfig
+from federated.secagg.masking import rounding_margin, rounding_problem
 from strategies.client_dp import ClientLevelDp
 from strategies.distributed_dp import DistributedClientDp, update_dimension
 from strategies.fedavg import FedAvgLora
@@ -62,6 +63,23 @@ def _check_robust(config: RunConfig, cls: type[LoraStrategy]) -> None:
             raise ConfigError(f"run config {setting}: {what}; set robust.method = 'none'")
 
 
+def _rounding_margin(config: RunConfig, strategy: LoraStrategy) -> float:
+    """Under SecAgg+ with client-level DP, how far rounding can move a client's clipped update
+    (0 otherwise); a quantization that leaves a client less than half its clip bound is
+    refused."""
+    if not config.secagg.enabled:
+        return 0.0
+    s, entries = config.secagg, update_dimension(strategy, config)
+    problem = rounding_problem(
+        entries, s.clipping_range, s.quantization_bits, config.dp.client_clip_norm, keep=0.5
+    )
+    if problem:
+        raise ConfigError(
+            f"run config 'secagg.quantization-bits' = {s.quantization_bits}: {problem}"
+        )
+    return rounding_margin(entries, s.clipping_range, s.quantization_bits)
+
+
 def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
     """The configured strategy, starting from ``initial``.
 
@@ -114,5 +132,6 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
         strategy.client_dp = ClientLevelDp(
             config.dp, s.fraction_train, config.num_server_rounds,
             expected_clients=s.fraction_train * s.min_available_nodes,
+            floor=2 * _rounding_margin(config, strategy),
         )  # fmt: skip
     return strategy

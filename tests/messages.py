@@ -17,12 +17,13 @@ def message(
     message_id: str = "m",
     reply_to: str = "",
     run_id: int = 1,
+    group_id: str = "",
     error: Error | None = None,
 ) -> Message:
     """A message from node ``src`` to ``dst`` with this content (or error)."""
     metadata = Metadata(
         run_id=run_id, message_id=message_id, src_node_id=src, dst_node_id=dst,
-        reply_to_message_id=reply_to, group_id="", created_at=time.time(), ttl=600.0,
+        reply_to_message_id=reply_to, group_id=group_id, created_at=time.time(), ttl=600.0,
         message_type=message_type,
     )  # fmt: skip
     return make_message(metadata, content=content, error=error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -26,10 +27,10 @@ from federated.privacy.distributed_noise import (
     rounded_bound,
     subsampled_rdp,
 )
-from federated.reply_contract import train_metric_keys
+from federated.reply_contract import MASKED, train_metric_keys
 from federated.secagg import protocol as p
 from federated.secagg.distributed_dp import conditional_round, decode_sum, noised_vector
-from federated.secagg.keys import new_key_pair
+from federated.secagg.keys import new_key_pair, new_signing_pair
 from federated.secagg.masking import mask, sum_masked, unmask
 from federated.workspace import lora_model
 from strategies.distributed_dp import DistributedClientDp, update_dimension
@@ -179,41 +180,32 @@ def _node(me: int) -> Context:
     return Context(1, me, {"partition-id": 0, "num-partitions": 20}, RecordDict(), run)
 
 
-def _stage(action: str, values: dict, me: int) -> Message:
+def _stage(action: str, values: dict, me: int, round_id: str) -> Message:
     content = RecordDict({p.CONFIG: ConfigRecord(values)})
-    return message(content, dst=me, message_type=f"train.{action}")
+    return message(content, dst=me, message_type=f"train.{action}", group_id=round_id)
 
 
 def test_a_client_takes_no_part_in_a_sum_of_fewer_clients_than_its_noise_was_sized_for() -> None:
     me, context = 1, _node(1)
-    keys_of = {n: [new_key_pair()[1] for _ in range(2)] for n in range(1, 6)}
+    keys_of = {n: [new_key_pair()[1], new_key_pair()[1], new_signing_pair()[1]] for n in range(6)}
 
-    def share(group: list[int]) -> Message:
-        return _stage(p.SHARE_KEYS, {
+    def share(group: list[int], round_id: str) -> str:
+        """Start round ``round_id`` and offer this group: the refusal, or '' when taken."""
+        assert not secure_aggregation.setup(_stage(p.SETUP, {}, me, round_id), context).has_error()
+        values = {
             p.NODES: group, p.PK_MASKS: [keys_of[n][0] for n in group],
-            p.PK_ENCRYPTS: [keys_of[n][1] for n in group], p.THRESHOLD: 2,
-        }, me)  # fmt: skip
+            p.PK_ENCRYPTS: [keys_of[n][1] for n in group],
+            p.PK_SIGNS: [keys_of[n][2] for n in group], p.THRESHOLD: 4,
+        }  # fmt: skip
+        reply = secure_aggregation.share_keys(_stage(p.SHARE_KEYS, values, me, round_id), context)
+        return reply.error.reason if reply.has_error() else ""
 
-    secure_aggregation.setup(_stage(p.SETUP, {}, me), context)
-    with pytest.raises(ValueError, match="3 clients in the sharing group: .* fewer than 4"):
-        secure_aggregation.share_keys(share([1, 2, 3]), context)
-    with pytest.raises(ValueError, match="names a node twice"):
-        secure_aggregation.share_keys(share([1, 2, 2, 3]), context)
-    secure_aggregation.share_keys(share([1, 2, 3, 4, 5]), context)
-    collect = _stage(p.COLLECT, {p.SOURCES: [], p.CIPHERTEXTS: []}, me)
-    with pytest.raises(ValueError, match="1 clients whose shares arrived"):
-        secure_aggregation.collect(collect, context, lambda m, c: m)
-
-    def unmask(active: list[int], dropped: list[int]) -> Message:
-        return _stage(p.UNMASK, {p.ACTIVE: active, p.DROPPED: dropped}, me)
-
-    with pytest.raises(ValueError, match="3 clients active"):
-        secure_aggregation.unmask(unmask([1, 2, 3], [4, 5]), context)
-    with pytest.raises(ValueError, match="distinct members of the group"):
-        secure_aggregation.unmask(unmask([1, 2, 2, 3, 3], [4]), context)
-    with pytest.raises(ValueError, match="distinct members of the group"):
-        secure_aggregation.unmask(unmask([1, 2, 3, 9], [4]), context)
-    secure_aggregation.unmask(unmask([1, 2, 3, 4], [5]), context)
+    assert re.search("3 clients in the sharing group: .* fewer than 4", share([1, 2, 3], "1"))
+    assert "name a node twice" in share([1, 2, 2, 3, 4], "2")
+    assert share([1, 2, 3, 4, 5], "3") == ""
+    collect = _stage(p.COLLECT, {p.SOURCES: [], p.CIPHERTEXTS: []}, me, "3")
+    reply = secure_aggregation.collect_with(lambda m, c: m, lambda m, c: m)(collect, context)
+    assert reply.has_error() and "1 of the group shared; unmasking needs 4" in reply.error.reason
 
 
 def test_a_distributed_client_sends_no_exact_function_of_its_data_beside_its_vector() -> None:
@@ -224,8 +216,5 @@ def test_a_distributed_client_sends_no_exact_function_of_its_data_beside_its_vec
         keys.PEAK_MEMORY_MB: 800.0,
     })  # fmt: skip
     released = secure_aggregation._released_metrics(sent, run)
-    assert dict(released) == {
-        keys.NUM_EXAMPLES: 1.0, keys.PARTITION_ID: 3.0, keys.TRAIN_STEPS: 5.0,
-        keys.LORA_RANK: 4.0,
-    }  # fmt: skip
-    assert set(released) == train_metric_keys("lora", private=False, distributed=True)
+    assert dict(released) == {keys.PARTITION_ID: 3.0, keys.LORA_RANK: 4.0}
+    assert set(released) == train_metric_keys("lora", MASKED)

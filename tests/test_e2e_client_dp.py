@@ -45,17 +45,21 @@ def _run(out: Path, name: str) -> list[dict]:
     }
     folder = simulate(config, num_clients=CLIENTS)
     assert (folder / "summary.json").is_file()  # the run finished and saved its model
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return folder
+
+
+def _rounds(folder: Path, name: str = "metrics.jsonl") -> list[dict]:
+    return [json.loads(line) for line in (folder / name).read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
-def launches(tmp_path_factory: pytest.TempPathFactory) -> list[list[dict]]:
+def launches(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     out = tmp_path_factory.mktemp("client-dp")
     return [_run(out, f"launch-{i}") for i in range(2)]
 
 
 def test_client_level_dp_accounts_rounds_and_stops_at_the_budget(launches) -> None:
-    for rounds in launches:
+    for rounds in map(_rounds, launches):
         assert [r["round"] for r in rounds] == [0, 1, 2]  # the third round would overspend
         trained = rounds[1:]
         assert [r["client_dp_epsilon"] for r in trained] == pytest.approx(
@@ -66,12 +70,16 @@ def test_client_level_dp_accounts_rounds_and_stops_at_the_budget(launches) -> No
         assert all(r["client_dp_noised_unclipped_fraction"] is None for r in trained)
 
 
-def _participants(rounds: list[dict]) -> list[set[int]]:
+def _participants(folder: Path) -> list[set[int]]:
+    """Who took part in each round: in the operator's own record, which the run does not
+    publish (the sample must stay secret for amplification by sampling)."""
+    rounds = _rounds(folder, "operator.jsonl")
     return [{c["partition_id"] for c in r["clients"] if c["bytes_down"]} for r in rounds[1:]]
 
 
 def test_the_same_seed_draws_different_participants_each_launch(launches) -> None:
     # With 8 clients at rate 1/2, two secret draws of two rounds agree with chance 1 / 2^16.
-    first, second = (_participants(rounds) for rounds in launches)
+    first, second = map(_participants, launches)
+    assert all("clients" not in r for folder in launches for r in _rounds(folder))
     assert first != second
     assert all(0 <= len(drawn) <= CLIENTS for drawn in first + second)

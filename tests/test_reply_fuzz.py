@@ -14,6 +14,8 @@ from federated.config import parse_run_config
 from federated.reply_contract import (
     DECLINED_METRIC_KEYS,
     PARTITION_METRIC_KEYS,
+    PLAIN,
+    RECORD_LEVEL,
     eval_metric_keys,
     train_metric_keys,
 )
@@ -37,7 +39,7 @@ KNOWN_NAMES = sorted(
     | {keys.SEED_INDICES, keys.SEED_SCALARS, "masked", keys.ARRAYS, keys.METRICS, "x"}
 )
 METRIC_NAMES = sorted(
-    train_metric_keys("lora", False) | train_metric_keys("zo", True) | DECLINED_METRIC_KEYS
+    train_metric_keys("lora", PLAIN) | train_metric_keys("zo", RECORD_LEVEL) | DECLINED_METRIC_KEYS
     | eval_metric_keys("classification", True) | PARTITION_METRIC_KEYS | {"x", ""}
 )  # fmt: skip
 
@@ -105,11 +107,11 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 @FUZZ
 @given(replies)
 def test_no_training_reply_makes_a_check_raise(reply) -> None:
-    plain = train_metric_keys("lora", private=False)
+    plain = train_metric_keys("lora", PLAIN)
     verdicts = [
         check_train_reply(reply, REFERENCE, 10.0, plain),
         check_train_reply(reply, REFERENCE, 10.0, plain, allow_lower_rank=True),
-        check_seed_reply(reply, 16, 4, train_metric_keys("zo", False), 1000.0),
+        check_seed_reply(reply, 16, 4, train_metric_keys("zo", PLAIN), 1000.0),
         check_masked_reply(reply, 6, plain),
         check_declined_reply(reply),
     ]

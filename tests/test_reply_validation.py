@@ -8,7 +8,8 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, MetricRecord, RecordDict
 
 from federated import message_keys as keys
-from federated.reply_contract import eval_metric_keys, train_metric_keys
+from federated.reply_contract import PLAIN as PLAIN_RELEASE
+from federated.reply_contract import RECORD_LEVEL, eval_metric_keys, train_metric_keys
 from federated.secagg.protocol import MASKED
 from federated.tasks import TASK_CLASSIFICATION
 from federated.wire import tensors_to_record
@@ -16,7 +17,7 @@ from server.reply_validation import check_evaluate_reply, check_masked_reply, ch
 from tests.messages import message
 
 REFERENCE = {"m.lora_A.weight": torch.zeros(2, 4), "m.lora_B.weight": torch.zeros(4, 2)}
-PLAIN = train_metric_keys("lora", private=False)
+PLAIN = train_metric_keys("lora", PLAIN_RELEASE)
 METRICS = {keys.NUM_EXAMPLES: 10, keys.PARTITION_ID: 0, keys.LORA_RANK: 2, keys.TRAIN_LOSS: 1.5,
            keys.TRAIN_STEPS: 5, keys.TRAIN_SECONDS: 0.5, keys.PEAK_MEMORY_MB: 300.0}  # fmt: skip
 EVAL = eval_metric_keys(TASK_CLASSIFICATION, personalised=False)
@@ -163,7 +164,7 @@ def test_a_masked_reply_must_be_size_uint32(vector: np.ndarray, reason: str | No
 
 
 def test_a_private_reply_reports_its_epsilon_instead_of_unnoised_statistics() -> None:
-    private = train_metric_keys("lora", private=True)
+    private = train_metric_keys("lora", RECORD_LEVEL)
     spent = {k: v for k, v in METRICS.items() if k not in keys.UNNOISED_TRAIN_METRICS}
     spent[keys.DP_EPSILON] = 0.7
     check = check_train_reply(_reply(_train_content(metrics=spent)), REFERENCE, 10.0, private)

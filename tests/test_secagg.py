@@ -10,9 +10,23 @@ from flwr.app import ConfigRecord, MetricRecord
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares, create_shares
 
 from federated import message_keys
+from federated.config import ConfigError, parse_run_config
 from federated.secagg import protocol as p
 from federated.secagg.keys import agree, neighbours, new_key_pair, threshold
-from federated.secagg.masking import MOD, dequantize_sum, mask, quantize, sum_masked, unmask
+from federated.secagg.masking import (
+    MOD,
+    dequantize_sum,
+    mask,
+    quantize,
+    rounding_margin,
+    rounding_problem,
+    sum_masked,
+    unmask,
+)
+from federated.workspace import lora_model
+from strategies.distributed_dp import update_dimension
+from strategies.lora_strategy import GlobalModel
+from strategies.registry import build_strategy
 
 RANGE, BITS, SIZE = 8.0, 22, 5000
 
@@ -121,21 +135,66 @@ def _collect_config(bound: float, bits: int) -> ConfigRecord:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize(("entries", "bits", "norm"), [(200_000, 16, 3.0), (200_000, 22, 0.5)])
-def test_a_client_clipped_update_stays_within_the_bound_after_rounding(entries, bits, norm) -> None:
-    """Client-level DP's sensitivity is the bound: stochastic rounding must not push past it,
-    for an update far beyond the bound or one exactly at it."""
-    bound, rng = 0.5, np.random.default_rng(1)
-    received = {"w": torch.zeros(entries)}
+GRID = [
+    (entries, bits, bound)
+    for entries in (2_000, 5_000, 200_000)
+    for bits in (8, 10, 16, 22)
+    for bound in (0.5, 1.0, 3.0)
+]
+
+
+@pytest.mark.parametrize(("entries", "bits", "bound"), GRID)
+def test_the_decoded_update_stays_within_the_bound_at_every_accepted_setting(
+    entries: int, bits: int, bound: float
+) -> None:
+    """Client-level DP's sensitivity is the bound: rounding must not push a decoded update past
+    it, for updates at zero, at the bound and far beyond it. A setting where it could is refused
+    at start (and by the client itself, should a server send it)."""
+    accepted = rounding_problem(entries, RANGE, bits, bound, keep=0.5) is None
     config, metrics = _collect_config(bound, bits), MetricRecord({message_keys.NUM_EXAMPLES: 10})
-    spec = [("w", (entries,))]
-    for _ in range(5):
+    received, rng = {"w": torch.zeros(entries)}, np.random.default_rng(entries + bits)
+    shape = p.VectorLayout([("w", (entries,))], count_bit=True)
+    for norm in (0.0, bound * (1 - 1e-9), 10 * bound):  # none, just inside, far outside
         update = rng.normal(size=entries)
         upload = {"w": torch.from_numpy(update * norm / np.linalg.norm(update))}
+        if not accepted and rounding_margin(entries, RANGE, bits) > bound:
+            with pytest.raises(ValueError, match="secagg.quantization-bits >= "):
+                p.update_vector(received, upload, metrics, config)
+            continue
         vector, bit = p.update_vector(received, upload, metrics, config)
         assert bit == int(norm <= bound)
         sent = p.quantized_vector(vector, bit, config)
-        weight, sums, bits_sum = p.split_sum(sent, spec, True, RANGE, bits, count=1)
-        assert float(sums["w"].norm()) <= bound
-        assert bits_sum == bit  # the count travels as the integer itself: exact
-        assert weight == pytest.approx(1.0, abs=2 * RANGE / ((1 << bits) - 1))
+        decoded = p.split_sum(sent, shape, RANGE, bits, count=1)
+        assert float(decoded.tensors["w"].norm()) <= bound
+        assert decoded.unclipped == bit  # the count travels as the integer itself: exact
+        assert decoded.weight == pytest.approx(1.0, abs=2 * RANGE / ((1 << bits) - 1))
+
+
+@pytest.mark.parametrize(
+    ("entries", "bits", "bound", "needed"), [(2000, 8, 1.0, 11), (5000, 10, 0.5, 13)]
+)
+def test_a_quantization_too_coarse_for_the_bound_names_the_bits_it_needs(
+    entries: int, bits: int, bound: float, needed: int
+) -> None:
+    problem = rounding_problem(entries, RANGE, bits, bound, keep=0.5)
+    assert problem is not None and f"secagg.quantization-bits >= {needed}" in problem
+    assert (
+        rounding_margin(entries, RANGE, needed)
+        <= bound / 2
+        < rounding_margin(entries, RANGE, needed - 1)
+    )
+
+
+def test_a_run_whose_quantization_cannot_keep_the_clip_bound_is_refused_at_start() -> None:
+    run = {"model.name": "tiny-llama", "lora.rank": 4, "secagg.enabled": True,
+           "dp.client-level": True, "dp.client-noise-multiplier": 1.0}  # fmt: skip
+    config = parse_run_config(run)
+    initial = GlobalModel(dict(lora_model(config).initial))
+    strategy = build_strategy(config, initial)
+    entries = update_dimension(strategy, config)
+    # Adaptive clipping never takes the bound where rounding would take over half of it.
+    assert strategy.client_dp.floor == pytest.approx(2 * rounding_margin(entries, RANGE, BITS))
+    coarse = parse_run_config({**run, "secagg.quantization-bits": 8})
+    with pytest.raises(ConfigError, match=r"'secagg.quantization-bits' = 8: rounding 1792 entries "
+                       r".* it needs secagg.quantization-bits >= 11"):  # fmt: skip
+        build_strategy(coarse, initial)

@@ -19,7 +19,7 @@ from federated.config import ConfigError, parse_run_config
 from federated.data.encode import collate
 from federated.losses import loss_terms
 from federated.models import load_base_model
-from federated.reply_contract import train_metric_keys
+from federated.reply_contract import PLAIN, train_metric_keys
 from federated.tasks import TASK_CLASSIFICATION
 from federated.wire import tensors_to_record
 from federated.zo.hybrid import WIRE_PREFIX, hybrid_parameters, hybrid_state
@@ -163,7 +163,7 @@ def _reply(head: dict[str, torch.Tensor]) -> Message:
 )
 def test_a_replys_head_is_checked_against_what_was_sent(head: dict, reason: str | None) -> None:
     sent = {"hybrid.w": torch.zeros(3, 4)}
-    metric_keys = train_metric_keys("zo", private=False)
+    metric_keys = train_metric_keys("zo", PLAIN)
     problem = check_seed_reply(_reply(head), 8, 4, metric_keys, 1e3, sent, max_update_norm=50.0)
     assert problem == reason if reason is None else reason in problem
 

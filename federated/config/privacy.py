@@ -112,6 +112,5 @@ class PrivacySettings:
     @property
     def quiet_clients(self) -> bool:
         """Whether clients keep exact functions of their data (losses, times, held-out metrics,
-        record counts) to themselves: under record-level DP, and under distributed DP, whose
-        guarantee holds against the server."""
-        return self.record_level or self.distributed
+        record counts) to themselves: under any DP, since no accountant covers them."""
+        return self.record_level or self.client_level

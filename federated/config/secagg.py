@@ -23,10 +23,18 @@ class SecAggSettings:
     )
     reconstruction_threshold: float = option(
         0.67,
-        "Shares needed to rebuild a client's secrets, as a share of its neighbours: more "
-        "tolerates fewer dropouts and more corrupted peers.",
+        "Shares needed to rebuild a client's secrets, as a share of its neighbours, and always "
+        "more than half: more tolerates fewer dropouts and more peers colluding with the "
+        "server. Each client computes it from this value; a lower one sent by the server is "
+        "refused.",
         above=0.0,
         maximum=1.0,
+    )
+    min_group_size: int = option(
+        3,
+        "The smallest sharing group a client joins (itself included): the fewest clients "
+        "whose sum can hide its update. A client refuses a smaller group.",
+        minimum=3,
     )
     clipping_range: float = option(
         8.0,

@@ -55,6 +55,24 @@ def rounding_margin(entries: int, clipping_range: float, bits: int) -> float:
     return 2 * clipping_range / ((1 << bits) - 1) * math.sqrt(entries)
 
 
+def rounding_problem(
+    entries: int, clipping_range: float, bits: int, bound: float, keep: float
+) -> str | None:
+    """Why rounding an update of ``entries`` at ``bits`` leaves a client less than ``keep`` of
+    its norm bound ``bound`` (it clips to the bound less the margin), naming the bits that
+    would not; None when it does not."""
+    room, margin = (1.0 - keep) * bound, rounding_margin(entries, clipping_range, bits)
+    if margin <= room:
+        return None
+    needed = next(b for b in range(bits, 64) if rounding_margin(entries, clipping_range, b) <= room)
+    fix = f"secagg.quantization-bits >= {needed}" if needed <= 26 else "a smaller clipping range"
+    return (
+        f"rounding {entries} entries at {bits} bits (secagg.clipping-range {clipping_range:g}) "
+        f"moves an update by up to {margin:.3g} in L2, more than {room:.3g} "
+        f"({1 - keep:.0%} of the clip bound {bound:.3g}); it needs {fix}"
+    )
+
+
 def dequantize_sum(total: np.ndarray, count: int, clipping_range: float, bits: int) -> np.ndarray:
     """The float sum of ``count`` quantized vectors from the integer sum of them."""
     top = (1 << bits) - 1

@@ -1,42 +1,65 @@
 """What SecAgg+ messages carry, and the update vector both sides agree on.
 
-A client's vector is [w, w·Δ, (b)]: its weight w, its update Δ flattened in the order of
-``layout``, both inside one mask so that the server learns only Σw and Σw·Δ, and with adaptive
-client-level clipping a last entry b, 1 when Δ was inside the clipping bound and 0 otherwise
-(the server learns only Σb). w and w·Δ are quantized with stochastic rounding; b travels as the
-integer itself, so Σb is exact. Without client-level DP, w is the client's examples over
-``secagg.max-weight``; with it, every client weighs 1 and clips its own Δ, because the server never
-sees Δ to clip it: to the bound less what rounding can add (``masking.rounding_margin``), so that
-the bound still holds after quantization.
+A client's vector is [w, w·Δ, (b), (s)]: its weight w, its update Δ flattened in the order of
+``layout``, both inside one mask so that the server learns only Σw and Σw·Δ; with adaptive
+client-level clipping an entry b, 1 when Δ was inside the clipping bound and 0 otherwise (the
+server learns only Σb); without DP its training statistics s (``metric_sums``), so that the
+server learns only their sums. w and w·Δ are quantized with stochastic rounding; b and s travel
+as integers, so their sums are exact. Without client-level DP, w is the client's examples over
+``secagg.max-weight``; with it, every client weighs 1 and clips its own Δ, because the server
+never sees Δ to clip it: to the bound less what rounding can add (``masking.rounding_margin``),
+so that the bound still holds after quantization.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from flwr.app import ConfigRecord, MetricRecord
 
 from federated import message_keys as keys
+from federated.config import RunConfig
 from federated.privacy.clipping import clip_update, update_norm
-from federated.secagg.masking import dequantize_sum, quantize, rounding_margin
+from federated.reply_contract import PLAIN, train_metric_keys
+from federated.secagg import metric_sums
+from federated.secagg.masking import dequantize_sum, quantize, rounding_margin, rounding_problem
 
-# Message types (train.<action>, a Python identifier) of the four stages, and their records.
+# Message types (train.<action>, a Python identifier) of the five stages, in the order a client
+# takes them, once each a round; and their records.
 SETUP, SHARE_KEYS = "secagg_setup", "secagg_share_keys"
-COLLECT, UNMASK = "secagg_collect", "secagg_unmask"
+COLLECT, CONSISTENCY, UNMASK = "secagg_collect", "secagg_consistency", "secagg_unmask"
+STAGES = (SETUP, SHARE_KEYS, COLLECT, CONSISTENCY, UNMASK)
 CONFIG = "secagg"
 STATE = "secagg-state"
-PK_MASK, PK_ENCRYPT = "pk-mask", "pk-encrypt"
-SK_MASK, SK_ENCRYPT, SEED = "sk-mask", "sk-encrypt", "seed"
-NODES, PK_MASKS, PK_ENCRYPTS, THRESHOLD = "nodes", "pk-masks", "pk-encrypts", "threshold"
+PK_MASK, PK_ENCRYPT, PK_SIGN = "pk-mask", "pk-encrypt", "pk-sign"
+SK_MASK, SK_ENCRYPT, SK_SIGN, SEED = "sk-mask", "sk-encrypt", "sk-sign", "seed"
+NODES, PK_MASKS, PK_ENCRYPTS, PK_SIGNS = "nodes", "pk-masks", "pk-encrypts", "pk-signs"
+THRESHOLD = "threshold"
 DESTINATIONS, SOURCES, CIPHERTEXTS = "destinations", "sources", "ciphertexts"
 SHARE_OWNERS, SEED_SHARES, KEY_SHARES = "share-owners", "seed-shares", "key-shares"
 SHARES = "shares"
-ACTIVE, DROPPED = "active", "dropped"
+SURVIVORS, SIGNATURE, SIGNERS, SIGNATURES = "survivors", "signature", "signers", "signatures"
 MASKED = "masked"
 CLIPPING_RANGE, BITS, MAX_WEIGHT = "clipping-range", "bits", "max-weight"
 CLIP_NORM, COUNT_BIT, POOL_SIZE = "clip-norm", "count-bit", "pool-size"
+# What the collect stage masks: a training update (with its statistics), or held-out statistics.
+PURPOSE, TRAIN, EVALUATE = "purpose", "train", "evaluate"
+
+
+def round_identity(run_id: int, group_id: str) -> str:
+    """What names one try at one round's SecAgg+: the run, and the server's group ID for it."""
+    return f"{run_id}/{group_id}"
+
+
+def survivor_statement(identity: str, survivors: list[int]) -> bytes:
+    """What a client signs in the consistency stage: the round and the survivors it was told
+    about. Equal statements mean the server told both signers the same story."""
+    nodes = b"".join(int(n).to_bytes(8, "big") for n in sorted(survivors))
+    return b"fedtune-secagg-survivors\0" + identity.encode() + b"\0" + nodes
+
 
 Layout = list[tuple[str, tuple[int, ...]]]
 
@@ -69,8 +92,12 @@ def update_vector(
     inside = update_norm(delta) <= bound if bound > 0 else True
     if bound > 0:
         entries = sum(t.numel() for t in delta.values())
-        margin = rounding_margin(entries, float(config[CLIPPING_RANGE]), int(config[BITS]))
-        delta, weight = clip_update(delta, max(bound - margin, 0.0)), 1.0
+        clipping_range, bits = float(config[CLIPPING_RANGE]), int(config[BITS])
+        problem = rounding_problem(entries, clipping_range, bits, bound, keep=0.0)
+        if problem:
+            raise ValueError(problem)
+        margin = rounding_margin(entries, clipping_range, bits)
+        delta, weight = clip_update(delta, bound - margin), 1.0
     else:
         examples = float(metrics[keys.NUM_EXAMPLES])
         weight = min(examples, float(config[MAX_WEIGHT])) / float(config[MAX_WEIGHT])
@@ -85,19 +112,55 @@ def quantized_vector(vector: np.ndarray, bit: int | None, config: ConfigRecord) 
     return quantized if bit is None else np.append(quantized, bit)
 
 
-def vector_size(spec: Layout, count_bit: bool) -> int:
-    return 1 + sum(int(np.prod(shape)) for _, shape in spec) + int(count_bit)
+def train_statistics(run: RunConfig) -> tuple[str, ...]:
+    """The training statistics a client puts inside the mask: without DP all of them. Under
+    record-level DP it releases noised ones in the clear instead, under client-level DP none."""
+    if run.dp.record_level or run.dp.client_level:
+        return ()
+    return metric_sums.statistics(train_metric_keys(run.mode, PLAIN))
+
+
+@dataclass(frozen=True)
+class VectorLayout:
+    """Where each part of a client's vector lies: [w, w·Δ per tensor of ``spec``], then b with
+    ``count_bit``, then the record count, weight and ``statistics`` (none: no such entries)."""
+
+    spec: Layout
+    count_bit: bool
+    statistics: tuple[str, ...] = ()
+
+    @property
+    def floats(self) -> int:
+        return 1 + sum(int(np.prod(shape)) for _, shape in self.spec)
+
+    @property
+    def size(self) -> int:
+        extra = metric_sums.entries(self.statistics) if self.statistics else 0
+        return self.floats + int(self.count_bit) + extra
+
+
+@dataclass(frozen=True)
+class SecureSum:
+    """What the server learns from the unmasked sum: Σw, Σw·Δ per tensor, Σb (None without
+    the bit), the round's statistics (empty without them)."""
+
+    weight: float
+    tensors: dict[str, torch.Tensor]
+    unclipped: int | None
+    metrics: dict[str, float]
 
 
 def split_sum(
-    total: np.ndarray, spec: Layout, count_bit: bool, clipping_range: float, bits: int, count: int
-) -> tuple[float, dict[str, torch.Tensor], int | None]:
-    """From the unmasked integer sum of ``count`` clients: Σw, Σw·Δ per tensor, and Σb (None
-    without the bit)."""
-    floats = dequantize_sum(total[: len(total) - int(count_bit)], count, clipping_range, bits)
-    weight, offset, tensors = float(floats[0]), 1, {}
-    for name, shape in spec:
-        size = int(np.prod(shape))
-        tensors[name] = torch.from_numpy(floats[offset : offset + size].reshape(shape).copy())
+    total: np.ndarray, shape: VectorLayout, clipping_range: float, bits: int, count: int
+) -> SecureSum:
+    """The parts of the unmasked integer sum of ``count`` clients' vectors."""
+    floats = dequantize_sum(total[: shape.floats], count, clipping_range, bits)
+    offset, tensors = 1, {}
+    for name, dims in shape.spec:
+        size = int(np.prod(dims))
+        tensors[name] = torch.from_numpy(floats[offset : offset + size].reshape(dims).copy())
         offset += size
-    return weight, tensors, int(total[-1]) if count_bit else None
+    bit = int(total[shape.floats]) if shape.count_bit else None
+    extra = total[shape.floats + int(shape.count_bit) :]
+    metrics = metric_sums.decode_metrics(extra, shape.statistics) if shape.statistics else {}
+    return SecureSum(float(floats[0]), tensors, bit, metrics)

@@ -1,0 +1,102 @@
+"""A Flower Grid whose nodes are real ClientApps called in this process.
+
+The server's real round code meets the real client handlers without Ray or processes, keeping
+the two Flower semantics the protocol depends on: a handler that raises becomes the node's
+error reply, and then the node state keeps none of that handler's changes. ``tamper`` lets a
+test play a server that deviates: it sees every message before delivery and may change it, or
+hold it back (None: the node answers that it never got it).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+from flwr.supercore.task_identity import TaskIdentity
+
+from tests.messages import message
+
+RUN_ID, SERVER_NODE = 7, 0
+Tamper = Callable[[Message], Message | None]
+
+
+@contextmanager
+def server_identity(run_id: int = RUN_ID) -> Iterator[None]:
+    """What a ServerApp's runtime sets before the server creates messages."""
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = run_id, SERVER_NODE, 1
+    try:
+        yield
+    finally:
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+class InProcessGrid:
+    """Delivers the server's messages to ``app`` as each node (node ID -> node config)."""
+
+    def __init__(self, app: ClientApp, nodes: dict[int, dict], run_config: dict) -> None:
+        self.app = app
+        self.contexts = {
+            node: Context(RUN_ID, node, dict(config), RecordDict(), dict(run_config))
+            for node, config in nodes.items()
+        }
+        self.tamper: Tamper | None = None
+        self.delivered: list[Message] = []
+        self.held: list[Message] = []  # what ``tamper`` held back
+        self.answers: dict[str, Message] = {}  # message ID -> the node's reply
+        self._replies: dict[str, Message] = {}
+        self._sent: list[str] = []
+
+    def get_node_ids(self) -> list[int]:
+        return sorted(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for sent in messages:
+            message_id = f"m{len(self._sent)}"
+            self._sent.append(message_id)
+            msg = self.arrived(sent, message_id)
+            if msg is None:
+                held = self.arrived(sent, message_id, tamper=False)
+                self.held.append(held)
+                reply = Message(Error(ErrorCode.NODE_UNAVAILABLE, "never delivered"), reply_to=held)
+            else:
+                self.delivered.append(msg)
+                reply = self.answers[message_id] = self.answer(msg)
+            self._replies[message_id] = reply
+            ids.append(message_id)
+        return ids
+
+    def pull_messages(self, ids: Iterable[str]) -> list[Message]:
+        return [self._replies.pop(i) for i in ids if i in self._replies]
+
+    def arrived(self, sent: Message, message_id: str, tamper: bool = True) -> Message | None:
+        """``sent`` as its node receives it: with a message ID, through ``tamper``."""
+        meta = sent.metadata
+        msg = message(
+            sent.content, src=SERVER_NODE, dst=meta.dst_node_id, run_id=meta.run_id,
+            message_type=meta.message_type, message_id=message_id, group_id=meta.group_id,
+        )  # fmt: skip
+        return self.tamper(msg) if self.tamper and tamper else msg
+
+    def answer(self, msg: Message) -> Message:
+        """The node's reply, as Flower makes it."""
+        context = self.contexts[msg.metadata.dst_node_id]
+        saved = copy.deepcopy(context.state)
+        try:
+            return self.app(msg, context)
+        except Exception as err:  # noqa: BLE001 - Flower turns any exception into the reply
+            context.state = saved
+            return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(err)), reply_to=msg)
+
+
+def run_server(grid: InProcessGrid, run_config: dict) -> None:
+    """The real ServerApp's whole run, its clients ``grid``'s nodes."""
+    from server.app import main
+
+    with server_identity():
+        main(grid, Context(RUN_ID, SERVER_NODE, {}, RecordDict(), dict(run_config)))
