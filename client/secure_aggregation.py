@@ -43,7 +43,7 @@ from federated.reply_contract import MASKED, MASKED_CLEAR_METRICS, train_metric_
 from federated.secagg import protocol as p
 from federated.secagg.distributed_dp import noised_vector
 from federated.secagg.keys import agree, new_key_pair, new_signing_pair, sign, signed_by, threshold
-from federated.secagg.masking import mask, quantize
+from federated.secagg.masking import mask
 from federated.secagg.metric_sums import encode_metrics, statistics
 from federated.wire import record_to_tensors
 
@@ -186,18 +186,17 @@ def _update_vector(
     if run.dp.distributed:
         return _noised(p.update_delta(received, upload, config), run, msg)
     vector, bit = p.update_vector(received, upload, metrics, config)
-    quantized = p.quantized_vector(vector, bit, config)
-    if statistics := p.train_statistics(run):
-        quantized = np.concatenate([quantized, encode_metrics(metrics, vector[0], statistics)])
-    return quantized
+    names = p.train_statistics(run)
+    entries = encode_metrics(metrics, vector[0], names) if names else None
+    return p.quantized_vector(vector, bit, config, entries)
 
 
 def _evaluation_vector(metrics: MetricRecord, config: ConfigRecord) -> np.ndarray:
     """The integers an evaluating client masks: its quantized weight, its held-out statistics."""
     largest = float(config[p.MAX_WEIGHT])
-    weight = np.array([min(float(metrics[keys.NUM_EXAMPLES]), largest) / largest])
-    quantized = quantize(weight, float(config[p.CLIPPING_RANGE]), int(config[p.BITS]))
-    return np.concatenate([quantized, encode_metrics(metrics, weight[0], statistics(metrics))])
+    weight = min(float(metrics[keys.NUM_EXAMPLES]), largest) / largest
+    entries = encode_metrics(metrics, weight, statistics(metrics))
+    return p.quantized_vector(np.array([weight]), None, config, entries)
 
 
 def _check_enough(which: str, count: int, run: RunConfig) -> None:

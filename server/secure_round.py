@@ -183,7 +183,8 @@ class _SecureRound:
             })  # fmt: skip
             return self._message(node, p.COLLECT, content)
 
-        outcome.exchange = self._run(p.COLLECT, [collect_message(n) for n in self.shared])
+        messages = [collect_message(n) for n in sorted(self.shared)]  # one order every run
+        outcome.exchange = self._run(p.COLLECT, messages)
         summed = []
         for reply in outcome.exchange.replies:
             reason = check_masked_reply(reply, self.shape.size, self.required)

@@ -12,15 +12,18 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
 
+from client.app import register
+from federated.zo_workspace import forget_zo_model
 from tests.messages import message
 
-RUN_ID, SERVER_NODE = 7, 0
+RUN_ID, SERVER_NODE, FIRST_NODE = 7, 0, 101
 Tamper = Callable[[Message], Message | None]
 
 
@@ -100,3 +103,22 @@ def run_server(grid: InProcessGrid, run_config: dict) -> None:
 
     with server_identity():
         main(grid, Context(RUN_ID, SERVER_NODE, {}, RecordDict(), dict(run_config)))
+
+
+def run_federation(
+    out: Path, name: str, run: dict, clients: int = 4, *, tamper: Tamper | None = None,
+    node_configs: dict[int, dict] | None = None,
+) -> Path:  # fmt: skip
+    """A whole run of ``clients`` nodes, partition i of ``clients`` each (plus what
+    ``node_configs`` adds, by partition); its results folder ``out/name``. It starts from w0
+    as a fresh process would: a zeroth-order model another run moved and replayed back is
+    only w0 to within rounding."""
+    forget_zo_model()
+    nodes = {FIRST_NODE + i: {"partition-id": i, "num-partitions": clients} for i in range(clients)}
+    for partition, extra in (node_configs or {}).items():
+        nodes[FIRST_NODE + partition].update(extra)
+    config = {**run, "output-dir": str(out), "run-name": name}
+    grid = InProcessGrid(register(ClientApp()), nodes, config)
+    grid.tamper = tamper
+    run_server(grid, config)
+    return out / name

@@ -12,18 +12,15 @@ import json
 from pathlib import Path
 
 import pytest
-from flwr.clientapp import ClientApp
 
-from client.app import register
 from federated.privacy.secret_randomness import INSECURE_SEED_ENV
 from server.loss_plot import SERIES
-from tests.in_process import InProcessGrid, run_server
+from tests.in_process import run_federation
 
 RUN = {
     "model.name": "tiny-llama", "num-server-rounds": 2, "lora.rank": 2, "lora.dropout": 0.0,
     "train.local-steps": 2, "train.batch-size": 4, "strategy.min-available-nodes": 4,
 }  # fmt: skip
-NODES = [101, 102, 103, 104]
 # Differ from run to run whatever the data: how long things took.
 TIMINGS = {"round_seconds", "aggregation_seconds", "test_seconds", "wall_seconds",
            "aggregation_seconds_mean"}  # fmt: skip
@@ -38,11 +35,7 @@ def _run(tmp: Path, name: str, run: dict, own_rows: list[dict]) -> tuple[list, d
     partitions: its published rounds and summary."""
     own = tmp / f"{name}.jsonl"
     own.write_text("".join(json.dumps(row) + "\n" for row in own_rows))
-    nodes = {n: {"partition-id": i, "num-partitions": len(NODES)} for i, n in enumerate(NODES)}
-    nodes[NODES[0]]["data-file"] = str(own)
-    config = {**RUN, **run, "output-dir": str(tmp), "run-name": name}
-    run_server(InProcessGrid(register(ClientApp()), nodes, config), config)
-    folder = tmp / name
+    folder = run_federation(tmp, name, {**RUN, **run}, node_configs={0: {"data-file": str(own)}})
     rounds = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     return rounds, json.loads((folder / "summary.json").read_text())
 

@@ -6,8 +6,8 @@ update they would say what the mask hides. So they travel as extra integer entri
 masked vector, each in fixed point:
 
 - its record count, as it is (the server learns the round's total);
-- its weight w (record count over ``secagg.max-weight``, capped at 1) in millionths;
-- every other statistic m as w·m in the statistic's own unit,
+- every other statistic m as w·m in the statistic's own unit, w being the client's weight, which
+  leads its vector as an exact integer too (``weight_entry``: millionths),
 
 and the server gets the round's record count and each statistic's weighted mean Σw·m / Σw, as
 Flower's weighted average of plain metrics would give. Each entry is at most ``ENTRY_CAP``, so a
@@ -45,30 +45,39 @@ def statistics(metric_keys: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(k for k in metric_keys if k in _UNITS))
 
 
+def weight_entry(weight: float) -> int:
+    """A client's weight w in [0, 1] as the exact integer that leads its vector."""
+    return round(min(max(float(weight), 0.0), 1.0) * _WEIGHT_SCALE)
+
+
+def summed_weight(entry: int) -> float:
+    """Σw from the sum of the clients' weight entries."""
+    return float(entry) / _WEIGHT_SCALE
+
+
 def entries(names: tuple[str, ...]) -> int:
-    """The entries ``encode_metrics`` appends: the count, the weight, one per statistic."""
-    return 2 + len(names)
+    """The entries ``encode_metrics`` appends: the count, one per statistic."""
+    return 1 + len(names)
 
 
 def encode_metrics(
     metrics: Mapping[str, float], weight: float, names: tuple[str, ...]
 ) -> np.ndarray:
     """The entries a client appends to its vector; ``weight`` is its w in [0, 1]."""
-    w = min(max(float(weight), 0.0), 1.0)
-    out = [min(max(float(metrics[keys.NUM_EXAMPLES]), 0.0), ENTRY_CAP), w * _WEIGHT_SCALE]
+    w = weight_entry(weight) / _WEIGHT_SCALE
+    out = [min(max(float(metrics[keys.NUM_EXAMPLES]), 0.0), ENTRY_CAP)]
     for name in names:
         scale, largest = _UNITS[name]
         out.append(w * min(max(float(metrics[name]), 0.0), largest) * scale)
     return np.rint(out).astype(np.int64)
 
 
-def decode_metrics(totals: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
-    """The round's statistics from the summed entries: the total record count and each
+def decode_metrics(totals: np.ndarray, names: tuple[str, ...], weight: float) -> dict[str, float]:
+    """The round's statistics from the summed entries and Σw: the total record count and each
     statistic's weighted mean (none when the summed weight is 0)."""
     totals = np.asarray(totals, dtype=np.int64)
     out = {keys.NUM_EXAMPLES: float(totals[0])}
-    weight = float(totals[1]) / _WEIGHT_SCALE
     if weight > 0:
-        for name, total in zip(names, totals[2:], strict=True):
+        for name, total in zip(names, totals[1:], strict=True):
             out[name] = float(total) / _UNITS[name][0] / weight
     return out

@@ -4,8 +4,9 @@ A client's vector is [w, w·Δ, (b), (s)]: its weight w, its update Δ flattened
 ``layout``, both inside one mask so that the server learns only Σw and Σw·Δ; with adaptive
 client-level clipping an entry b, 1 when Δ was inside the clipping bound and 0 otherwise (the
 server learns only Σb); without DP its training statistics s (``metric_sums``), so that the
-server learns only their sums. w and w·Δ are quantized with stochastic rounding; b and s travel
-as integers, so their sums are exact. Without client-level DP, w is the client's examples over
+server learns only their sums. w·Δ is quantized with stochastic rounding; w (in millionths), b
+and s travel as integers, so their sums are exact. Without client-level DP, w is the client's
+examples over
 ``secagg.max-weight``; with it, every client weighs 1 and clips its own Δ, because the server
 never sees Δ to clip it: to the bound less what rounding can add (``masking.rounding_margin``),
 so that the bound still holds after quantization.
@@ -106,10 +107,16 @@ def update_vector(
     return np.concatenate(parts), bit
 
 
-def quantized_vector(vector: np.ndarray, bit: int | None, config: ConfigRecord) -> np.ndarray:
-    """What a client masks: its quantized [w, w·Δ], then b as the integer it is."""
-    quantized = quantize(vector, float(config[CLIPPING_RANGE]), int(config[BITS]))
-    return quantized if bit is None else np.append(quantized, bit)
+def quantized_vector(
+    vector: np.ndarray, bit: int | None, config: ConfigRecord, statistics: np.ndarray | None = None
+) -> np.ndarray:
+    """What a client masks: w as an exact integer, its quantized w·Δ, then b and its
+    statistics' entries as the integers they are."""
+    quantized = quantize(vector[1:], float(config[CLIPPING_RANGE]), int(config[BITS]))
+    parts = [[metric_sums.weight_entry(vector[0])], quantized]
+    parts += [[bit]] if bit is not None else []
+    parts += [statistics] if statistics is not None else []
+    return np.concatenate(parts).astype(np.int64)
 
 
 def train_statistics(run: RunConfig) -> tuple[str, ...]:
@@ -131,12 +138,12 @@ class VectorLayout:
 
     @property
     def floats(self) -> int:
-        return 1 + sum(int(np.prod(shape)) for _, shape in self.spec)
+        return sum(int(np.prod(shape)) for _, shape in self.spec)
 
     @property
     def size(self) -> int:
         extra = metric_sums.entries(self.statistics) if self.statistics else 0
-        return self.floats + int(self.count_bit) + extra
+        return 1 + self.floats + int(self.count_bit) + extra
 
 
 @dataclass(frozen=True)
@@ -154,13 +161,17 @@ def split_sum(
     total: np.ndarray, shape: VectorLayout, clipping_range: float, bits: int, count: int
 ) -> SecureSum:
     """The parts of the unmasked integer sum of ``count`` clients' vectors."""
-    floats = dequantize_sum(total[: shape.floats], count, clipping_range, bits)
-    offset, tensors = 1, {}
+    weight = metric_sums.summed_weight(int(total[0]))
+    floats = dequantize_sum(total[1 : 1 + shape.floats], count, clipping_range, bits)
+    offset, tensors = 0, {}
     for name, dims in shape.spec:
         size = int(np.prod(dims))
         tensors[name] = torch.from_numpy(floats[offset : offset + size].reshape(dims).copy())
         offset += size
-    bit = int(total[shape.floats]) if shape.count_bit else None
-    extra = total[shape.floats + int(shape.count_bit) :]
-    metrics = metric_sums.decode_metrics(extra, shape.statistics) if shape.statistics else {}
-    return SecureSum(float(floats[0]), tensors, bit, metrics)
+    after = 1 + shape.floats
+    bit = int(total[after]) if shape.count_bit else None
+    extra = total[after + int(shape.count_bit) :]
+    metrics = (
+        metric_sums.decode_metrics(extra, shape.statistics, weight) if shape.statistics else {}
+    )
+    return SecureSum(weight, tensors, bit, metrics)
