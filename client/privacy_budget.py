@@ -11,7 +11,6 @@ run config can loosen; otherwise the client answers with what it has spent and t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from logging import WARNING
 
 from flwr.app import Context, Message, RecordDict
@@ -24,7 +23,7 @@ from client.node_config import NodeSettings
 from client.privacy_state import PrivacyStore
 from federated import message_keys as keys
 from federated.config import RunConfig
-from federated.privacy.accounting import noise_for_budget
+from federated.privacy.planned_epsilon import round_mechanism
 from federated.privacy.record_count import count_release, noised_count
 from federated.privacy.secret_randomness import secret_generator
 from federated.reply_contract import DECLINED_METRIC_KEYS
@@ -44,22 +43,9 @@ class RoundPrivacy:
     @classmethod
     def of(cls, config: RunConfig, count: int) -> RoundPrivacy:
         """From the run config and the client's noised record count: q = batch size / count."""
-        dp = config.dp
-        rate = min(1.0, config.train.batch_size / count)
-        steps = config.train.local_steps
-        noise = dp.noise_multiplier or _noise(
-            dp.target_epsilon, dp.delta, rate, steps * config.num_server_rounds, dp.count_noise
-        )
+        noise, rate = round_mechanism(config, count)
+        steps, dp = config.train.local_steps, config.dp
         return cls(noise, rate, rate * count, steps, dp.delta, dp.target_epsilon)
-
-
-@lru_cache(maxsize=64)
-def _noise(
-    target_epsilon: float, delta: float, rate: float, steps: int, count_noise: float
-) -> float:
-    # A client sampled every round takes all these steps after its count: the noise is set for
-    # that worst case.
-    return noise_for_budget(target_epsilon, delta, rate, steps, count_release(count_noise))
 
 
 class BudgetRefused(RuntimeError):

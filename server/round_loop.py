@@ -77,6 +77,7 @@ class _Training:
     aggregation_seconds: float
     counts: bool  # the model moved, or the round's clients declined it (privacy budgets)
     clock: RoundClock | None = None  # the round on the device simulator's clock
+    stages: dict | None = None  # SecAgg+: what each stage cost
 
 
 def _train(
@@ -98,7 +99,7 @@ def _train(
         # A round without a sum leaves the model, unless client-level DP released its noise.
         counts = outcome.failure is None or strategy.client_dp is not None
         return _Training(outcome.exchange, valid, clients, outcome.metrics,
-                         outcome.aggregation_seconds, counts)  # fmt: skip
+                         outcome.aggregation_seconds, counts, stages=outcome.stages)  # fmt: skip
     train_ex = exchange(grid, sent, timeout=config.server.round_timeout,
                         on_reply=_progress("train"))  # fmt: skip
     valid, clients = screen.screen(train_ex, screen.reply_check(server_round), server_round)
@@ -183,11 +184,11 @@ def run_rounds(
         train_ex, valid, clients = training.exchange, training.valid, training.clients
         train_metrics, aggregation_seconds = training.metrics, training.aggregation_seconds
 
-        eval_ex, eval_metrics, verdicts = Exchange(), None, {}
+        eval_ex, eval_metrics, verdicts, eval_stages = Exchange(), None, {}, None
         sent = [] if config.dp.quiet_clients else strategy.evaluation_messages(server_round, grid)
         if sent and config.secagg.enabled:  # the held-out statistics travel masked too
             secure = secure_evaluate_round(grid, sent, strategy, config, server_round, _progress)
-            eval_ex, eval_metrics = secure.exchange, secure.metrics
+            eval_ex, eval_metrics, eval_stages = secure.exchange, secure.metrics, secure.stages
             verdicts = {
                 r.metadata.src_node_id: f"rejected: {why}" if (why := secure.check(r)) else "ok"
                 for r in eval_ex.replies
@@ -233,6 +234,10 @@ def run_rounds(
         }
         if training.clock is not None:
             record["simulation"] = training.clock.record()
+        if training.stages is not None:
+            record["secagg_stages"] = training.stages
+        if eval_stages is not None:
+            record["secagg_evaluation_stages"] = eval_stages
         report = strategy.client_dp.report() if strategy.client_dp is not None else None
         if report is not None:
             record.update({f"client_dp_{k}": v for k, v in vars(report).items()})

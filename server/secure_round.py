@@ -58,6 +58,8 @@ class SecureOutcome:
     failure: str | None = None  # why the round has no sum
     metrics: MetricRecord | None = None
     aggregation_seconds: float = 0.0  # unmasking the sum and moving the model
+    # Per stage: bytes down and up over all its nodes, and its seconds (what each stage costs).
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def check(self, reply: Message) -> str | None:
         """The collect-stage verdict on a reply, for the round's bookkeeping."""
@@ -89,6 +91,7 @@ class _SecureRound:
         self.grid, self.strategy, self.config = grid, strategy, config
         self.group_id, self.progress, self.purpose = group_id, progress, purpose
         self.total = Exchange()
+        self.stages: dict[str, dict[str, float]] = {}
         dp = strategy.client_dp
         self.distributed = dp if isinstance(dp, DistributedClientDp) else None
         if purpose == p.EVALUATE:  # statistics only: the held-out ones
@@ -102,11 +105,16 @@ class _SecureRound:
             self.required = train_metric_keys(config.mode, train_release(config))
 
     def _run(self, action: str, messages: list[Message]) -> Exchange:
+        started = time.perf_counter()
         ex = exchange(
             self.grid, messages, timeout=self.config.server.round_timeout,
             on_reply=self.progress(action),
         )  # fmt: skip
         _merge(self.total, ex)
+        self.stages[action.removeprefix("secagg_")] = {
+            "bytes_down": sum(ex.bytes_down.values()), "bytes_up": sum(ex.bytes_up.values()),
+            "seconds": time.perf_counter() - started,
+        }  # fmt: skip
         return ex
 
     def _message(self, node: int, action: str, content: RecordDict) -> Message:
@@ -319,6 +327,7 @@ def secure_evaluate_round(
         log(WARNING, "    SecAgg+ evaluation without a sum: %s", why)
     collected = outcome.exchange
     collected.bytes_down, collected.bytes_up = secure.total.bytes_down, secure.total.bytes_up
+    outcome.stages = secure.stages
     return outcome
 
 
@@ -368,6 +377,7 @@ def _finish(
 ) -> SecureOutcome:  # fmt: skip
     collected = outcome.exchange
     collected.bytes_down, collected.bytes_up = secure.total.bytes_down, secure.total.bytes_up
+    outcome.stages = secure.stages
     if outcome.failure:
         log(WARNING, "    SecAgg+ round without a sum: %s", outcome.failure)
         if isinstance(strategy.client_dp, DistributedClientDp):

@@ -91,6 +91,37 @@ def secagg_table(runs: dict) -> str:
     return "\n".join(lines)
 
 
+STAGES = ("setup", "share_keys", "collect", "consistency", "unmask")
+
+
+def stage_table(runs: dict) -> str:
+    """What each SecAgg+ stage costs a round: KB down + up over all its clients, and seconds
+    (means over the rounds that got that far), for every run under SecAgg+."""
+    lines = [
+        "| run | " + " | ".join(STAGES) + " | survivor check (consistency + unmask) |",
+        "|---|" + "---|" * (len(STAGES) + 1),
+    ]
+    for name, run in runs["runs"].items():
+        rounds = run.get("secagg_stages") or []
+        if not rounds:
+            continue
+        cells, total_kb, total_s = [], 0.0, 0.0
+        for stage in STAGES:
+            done = [r[stage] for r in rounds if stage in r]
+            kb = statistics.fmean(d["bytes_down"] + d["bytes_up"] for d in done) / 1e3
+            seconds = statistics.fmean(d["seconds"] for d in done)
+            cells.append(f"{kb:.1f} KB, {seconds:.2f} s")
+            total_kb, total_s = total_kb + kb, total_s + seconds
+        check = [r[s] for r in rounds for s in ("consistency", "unmask") if s in r]
+        kb = sum(d["bytes_down"] + d["bytes_up"] for d in check) / len(rounds) / 1e3
+        seconds = sum(d["seconds"] for d in check) / len(rounds)
+        cells.append(
+            f"{kb:.1f} KB ({kb / total_kb:.1%}), {seconds:.2f} s ({seconds / total_s:.1%})"
+        )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def step_table(costs: dict) -> str:
     lines = [
         "| model | step | seconds | ÷ non-private step | peak MB | ÷ non-private peak |",
@@ -115,6 +146,8 @@ def main() -> None:
     print(utility_table(runs))
     print()
     print(secagg_table(runs))
+    print()
+    print(stage_table(runs))
     costs_file = HERE / "step_cost.json"
     if costs_file.is_file():
         print()

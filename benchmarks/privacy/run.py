@@ -130,6 +130,7 @@ def summarise(rounds: list[dict], audit: dict | None = None) -> dict:
         "bytes_down_per_client": per_client(rounds, "bytes_down"),
         "round_seconds": [r["round_seconds"] for r in trained],
         "aggregation_seconds": [r["aggregation_seconds"] for r in trained],
+        "secagg_stages": [r["secagg_stages"] for r in trained if "secagg_stages" in r],
     }
 
 

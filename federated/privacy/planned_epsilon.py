@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from federated.config import RunConfig
 from federated.privacy.accounting import noise_for_budget
@@ -43,13 +44,22 @@ def partition_record_counts(config: RunConfig, num_partitions: int) -> list[int]
 
 def round_mechanism(config: RunConfig, count: int) -> tuple[float, float]:
     """(noise multiplier, sample rate) of each step of a client whose noised count is
-    ``count``: q = batch / count, and the noise given or set for the budget over every round."""
+    ``count``: q = batch / count, and the noise given or set for the budget over every round.
+    The client's own mechanism (``client.privacy_budget.RoundPrivacy``) is this one."""
     dp = config.dp
     rate = min(1.0, config.train.batch_size / count)
-    noise = dp.noise_multiplier or noise_for_budget(
-        dp.target_epsilon, dp.delta, rate, _run_steps(config), count_release(dp.count_noise)
-    )
+    steps = _run_steps(config)
+    noise = dp.noise_multiplier or _noise(dp.target_epsilon, dp.delta, rate, steps, dp.count_noise)
     return noise, rate
+
+
+@lru_cache(maxsize=64)
+def _noise(
+    target_epsilon: float, delta: float, rate: float, steps: int, count_noise: float
+) -> float:
+    # A client sampled every round takes all these steps after its count: the noise is set for
+    # that worst case.
+    return noise_for_budget(target_epsilon, delta, rate, steps, count_release(count_noise))
 
 
 def run_epsilon(config: RunConfig, count: int) -> float:
