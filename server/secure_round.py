@@ -57,7 +57,7 @@ class SecureOutcome:
     rejected: dict[int, str] = field(default_factory=dict)  # node -> why it is not in the sum
     failure: str | None = None  # why the round has no sum
     metrics: MetricRecord | None = None
-    aggregation_seconds: float = 0.0  # unmasking the sum and moving the model
+    aggregation_seconds: float = 0.0  # summing, unmasking and moving the model (no waiting)
     # Per stage: bytes down and up over all its nodes, and its seconds (what each stage costs).
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -267,13 +267,19 @@ class _SecureRound:
         self.keys(list(contents))
         summed = self.collect(contents, outcome)
         survivors = {r.metadata.src_node_id for r in summed}
+        started = time.perf_counter()
         masked_sum = sum_masked(
             (r.content.array_records[keys.ARRAYS][p.MASKED].numpy() for r in summed),
             self.shape.size,
         )
+        outcome.aggregation_seconds += time.perf_counter() - started
         signed = self.signatures(survivors)
         before_unmask()
-        return self.unmasked(masked_sum, survivors, self.shares(signed)), summed
+        shares = self.shares(signed)
+        started = time.perf_counter()
+        total = self.unmasked(masked_sum, survivors, shares)
+        outcome.aggregation_seconds += time.perf_counter() - started
+        return total, summed
 
 
 def secure_train_round(
@@ -302,7 +308,7 @@ def secure_train_round(
         total, summed = secure.run(contents, outcome, spend)
         started = time.perf_counter()
         outcome.metrics = _aggregate(strategy, config, secure, total, summed)
-        outcome.aggregation_seconds = time.perf_counter() - started
+        outcome.aggregation_seconds += time.perf_counter() - started
     except _NoSum as why:
         outcome.failure = str(why)
     return _finish(secure, strategy, config, server_round, outcome)

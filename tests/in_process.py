@@ -1,15 +1,15 @@
 """A Flower Grid whose nodes are real ClientApps called in this process.
 
 The server's real round code meets the real client handlers without Ray or processes, keeping
-the two Flower semantics the protocol depends on: a handler that raises becomes the node's
-error reply, and then the node state keeps none of that handler's changes. ``tamper`` lets a
+the Flower semantics the protocol depends on: every message and node state crosses Flower's
+wire format (so nothing but what Flower can carry is shared), a handler that raises becomes the
+node's error reply, and then the node state keeps none of that handler's changes. ``tamper`` lets a
 test play a server that deviates: it sees every message before delivery and may change it, or
 hold it back (None: the node answers that it never got it).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +17,12 @@ from pathlib import Path
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
+from flwr.common.serde import (
+    context_from_proto,
+    context_to_proto,
+    message_from_proto,
+    message_to_proto,
+)
 from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import register
@@ -84,17 +90,24 @@ class InProcessGrid:
             sent.content, src=SERVER_NODE, dst=meta.dst_node_id, run_id=meta.run_id,
             message_type=meta.message_type, message_id=message_id, group_id=meta.group_id,
         )  # fmt: skip
+        msg = _wire(msg)
         return self.tamper(msg) if self.tamper and tamper else msg
 
     def answer(self, msg: Message) -> Message:
         """The node's reply, as Flower makes it."""
-        context = self.contexts[msg.metadata.dst_node_id]
-        saved = copy.deepcopy(context.state)
+        node = msg.metadata.dst_node_id
+        context = context_from_proto(context_to_proto(self.contexts[node]))
         try:
-            return self.app(msg, context)
+            reply = self.app(msg, context)
         except Exception as err:  # noqa: BLE001 - Flower turns any exception into the reply
-            context.state = saved
             return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(err)), reply_to=msg)
+        self.contexts[node] = context
+        return _wire(reply)
+
+
+def _wire(msg: Message) -> Message:
+    """``msg`` as it comes out of Flower's wire format."""
+    return message_from_proto(message_to_proto(msg))
 
 
 def run_server(grid: InProcessGrid, run_config: dict) -> None:

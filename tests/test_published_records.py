@@ -17,6 +17,8 @@ from federated.privacy.secret_randomness import INSECURE_SEED_ENV
 from server.loss_plot import SERIES
 from tests.in_process import run_federation
 
+pytestmark = pytest.mark.slow  # whole runs of the apps, in process
+
 RUN = {
     "model.name": "tiny-llama", "num-server-rounds": 2, "lora.rank": 2, "lora.dropout": 0.0,
     "train.local-steps": 2, "train.batch-size": 4, "strategy.min-available-nodes": 4,

@@ -26,7 +26,7 @@ from tests.in_process import InProcessGrid, server_identity
 
 RUN = {
     "model.name": "tiny-llama", "lora.rank": 2, "lora.dropout": 0.0, "train.lr": 0.02,
-    "train.local-steps": 2, "strategy.fraction-evaluate": 0.0, "secagg.enabled": True,
+    "train.local-steps": 1, "strategy.fraction-evaluate": 0.0, "secagg.enabled": True,
 }  # fmt: skip
 NODES = [101, 102, 103, 104, 105]
 SECRETS = {p.SK_MASK, p.SK_ENCRYPT, p.SK_SIGN, p.SEED, p.SEED_SHARES, p.KEY_SHARES}

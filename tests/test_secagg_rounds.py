@@ -18,6 +18,8 @@ from federated import message_keys as keys
 from federated.secagg import protocol as p
 from tests.in_process import FIRST_NODE, run_federation
 
+pytestmark = pytest.mark.slow  # whole runs of the apps, in process
+
 # One round: training is deterministic, so two runs differ only in aggregation.
 LORA = {
     "model.name": "tiny-llama", "num-server-rounds": 1, "lora.rank": 4, "lora.dropout": 0.0,

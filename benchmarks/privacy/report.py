@@ -96,28 +96,25 @@ STAGES = ("setup", "share_keys", "collect", "consistency", "unmask")
 
 def stage_table(runs: dict) -> str:
     """What each SecAgg+ stage costs a round: KB down + up over all its clients, and seconds
-    (means over the rounds that got that far), for every run under SecAgg+."""
+    (means over the rounds that got that far), for every run under SecAgg+; and the survivor
+    check's own exchange (the consistency stage) as a share of the round's stages."""
     lines = [
-        "| run | " + " | ".join(STAGES) + " | survivor check (consistency + unmask) |",
+        "| run | " + " | ".join(STAGES) + " | consistency stage: share of the round |",
         "|---|" + "---|" * (len(STAGES) + 1),
     ]
     for name, run in runs["runs"].items():
         rounds = run.get("secagg_stages") or []
         if not rounds:
             continue
-        cells, total_kb, total_s = [], 0.0, 0.0
+        cells, cost = [], {}
         for stage in STAGES:
             done = [r[stage] for r in rounds if stage in r]
             kb = statistics.fmean(d["bytes_down"] + d["bytes_up"] for d in done) / 1e3
-            seconds = statistics.fmean(d["seconds"] for d in done)
-            cells.append(f"{kb:.1f} KB, {seconds:.2f} s")
-            total_kb, total_s = total_kb + kb, total_s + seconds
-        check = [r[s] for r in rounds for s in ("consistency", "unmask") if s in r]
-        kb = sum(d["bytes_down"] + d["bytes_up"] for d in check) / len(rounds) / 1e3
-        seconds = sum(d["seconds"] for d in check) / len(rounds)
-        cells.append(
-            f"{kb:.1f} KB ({kb / total_kb:.1%}), {seconds:.2f} s ({seconds / total_s:.1%})"
-        )
+            cost[stage] = (kb, statistics.fmean(d["seconds"] for d in done))
+            cells.append(f"{kb:.1f} KB, {cost[stage][1]:.2f} s")
+        total_kb, total_s = (sum(c[i] for c in cost.values()) for i in (0, 1))
+        kb, seconds = cost["consistency"]
+        cells.append(f"{kb / total_kb:.2%} of the bytes, {seconds / total_s:.1%} of the time")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

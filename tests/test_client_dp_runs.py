@@ -1,6 +1,6 @@
-"""Client-level DP end to end through Flower's simulation engine: clients Poisson-sampled in
-secret, clipped and noised aggregation accounted each round, training stopped before the round
-that would overspend the budget."""
+"""Client-level DP through whole runs (in process, ``tests.in_process``): clients Poisson-sampled
+in secret, clipped and noised aggregation accounted each round, training stopped before the
+round that would overspend the budget."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from federated.privacy.accounting import PrivacyLedger
-from tests.simulate import simulate
+from tests.in_process import run_federation
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def _run(out: Path, name: str) -> list[dict]:
         "output-dir": str(out),
         "run-name": name,
     }
-    folder = simulate(config, num_clients=CLIENTS)
+    folder = run_federation(out, name, config, CLIENTS)
     assert (folder / "summary.json").is_file()  # the run finished and saved its model
     return folder
 

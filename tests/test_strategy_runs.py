@@ -1,4 +1,5 @@
-"""Every registered strategy end to end through Flower's simulation engine on a tiny model."""
+"""Every registered strategy through whole runs of the real ServerApp and ClientApps (in
+process, ``tests.in_process``) on a tiny model."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from federated.evaluation import evaluate_model
 from federated.models import load_base_model
 from federated.workspace import encode_indices, lora_model, num_labels, server_test_indices
 from strategies.registry import STRATEGIES
-from tests.simulate import simulate
+from tests.in_process import run_federation
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict, list
     done = {}
     for name in LORA_STRATEGIES:
         config = _config(name, out)
-        folder = simulate(config, num_clients=CLIENTS)
+        folder = run_federation(out, name, config, CLIENTS)
         rounds = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         done[name] = (config, rounds)
     return done
