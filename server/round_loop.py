@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,8 @@ class _Training:
     counts: bool  # the model moved, or the round's clients declined it (privacy budgets)
     clock: RoundClock | None = None  # the round on the device simulator's clock
     stages: dict | None = None  # SecAgg+: what each stage cost
+    failure: str | None = None  # why the try does not count (and the round is tried again)
+    retried: list[str] = field(default_factory=list)  # why each earlier try did not count
 
 
 def _train(
@@ -99,7 +101,8 @@ def _train(
         # A round without a sum leaves the model, unless client-level DP released its noise.
         counts = outcome.failure is None or strategy.client_dp is not None
         return _Training(outcome.exchange, valid, clients, outcome.metrics,
-                         outcome.aggregation_seconds, counts, stages=outcome.stages)  # fmt: skip
+                         outcome.aggregation_seconds, counts, stages=outcome.stages,
+                         failure=outcome.failure)  # fmt: skip
     train_ex = exchange(grid, sent, timeout=config.server.round_timeout,
                         on_reply=_progress("train"))  # fmt: skip
     valid, clients = screen.screen(train_ex, screen.reply_check(server_round), server_round)
@@ -108,8 +111,9 @@ def _train(
     enough = len(valid) >= needed or strategy.client_dp is not None  # DP: every draw releases
     if not enough:
         strategy.skip_train(train_ex.replies)
+        why = f"{len(valid)} sound replies, strategy.min-train-nodes asks for {needed}"
         return _Training(train_ex, valid, clients, None, 0.0, len(valid) + declined >= needed,
-                         clock)  # fmt: skip
+                         clock, failure=why)  # fmt: skip
     aggregation_started = time.perf_counter()
     _, metrics = strategy.aggregate_train(server_round, valid)
     return _Training(train_ex, valid, clients, metrics, time.perf_counter() - aggregation_started,
@@ -120,24 +124,27 @@ def _train_with_retries(
     grid: Grid, strategy: LoraStrategy, config: RunConfig, screen: TrainScreen, server_round: int,
     devices: DeviceSimulator | None,
 ) -> _Training:  # fmt: skip
-    """The round's training, tried again while too few sound replies arrive."""
-    tries = config.server.round_retries + 1
+    """The round's training, tried again while a try does not count (too few sound replies,
+    or under SecAgg+ no usable sum)."""
+    tries, retried = config.server.round_retries + 1, []
     for attempt in range(1, tries + 1):
         training = _train(grid, strategy, config, screen, (server_round, attempt), devices)
         if training.counts:
             if not training.valid:
                 log(WARNING, "    no valid update this round: the global model stays as it was")
+            training.retried = retried
             return training
-        log(
-            WARNING,
-            "    round %d: %d sound replies, strategy.min-train-nodes asks for %d (try %d of %d)",
-            server_round, len(training.valid), config.strategy.min_train_nodes, attempt, tries,
-        )  # fmt: skip
+        retried.append(f"try {attempt}: {training.failure}")
+        log(WARNING, "    round %d, try %d of %d: %s", server_round, attempt, tries,
+            training.failure)  # fmt: skip
+    last = (
+        f"the model of round {server_round - 1} is the run's last checkpoint"
+        if server_round > 1
+        else "no round finished, so there is no checkpoint to resume from"
+    )
     raise RunFailure(
-        f"round {server_round} got fewer than strategy.min-train-nodes "
-        f"({config.strategy.min_train_nodes}) sound replies in {tries} tries; the model of round "
-        f"{server_round - 1} is the run's last checkpoint (see each client's status in "
-        "metrics.jsonl)"
+        f"round {server_round} did not train in {tries} tries ({training.failure}); {last} "
+        "(the log above names each client's reply)"
     )
 
 
@@ -236,6 +243,8 @@ def run_rounds(
             record["simulation"] = training.clock.record()
         if training.stages is not None:
             record["secagg_stages"] = training.stages
+        if training.retried:
+            record["retried"] = training.retried
         if eval_stages is not None:
             record["secagg_evaluation_stages"] = eval_stages
         report = strategy.client_dp.report() if strategy.client_dp is not None else None

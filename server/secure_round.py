@@ -39,10 +39,17 @@ from federated.reply_contract import eval_metric_keys, train_metric_keys, train_
 from federated.secagg import protocol as p
 from federated.secagg.distributed_dp import decode_sum
 from federated.secagg.keys import agree, neighbours, signed_by, threshold
-from federated.secagg.masking import sum_masked, unmask
+from federated.secagg.masking import MOD, sum_masked, unmask
 from federated.secagg.metric_sums import MAX_CLIENTS, statistics
 from server.exchange import Exchange, exchange
 from server.reply_validation import check_masked_reply
+from server.sum_checks import (
+    UpdateBounds,
+    distributed_problem,
+    honest_bounds,
+    integer_problem,
+    masked_sum_problem,
+)
 from strategies.distributed_dp import DistributedClientDp, secure_layout
 from strategies.lora_strategy import LoraStrategy
 
@@ -134,6 +141,12 @@ class _SecureRound:
         s = self.config.secagg
         if self.shape.statistics and len(nodes) > MAX_CLIENTS:
             raise _NoSum(f"{len(nodes)} clients sampled; the masked statistics hold {MAX_CLIENTS}")
+        fits = (MOD - 1) // ((1 << s.quantization_bits) - 1)  # honest sums must not wrap
+        if self.distributed is None and len(nodes) > fits:
+            raise _NoSum(
+                f"{len(nodes)} clients sampled; sums of entries of {s.quantization_bits} bits "
+                f"hold {fits} (lower secagg.quantization-bits)"
+            )
         setup = self._ask(p.SETUP, {n: {} for n in nodes})
         self.public = {n: r.content.config_records[p.CONFIG] for n, r in setup.items()}
         if len(self.public) < s.min_group_size:
@@ -307,7 +320,8 @@ def secure_train_round(
             )
         total, summed = secure.run(contents, outcome, spend)
         started = time.perf_counter()
-        outcome.metrics = _aggregate(strategy, config, secure, total, summed)
+        bounds = honest_bounds(strategy, config, server_round)
+        outcome.metrics = _aggregate(strategy, config, secure, total, summed, bounds)
         outcome.aggregation_seconds += time.perf_counter() - started
     except _NoSum as why:
         outcome.failure = str(why)
@@ -325,6 +339,9 @@ def secure_evaluate_round(
     outcome = SecureOutcome(exchange=Exchange())
     try:
         total, summed = secure.run({m.metadata.dst_node_id: m.content for m in sent}, outcome)
+        bits = config.secagg.quantization_bits
+        if problem := integer_problem(total, secure.shape, len(summed), bits, False):
+            raise _NoSum(_tampered(len(summed), problem))
         s = config.secagg
         parts = p.split_sum(total, secure.shape, s.clipping_range, s.quantization_bits, len(summed))
         outcome.metrics = strategy.aggregate_secure_evaluation(summed, parts.metrics)
@@ -337,10 +354,19 @@ def secure_evaluate_round(
     return outcome
 
 
+def _tampered(count: int, problem: str) -> str:
+    return (
+        f"the unmasked sum cannot come from {count} clients that follow the protocol ({problem}): "
+        "one of them altered its masked vector; the sum is discarded"
+    )
+
+
 def _aggregate(
-    strategy: LoraStrategy, config: RunConfig, secure: _SecureRound, total, summed: list[Message]
-) -> MetricRecord | None:
-    """Move the model by the unmasked sum; the round's statistics from it."""
+    strategy: LoraStrategy, config: RunConfig, secure: _SecureRound, total, summed: list[Message],
+    bounds: UpdateBounds,
+) -> MetricRecord | None:  # fmt: skip
+    """Move the model by the unmasked sum, once it is one that honest clients can make; the
+    round's statistics from it."""
     count, distributed = len(summed), secure.distributed
     if distributed is not None:
         counted, sums = decode_sum(total, secure.shape.spec, distributed.plan)
@@ -354,7 +380,11 @@ def _aggregate(
                 "the run has", counted, distributed.plan.min_clients,
                 (counted / distributed.plan.min_clients) ** 0.5,
             )  # fmt: skip
+        if problem := distributed_problem(sums, counted, distributed.plan):
+            raise _NoSum(_tampered(count, problem))
         return strategy.aggregate_secure(summed, sums, float(counted), None, {})
+    if problem := masked_sum_problem(total, secure.shape, count, config, bounds):
+        raise _NoSum(_tampered(count, problem))
     s = config.secagg
     parts = p.split_sum(total, secure.shape, s.clipping_range, s.quantization_bits, count)
     centred = None if parts.unclipped is None else parts.unclipped - count / 2

@@ -5,7 +5,8 @@ the Flower semantics the protocol depends on: every message and node state cross
 wire format (so nothing but what Flower can carry is shared), a handler that raises becomes the
 node's error reply, and then the node state keeps none of that handler's changes. ``tamper`` lets a
 test play a server that deviates: it sees every message before delivery and may change it, or
-hold it back (None: the node answers that it never got it).
+hold it back (None: the node answers that it never got it); ``tamper_reply`` plays a client that
+deviates, changing what a node answers.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class InProcessGrid:
             for node, config in nodes.items()
         }
         self.tamper: Tamper | None = None
+        self.tamper_reply: Callable[[Message], Message] | None = None
         self.delivered: list[Message] = []
         self.held: list[Message] = []  # what ``tamper`` held back
         self.answers: dict[str, Message] = {}  # message ID -> the node's reply
@@ -102,7 +104,7 @@ class InProcessGrid:
         except Exception as err:  # noqa: BLE001 - Flower turns any exception into the reply
             return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(err)), reply_to=msg)
         self.contexts[node] = context
-        return _wire(reply)
+        return _wire(self.tamper_reply(reply) if self.tamper_reply else reply)
 
 
 def _wire(msg: Message) -> Message:
@@ -120,6 +122,7 @@ def run_server(grid: InProcessGrid, run_config: dict) -> None:
 
 def run_federation(
     out: Path, name: str, run: dict, clients: int = 4, *, tamper: Tamper | None = None,
+    tamper_reply: Callable[[Message], Message] | None = None,
     node_configs: dict[int, dict] | None = None,
 ) -> Path:  # fmt: skip
     """A whole run of ``clients`` nodes, partition i of ``clients`` each (plus what
@@ -132,6 +135,6 @@ def run_federation(
         nodes[FIRST_NODE + partition].update(extra)
     config = {**run, "output-dir": str(out), "run-name": name}
     grid = InProcessGrid(register(ClientApp()), nodes, config)
-    grid.tamper = tamper
+    grid.tamper, grid.tamper_reply = tamper, tamper_reply
     run_server(grid, config)
     return out / name
