@@ -7,12 +7,16 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from client import lora_round, secure_aggregation, zo_round
+from client.deadline import end_past_deadline
 from client.node import describe
 from federated.config import parse_run_config
 from federated.secagg import protocol
+from simulation import ray_workers
 
 # Ray gives each actor one CPU; more torch threads than that only fight over it.
 torch.set_num_threads(1)
+# In a simulation's process, before it builds its workers: a ClientApp that hangs loses its own.
+ray_workers.install()
 
 
 def _mode(context: Context):
@@ -44,4 +48,5 @@ def register(app: ClientApp) -> ClientApp:
     return app
 
 
-app = register(ClientApp())
+# Only this app ends its process past a message's deadline: tests run handlers in theirs.
+app = register(ClientApp(mods=[end_past_deadline]))

@@ -97,5 +97,8 @@ def finite(value: Any) -> Any:
 
 
 def read_rounds(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file, in round order."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of a ``metrics.jsonl`` file, in round order. A last line without its newline
+    is a write cut short (a full disk, a kill) and is not a record."""
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]

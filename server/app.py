@@ -22,8 +22,10 @@ from federated.adapter_files import save_global_adapter
 from federated.config import ConfigError, RunConfig, parse_run_config, run_config_to_flat
 from federated.config.schema import auto_settings_line
 from federated.evaluation import EvalResult, evaluate_model
+from federated.partition_keys import read_partition_keys
 from federated.privacy.planned_epsilon import planned_epsilon_line
 from federated.results import RunResults
+from federated.stop_request import take_stop_request
 from federated.workspace import corpus_for, encode_indices, lora_model, server_test_indices
 from federated.zo.factor_steps import factor_steps_problem
 from federated.zo.hybrid import hybrid_state, load_hybrid_
@@ -33,9 +35,17 @@ from server.audit import run_audit
 from server.loss_plot import plot_losses
 from server.node_partitions import NodePartitions
 from server.released_record import withhold_for
-from server.resume import resume_run
+from server.resume import check_partition_count, resume_run
 from server.round_loop import folder_for, run_rounds
-from server.start_checks import RunFailure, check_partitions, check_split, wait_for_nodes
+from server.round_outcomes import run_counts
+from server.run_clock import RunClock
+from server.start_checks import (
+    RunFailure,
+    check_partitions,
+    check_split,
+    check_writable,
+    wait_for_nodes,
+)
 from server.zo_factor_replies import zo_fallback_problem
 from server.zo_rate import resolve_zo_lr
 from simulation.clock_plots import plot_round_timeline, plot_test_against_hours
@@ -64,7 +74,7 @@ def _model_files(config: RunConfig) -> tuple[str, ...]:
     return ("zo_sums.safetensors", "zo_model.json", *mask)
 
 
-def _summary(config: RunConfig, results: RunResults, wall_seconds: float) -> dict[str, Any]:
+def _summary(config: RunConfig, results: RunResults, clock: RunClock) -> dict[str, Any]:
     rounds = results.rounds()
     trained = [r for r in rounds if r["round"] > 0]
     summary = {
@@ -87,8 +97,8 @@ def _summary(config: RunConfig, results: RunResults, wall_seconds: float) -> dic
         "bytes_down_total": sum(r["bytes_down"] for r in trained),
         "bytes_up_per_client_round": _mean_per_client(trained, "bytes_up"),
         "bytes_down_per_client_round": _mean_per_client(trained, "bytes_down"),
-        "rejected_replies": sum(r["clients_sampled"] - r["clients_accepted"] for r in trained),
-        "wall_seconds": wall_seconds,
+        **run_counts(trained),
+        **clock.summary(),
         **(clock_summary(rounds, config) if config.simulation.population else {}),
     }
 
@@ -270,11 +280,34 @@ def main(grid: Grid, context: Context) -> None:
     except (ConfigError, RunFailure, FileExistsError) as err:
         log(ERROR, "fedtune: %s", err)
         raise RunFailure(str(err)) from None  # Flower records the run as failed
+    except OSError as err:
+        if err.filename is None:  # not a file the run writes: a fault to report in full
+            raise
+        # Files are replaced whole (federated.atomic_file): the last complete checkpoint stays.
+        line = (f"could not write {err.filename} ({err.strerror}); what was written before, "
+                "the last finished round's checkpoint included, is kept: fedtune results "
+                "RUN_DIR says how to resume")  # fmt: skip
+        log(ERROR, "fedtune: %s", line)
+        raise RunFailure(line) from None
+
+
+def _partition_keys(config: RunConfig) -> dict[int, str]:
+    if not config.server.partition_keys:
+        return {}
+    try:
+        return read_partition_keys(config.server.partition_keys)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _run(grid: Grid, context: Context) -> None:
     config, strategy = _start(context)
+    bound = _partition_keys(config)  # a table that cannot be read stops the run at once
     resumed = resume_run(config, strategy) if config.resume else None
+    if resumed is None:
+        check_writable(Path(config.output_dir).expanduser().resolve(), "output-dir")
+    else:
+        check_writable(resumed[0], "resume")
     config = resolve_zo_lr(config, _mask(config), resumed[1].state["config"] if resumed else None)
     if isinstance(strategy, FedKSeed):
         strategy.lr = config.zo.lr
@@ -287,10 +320,12 @@ def _run(grid: Grid, context: Context) -> None:
     nodes = wait_for_nodes(
         grid, config.strategy.min_available_nodes, config.server.node_wait_timeout
     )
-    partitions = NodePartitions(len(corpus.examples), *_zo_nodes(config, strategy))
+    partitions = NodePartitions(len(corpus.examples), *_zo_nodes(config, strategy), bound=bound)
     wait = config.server.node_wait_timeout or math.inf  # a cold client's first message is slow
     check_partitions(partitions.learn(grid, nodes, wait), partitions, config)
     check_split(config, partitions.num_partitions)
+    if resumed is not None:
+        check_partition_count(config, resumed[1], partitions.num_partitions)
     if config.dp.record_level:  # from the partitions' sizes, known once the nodes have said
         log(INFO, planned_epsilon_line(config, partitions.num_partitions))
     strategy.sampler = PartitionSampler(config.seed, partitions.of)
@@ -307,12 +342,15 @@ def _run(grid: Grid, context: Context) -> None:
         results = RunResults.resume(folder, checkpoint.round, withhold_for(config))
         strategy.run_key = str(checkpoint.state["run-key"])
         log(INFO, "fedtune: resuming %s after round %d", folder, checkpoint.round)
+        if take_stop_request(folder):  # left by a launch that was stopped: not this one's
+            log(INFO, "fedtune: an earlier launch's stop request was removed")
 
-    wall_started = time.perf_counter()
     checkpoint = resumed[1] if resumed else None
+    clock = RunClock.resumed_from(checkpoint.state) if checkpoint else RunClock()
     final = run_rounds(
-        grid, strategy, config, results, server_model.evaluate, partitions, checkpoint, devices
-    )
+        grid, strategy, config, results, server_model.evaluate, partitions, checkpoint, devices,
+        clock,
+    )  # fmt: skip
 
     server_model.save(final, results.folder)
     audit = _audit(config, server_model, final, results)
@@ -320,7 +358,7 @@ def _run(grid: Grid, context: Context) -> None:
     plot_losses(results.rounds(), results.folder / "loss.png", title)
     if devices is not None:
         _plot_clock(results, config, title)
-    summary = _summary(config, results, time.perf_counter() - wall_started)
+    summary = _summary(config, results, clock)
     if audit is not None:
         summary["audit"] = audit
     if server_model.zo is not None and server_model.zo.frozen_bytes_saved:

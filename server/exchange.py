@@ -41,11 +41,15 @@ def exchange(
     """Push ``messages``, then pull replies until all are back or ``timeout`` seconds pass.
 
     Flower's own ``send_and_receive`` polls every 3 s and reports nothing until the end; this
-    polls faster and calls ``on_reply(done, total)`` as replies arrive.
+    polls faster and calls ``on_reply(done, total)`` as replies arrive. Each message expires when
+    the server stops waiting for it, so a node that is late is not handed stale work, a worker
+    still running it can be reclaimed (``simulation.ray_workers``), and a late reply is refused.
     """
     messages = list(messages)
     result = Exchange()
+    expires = time.time() + timeout
     for msg in messages:
+        msg.metadata.ttl = expires - msg.metadata.created_at
         result.bytes_down[msg.metadata.dst_node_id] = serialized_bytes(msg)
     pending = dict(
         zip(grid.push_messages(messages), (m.metadata.dst_node_id for m in messages), strict=True)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from logging import WARNING
+from dataclasses import dataclass, field
+from logging import ERROR, WARNING
 
 from flwr.app import Message, MessageType, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 
 from federated import message_keys as keys
+from federated.partition_keys import fingerprint
 from server.exchange import exchange
 from server.reply_validation import check_partition_reply
 
@@ -26,26 +28,41 @@ class NodePartitions:
     In a LoRA run a node may say that it takes zeroth-order steps on the factors (its node
     config's mode or device): where the run allows that (``zo_steps`` > 0, the steps such a
     reply may hold), its partition goes into ``zo_steps``; else the node is refused with
-    ``zo_refusal``.
+    ``zo_refusal``. ``bound`` (partition -> key fingerprint, ``server.partition-keys``) names
+    the only node key that may hold a partition.
     """
 
-    def __init__(self, most: int, zo_steps: int = 0, zo_refusal: str = "") -> None:
+    def __init__(
+        self,
+        most: int,
+        zo_steps: int = 0,
+        zo_refusal: str = "",
+        bound: Mapping[int, str] | None = None,
+    ) -> None:
         self.most = most  # no data splits into more partitions than it has examples
         self.of: dict[int, int] = {}
         self.num_partitions: int | None = None
         self.refused: dict[int, str] = {}  # nodes whose answer was unusable, and why
         self.zo_steps: dict[int, int] = {}  # partition -> steps, of zeroth-order nodes
         self.zo_steps_allowed, self.zo_refusal = zo_steps, zo_refusal
+        self.bound = dict(bound or {})
+
+    def _keys(self, grid: Grid) -> dict[int, str | None]:
+        """node -> fingerprint of the key the SuperLink registered it with (bindings only)."""
+        if not self.bound:
+            return {}
+        return {int(n.node_id): fingerprint(bytes(n.public_key)) for n in grid.get_nodes()}
 
     def learn(self, grid: Grid, nodes: Iterable[int], timeout: float) -> dict[int, str]:
         """Ask the nodes not asked before which partition they hold, waiting up to ``timeout``
         seconds for their answers; the new refusals, by node.
 
         The first answers fix the number of partitions (``settle_claims``). A node that claims
-        another number, a partition already held, or fails to answer is left out of
+        another number, a partition bound to another key, or fails to answer is left out of
         sampling, and logged; it is not asked again (a silent node would otherwise hold up every
-        round by the timeout). A node the SuperLink reports unreachable is asked again when it
-        is back.
+        round by the timeout). A partition that two connected nodes claim goes to neither, and
+        both are asked again each round until one is gone. A node the SuperLink reports
+        unreachable is asked again when it is back.
         """
         connected = set(nodes)
         unknown = sorted(n for n in connected if n not in self.of and n not in self.refused)
@@ -75,26 +92,43 @@ class NodePartitions:
         # A partition whose node is gone (a device restarted without node authentication
         # comes back under a new node ID) goes to whoever claims it now.
         held = {node: p for node, p in self.of.items() if node in connected}
-        self.num_partitions, accepted, rejected = settle_claims(
-            claims, self.num_partitions, held, self.most
+        settled = settle_claims(
+            claims, self.num_partitions, held, self.most, self.bound, self._keys(grid)
         )
-        taken = set(accepted.values())
-        for gone in [n for n, p in self.of.items() if p in taken and n not in connected]:
+        self.num_partitions = settled.num_partitions
+        taken = set(settled.accepted.values())
+        for gone in [n for n, p in self.of.items()
+                     if (p in taken and n not in connected) or n in settled.revoked]:  # fmt: skip
             del self.of[gone]  # in place: the sampler and the screen hold this mapping
-        self.of.update(accepted)
-        for node, partition in accepted.items():
+        self.of.update(settled.accepted)
+        for node, partition in settled.accepted.items():
             if node in zeroth_order:
                 self.zo_steps[partition] = self.zo_steps_allowed
             else:
                 self.zo_steps.pop(partition, None)
-        refused.update(rejected)
+        for partition, claimants in sorted(settled.contested.items()):
+            log(ERROR, "partition %d is claimed by nodes %s: given to none of them until one "
+                "is stopped, or server.partition-keys binds it to one node's key", partition,
+                ", ".join(map(str, claimants)))  # fmt: skip
+        refused.update(settled.refused)
         for node, reason in sorted(refused.items()):
             log(WARNING, "node %d left out of sampling: %s", node, reason)
-        # A node that claims a partition another connected node holds is asked again later:
-        # the holder may be a device's old node ID that the SuperLink has not yet let go.
-        contested = {n for n in rejected if claims[n][1] == self.num_partitions}
-        self.refused.update({n: r for n, r in refused.items() if n not in contested})
+        # Nodes in a contest are asked again: the other claimant may be a device's old node ID
+        # that the SuperLink has not yet let go.
+        asked_again = {n for claimants in settled.contested.values() for n in claimants}
+        self.refused.update({n: r for n, r in refused.items() if n not in asked_again})
         return refused
+
+
+@dataclass
+class Settlement:
+    """What ``settle_claims`` decided."""
+
+    num_partitions: int | None
+    accepted: dict[int, int]  # node -> partition
+    refused: dict[int, str]  # node -> why
+    contested: dict[int, list[int]] = field(default_factory=dict)  # partition -> claimants
+    revoked: set[int] = field(default_factory=set)  # holders that lost a contested partition
 
 
 def settle_claims(
@@ -102,12 +136,18 @@ def settle_claims(
     num_partitions: int | None,
     held_by: Mapping[int, int],
     most: int,
-) -> tuple[int | None, dict[int, int], dict[int, str]]:
+    bound: Mapping[int, str] | None = None,
+    key_of: Mapping[int, str | None] | None = None,
+) -> Settlement:
     """Nodes' claims (node -> (partition, count)) judged against the federation's number of
     partitions, set here from the most common claim when not yet known (a tie goes to the
     smaller number, and no claim above ``most`` counts: a hostile node cannot make the server
-    split the data a billion ways); and against the partitions ``held_by`` nodes already
-    (node -> partition). The number, the accepted node -> partition, and the refusals."""
+    split the data a billion ways); against ``bound`` (partition -> the fingerprint of the only
+    key that may hold it, ``key_of`` giving each node's); and against the partitions ``held_by``
+    nodes already (node -> partition). A partition with more than one claimant, counting its
+    holder, goes to none of them: node IDs change from launch to launch, so no order among them
+    can tell the honest node from one that claims its partition."""
+    bound, key_of = bound or {}, key_of or {}
     refused = {
         node: f"claims {count} partitions; the data has {most} examples"
         for node, (_, count) in claims.items()
@@ -116,16 +156,28 @@ def settle_claims(
     if num_partitions is None:
         counts = Counter(count for node, (_, count) in claims.items() if node not in refused)
         num_partitions = max(counts, key=lambda c: (counts[c], -c), default=None)
-    held = {partition: node for node, partition in held_by.items()}
-    accepted: dict[int, int] = {}
+    claimants: dict[int, list[int]] = {}
     for node, (partition, count) in sorted(claims.items()):
         if node in refused:
             continue
         if count != num_partitions:
             refused[node] = f"claims {count} partitions, the federation has {num_partitions}"
-        elif partition in held:
-            refused[node] = f"claims partition {partition}, which node {held[partition]} holds"
+        elif partition in bound and key_of.get(node) != bound[partition]:
+            refused[node] = (f"claims partition {partition}, which server.partition-keys binds "
+                             "to another node's key")  # fmt: skip
         else:
-            accepted[node] = partition
-            held[partition] = node
-    return num_partitions, accepted, refused
+            claimants.setdefault(partition, []).append(node)
+    settled = Settlement(num_partitions, {}, refused)
+    for holder, partition in held_by.items():
+        if partition in claimants and holder not in claimants[partition]:
+            claimants[partition].insert(0, holder)
+            settled.revoked.add(holder)
+    for partition, nodes in claimants.items():
+        if len(nodes) == 1:
+            settled.accepted[nodes[0]] = partition
+            continue
+        settled.contested[partition] = nodes
+        for node in nodes:
+            others = ", ".join(str(n) for n in nodes if n != node)
+            refused[node] = f"claims partition {partition}, which node {others} claims too"
+    return settled

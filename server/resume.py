@@ -55,3 +55,15 @@ def resume_run(config: RunConfig, strategy: LoraStrategy) -> tuple[Path, Checkpo
     except (KeyError, ValueError) as err:
         raise ConfigError(f"{where}: the checkpoint does not fit this run ({err})") from None
     return folder, checkpoint
+
+
+def check_partition_count(config: RunConfig, checkpoint: Checkpoint, num_partitions: int) -> None:
+    """The nodes of a resumed run hold the run's partitions: split across another number, the
+    data gives every client other examples, so the run would end elsewhere."""
+    saved = checkpoint.state.get("num-partitions")
+    if saved is not None and saved != num_partitions:
+        raise ConfigError(
+            f"run config 'resume' = {config.resume!r}: the run split its data across {saved} "
+            f"partitions, and the nodes now say {num_partitions} (num-partitions in their node "
+            f"config; in simulation, num-supernodes): resume with {saved}"
+        )

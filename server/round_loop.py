@@ -18,10 +18,13 @@ from federated.config import RunConfig, run_config_to_flat
 from federated.evaluation import EvalResult
 from federated.reply_contract import eval_metric_keys
 from federated.results import RunResults
+from federated.stop_request import take_stop_request
 from server.checkpoint import Checkpoint, save_checkpoint
 from server.exchange import Exchange, exchange
 from server.node_partitions import NodePartitions
 from server.reply_screen import ClientRound, TrainScreen, screen_evaluate
+from server.round_outcomes import EVALUATED_ONLY, round_counts
+from server.run_clock import RunClock
 from server.secure_round import secure_evaluate_round, secure_train_round
 from server.start_checks import RunFailure
 from server.update_bounds import example_bound
@@ -157,6 +160,7 @@ def run_rounds(
     partitions: NodePartitions,
     resumed: Checkpoint | None = None,
     devices: DeviceSimulator | None = None,
+    clock: RunClock | None = None,
 ) -> GlobalModel:
     """Run ``config.num_server_rounds`` rounds from the strategy's model, or those after the
     ``resumed`` checkpoint's round (the strategy restored from it); return the final model.
@@ -165,6 +169,7 @@ def run_rounds(
     are asked before the round that could sample them."""
     rounds = config.num_server_rounds
     timeout = config.server.round_timeout
+    clock = clock or RunClock()
     screen = TrainScreen(strategy, config)
     screen.examples = example_bound(config, partitions.num_partitions)
     screen.partition_of = partitions.of
@@ -182,6 +187,11 @@ def run_rounds(
     first = resumed.round + 1 if resumed else 1
     flat_config = run_config_to_flat(config)
     for server_round in range(first, rounds + 1):
+        if take_stop_request(results.folder):
+            kept = (f"the checkpoint after round {server_round - 1} is kept" if server_round > 1
+                    else "no round had finished")  # fmt: skip
+            raise RunFailure(f"stopped at the operator's request before round {server_round}; "
+                             f"{kept}")  # fmt: skip
         started = time.perf_counter()
         log(INFO, "[round %d/%d] training", server_round, rounds)
         if not _client_dp_allows(strategy, server_round):
@@ -211,17 +221,24 @@ def run_rounds(
         test = evaluate_global(strategy.model)
         test_seconds = time.perf_counter() - test_started
 
+        for node in eval_ex.timed_out:
+            verdicts.setdefault(node, "no reply before server.round-timeout")
+        for node, reason in eval_ex.unreachable.items():
+            verdicts.setdefault(node, reason)
+        for node in {*eval_ex.bytes_down, *verdicts} - set(clients):  # asked to evaluate only
+            clients[node] = ClientRound(node, EVALUATED_ONLY, partitions.of.get(node))
         for node, n in eval_ex.bytes_down.items():
-            clients.setdefault(node, ClientRound(node)).bytes_down += n
+            clients[node].bytes_down += n
         for node, n in eval_ex.bytes_up.items():
-            clients.setdefault(node, ClientRound(node)).bytes_up += n
+            clients[node].bytes_up += n
         for node, verdict in verdicts.items():
-            clients.setdefault(node, ClientRound(node)).eval_status = verdict
+            clients[node].eval_status = verdict
         record: dict[str, Any] = {
             "round": server_round,
             "clients_sampled": len(train_ex.bytes_down),
             "clients_accepted": len(valid),
             "evaluations_rejected": sum(v.startswith("rejected") for v in verdicts.values()),
+            **round_counts((c.status for c in clients.values()), verdicts.values()),
             "train_loss": train_metrics.get(keys.TRAIN_LOSS) if train_metrics else None,
             "held_out_loss": float(eval_metrics[keys.EVAL_LOSS]) if eval_metrics else None,
             **{
@@ -256,6 +273,7 @@ def run_rounds(
         state = {
             "config": flat_config, "run-key": strategy.run_key,
             "strategy": strategy.state_info(), "replays": screen.replays.accepted,
+            "num-partitions": partitions.num_partitions, **clock.state(),
         }  # fmt: skip
         save_checkpoint(results.folder, Checkpoint(server_round, strategy.state_tensors(), state))
         published = results.withhold(record) if results.withhold else record

@@ -2,21 +2,23 @@
 with one line instead of every client failing every round.
 
 The run config, the data file and the model are checked when the ServerApp starts (the config's
-own checks, ``federated.workspace``'s loaders); here, once the nodes have connected: that enough
-of them did and said which data partition they hold, and that the data splits across them with
-something to train on for each.
+own checks, ``federated.workspace``'s loaders); here, that results can be written where the run
+writes them, and once the nodes have connected: that enough of them did and said which data
+partition they hold, and that the data splits across them with something to train on for each.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Mapping
 from logging import INFO
+from pathlib import Path
 
 from flwr.common import log
 from flwr.serverapp import Grid
 
-from federated.config import RunConfig
+from federated.config import ConfigError, RunConfig
 from federated.workspace import client_indices
 from server.node_partitions import NodePartitions
 
@@ -83,3 +85,16 @@ def check_split(config: RunConfig, num_partitions: int) -> None:
                 f"partition {partition} of {num_partitions} gets no {which} example from "
                 f"{data.name!r} (split {data.partitioner!r}): use fewer clients or more data"
             )
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """Files can be written in ``folder`` (made if missing): a path under a regular file, or on
+    a read-only or full disk, stops the run before any node trains, in one line."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".fedtune-write-check-") as probe:
+            probe.write(b"\0" * 4096)
+            probe.flush()
+    except OSError as err:
+        raise ConfigError(f"run config '{key}': results cannot be written in {folder} "
+                          f"({err.strerror or err})") from None  # fmt: skip

@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     lines.add_argument(
         "--keys",
         type=Path,
-        help="folder of node-<i>.key from fedtune node-key (omit: no node auth)",
+        help="folder of node-<i>.key from fedtune node-key (omit: no node auth); writes "
+        "partition-keys.json there, binding partition i to node i's key",
     )
     lines.add_argument("--database", type=Path, help="the SuperLink's state file")
     results = commands.add_parser("results", help="what a run did, from its folder")
@@ -73,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "commands":
             deployment = Deployment(args.address, args.nodes, args.certs, args.keys,
                                     args.database)  # fmt: skip
-            print(deployment_commands(deployment))
+            text = deployment_commands(deployment)
+            if (table := deployment.write_partition_table()) is not None:
+                print(f"# wrote {table}: partition i goes to node-<i>.key.pub's key alone")
+            print(text)
         elif args.command == "ledger":
             print(describe_ledgers(args.state_dir or default_state_root()))
         else:

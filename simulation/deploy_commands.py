@@ -2,16 +2,19 @@
 
 One SuperLink (Fleet, Control and Runtime APIs on one HTTP port), one SuperNode per device, the
 nodes' keys registered with ``flwr supernode register``, and the run started with ``fedtune
-run`` against a named SuperLink connection in the Flower home's ``config.toml``.
+run`` against a named SuperLink connection in the Flower home's ``config.toml``. With keys, the
+run binds partition i to node i's key (``server.partition-keys``), from a table written next to
+the keys.
 """
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from federated.partition_keys import PARTITION_KEYS_FILE, write_partition_keys
 from simulation.certificates import CertificateFiles
+from simulation.shell_line import shell_line
 
 CONNECTION = "fedtune"
 
@@ -40,9 +43,21 @@ class Deployment:
         assert self.keys is not None
         return self.keys / f"node-{node}.key"
 
+    @property
+    def partition_keys(self) -> Path | None:
+        """The table binding partition i to node-i's key (``write_partition_table``)."""
+        return None if self.keys is None else (self.keys / PARTITION_KEYS_FILE).absolute()
+
+    def write_partition_table(self) -> Path | None:
+        """Write the table the run line names: partition i -> node-<i>.key.pub's key."""
+        if self.partition_keys is None:
+            return None
+        public = [self.node_key(i).with_suffix(".key.pub") for i in range(self.nodes)]
+        return write_partition_keys(self.partition_keys, public)
+
 
 def _line(*parts: object) -> str:
-    return " ".join(shlex.quote(str(p)) for p in parts)
+    return shell_line(parts)
 
 
 def superlink_command(d: Deployment) -> str:
@@ -100,6 +115,10 @@ def deployment_commands(d: Deployment) -> str:
                            CONNECTION) for i in range(d.nodes)]  # fmt: skip
     sections += ["", "# On each device i: its SuperNode (copy ca.crt and its own key there)"]
     sections += [supernode_command(d, i, d.nodes) for i in range(d.nodes)]
+    run = ["fedtune", "run", ".", CONNECTION]
+    if d.partition_keys is not None:
+        # The server gives partition i to node i's key alone: another node cannot claim it.
+        run += ["--run-config", f"server.partition-keys='{d.partition_keys}'"]
     sections += ["", "# Start the run from the app folder; it exits 0 only if the run completed",
-                 _line("fedtune", "run", ".", CONNECTION)]  # fmt: skip
+                 _line(*run)]  # fmt: skip
     return "\n".join(sections)

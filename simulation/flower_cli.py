@@ -51,18 +51,21 @@ class FlowerCli:
             "HF_HUB_OFFLINE": "1",
         }
 
-    def run(
-        self, run_config: str, num_supernodes: int, timeout: float = 600
-    ) -> subprocess.CompletedProcess:
+    def command(self, run_config: str, num_supernodes: int, app: Path = ROOT) -> list[str]:
         """``fedtune run`` (``flwr run --stream``, exiting with the run's status)."""
-        command = [
-            str(BIN / "fedtune"), "run", str(ROOT),
+        return [
+            str(BIN / "fedtune"), "run", str(app),
             "--run-config", run_config,
             "--federation-config", f"num-supernodes={num_supernodes} client-resources-num-cpus=1",
         ]  # fmt: skip
+
+    def run(
+        self, run_config: str, num_supernodes: int, timeout: float = 600, app: Path = ROOT
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
-        )
+            self.command(run_config, num_supernodes, app), cwd=ROOT, env=self.env,
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
 
     def close(self) -> None:
         marker = str(self.http_port)

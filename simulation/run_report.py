@@ -12,6 +12,7 @@ from typing import Any
 
 from federated.results import METRICS_FILE, OPERATOR_FILE, SUMMARY_FILE, read_rounds
 from server.checkpoint import CHECKPOINT_INFO
+from server.round_outcomes import KINDS
 
 
 def _metrics(values: dict[str, Any]) -> str:
@@ -21,6 +22,21 @@ def _metrics(values: dict[str, Any]) -> str:
 
 def _megabytes(n: float) -> str:
     return f"{n / 1e6:.2f} MB"
+
+
+def _outcomes(summary: dict[str, Any]) -> str:
+    kinds = [f"{summary.get(f'replies_{kind}', 0)} {kind.replace('_', ' ')}" for kind in KINDS]
+    return (f"training replies not used: {', '.join(kinds)}; evaluations lost "
+            f"{summary.get('evaluations_lost', 0)}, rejected "
+            f"{summary.get('evaluations_rejected', 0)}")  # fmt: skip
+
+
+def _times(summary: dict[str, Any]) -> str:
+    line = f"wall time {summary['wall_seconds'] / 60:.1f} min"
+    if summary.get("resumes"):
+        line += (f" from the first launch, across {summary['resumes']} resume(s) "
+                 f"({summary['running_seconds'] / 60:.1f} min running)")  # fmt: skip
+    return line
 
 
 def _finished(folder: Path, summary: dict[str, Any]) -> list[str]:
@@ -39,8 +55,8 @@ def _finished(folder: Path, summary: dict[str, Any]) -> list[str]:
             f"bytes: {_megabytes(summary['bytes_up_total'])} up, "
             f"{_megabytes(summary['bytes_down_total'])} down "
             f"({_megabytes(summary['bytes_up_per_client_round'] or 0)} up a client a round)",
-            f"rejected replies: {summary['rejected_replies']}; wall time "
-            f"{summary['wall_seconds'] / 60:.1f} min",
+            _outcomes(summary),
+            _times(summary),
         ]
     if "simulated_hours" in summary:
         reached = {k: v for k, v in summary.items() if k.startswith("hours_to_")}

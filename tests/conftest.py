@@ -1,5 +1,6 @@
 """Test-wide settings: offline hub, one torch thread (CI has 2 cores; more threads only contend),
-and a private folder for the privacy ledgers clients keep on their node."""
+a private folder for the privacy ledgers clients keep on their node, and ``flower``: a module's
+own ``fedtune run`` against a private local SuperLink."""
 
 import os
 import tempfile
@@ -8,6 +9,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Ray's workers inherit this: simulated clients never write into the user's own state folder.
 os.environ.setdefault("FEDTUNE_STATE_DIR", tempfile.mkdtemp(prefix="fedtune-test-state-"))
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from simulation.flower_cli import FlowerCli  # noqa: E402
+
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def flower(tmp_path_factory: pytest.TempPathFactory):
+    cli = FlowerCli(tmp_path_factory.mktemp("flwr-home"))
+    yield cli
+    cli.close()

@@ -12,7 +12,7 @@ import torch
 from federated.data import wordnet
 from federated.data.chatterbot import load_chatterbot
 from federated.data.corpus import Corpus, Example
-from federated.data.files import load_table
+from federated.data.files import MAX_LINE_BYTES, load_table
 from federated.data.wordnet import LEXNAMES, load_wordnet
 from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
@@ -249,6 +249,19 @@ def test_bytes_that_are_not_utf8_name_the_file_and_line(tmp_path: Path) -> None:
     path.write_bytes(b'{"text": "ok", "label": "a"}\n{"text": "caf\xe9", "label": "a"}\n')
     with pytest.raises(ValueError, match=r"latin1\.jsonl, line 2: not UTF-8 text \(byte 0xe9"):
         load_table(path, task=TASK_CLASSIFICATION, text_column="text", label_column="label")
+
+
+def test_an_oversized_line_or_value_is_refused_before_it_is_read_whole(tmp_path: Path) -> None:
+    long = "w" * (MAX_LINE_BYTES + 10)
+    path = _jsonl(tmp_path / "long.jsonl", [{"q": "x", "a": "y"}, {"q": long, "a": "y"}])
+    with pytest.raises(ValueError, match=r"long\.jsonl, line 2: longer than 1 MiB"):
+        load_table(path, task=TASK_CAUSAL_LM, text_column="q", target_column="a")
+    # In a CSV a quoted value may span lines, each of them short: csv's own bound names it.
+    spread = "\n".join(["v" * 1000] * 200)
+    csv_path = tmp_path / "spread.csv"
+    csv_path.write_text(f'q,a\nx,y\n"{spread}",y\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"spread\.csv, line 3: field larger than field limit"):
+        load_table(csv_path, task=TASK_CAUSAL_LM, text_column="q", target_column="a")
 
 
 def test_a_single_class_or_a_huge_integer_label_is_refused(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
+from federated.partition_keys import fingerprint, read_partition_keys
 from federated.results import RunResults
 from server.checkpoint import CHECKPOINT_INFO
 from simulation.certificates import make_certificates
@@ -72,6 +73,21 @@ def test_the_commands_of_a_secure_deployment() -> None:
             "--auth-supernode-private-key keys/node-1.key "
             "--node-config 'partition-id=1 num-partitions=2'") in text  # fmt: skip
     assert 'root-certificates = "certs/ca.crt"' in text and "--insecure" not in text
+    table = Path("keys/partition-keys.json").absolute()
+    assert f"fedtune run . fedtune --run-config \"server.partition-keys='{table}'\"" in text
+
+
+def test_commands_with_keys_write_the_table_the_run_line_names(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    publics = [make_node_key(tmp_path / "keys" / f"node-{i}.key")[1] for i in range(2)]
+    make_certificates(tmp_path / "certs", ["127.0.0.1"])
+    args = ["commands", "--address", "127.0.0.1:9000", "--nodes", "2", "--certs", "certs",
+            "--keys", "keys"]  # fmt: skip
+    assert main(args) == 0
+    table = tmp_path / "keys" / "partition-keys.json"
+    assert f"# wrote {table}" in capsys.readouterr().out
+    bound = read_partition_keys(str(table))
+    assert bound == {i: fingerprint(key.read_bytes()) for i, key in enumerate(publics)}
 
 
 def test_a_plaintext_deployment_says_insecure_everywhere() -> None:
@@ -107,7 +123,9 @@ def test_results_of_a_finished_and_an_unfinished_run(tmp_path: Path, capsys) -> 
                                        "mode": "lora", "strategy.name": "fedavg"},
         "rounds": 1, "initial_test": {"test_loss": 3.5}, "final_test": {"test_loss": 2.5},
         "bytes_up_total": 2e6, "bytes_down_total": 3e6, "bytes_up_per_client_round": 5e5,
-        "rejected_replies": 1, "wall_seconds": 90.0, "model_files": ["done/adapter"],
+        "replies_rejected": 1, "replies_unreachable": 2, "evaluations_lost": 1,
+        "wall_seconds": 1128.0, "running_seconds": 744.0, "resumes": 1,
+        "model_files": ["done/adapter"],
         "simulated_hours": 1.5, "hours_to_test_loss_3": 0.5, "hours_to_test_loss_2": None,
     })  # fmt: skip
     assert main(["results", str(tmp_path / "done")]) == 0
@@ -115,6 +133,9 @@ def test_results_of_a_finished_and_an_unfinished_run(tmp_path: Path, capsys) -> 
     assert "tiny-llama on chatterbot, mode lora, strategy fedavg, 1 rounds" in out
     assert "test: loss 3.5 -> loss 2.5" in out and "2.00 MB up, 3.00 MB down" in out
     assert "simulated: 1.50 h" in out
+    assert ("not used: 1 rejected, 0 declined, 0 no reply, 2 unreachable, 0 evaluated only; "
+            "evaluations lost 1, rejected 0") in out  # fmt: skip
+    assert "wall time 18.8 min from the first launch, across 1 resume(s) (12.4 min running)" in out
     assert "test_loss_3: 0.50 h" in out and "test_loss_2: not reached" in out
 
     stopped = RunResults.create(tmp_path / "stopped")

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from simulation.flower_cli import FlowerCli
-
 pytestmark = pytest.mark.slow
 
 TINY = "model.name='tiny-bert' model.task='classification' num-server-rounds=1"
@@ -22,42 +20,23 @@ def _rows(path: Path, rows: list[dict]) -> str:
 
 
 def _table(folder: Path) -> dict[str, tuple[str, str, int]]:
-    """Case name -> (run config, the line expected, number of nodes): one case for each way a
-    run refuses at start (the config, the data file, the model, the split, the nodes); each
-    other reason on those ways is a unit test (``test_config``, ``test_data_corpus``,
-    ``test_start_checks``)."""
-    classes = [{"text": f"definition {i}", "label": ["animal", "plant", "tool"][i % 3],
-                "category": f"c{i % 3}"} for i in range(60)]  # fmt: skip
+    """Case name -> (run config, the line expected, number of nodes): a bad run config, and too
+    few nodes in Flower's simulation. Every other way a run refuses at start (the data file,
+    the model, the split, the output folder) takes the same path out of the ServerApp and is
+    run in process (``test_bad_inputs_at_start``); each other reason on those ways is a unit
+    test (``test_config``, ``test_data_corpus``, ``test_start_checks``)."""
+    classes = [{"text": f"definition {i}", "label": ["animal", "plant", "tool"][i % 3]}
+               for i in range(60)]  # fmt: skip
     good = _rows(folder / "good.jsonl", classes)
-    latin1 = folder / "latin1.jsonl"
-    latin1.write_bytes(b'{"text": "caf\xe9", "label": "a"}\n')
-    data = f"{TINY} data.name="
     return {
         "seed": ("seed=-1", "run config 'seed' = -1: must be >= 0", 2),
-        "encoding": (f"{data}'{latin1}'", "line 1: not UTF-8 text (byte 0xe9", 2),
-        "model path": (
-            f"model.name='{folder / 'no-model'}' model.task='classification' data.name='{good}'",
-            "run config 'model.name' =",
-            2,
-        ),  # fmt: skip
-        "groups": (
-            f"{data}'{good}' data.group-column='category' data.partitioner='natural'",
-            "the data cannot be split across 4 clients",
-            4,
-        ),  # fmt: skip
         "nodes": (
-            f"{data}'{good}' strategy.min-available-nodes=5 server.node-wait-timeout=3.0",
+            f"{TINY} data.name='{good}' strategy.min-available-nodes=5 "
+            "server.node-wait-timeout=3.0",
             "only 2 of the 5 nodes strategy.min-available-nodes asks for",
             2,
         ),  # fmt: skip
     }
-
-
-@pytest.fixture(scope="module")
-def flower(tmp_path_factory: pytest.TempPathFactory):
-    cli = FlowerCli(tmp_path_factory.mktemp("flwr-home"))
-    yield cli
-    cli.close()
 
 
 def test_each_bad_input_fails_the_run_at_start_with_its_line(flower, tmp_path: Path) -> None:

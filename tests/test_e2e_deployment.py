@@ -2,7 +2,10 @@
 three registered SuperNodes started from the lines ``fedtune commands`` prints, LoRA and
 zeroth-order runs through ``fedtune run`` that end where the same runs in Flower's simulation
 engine end; an unregistered node, a node that trusts another CA and a plaintext node are
-refused with a clear line each while the runs go on with the good nodes."""
+refused with a clear line each while the runs go on with the good nodes. A fourth registered
+node claims node 1's partition: the runs bind partitions to keys (the table ``fedtune commands``
+writes), so it is refused whatever the node IDs; a run without the table trains that partition
+on neither node."""
 
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ COMMON = {"eval.max-examples": 16, "strategy.fraction-evaluate": 0.0,
           "strategy.min-available-nodes": NODES, "strategy.min-train-nodes": NODES,
           "server.node-wait-timeout": 120.0}  # fmt: skip
 INTRUDERS = ("unregistered", "other-ca", "plaintext")  # the order _intruders starts them in
+CLAIMANT = NODES + len(INTRUDERS)  # the registered node that claims node 1's partition
 MODEL_FILES = {"lora": "adapter/adapter_model.safetensors", "zo": "zo_sums.safetensors"}
 # LoRA replies are the same floats in both engines. A zeroth-order client's replay cache holds
 # whatever its process served before (a Ray actor serves several nodes, a SuperNode one), so its
@@ -58,6 +62,17 @@ def _intruders(d: LocalDeployment) -> dict[str, str]:
     }  # fmt: skip
 
 
+def _start_claimant(d: LocalDeployment) -> None:
+    """A node with a registered key of its own that says it holds partition 1."""
+    private, public = make_node_key(d.folder / "claimant.key")
+    registered = d.flwr("supernode", "register", str(public), "fedtune")
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+    d.start_node(CLAIMANT, f"flower-supernode --superlink {d.deployment.address} "
+                 f"--root-certificates {d.deployment.certs / 'ca.crt'} "
+                 f"--auth-supernode-private-key {private} "
+                 "--node-config 'partition-id=1 num-partitions=3'")  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory):
     deployment = LocalDeployment(tmp_path_factory.mktemp("deployment"), NODES)
@@ -69,6 +84,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory):
             deployment.start_node(node)
         for offset, command in enumerate(_intruders(deployment).values()):
             deployment.start_node(NODES + offset, command)
+        _start_claimant(deployment)
         yield deployment
     finally:
         deployment.close()
@@ -76,7 +92,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory):
 
 def _run(federation: LocalDeployment, mode: str) -> Path:
     out = federation.folder / "results"
-    config = {**RUNS[mode], **COMMON, "output-dir": str(out), "run-name": mode}
+    table = federation.deployment.write_partition_table()
+    config = {**RUNS[mode], **COMMON, "output-dir": str(out), "run-name": mode,
+              "server.partition-keys": str(table)}  # fmt: skip
     run = federation.run(run_config_text(config))
     assert run.wait(timeout=900) == 0, federation.log("run.log")[-3000:]
     return out / mode
@@ -93,6 +111,7 @@ def test_a_deployed_run_ends_where_the_simulated_one_does(
         assert sorted(c["partition_id"] for c in record["clients"]) == [0, 1, 2]
         assert all(c["status"] == "ok" for c in record["clients"])
     assert rounds[2]["test_loss"] < rounds[0]["test_loss"]
+    assert "binds to another node's key" in federation.log("run.log")  # the claimant, refused
 
     simulated = simulate({**RUNS[mode], **COMMON, "output-dir": str(tmp_path),
                           "run-name": mode}, NODES)  # fmt: skip
@@ -121,3 +140,17 @@ def test_nodes_the_superlink_must_not_admit_are_refused_with_a_reason(
     listed = federation.flwr("ls", "plain")
     assert listed.returncode != 0
     assert "Connection to the SuperLink is unavailable" in listed.stdout + listed.stderr
+
+
+def test_without_the_key_table_a_claimed_partition_goes_to_neither_node(
+    federation: LocalDeployment,
+) -> None:
+    out = federation.folder / "results"
+    config = {**RUNS["lora"], **COMMON, "num-server-rounds": 1, "output-dir": str(out),
+              "run-name": "contested", "strategy.min-available-nodes": 2,
+              "strategy.min-train-nodes": 2}  # fmt: skip
+    run = federation.run(run_config_text(config))
+    assert run.wait(timeout=900) == 0, federation.log("run.log")[-3000:]
+    record = [json.loads(line) for line in (out / "contested" / "metrics.jsonl").open()][1]
+    assert sorted(c["partition_id"] for c in record["clients"]) == [0, 2]
+    assert "partition 1 is claimed by nodes" in federation.log("run.log")

@@ -1,7 +1,9 @@
 """Recovery of a real deployment on loopback: a SuperNode killed mid-run and restarted takes
-part again (under a new node ID, as a device without node authentication comes back); a
-SuperLink killed mid-run (its ServerApp with it) and restarted on its database lets the run
-resume from its checkpoint and end where an uninterrupted run ends."""
+part again (under a new node ID, as a device without node authentication comes back), its lost
+replies recorded as lost, not rejected; a SuperLink killed mid-run (its ServerApp with it) ends
+``fedtune run`` with the line that resumes the run, and restarted on its database lets the run
+resume from its checkpoint, end where an uninterrupted run ends, and count its wall time from
+the first launch."""
 
 from __future__ import annotations
 
@@ -79,16 +81,43 @@ def test_a_restarted_supernode_takes_part_again(tmp_path: Path) -> None:
     assert set(last) == {0, 1, 2}, rounds[-1]["clients"]
     first = {c["partition_id"]: c["node_id"] for c in rounds[1]["clients"]}
     assert last[1]["node_id"] != first[1]  # partition 1 is back, under its new node ID
+    _assert_recorded_as_it_happened(rounds, out / "node")
+
+
+def _assert_recorded_as_it_happened(rounds: list[dict], folder: Path) -> None:
+    """Nothing here was rejected: the lost replies are counted as lost, each kind apart, in each
+    round and in the summary; a node that did not train is not recorded as having trained."""
+    lost_train = lost_eval = 0
+    for record in rounds[1:]:
+        statuses = [c["status"] for c in record["clients"]]
+        gone = sum(s.startswith("unreachable") for s in statuses)
+        silent = sum(s.startswith("no reply") for s in statuses)
+        assert (record["clients_unreachable"], record["clients_no_reply"]) == (gone, silent)
+        assert record["clients_rejected"] == 0
+        assert record["clients_evaluated_only"] == statuses.count("evaluated only")
+        lost_train += gone + silent
+        lost_eval += sum((c["eval_status"] or "").startswith(("unreachable", "no reply"))
+                         for c in record["clients"])  # fmt: skip
+        for client in record["clients"]:
+            if client["status"] == "ok":
+                assert client["partition_id"] is not None and client["num_examples"]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["replies_rejected"] == 0
+    assert summary["replies_unreachable"] + summary["replies_no_reply"] == lost_train > 0
+    assert summary["evaluations_lost"] == lost_eval
 
 
 def test_a_run_resumes_after_its_superlink_dies(federation: LocalDeployment, tmp_path) -> None:
     out = federation.folder / "results"
     config = {**RUN, "strategy.min-available-nodes": NODES, "strategy.min-train-nodes": NODES,
               "output-dir": str(out), "run-name": "link"}  # fmt: skip
+    launched = time.monotonic()
     run = federation.run(run_config_text(config))
     _wait_for_round(out / "link", 1)
     federation.kill(federation.superlink)  # and the ServerApp it runs
     assert run.wait(timeout=120) != 0
+    said = federation.log("run.log")
+    assert "the SuperLink did not answer for run" in said and "go on with:" in said, said[-2000:]
     finished = [r["round"] for r in _rounds(out / "link")]
     federation.start_superlink()  # the same database: the nodes' keys stay registered
     resumed = federation.run(run_config_text({**config, "resume": str(out / "link")}))
@@ -96,6 +125,11 @@ def test_a_run_resumes_after_its_superlink_dies(federation: LocalDeployment, tmp
     rounds = _rounds(out / "link")
     assert [r["round"] for r in rounds] == [0, 1, 2, 3]
     assert rounds[: len(finished)] == _rounds(out / "link")[: len(finished)]
+    elapsed = time.monotonic() - launched
+    summary = json.loads((out / "link" / "summary.json").read_text())
+    assert summary["resumes"] == 1
+    assert summary["running_seconds"] < summary["wall_seconds"] <= elapsed
+    assert summary["wall_seconds"] > elapsed - 60  # both launches' start-up is all it leaves out
     reference = simulate({**config, "output-dir": str(tmp_path), "run-name": "whole"}, NODES)
     got, expected = load_file(out / "link" / ADAPTER), load_file(reference / ADAPTER)
     for key, value in expected.items():

@@ -27,13 +27,6 @@ RUN = {
 
 
 @pytest.fixture(scope="module")
-def flower(tmp_path_factory: pytest.TempPathFactory):
-    cli = FlowerCli(tmp_path_factory.mktemp("flwr-home"))
-    yield cli
-    cli.close()
-
-
-@pytest.fixture(scope="module")
 def lm_run(flower: FlowerCli, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("results")
     overrides = {**RUN, "output-dir": f"'{out}'", "run-name": "'lm'"}

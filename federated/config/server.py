@@ -41,3 +41,9 @@ class ServerSettings:
         "holds in the server's copy of the split, for as many partitions as nodes connected).",
         minimum=0,
     )
+    partition_keys: str = option(
+        "",
+        "A JSON file binding each partition to a node's public key (fedtune commands --keys "
+        "writes partition-keys.json): a claim made under another key is refused. Needs node "
+        "authentication; without it, a partition that two nodes claim goes to neither.",
+    )

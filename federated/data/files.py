@@ -12,6 +12,10 @@ from federated.data.corpus import Corpus, Example
 from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
 
 TABLE_SUFFIXES = (".jsonl", ".csv")
+# An example is cut to the model's context (a few thousand tokens) anyway; a line a thousand
+# times longer is a broken export, and reading it whole could take more memory than the device
+# has. csv's own bound on one value is 128 KiB (``csv.field_size_limit``).
+MAX_LINE_BYTES = 1 << 20
 
 
 def load_table(
@@ -120,7 +124,13 @@ def _text_lines(path: Path) -> Iterator[str]:
     spreadsheets write, is dropped: it would rename the first column.
     """
     with path.open("rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
+        for line_number, raw in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES + 1), b""),
+                                          start=1):  # fmt: skip
+            if len(raw) > MAX_LINE_BYTES:
+                raise ValueError(
+                    f"{path}, line {line_number}: longer than {MAX_LINE_BYTES >> 20} MiB; an "
+                    "example is cut to the model's context, so split or drop this line"
+                )
             try:
                 yield raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
             except UnicodeDecodeError as err:
@@ -160,7 +170,13 @@ def _read_csv(path: Path, columns: list[str]) -> Iterator[tuple[int, dict[str, A
         raise ValueError(f"{path}: the file is empty")
     _check_columns(path, columns, header)
     first_line = reader.line_num + 1
-    for cells in reader:
+    while True:
+        try:
+            cells = next(reader, None)
+        except csv.Error as err:  # a value past csv's field size limit, or a stray NUL byte
+            raise ValueError(f"{path}, line {first_line}: {err}") from None
+        if cells is None:
+            return
         # line_num counts physical lines, so a quoted value spanning lines and skipped blank
         # lines still leave the next row's own first line here.
         if cells:
