@@ -17,6 +17,7 @@ from simulation.certificates import CertificateFiles
 from simulation.shell_line import shell_line
 
 CONNECTION = "fedtune"
+NODE_PORT = 9094  # flower-supernode's default Runtime API port
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ def supernode_command(d: Deployment, node: int, num_partitions: int) -> str:
     if d.keys is not None:
         parts += ["--auth-supernode-private-key", d.node_key(node)]
     config = f"partition-id={node} num-partitions={num_partitions}"
-    return _line(*parts, "--node-config", config)
+    # The node's own Runtime API port stays on the device; a port each lets nodes share a machine.
+    return _line(*parts, "--port", NODE_PORT + node, "--node-config", config)
 
 
 def connection_toml(d: Deployment) -> str:
@@ -94,7 +96,9 @@ def connection_toml(d: Deployment) -> str:
     if d.certs is None:
         lines.append("insecure = true")
     else:
-        lines.append(f'root-certificates = "{CertificateFiles.in_folder(d.certs).ca_cert}"')
+        # flwr reads the connection from any folder, so it takes an absolute path only.
+        ca_cert = CertificateFiles.in_folder(d.certs).ca_cert.absolute()
+        lines.append(f'root-certificates = "{ca_cert}"')
     return "\n".join(lines)
 
 

@@ -70,9 +70,11 @@ def test_the_commands_of_a_secure_deployment() -> None:
             "--enable-supernode-auth --database state.db") in text  # fmt: skip
     assert "flwr supernode register keys/node-1.key.pub fedtune" in text
     assert ("flower-supernode --superlink fl.example.org:8000 --root-certificates certs/ca.crt "
-            "--auth-supernode-private-key keys/node-1.key "
+            "--auth-supernode-private-key keys/node-1.key --port 9095 "
             "--node-config 'partition-id=1 num-partitions=2'") in text  # fmt: skip
-    assert 'root-certificates = "certs/ca.crt"' in text and "--insecure" not in text
+    # flwr refuses a relative certificate path in its connection (it reads it from any folder).
+    ca = Path("certs/ca.crt").absolute()
+    assert f'root-certificates = "{ca}"' in text and "--insecure" not in text
     table = Path("keys/partition-keys.json").absolute()
     assert f"fedtune run . fedtune --run-config \"server.partition-keys='{table}'\"" in text
 
