@@ -140,11 +140,7 @@ def _train_with_retries(
         retried.append(f"try {attempt}: {training.failure}")
         log(WARNING, "    round %d, try %d of %d: %s", server_round, attempt, tries,
             training.failure)  # fmt: skip
-    last = (
-        f"the model of round {server_round - 1} is the run's last checkpoint"
-        if server_round > 1
-        else "no round finished, so there is no checkpoint to resume from"
-    )
+    last = _checkpoint_kept(server_round)
     raise RunFailure(
         f"round {server_round} did not train in {tries} tries ({training.failure}); {last} "
         "(the log above names each client's reply)"
@@ -188,10 +184,8 @@ def run_rounds(
     flat_config = run_config_to_flat(config)
     for server_round in range(first, rounds + 1):
         if take_stop_request(results.folder):
-            kept = (f"the checkpoint after round {server_round - 1} is kept" if server_round > 1
-                    else "no round had finished")  # fmt: skip
             raise RunFailure(f"stopped at the operator's request before round {server_round}; "
-                             f"{kept}")  # fmt: skip
+                             f"{_checkpoint_kept(server_round)}")  # fmt: skip
         started = time.perf_counter()
         log(INFO, "[round %d/%d] training", server_round, rounds)
         if not _client_dp_allows(strategy, server_round):
@@ -279,6 +273,13 @@ def run_rounds(
         published = results.withhold(record) if results.withhold else record
         log(INFO, "%s", _round_line(published, rounds))
     return strategy.model
+
+
+def _checkpoint_kept(server_round: int) -> str:
+    """What a run that stops before ``server_round`` finishes leaves to resume from."""
+    if server_round > 1:
+        return f"the model of round {server_round - 1} is the run's last checkpoint"
+    return "no round finished, so there is no checkpoint to resume from"
 
 
 def _partition_order(client: ClientRound) -> tuple[float, int]:

@@ -339,10 +339,9 @@ def secure_evaluate_round(
     outcome = SecureOutcome(exchange=Exchange())
     try:
         total, summed = secure.run({m.metadata.dst_node_id: m.content for m in sent}, outcome)
-        bits = config.secagg.quantization_bits
-        if problem := integer_problem(total, secure.shape, len(summed), bits, False):
-            raise _NoSum(_tampered(len(summed), problem))
         s = config.secagg
+        if problem := integer_problem(total, secure.shape, len(summed), s.quantization_bits, False):
+            raise _NoSum(_tampered(len(summed), problem))
         parts = p.split_sum(total, secure.shape, s.clipping_range, s.quantization_bits, len(summed))
         outcome.metrics = strategy.aggregate_secure_evaluation(summed, parts.metrics)
     except _NoSum as why:
@@ -383,10 +382,10 @@ def _aggregate(
         if problem := distributed_problem(sums, counted, distributed.plan):
             raise _NoSum(_tampered(count, problem))
         return strategy.aggregate_secure(summed, sums, float(counted), None, {})
-    if problem := masked_sum_problem(total, secure.shape, count, config, bounds):
-        raise _NoSum(_tampered(count, problem))
     s = config.secagg
     parts = p.split_sum(total, secure.shape, s.clipping_range, s.quantization_bits, count)
+    if problem := masked_sum_problem(total, parts, secure.shape, count, config, bounds):
+        raise _NoSum(_tampered(count, problem))
     centred = None if parts.unclipped is None else parts.unclipped - count / 2
     return strategy.aggregate_secure(summed, parts.tensors, parts.weight, centred, parts.metrics)
 

@@ -24,7 +24,7 @@ from federated import message_keys as keys
 from federated.config import RunConfig
 from federated.privacy.distributed_noise import DistributedPlan
 from federated.secagg import metric_sums
-from federated.secagg.protocol import VectorLayout, split_sum
+from federated.secagg.protocol import SecureSum, VectorLayout
 from server.update_bounds import move_bound
 from strategies.distributed_dp import secure_layout
 from strategies.lora_strategy import LoraStrategy
@@ -63,14 +63,14 @@ def honest_bounds(strategy: LoraStrategy, config: RunConfig, server_round: int) 
     return UpdateBounds(per_weight, norm, dp is not None)
 
 
-def masked_sum_problem(total: np.ndarray, shape: VectorLayout, count: int, config: RunConfig,
-                       bounds: UpdateBounds) -> str | None:  # fmt: skip
-    """Why the unmasked integer sum of ``count`` clients' vectors cannot be theirs, or None."""
+def masked_sum_problem(total: np.ndarray, parts: SecureSum, shape: VectorLayout, count: int,
+                       config: RunConfig, bounds: UpdateBounds) -> str | None:  # fmt: skip
+    """Why the unmasked integer sum of ``count`` clients' vectors (``parts``: it split, which
+    the caller aggregates from) cannot be theirs, or None."""
     s = config.secagg
     problem = integer_problem(total, shape, count, s.quantization_bits, bounds.weight_exact)
     if problem or not shape.spec:
         return problem
-    parts = split_sum(total, shape, s.clipping_range, s.quantization_bits, count)
     step = 2 * s.clipping_range / ((1 << s.quantization_bits) - 1)
     return update_problem(parts.tensors, parts.weight, count, bounds, step)
 

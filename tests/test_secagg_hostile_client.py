@@ -111,7 +111,9 @@ def _honest_sum(rng: np.random.Generator, move: float = 0.05) -> np.ndarray:
 
 
 def _problem(total: np.ndarray) -> str | None:
-    return masked_sum_problem(total, SHAPE, COUNT, RUN, BOUNDS)
+    s = RUN.secagg
+    parts = p.split_sum(total, SHAPE, s.clipping_range, s.quantization_bits, COUNT)
+    return masked_sum_problem(total, parts, SHAPE, COUNT, RUN, BOUNDS)
 
 
 def test_honest_sums_pass() -> None:
