@@ -24,12 +24,16 @@ MODELS = {
     },
     "minilm-l6": {
         "config": {
-            "model.name": "minilm-l6", "model.max-length": 32, "data.name": "wordnet",
-            "data.num-classes": 8, "data.max-per-class": 400, "data.partitioner": "iid",
+            "model.name": "minilm-l6",
+            "model.max-length": 32,
+            "data.name": "wordnet",
+            "data.num-classes": 8,
+            "data.max-per-class": 400,
+            "data.partitioner": "iid",
         },
         "batch_size": 16,
     },
-}  # fmt: skip
+}
 
 
 def peak_mb() -> float:

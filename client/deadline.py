@@ -24,9 +24,13 @@ EXIT_CODE = 70  # EX_SOFTWARE
 
 
 def _end(message_type: str, seconds: float) -> None:
-    log(ERROR, "the %s message is still being handled %.0f s after it arrived, past its TTL: "
+    log(
+        ERROR,
+        "the %s message is still being handled %.0f s after it arrived, past its TTL: "
         "this ClientApp process ends so that its worker can serve the next one",
-        message_type, seconds)  # fmt: skip
+        message_type,
+        seconds,
+    )
     os._exit(EXIT_CODE)  # a hung thread cannot be stopped; only its process can
 
 

@@ -41,9 +41,14 @@ from federated.privacy.sampling import poisson_batches
 
 @contextmanager
 def private_model(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, mode: str, max_grad_norm: float,
-    noise_multiplier: float, expected_batch_size: int, generator: torch.Generator,
-) -> Iterator[tuple[torch.nn.Module, DPOptimizer]]:  # fmt: skip
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    mode: str,
+    max_grad_norm: float,
+    noise_multiplier: float,
+    expected_batch_size: int,
+    generator: torch.Generator,
+) -> Iterator[tuple[torch.nn.Module, DPOptimizer]]:
     """The model with opacus's per-sample hooks and the optimizer that clips and noises; the
     hooks come off afterwards, because the model is cached and serves plain rounds too."""
     if mode == "ghost":
@@ -112,8 +117,10 @@ def physical_batches(
 ) -> list[dict]:
     """The examples ``chosen`` in collated chunks of at most ``size`` (0: one chunk)."""
     size = size or max(1, len(chosen))
-    return [collate([encoded[i] for i in chosen[s : s + size]], pad_token_id)
-            for s in range(0, len(chosen), size)]  # fmt: skip
+    return [
+        collate([encoded[i] for i in chosen[s : s + size]], pad_token_id)
+        for s in range(0, len(chosen), size)
+    ]
 
 
 def train_lora_dp(

@@ -131,19 +131,28 @@ def _train(msg: Message, context: Context, r: _Round, encoded: Encoded) -> Messa
                 run_seed(r.config, r.partition_id, r.server_round, "batches")
             )
             result = train_lora(
-                r.local.model, encoded, r.config.task, settings,
-                pad_token_id=r.local.tokenizer.pad_token_id, generator=generator,
-            )  # fmt: skip
+                r.local.model,
+                encoded,
+                r.config.task,
+                settings,
+                pad_token_id=r.local.tokenizer.pad_token_id,
+                generator=generator,
+            )
         else:
             result = train_lora_dp(
-                r.local.model, encoded, r.config.task, settings,
+                r.local.model,
+                encoded,
+                r.config.task,
+                settings,
                 noise_multiplier=private.round.noise_multiplier,
-                max_grad_norm=r.config.dp.max_grad_norm, sample_rate=private.round.sample_rate,
-                expected_batch=private.round.expected_batch, mode=r.config.dp.grad_sample_mode,
+                max_grad_norm=r.config.dp.max_grad_norm,
+                sample_rate=private.round.sample_rate,
+                expected_batch=private.round.expected_batch,
+                mode=r.config.dp.grad_sample_mode,
                 pad_token_id=r.local.tokenizer.pad_token_id,
                 generator=secret_generator("dp-sgd", r.partition_id, r.server_round),
                 physical_batch=r.config.dp.physical_batch,
-            )  # fmt: skip
+            )
     state = trainable_state(r.local.model)
     if r.plan.keep_b:
         r.personal.save(r.server_round, {k: state[k] for k in r.b_keys}, r.personal_since)
@@ -172,13 +181,20 @@ def _train_zeroth_order(msg: Message, r: _Round, encoded: Encoded) -> Message:
     r.load(personal=False)
     z, seed = r.config.zo, run_seed(r.config, r.partition_id, r.server_round, "zo")
     result = train_zo(
-        r.local.model, factor_targets(trainable_parameters(r.local.model)),
-        SeedPool.from_run_seed(r.config.seed, z.pool_size), encoded, r.config.task,
-        steps=r.settings.steps_for(len(encoded)), lr=factor_lr(r.config), eps=z.eps,
-        batch_size=r.settings.batch_size, structure=z.perturbation,
-        pad_token_id=r.local.tokenizer.pad_token_id, generator=torch.Generator().manual_seed(seed),
+        r.local.model,
+        factor_targets(trainable_parameters(r.local.model)),
+        SeedPool.from_run_seed(r.config.seed, z.pool_size),
+        encoded,
+        r.config.task,
+        steps=r.settings.steps_for(len(encoded)),
+        lr=factor_lr(r.config),
+        eps=z.eps,
+        batch_size=r.settings.batch_size,
+        structure=z.perturbation,
+        pad_token_id=r.local.tokenizer.pad_token_id,
+        generator=torch.Generator().manual_seed(seed),
         momentum=z.momentum,
-    )  # fmt: skip
+    )
     steps = {
         keys.SEED_INDICES: torch.tensor(result.indices, dtype=torch.int64),
         keys.SEED_SCALARS: torch.tensor(result.scalars, dtype=torch.float32),

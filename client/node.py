@@ -65,8 +65,9 @@ def planned(
             raise ValueError(f"the server planned {key} = {value!r}, outside 1..{ceiling}")
         values[key] = value
     if keys.PLANNED_STEPS in values:
-        settings = dataclasses.replace(settings, local_steps=values[keys.PLANNED_STEPS],
-                                       local_epochs=0.0)  # fmt: skip
+        settings = dataclasses.replace(
+            settings, local_steps=values[keys.PLANNED_STEPS], local_epochs=0.0
+        )
     if keys.PLANNED_BATCH in values:
         settings = dataclasses.replace(settings, batch_size=values[keys.PLANNED_BATCH])
     if node_batch is not None and node_batch < settings.batch_size:

@@ -28,9 +28,17 @@ from simulation.device_profiles import DeviceProfile, ProfileError, load_profile
 from simulation.memory_planner import as_mode, plan_device
 
 KNOWN_KEYS = (
-    "partition-id", "num-partitions", "data-file", "mode", "device-profile", "memory-gb",
-    STATE_DIR_KEY, PER_RUN_KEY, TOTAL_KEY, DELTA_KEY,
-)  # fmt: skip
+    "partition-id",
+    "num-partitions",
+    "data-file",
+    "mode",
+    "device-profile",
+    "memory-gb",
+    STATE_DIR_KEY,
+    PER_RUN_KEY,
+    TOTAL_KEY,
+    DELTA_KEY,
+)
 _MODES = ("lora", "zo")
 
 
@@ -87,8 +95,11 @@ def _number(node: dict, key: str, below: float | None = None) -> float | None:
 
 def _ceilings(node: dict) -> DeviceCeilings:
     delta = _number(node, DELTA_KEY, below=1.0)
-    return DeviceCeilings(_number(node, PER_RUN_KEY), _number(node, TOTAL_KEY),
-                          DEFAULT_DELTA if delta is None else delta)  # fmt: skip
+    return DeviceCeilings(
+        _number(node, PER_RUN_KEY),
+        _number(node, TOTAL_KEY),
+        DEFAULT_DELTA if delta is None else delta,
+    )
 
 
 def _profile(node: dict) -> DeviceProfile | None:
@@ -164,12 +175,15 @@ def node_job(config: RunConfig, node: NodeSettings) -> NodeJob:
     if node.profile is not None:
         planned_config = as_mode(config, "zo") if mode == "zo" else config
         plan = plan_device(
-            planned_config, node.profile, smaller_ranks=False,
+            planned_config,
+            node.profile,
+            smaller_ranks=False,
             zo_fallback=config.mode == "lora" and node.mode is None,
-        )  # fmt: skip
+        )
         if plan.mode is None:
-            raise NodeConfigError(f"node config 'device-profile' ({node.profile.name}): "
-                                  f"{plan.reason}")  # fmt: skip
+            raise NodeConfigError(
+                f"node config 'device-profile' ({node.profile.name}): {plan.reason}"
+            )
         mode, batch = plan.mode, plan.batch
     job = NodeJob(mode, batch)
     problem = factor_steps_problem(config) if job.zo_on_factors(config) else None

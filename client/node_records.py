@@ -25,9 +25,13 @@ def _table(
 ) -> Corpus:
     """The file as it was at ``stamp`` (its change time and size): an edited file is read anew."""
     return load_table(
-        path, task=task, text_column=data.text_column, target_column=data.target_column,
-        label_column=data.label_column, classes=classes,
-    )  # fmt: skip
+        path,
+        task=task,
+        text_column=data.text_column,
+        target_column=data.target_column,
+        label_column=data.label_column,
+        classes=classes,
+    )
 
 
 def _own_file(config: RunConfig, node: NodeSettings) -> Corpus:
@@ -54,8 +58,9 @@ def node_records(config: RunConfig, node: NodeSettings) -> Records:
     reaches the server as this node's error reply."""
     train, held_out = _data_records(config, node)
     if config.audit.canaries:
-        train += client_canaries(config, node.partition_id, node.num_partitions,
-                                 num_labels(config) or 0)  # fmt: skip
+        train += client_canaries(
+            config, node.partition_id, node.num_partitions, num_labels(config) or 0
+        )
     return train, held_out
 
 

@@ -90,8 +90,12 @@ class PrivacyStore:
                 f"privacy ledger {self.path} is missing; this client does not train on it "
                 "again until the file is restored"
             )
-        log(INFO, "record-level DP: a new privacy ledger for %s in %s", self.source.label,
-            self.path.parent)  # fmt: skip
+        log(
+            INFO,
+            "record-level DP: a new privacy ledger for %s in %s",
+            self.source.label,
+            self.path.parent,
+        )
         return LifetimeLedger(self.source.id, self.source.label)
 
     def _save(self, ledger: LifetimeLedger) -> None:

@@ -88,22 +88,34 @@ def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) 
         if private.declined_at is not None:
             return private.declined(msg)
         dp_zo = ZoPrivacy(
-            private.round.noise_multiplier, config.dp.max_grad_norm, private.round.sample_rate,
-            private.round.expected_batch, secret_generator("dp-zo", partition_id, server_round),
-        )  # fmt: skip
+            private.round.noise_multiplier,
+            config.dp.max_grad_norm,
+            private.round.sample_rate,
+            private.round.expected_batch,
+            secret_generator("dp-zo", partition_id, server_round),
+        )
     settings, _ = planned(config, msg.content.config_records[keys.CONFIG], partition_id, job.batch)
     generator = torch.Generator().manual_seed(run_seed(config, partition_id, server_round, "zo"))
     try:
         result = train_zo(
-            zo.model, zo.targets, zo.pool, encoded, config.task,
-            steps=settings.local_steps, lr=config.zo.lr, eps=config.zo.eps,
-            batch_size=settings.batch_size, structure=config.zo.perturbation,
+            zo.model,
+            zo.targets,
+            zo.pool,
+            encoded,
+            config.task,
+            steps=settings.local_steps,
+            lr=config.zo.lr,
+            eps=config.zo.eps,
+            batch_size=settings.batch_size,
+            structure=config.zo.perturbation,
             pad_token_id=zo.tokenizer.pad_token_id,
             generator=generator,
             probabilities=arrays.get(keys.SEED_PROBABILITIES),
-            privacy=dp_zo, hybrid=zo.hybrid, hybrid_lr=config.zo.hybrid_lr,
+            privacy=dp_zo,
+            hybrid=zo.hybrid,
+            hybrid_lr=config.zo.hybrid_lr,
             momentum=config.zo.momentum,
-        )  # fmt: skip
+        )
     except BaseException:
         forget_zo_model()  # stopped mid-step: the weights are unknown, the next round reloads w0
         raise
@@ -134,8 +146,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     _, held_out = node_records(config, node)
     encoded = encode_records(config, zo.tokenizer, held_out, limit=config.eval.max_examples)
     result = evaluate_model(
-        zo.model, encoded, config.task,
-        batch_size=config.eval.batch_size, pad_token_id=zo.tokenizer.pad_token_id,
-    )  # fmt: skip
+        zo.model,
+        encoded,
+        config.task,
+        batch_size=config.eval.batch_size,
+        pad_token_id=zo.tokenizer.pad_token_id,
+    )
     metrics = eval_metrics(result, config.task)
     return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)

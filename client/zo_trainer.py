@@ -116,8 +116,10 @@ def train_zo(
         stream = _endless(encoded, batch_size, generator, pad_token_id)
     else:
         draws = poisson_batches(len(encoded), privacy.sample_rate, steps, privacy.generator)
-        stream = (collate([encoded[i] for i in chosen], pad_token_id) if chosen else None
-                  for chosen in draws)  # fmt: skip
+        stream = (
+            collate([encoded[i] for i in chosen], pad_token_id) if chosen else None
+            for chosen in draws
+        )
     weights = torch.ones(len(pool)) if probabilities is None else probabilities
     indices = torch.multinomial(weights, steps, replacement=True, generator=generator).tolist()
     scalars, losses = [], []

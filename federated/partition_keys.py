@@ -59,7 +59,9 @@ def read_partition_keys(path: str) -> dict[int, str]:
     for partition, key in table.items():
         ok = partition.isdigit() and isinstance(key, str) and len(key) == 64
         if not ok or any(c not in "0123456789abcdef" for c in key):
-            raise ValueError(f"server.partition-keys {path!r}: entry {partition!r}: expected "
-                             "a partition number and a 64-digit hex fingerprint")  # fmt: skip
+            raise ValueError(
+                f"server.partition-keys {path!r}: entry {partition!r}: expected "
+                "a partition number and a 64-digit hex fingerprint"
+            )
         bound[int(partition)] = key
     return bound

@@ -146,9 +146,13 @@ def _lora_model(
 
 
 def wrapped(
-    base: PreTrainedModel, model: ModelSettings, lora: LoraSettings, rank: int, task: str,
+    base: PreTrainedModel,
+    model: ModelSettings,
+    lora: LoraSettings,
+    rank: int,
+    task: str,
     seed: int,
-) -> PeftModel:  # fmt: skip
+) -> PeftModel:
     """``base`` with the run's LoRA adapter at ``rank`` (targets: the setting, else the preset's,
     else every linear layer)."""
     targets = lora.targets
@@ -179,8 +183,15 @@ def lora_model(config: RunConfig, rank: int | None = None, fresh: bool = False) 
     """
     build = _lora_model.__wrapped__ if fresh else _lora_model
     rank = rank or config.lora.rank
-    return build(config.model, config.lora, rank, config.task, num_labels(config), config.seed,
-                 label_tokens(config))  # fmt: skip
+    return build(
+        config.model,
+        config.lora,
+        rank,
+        config.task,
+        num_labels(config),
+        config.seed,
+        label_tokens(config),
+    )
 
 
 def encode_indices(

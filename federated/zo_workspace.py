@@ -53,8 +53,9 @@ def _zo_model(config: RunConfig) -> ZoModel:
         local = lora_model(config, fresh=True)
         model, tokenizer = local.model, local.tokenizer
     else:
-        model = base_model(config.model, config.task, num_labels(config), config.seed,
-                           label_tokens(config))  # fmt: skip
+        model = base_model(
+            config.model, config.task, num_labels(config), config.seed, label_tokens(config)
+        )
         tokenizer = load_tokenizer(config.model.name)
     try:
         hybrid = hybrid_parameters(model, z.hybrid)
@@ -67,8 +68,7 @@ def _zo_model(config: RunConfig) -> ZoModel:
         else _without(zo_targets(model, z.params, sparse_fraction=z.sparse_fraction), hybrid)
     )
     pool = SeedPool.from_run_seed(config.seed, z.pool_size)
-    zo = ZoModel(model, tokenizer, targets, pool, lr=z.lr, structure=z.perturbation,
-                 hybrid=hybrid)  # fmt: skip
+    zo = ZoModel(model, tokenizer, targets, pool, lr=z.lr, structure=z.perturbation, hybrid=hybrid)
     if z.params == "sparse":
         _store_frozen(zo, z.frozen_dtype)
     return zo
@@ -137,8 +137,11 @@ def calibration_examples(config: RunConfig) -> list[dict[str, list[int]]]:
 def calibration_batches(config: RunConfig) -> list[dict[str, torch.Tensor]]:
     """The calibration examples in batches of train.batch-size."""
     pad = load_tokenizer(config.model.name).pad_token_id
-    return list(batches(calibration_examples(config), config.train.batch_size, generator=None,
-                        pad_token_id=pad))  # fmt: skip
+    return list(
+        batches(
+            calibration_examples(config), config.train.batch_size, generator=None, pad_token_id=pad
+        )
+    )
 
 
 def sensitive_mask(config: RunConfig) -> Mask:

@@ -112,8 +112,9 @@ def _start(context: Context) -> tuple[RunConfig, LoraStrategy]:
         zo = _loading("model.name", config.model.name, lambda: zo_model(config, _mask(config)))
         initial = FedKSeed.initial_model(config.zo.pool_size, hybrid_state(zo.hybrid))
     else:
-        initial = GlobalModel(dict(_loading("model.name", config.model.name,
-                                            lambda: lora_model(config)).initial))  # fmt: skip
+        initial = GlobalModel(
+            dict(_loading("model.name", config.model.name, lambda: lora_model(config)).initial)
+        )
     strategy = build_strategy(config, initial)
     if isinstance(strategy, FedKSeed):
         strategy.mask = _mask(config)
@@ -144,8 +145,12 @@ class _ServerModel:
         self.config = config
         self.zo = zo_model(config, _mask(config)) if config.mode == "zo" else None
         if self.zo is not None and self.zo.frozen_bytes_saved:
-            log(INFO, "zo.frozen-dtype %s: the model's weights take %.1f MB less on each device",
-                config.zo.frozen_dtype, self.zo.frozen_bytes_saved / 2**20)  # fmt: skip
+            log(
+                INFO,
+                "zo.frozen-dtype %s: the model's weights take %.1f MB less on each device",
+                config.zo.frozen_dtype,
+                self.zo.frozen_bytes_saved / 2**20,
+            )
         self.local = None if self.zo else lora_model(config)
         self.tokenizer = self.zo.tokenizer if self.zo else self.local.tokenizer
         indices = server_test_indices(config)
@@ -180,10 +185,15 @@ class _ServerModel:
         # The seed sums, and the hybrid modules' values under their wire keys.
         save_file(model.trainable, str(folder / "zo_sums.safetensors"))
         recipe = {
-            "model": self.config.model.name, "seed": self.config.seed, "pool-size": z.pool_size,
-            "params": z.params, "perturbation": z.perturbation, "lr": z.lr,
-            "sparse-fraction": z.sparse_fraction, "hybrid": z.hybrid,
-        }  # fmt: skip
+            "model": self.config.model.name,
+            "seed": self.config.seed,
+            "pool-size": z.pool_size,
+            "params": z.params,
+            "perturbation": z.perturbation,
+            "lr": z.lr,
+            "sparse-fraction": z.sparse_fraction,
+            "hybrid": z.hybrid,
+        }
         (folder / _model_files(self.config)[1]).write_text(json.dumps(recipe, indent=2) + "\n")
 
 
@@ -203,17 +213,24 @@ def _log_privacy(config: RunConfig, strategy: LoraStrategy) -> None:
             "Poisson sampling), clips to %.3g and adds discrete Gaussian noise of std %.4g "
             "(in units of %.3g, its rounded norm at most %.4g) sized for %d clients: noise "
             "multiplier %.3g at that count; a sum of fewer is never unmasked",
-            dp.sample_rate, plan.clip, plan.local_std, plan.granularity, plan.bound,
-            plan.min_clients, plan.noise_multiplier,
-        )  # fmt: skip
+            dp.sample_rate,
+            plan.clip,
+            plan.local_std,
+            plan.granularity,
+            plan.bound,
+            plan.min_clients,
+            plan.noise_multiplier,
+        )
     elif dp is not None:
         log(
             INFO,
             "client-level DP: each connected client joins a round with probability %.3g "
             "(secret Poisson sampling), noise multiplier %.3g, clip %.3g%s",
-            dp.sample_rate, dp.noise_multiplier, dp.bound,
+            dp.sample_rate,
+            dp.noise_multiplier,
+            dp.bound,
             " (adaptive)" if config.dp.client_adaptive_clip else "",
-        )  # fmt: skip
+        )
 
 
 def _zo_nodes(config: RunConfig, strategy: LoraStrategy) -> tuple[int, str]:
@@ -255,8 +272,9 @@ def _plot_clock(results: RunResults, config: RunConfig, title: str) -> None:
     plot_test_against_hours(rounds, results.folder / "simulated_time.png", title)
     timed = [r for r in rounds if r.get("simulation", {}).get("devices")]
     if timed:
-        plot_round_timeline(timed[0], config.simulation.deadline,
-                            results.folder / "round_timeline.png")  # fmt: skip
+        plot_round_timeline(
+            timed[0], config.simulation.deadline, results.folder / "round_timeline.png"
+        )
 
 
 def _audit(
@@ -267,9 +285,16 @@ def _audit(
         return None
     record = run_audit(server_model.load(final), server_model.tokenizer, config, results.rounds())
     (results.folder / "audit.json").write_text(json.dumps(record, indent=2) + "\n")
-    log(INFO, "privacy audit: %d of %d guesses right on %d canaries: epsilon >= %.3g (95%%), "
-        "accountant %s", record["right_guesses"], record["guesses"], record["canaries"],
-        record["epsilon_lower_bound"], record["accountant_epsilon"] or "none (no DP)")  # fmt: skip
+    log(
+        INFO,
+        "privacy audit: %d of %d guesses right on %d canaries: epsilon >= %.3g (95%%), "
+        "accountant %s",
+        record["right_guesses"],
+        record["guesses"],
+        record["canaries"],
+        record["epsilon_lower_bound"],
+        record["accountant_epsilon"] or "none (no DP)",
+    )
     return record
 
 
@@ -284,9 +309,11 @@ def main(grid: Grid, context: Context) -> None:
         if err.filename is None:  # not a file the run writes: a fault to report in full
             raise
         # Files are replaced whole (federated.atomic_file): the last complete checkpoint stays.
-        line = (f"could not write {err.filename} ({err.strerror}); what was written before, "
-                "the last finished round's checkpoint included, is kept: fedtune results "
-                "RUN_DIR says how to resume")  # fmt: skip
+        line = (
+            f"could not write {err.filename} ({err.strerror}); what was written before, "
+            "the last finished round's checkpoint included, is kept: fedtune results "
+            "RUN_DIR says how to resume"
+        )
         log(ERROR, "fedtune: %s", line)
         raise RunFailure(line) from None
 
@@ -348,9 +375,16 @@ def _run(grid: Grid, context: Context) -> None:
     checkpoint = resumed[1] if resumed else None
     clock = RunClock.resumed_from(checkpoint.state) if checkpoint else RunClock()
     final = run_rounds(
-        grid, strategy, config, results, server_model.evaluate, partitions, checkpoint, devices,
+        grid,
+        strategy,
+        config,
+        results,
+        server_model.evaluate,
+        partitions,
+        checkpoint,
+        devices,
         clock,
-    )  # fmt: skip
+    )
 
     server_model.save(final, results.folder)
     audit = _audit(config, server_model, final, results)

@@ -28,8 +28,9 @@ def canary_losses(model: torch.nn.Module, tokenizer: Any, config: RunConfig) -> 
     losses: list[torch.Tensor] = []
     model.eval()
     with torch.inference_mode():
-        for batch in batches(encoded, config.eval.batch_size, generator=None,
-                             pad_token_id=tokenizer.pad_token_id):  # fmt: skip
+        for batch in batches(
+            encoded, config.eval.batch_size, generator=None, pad_token_id=tokenizer.pad_token_id
+        ):
             losses.append(loss_terms(model, batch, config.task).per_example())
     return torch.cat(losses).tolist()
 
@@ -42,8 +43,9 @@ def guess_counts(m: int) -> list[int]:
 def accountant_epsilon(rounds: Sequence[dict]) -> dict[str, float]:
     """What the accountants certified over the run: the largest record-level epsilon a client
     reported, and the server's client-level epsilon after the last round."""
-    spent = [c["epsilon"] for r in rounds for c in r.get("clients", [])
-             if c.get("epsilon") is not None]  # fmt: skip
+    spent = [
+        c["epsilon"] for r in rounds for c in r.get("clients", []) if c.get("epsilon") is not None
+    ]
     result = {"record_level": max(spent)} if spent else {}
     client_level = [r["client_dp_epsilon"] for r in rounds if "client_dp_epsilon" in r]
     if client_level:

@@ -97,8 +97,11 @@ class NodePartitions:
         )
         self.num_partitions = settled.num_partitions
         taken = set(settled.accepted.values())
-        for gone in [n for n, p in self.of.items()
-                     if (p in taken and n not in connected) or n in settled.revoked]:  # fmt: skip
+        for gone in [
+            n
+            for n, p in self.of.items()
+            if (p in taken and n not in connected) or n in settled.revoked
+        ]:
             del self.of[gone]  # in place: the sampler and the screen hold this mapping
         self.of.update(settled.accepted)
         for node, partition in settled.accepted.items():
@@ -107,9 +110,13 @@ class NodePartitions:
             else:
                 self.zo_steps.pop(partition, None)
         for partition, claimants in sorted(settled.contested.items()):
-            log(ERROR, "partition %d is claimed by nodes %s: given to none of them until one "
-                "is stopped, or server.partition-keys binds it to one node's key", partition,
-                ", ".join(map(str, claimants)))  # fmt: skip
+            log(
+                ERROR,
+                "partition %d is claimed by nodes %s: given to none of them until one "
+                "is stopped, or server.partition-keys binds it to one node's key",
+                partition,
+                ", ".join(map(str, claimants)),
+            )
         refused.update(settled.refused)
         for node, reason in sorted(refused.items()):
             log(WARNING, "node %d left out of sampling: %s", node, reason)
@@ -163,8 +170,10 @@ def settle_claims(
         if count != num_partitions:
             refused[node] = f"claims {count} partitions, the federation has {num_partitions}"
         elif partition in bound and key_of.get(node) != bound[partition]:
-            refused[node] = (f"claims partition {partition}, which server.partition-keys binds "
-                             "to another node's key")  # fmt: skip
+            refused[node] = (
+                f"claims partition {partition}, which server.partition-keys binds "
+                "to another node's key"
+            )
         else:
             claimants.setdefault(partition, []).append(node)
     settled = Settlement(num_partitions, {}, refused)

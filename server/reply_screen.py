@@ -88,9 +88,14 @@ class TrainScreen:
 
         def factors(reply: Message, move: MoveBound | None = bound) -> str | None:
             return check_train_reply(
-                reply, reference, max_norm, metric_keys,
-                allow_lower_rank=strategy.mixed_ranks, move=move, sent=payload.trainable,
-            )  # fmt: skip
+                reply,
+                reference,
+                max_norm,
+                metric_keys,
+                allow_lower_rank=strategy.mixed_ranks,
+                move=move,
+                sent=payload.trainable,
+            )
 
         if not self.zo_steps:
             return factors

@@ -211,8 +211,9 @@ def check_seed_reply(
     if hybrid:
         if not all(torch.isfinite(steps[name]).all() for name in hybrid):
             return "non-finite hybrid tensors"
-        norm = math.sqrt(sum(float((steps[k].double() - v.double()).pow(2).sum())
-                             for k, v in hybrid.items()))  # fmt: skip
+        norm = math.sqrt(
+            sum(float((steps[k].double() - v.double()).pow(2).sum()) for k, v in hybrid.items())
+        )
         if norm > max_update_norm:
             return (
                 f"hybrid update norm {norm:.3g} exceeds server.max-update-norm "

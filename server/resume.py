@@ -17,10 +17,14 @@ from strategies.lora_strategy import LoraStrategy
 
 FREE_KEYS = frozenset(
     {
-        "resume", "run-name", "output-dir", "server.round-timeout",
-        "server.node-wait-timeout", "server.round-retries",
+        "resume",
+        "run-name",
+        "output-dir",
+        "server.round-timeout",
+        "server.node-wait-timeout",
+        "server.round-retries",
     }
-)  # fmt: skip
+)
 
 
 def config_differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, tuple]:

@@ -60,8 +60,10 @@ def _client_dp_allows(strategy: LoraStrategy, server_round: int) -> bool:
         WARNING,
         "    client-level privacy budget: round %d would reach epsilon %.3g, past %.3g; "
         "training stops here",
-        server_round, dp.epsilon_after_round(), dp.dp.client_target_epsilon,
-    )  # fmt: skip
+        server_round,
+        dp.epsilon_after_round(),
+        dp.dp.client_target_epsilon,
+    )
     return False
 
 
@@ -86,9 +88,13 @@ class _Training:
 
 
 def _train(
-    grid: Grid, strategy: LoraStrategy, config: RunConfig, screen: TrainScreen,
-    round_try: tuple[int, int], devices: DeviceSimulator | None,
-) -> _Training:  # fmt: skip
+    grid: Grid,
+    strategy: LoraStrategy,
+    config: RunConfig,
+    screen: TrainScreen,
+    round_try: tuple[int, int],
+    devices: DeviceSimulator | None,
+) -> _Training:
     """Try ``round_try`` = (round, try) at a round: sample, train, screen the replies and, with
     enough sound ones, aggregate them. With the device simulator, only the messages whose work
     counts on its clock are sent."""
@@ -103,11 +109,19 @@ def _train(
         valid, clients = screen.screen(outcome.exchange, outcome.check, server_round, masked=True)
         # A round without a sum leaves the model, unless client-level DP released its noise.
         counts = outcome.failure is None or strategy.client_dp is not None
-        return _Training(outcome.exchange, valid, clients, outcome.metrics,
-                         outcome.aggregation_seconds, counts, stages=outcome.stages,
-                         failure=outcome.failure)  # fmt: skip
-    train_ex = exchange(grid, sent, timeout=config.server.round_timeout,
-                        on_reply=_progress("train"))  # fmt: skip
+        return _Training(
+            outcome.exchange,
+            valid,
+            clients,
+            outcome.metrics,
+            outcome.aggregation_seconds,
+            counts,
+            stages=outcome.stages,
+            failure=outcome.failure,
+        )
+    train_ex = exchange(
+        grid, sent, timeout=config.server.round_timeout, on_reply=_progress("train")
+    )
     valid, clients = screen.screen(train_ex, screen.reply_check(server_round), server_round)
     declined = sum(c.status.startswith("declined") for c in clients.values())
     needed = config.strategy.min_train_nodes
@@ -115,18 +129,24 @@ def _train(
     if not enough:
         strategy.skip_train(train_ex.replies)
         why = f"{len(valid)} sound replies, strategy.min-train-nodes asks for {needed}"
-        return _Training(train_ex, valid, clients, None, 0.0, len(valid) + declined >= needed,
-                         clock, failure=why)  # fmt: skip
+        return _Training(
+            train_ex, valid, clients, None, 0.0, len(valid) + declined >= needed, clock, failure=why
+        )
     aggregation_started = time.perf_counter()
     _, metrics = strategy.aggregate_train(server_round, valid)
-    return _Training(train_ex, valid, clients, metrics, time.perf_counter() - aggregation_started,
-                     True, clock)  # fmt: skip
+    return _Training(
+        train_ex, valid, clients, metrics, time.perf_counter() - aggregation_started, True, clock
+    )
 
 
 def _train_with_retries(
-    grid: Grid, strategy: LoraStrategy, config: RunConfig, screen: TrainScreen, server_round: int,
+    grid: Grid,
+    strategy: LoraStrategy,
+    config: RunConfig,
+    screen: TrainScreen,
+    server_round: int,
     devices: DeviceSimulator | None,
-) -> _Training:  # fmt: skip
+) -> _Training:
     """The round's training, tried again while a try does not count (too few sound replies,
     or under SecAgg+ no usable sum)."""
     tries, retried = config.server.round_retries + 1, []
@@ -138,8 +158,14 @@ def _train_with_retries(
             training.retried = retried
             return training
         retried.append(f"try {attempt}: {training.failure}")
-        log(WARNING, "    round %d, try %d of %d: %s", server_round, attempt, tries,
-            training.failure)  # fmt: skip
+        log(
+            WARNING,
+            "    round %d, try %d of %d: %s",
+            server_round,
+            attempt,
+            tries,
+            training.failure,
+        )
     last = _checkpoint_kept(server_round)
     raise RunFailure(
         f"round {server_round} did not train in {tries} tries ({training.failure}); {last} "
@@ -184,8 +210,10 @@ def run_rounds(
     flat_config = run_config_to_flat(config)
     for server_round in range(first, rounds + 1):
         if take_stop_request(results.folder):
-            raise RunFailure(f"stopped at the operator's request before round {server_round}; "
-                             f"{_checkpoint_kept(server_round)}")  # fmt: skip
+            raise RunFailure(
+                f"stopped at the operator's request before round {server_round}; "
+                f"{_checkpoint_kept(server_round)}"
+            )
         started = time.perf_counter()
         log(INFO, "[round %d/%d] training", server_round, rounds)
         if not _client_dp_allows(strategy, server_round):
@@ -265,10 +293,13 @@ def run_rounds(
         record["bytes_up"] = record["train_bytes_up"] + record["eval_bytes_up"]
         results.append_round(record)
         state = {
-            "config": flat_config, "run-key": strategy.run_key,
-            "strategy": strategy.state_info(), "replays": screen.replays.accepted,
-            "num-partitions": partitions.num_partitions, **clock.state(),
-        }  # fmt: skip
+            "config": flat_config,
+            "run-key": strategy.run_key,
+            "strategy": strategy.state_info(),
+            "replays": screen.replays.accepted,
+            "num-partitions": partitions.num_partitions,
+            **clock.state(),
+        }
         save_checkpoint(results.folder, Checkpoint(server_round, strategy.state_tensors(), state))
         published = results.withhold(record) if results.withhold else record
         log(INFO, "%s", _round_line(published, rounds))

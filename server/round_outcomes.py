@@ -24,8 +24,12 @@ def kind_of(status: str) -> str:
         return "ok"
     if status == EVALUATED_ONLY:
         return "evaluated_only"
-    for prefix, kind in (("rejected", "rejected"), ("declined", "declined"),
-                         ("no reply", "no_reply"), ("unreachable", "unreachable")):  # fmt: skip
+    for prefix, kind in (
+        ("rejected", "rejected"),
+        ("declined", "declined"),
+        ("no reply", "no_reply"),
+        ("unreachable", "unreachable"),
+    ):
         if status.startswith(prefix):
             return kind
     return "other"
@@ -41,8 +45,7 @@ def round_counts(statuses: Iterable[str], eval_verdicts: Iterable[str]) -> dict[
 def run_counts(rounds: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """The rounds' counts summed (``replies_<kind>`` and ``evaluations_lost``/``_rejected``)."""
     rounds = list(rounds)
-    totals = {f"replies_{kind}": sum(r.get(f"clients_{kind}", 0) for r in rounds)
-              for kind in KINDS}  # fmt: skip
+    totals = {f"replies_{kind}": sum(r.get(f"clients_{kind}", 0) for r in rounds) for kind in KINDS}
     for key in ("evaluations_lost", "evaluations_rejected"):
         totals[key] = sum(r.get(key, 0) for r in rounds)
     return totals

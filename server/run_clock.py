@@ -26,17 +26,26 @@ class RunClock:
         """The clock a checkpoint's state carries (a checkpoint without one: from now)."""
         if "started-at" not in state:
             return cls(resumes=1)
-        return cls(float(state["started-at"]), float(state["running-seconds"]),
-                   int(state.get("resumes", 0)) + 1)  # fmt: skip
+        return cls(
+            float(state["started-at"]),
+            float(state["running-seconds"]),
+            int(state.get("resumes", 0)) + 1,
+        )
 
     def running_seconds(self) -> float:
         return self.ran_before + time.perf_counter() - self.launched
 
     def state(self) -> dict[str, float | int]:
         """What a checkpoint keeps of the clock."""
-        return {"started-at": self.started_at, "running-seconds": self.running_seconds(),
-                "resumes": self.resumes}  # fmt: skip
+        return {
+            "started-at": self.started_at,
+            "running-seconds": self.running_seconds(),
+            "resumes": self.resumes,
+        }
 
     def summary(self) -> dict[str, float | int]:
-        return {"wall_seconds": time.time() - self.started_at,
-                "running_seconds": self.running_seconds(), "resumes": self.resumes}  # fmt: skip
+        return {
+            "wall_seconds": time.time() - self.started_at,
+            "running_seconds": self.running_seconds(),
+            "resumes": self.resumes,
+        }

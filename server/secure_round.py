@@ -92,9 +92,14 @@ class _SecureRound:
     """One try at a round's SecAgg+ exchanges, stage by stage."""
 
     def __init__(
-        self, grid: Grid, strategy: LoraStrategy, config: RunConfig, group_id: str,
-        progress: Progress, purpose: str = p.TRAIN,
-    ) -> None:  # fmt: skip
+        self,
+        grid: Grid,
+        strategy: LoraStrategy,
+        config: RunConfig,
+        group_id: str,
+        progress: Progress,
+        purpose: str = p.TRAIN,
+    ) -> None:
         self.grid, self.strategy, self.config = grid, strategy, config
         self.group_id, self.progress, self.purpose = group_id, progress, purpose
         self.total = Exchange()
@@ -114,19 +119,26 @@ class _SecureRound:
     def _run(self, action: str, messages: list[Message]) -> Exchange:
         started = time.perf_counter()
         ex = exchange(
-            self.grid, messages, timeout=self.config.server.round_timeout,
+            self.grid,
+            messages,
+            timeout=self.config.server.round_timeout,
             on_reply=self.progress(action),
-        )  # fmt: skip
+        )
         _merge(self.total, ex)
         self.stages[action.removeprefix("secagg_")] = {
-            "bytes_down": sum(ex.bytes_down.values()), "bytes_up": sum(ex.bytes_up.values()),
+            "bytes_down": sum(ex.bytes_down.values()),
+            "bytes_up": sum(ex.bytes_up.values()),
             "seconds": time.perf_counter() - started,
-        }  # fmt: skip
+        }
         return ex
 
     def _message(self, node: int, action: str, content: RecordDict) -> Message:
-        return Message(content=content, dst_node_id=node, message_type=f"train.{action}",
-                       group_id=self.group_id)  # fmt: skip
+        return Message(
+            content=content,
+            dst_node_id=node,
+            message_type=f"train.{action}",
+            group_id=self.group_id,
+        )
 
     def _ask(self, action: str, values: dict[int, dict]) -> dict[int, Message]:
         """Send each node its config record for ``action``; its sound replies by node."""
@@ -171,7 +183,7 @@ class _SecureRound:
                         (p.PK_ENCRYPTS, p.PK_ENCRYPT),
                         (p.PK_SIGNS, p.PK_SIGN),
                     )
-                },  # fmt: skip
+                },
                 p.THRESHOLD: self.threshold,
             }
 
@@ -189,19 +201,24 @@ class _SecureRound:
         survive."""
         s, dp = self.config.secagg, self.strategy.client_dp
         values = {
-            p.CLIPPING_RANGE: s.clipping_range, p.BITS: s.quantization_bits,
-            p.MAX_WEIGHT: s.max_weight, p.CLIP_NORM: dp.bound if dp else 0.0,
-            p.COUNT_BIT: self.shape.count_bit, p.POOL_SIZE: self.config.zo.pool_size,
+            p.CLIPPING_RANGE: s.clipping_range,
+            p.BITS: s.quantization_bits,
+            p.MAX_WEIGHT: s.max_weight,
+            p.CLIP_NORM: dp.bound if dp else 0.0,
+            p.COUNT_BIT: self.shape.count_bit,
+            p.POOL_SIZE: self.config.zo.pool_size,
             p.PURPOSE: self.purpose,
-        }  # fmt: skip
+        }
 
         def collect_message(node: int) -> Message:
             content = RecordDict(dict(contents[node]))
-            content[p.CONFIG] = ConfigRecord({
-                **values,
-                p.SOURCES: [src for src, _ in self.forward[node]],
-                p.CIPHERTEXTS: [c for _, c in self.forward[node]],
-            })  # fmt: skip
+            content[p.CONFIG] = ConfigRecord(
+                {
+                    **values,
+                    p.SOURCES: [src for src, _ in self.forward[node]],
+                    p.CIPHERTEXTS: [c for _, c in self.forward[node]],
+                }
+            )
             return self._message(node, p.COLLECT, content)
 
         messages = [collect_message(n) for n in sorted(self.shared)]  # one order every run
@@ -272,9 +289,11 @@ class _SecureRound:
         return unmask(masked_sum, seeds, orphans)
 
     def run(
-        self, contents: dict[int, RecordDict], outcome: SecureOutcome,
+        self,
+        contents: dict[int, RecordDict],
+        outcome: SecureOutcome,
         before_unmask: Callable[[], None] = lambda: None,
-    ) -> tuple[np.ndarray, list[Message]]:  # fmt: skip
+    ) -> tuple[np.ndarray, list[Message]]:
         """Every stage: the unmasked sum of the survivors' vectors and their collect replies.
         ``before_unmask`` runs once the shares asked for may reveal the sum."""
         self.keys(list(contents))
@@ -329,9 +348,13 @@ def secure_train_round(
 
 
 def secure_evaluate_round(
-    grid: Grid, sent: list[Message], strategy: LoraStrategy, config: RunConfig,
-    server_round: int, progress: Progress,
-) -> SecureOutcome:  # fmt: skip
+    grid: Grid,
+    sent: list[Message],
+    strategy: LoraStrategy,
+    config: RunConfig,
+    server_round: int,
+    progress: Progress,
+) -> SecureOutcome:
     """The round's evaluation under SecAgg+ (without DP): each client's held-out statistics
     travel masked, the server learns their record count and weighted means."""
     purpose = p.EVALUATE
@@ -361,9 +384,13 @@ def _tampered(count: int, problem: str) -> str:
 
 
 def _aggregate(
-    strategy: LoraStrategy, config: RunConfig, secure: _SecureRound, total, summed: list[Message],
+    strategy: LoraStrategy,
+    config: RunConfig,
+    secure: _SecureRound,
+    total,
+    summed: list[Message],
     bounds: UpdateBounds,
-) -> MetricRecord | None:  # fmt: skip
+) -> MetricRecord | None:
     """Move the model by the unmasked sum, once it is one that honest clients can make; the
     round's statistics from it."""
     count, distributed = len(summed), secure.distributed
@@ -376,9 +403,11 @@ def _aggregate(
                 WARNING,
                 "    distributed DP: %d clients in the sum, each with noise sized for %d: the sum "
                 "carries %.2gx the planned noise; set strategy.min-available-nodes to the nodes "
-                "the run has", counted, distributed.plan.min_clients,
+                "the run has",
+                counted,
+                distributed.plan.min_clients,
                 (counted / distributed.plan.min_clients) ** 0.5,
-            )  # fmt: skip
+            )
         if problem := distributed_problem(sums, counted, distributed.plan):
             raise _NoSum(_tampered(count, problem))
         return strategy.aggregate_secure(summed, sums, float(counted), None, {})
@@ -407,9 +436,12 @@ def _shares_by_owner(answered: dict[int, Message]) -> dict[int, list[bytes]]:
 
 
 def _finish(
-    secure: _SecureRound, strategy: LoraStrategy, config: RunConfig, server_round: int,
+    secure: _SecureRound,
+    strategy: LoraStrategy,
+    config: RunConfig,
+    server_round: int,
     outcome: SecureOutcome,
-) -> SecureOutcome:  # fmt: skip
+) -> SecureOutcome:
     collected = outcome.exchange
     collected.bytes_down, collected.bytes_up = secure.total.bytes_down, secure.total.bytes_up
     outcome.stages = secure.stages

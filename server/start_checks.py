@@ -96,5 +96,6 @@ def check_writable(folder: Path, key: str) -> None:
             probe.write(b"\0" * 4096)
             probe.flush()
     except OSError as err:
-        raise ConfigError(f"run config '{key}': results cannot be written in {folder} "
-                          f"({err.strerror or err})") from None  # fmt: skip
+        raise ConfigError(
+            f"run config '{key}': results cannot be written in {folder} ({err.strerror or err})"
+        ) from None

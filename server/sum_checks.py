@@ -63,8 +63,14 @@ def honest_bounds(strategy: LoraStrategy, config: RunConfig, server_round: int) 
     return UpdateBounds(per_weight, norm, dp is not None)
 
 
-def masked_sum_problem(total: np.ndarray, parts: SecureSum, shape: VectorLayout, count: int,
-                       config: RunConfig, bounds: UpdateBounds) -> str | None:  # fmt: skip
+def masked_sum_problem(
+    total: np.ndarray,
+    parts: SecureSum,
+    shape: VectorLayout,
+    count: int,
+    config: RunConfig,
+    bounds: UpdateBounds,
+) -> str | None:
     """Why the unmasked integer sum of ``count`` clients' vectors (``parts``: it split, which
     the caller aggregates from) cannot be theirs, or None."""
     s = config.secagg
@@ -75,8 +81,9 @@ def masked_sum_problem(total: np.ndarray, parts: SecureSum, shape: VectorLayout,
     return update_problem(parts.tensors, parts.weight, count, bounds, step)
 
 
-def integer_problem(total: np.ndarray, shape: VectorLayout, count: int, bits: int,
-                    weight_exact: bool) -> str | None:  # fmt: skip
+def integer_problem(
+    total: np.ndarray, shape: VectorLayout, count: int, bits: int, weight_exact: bool
+) -> str | None:
     """Why the unmasked integer sum of ``count`` vectors is out of their range, or None."""
     total = np.asarray(total, dtype=np.int64)
     weight, top = int(total[0]), (1 << bits) - 1
@@ -100,8 +107,9 @@ def integer_problem(total: np.ndarray, shape: VectorLayout, count: int, bits: in
     return None
 
 
-def update_problem(sums: Mapping[str, torch.Tensor], weight: float, count: int,
-                   bounds: UpdateBounds, step: float) -> str | None:  # fmt: skip
+def update_problem(
+    sums: Mapping[str, torch.Tensor], weight: float, count: int, bounds: UpdateBounds, step: float
+) -> str | None:
     """Why Σw·Δ (after dequantizing) is more than ``count`` honest clients weighing ``weight``
     in all can move, allowing each client one quantization ``step`` an entry; or None."""
     entries = sum(t.numel() for t in sums.values())
@@ -121,8 +129,9 @@ def update_problem(sums: Mapping[str, torch.Tensor], weight: float, count: int,
     return None
 
 
-def distributed_problem(sums: Mapping[str, torch.Tensor], count: int,
-                        plan: DistributedPlan) -> str | None:  # fmt: skip
+def distributed_problem(
+    sums: Mapping[str, torch.Tensor], count: int, plan: DistributedPlan
+) -> str | None:
     """Why the noised sum is beyond ``count`` clients' rounded updates (L2 at most Δ each) plus
     their noise (its norm's tail bound), in the update's units; or None."""
     norm = _norm(sums) / plan.granularity

@@ -55,9 +55,12 @@ def as_factor_reply(
     steps = record_to_tensors(reply.content.array_records[keys.ARRAYS])
     z = config.zo
     factors = replay_pairs(
-        _at_rank(start, rank), steps[keys.SEED_INDICES], steps[keys.SEED_SCALARS],
-        SeedPool.from_run_seed(config.seed, z.pool_size), lr=factor_lr(config),
+        _at_rank(start, rank),
+        steps[keys.SEED_INDICES],
+        steps[keys.SEED_SCALARS],
+        SeedPool.from_run_seed(config.seed, z.pool_size),
+        lr=factor_lr(config),
         structure=z.perturbation,
-    )  # fmt: skip
+    )
     metrics = MetricRecord({**reply.content.metric_records[keys.METRICS], keys.LORA_RANK: rank})
     return RecordDict({keys.ARRAYS: tensors_to_record(factors), keys.METRICS: metrics})

@@ -39,14 +39,24 @@ def zo_lr_probe(config: RunConfig, mask: Mask | None = None) -> ProbeResult:
 
     def train_chunk(lr: float, steps: int, chunk: int) -> None:
         train_zo(
-            zo.model, zo.targets, zo.pool, trained, config.task, steps=steps, lr=lr, eps=z.eps,
-            batch_size=config.train.batch_size, structure=z.perturbation, pad_token_id=pad,
+            zo.model,
+            zo.targets,
+            zo.pool,
+            trained,
+            config.task,
+            steps=steps,
+            lr=lr,
+            eps=z.eps,
+            batch_size=config.train.batch_size,
+            structure=z.perturbation,
+            pad_token_id=pad,
             generator=torch.Generator().manual_seed(config.seed * 1009 + chunk),
-        )  # fmt: skip
+        )
 
     def loss() -> float:
-        result = evaluate_model(zo.model, held_out, config.task,
-                                batch_size=config.eval.batch_size, pad_token_id=pad)  # fmt: skip
+        result = evaluate_model(
+            zo.model, held_out, config.task, batch_size=config.eval.batch_size, pad_token_id=pad
+        )
         return result.loss
 
     def reset() -> None:
@@ -69,9 +79,14 @@ def resolve_zo_lr(
         return config.with_zo_lr(float(saved["zo.lr"]))
     probe = zo_lr_probe(config, mask)
     for trial in probe.trials:
-        log(INFO, "zo.lr probe: %.1e %s (calibration loss %s)",
-            trial.lr, "held" if trial.held else "failed",
-            " -> ".join(f"{loss:.4g}" for loss in trial.losses))  # fmt: skip
-    log(INFO, "zo.lr = 0 (auto): %.3g, below %.1e, the largest rate that held", probe.lr,
-        probe.edge)  # fmt: skip
+        log(
+            INFO,
+            "zo.lr probe: %.1e %s (calibration loss %s)",
+            trial.lr,
+            "held" if trial.held else "failed",
+            " -> ".join(f"{loss:.4g}" for loss in trial.losses),
+        )
+    log(
+        INFO, "zo.lr = 0 (auto): %.3g, below %.1e, the largest rate that held", probe.lr, probe.edge
+    )
     return config.with_zo_lr(probe.lr)

@@ -52,8 +52,13 @@ def subject_names(hosts: list[str]) -> list[x509.GeneralName]:
         except ValueError:
             pass
         labels = host.rstrip(".").split(".")
-        if not all(label and len(label) <= 63 and label.replace("-", "").isalnum()
-                   and not label.startswith("-") for label in labels):  # fmt: skip
+        if not all(
+            label
+            and len(label) <= 63
+            and label.replace("-", "").isalnum()
+            and not label.startswith("-")
+            for label in labels
+        ):
             raise ValueError(f"{host!r} is neither an IP address nor a valid host name")
         names.append(x509.DNSName(host))
     return names
@@ -64,10 +69,13 @@ def _name(common: str) -> x509.Name:
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))  # fmt: skip
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     os.chmod(path, 0o600)  # private: readable by its owner only
 
 
@@ -88,28 +96,45 @@ def make_certificates(folder: Path, hosts: list[str], days: int = 365) -> Certif
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca_name = _name("fedtune CA")
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end)
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-            key_encipherment=False, data_encipherment=False, key_agreement=False,
-            encipher_only=False, decipher_only=False,
-        ), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .sign(ca_key, hashes.SHA384())
-    )  # fmt: skip
+    )
 
     server_key = ec.generate_private_key(ec.SECP384R1())
     server = (
-        x509.CertificateBuilder().subject_name(_name(hosts[0])).issuer_name(ca_name)
-        .public_key(server_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end)
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA384())
-    )  # fmt: skip
+    )
 
     files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     _write_key(files.ca_key, ca_key)

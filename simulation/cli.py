@@ -26,14 +26,22 @@ from simulation.run_report import describe_run
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedtune", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="run the app with flwr run, exit with its status",
-                        add_help=False)  # fmt: skip
+    commands.add_parser(
+        "run", help="run the app with flwr run, exit with its status", add_help=False
+    )
     certs = commands.add_parser("certs", help="make a CA and the SuperLink's TLS certificate")
-    certs.add_argument("--out", type=Path, default=Path("certificates"),
-                       help="folder for ca.crt, ca.key, server.pem, server.key")  # fmt: skip
-    certs.add_argument("--host", action="append", required=True,
-                       help="a host name or IP address devices reach the SuperLink at "
-                            "(repeat for each)")  # fmt: skip
+    certs.add_argument(
+        "--out",
+        type=Path,
+        default=Path("certificates"),
+        help="folder for ca.crt, ca.key, server.pem, server.key",
+    )
+    certs.add_argument(
+        "--host",
+        action="append",
+        required=True,
+        help="a host name or IP address devices reach the SuperLink at (repeat for each)",
+    )
     certs.add_argument("--days", type=int, default=365, help="validity (default 365)")
     key = commands.add_parser("node-key", help="make a SuperNode's key pair (node auth)")
     key.add_argument("path", type=Path, help="private key file; the public key is PATH.pub")
@@ -50,11 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     lines.add_argument("--database", type=Path, help="the SuperLink's state file")
     results = commands.add_parser("results", help="what a run did, from its folder")
     results.add_argument("run_dir", type=Path)
-    ledger = commands.add_parser("ledger", help="what record-level DP has spent on a device's "
-                                 "data: runs, rounds, epsilon per data source")  # fmt: skip
-    ledger.add_argument("--state-dir", type=Path,
-                        help="the node's state folder (default: $FEDTUNE_STATE_DIR, else "
-                             "~/.local/state/fedtune)")  # fmt: skip
+    ledger = commands.add_parser(
+        "ledger",
+        help="what record-level DP has spent on a device's "
+        "data: runs, rounds, epsilon per data source",
+    )
+    ledger.add_argument(
+        "--state-dir",
+        type=Path,
+        help="the node's state folder (default: $FEDTUNE_STATE_DIR, else ~/.local/state/fedtune)",
+    )
     return parser
 
 
@@ -72,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             private, public = make_node_key(args.path)
             print(f"wrote {private} (stays on the device) and {public} (register it)")
         elif args.command == "commands":
-            deployment = Deployment(args.address, args.nodes, args.certs, args.keys,
-                                    args.database)  # fmt: skip
+            deployment = Deployment(args.address, args.nodes, args.certs, args.keys, args.database)
             text = deployment_commands(deployment)
             if (table := deployment.write_partition_table()) is not None:
                 print(f"# wrote {table}: partition i goes to node-<i>.key.pub's key alone")

@@ -30,8 +30,13 @@ def plot_test_against_hours(rounds: Sequence[dict[str, Any]], path: Path, title:
     ax.set_ylabel("test loss")
     if all(r.get("test_accuracy") is not None for r in rounds):
         other = ax.twinx()
-        other.plot(hours, [r["test_accuracy"] for r in rounds], marker="s", color="tab:green",
-                   label="test accuracy")  # fmt: skip
+        other.plot(
+            hours,
+            [r["test_accuracy"] for r in rounds],
+            marker="s",
+            color="tab:green",
+            label="test accuracy",
+        )
         other.set_ylabel("test accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -58,8 +63,7 @@ def plot_round_timeline(record: dict[str, Any], deadline: float, path: Path) -> 
     handles = [Patch(color=colour, label=fate) for fate, colour in _FATES.items()]
     if deadline:
         handles.append(ax.axvline(deadline, color="black", linestyle="--", label="deadline"))
-    ax.set_yticks(range(len(devices)),
-                  [f"{d['partition_id']} ({d['profile']})" for d in devices])  # fmt: skip
+    ax.set_yticks(range(len(devices)), [f"{d['partition_id']} ({d['profile']})" for d in devices])
     ax.set_xlabel("simulated seconds (light: download and upload; solid: compute)")
     ax.set_title(f"round {record['round']} on the simulated clock")
     ax.legend(handles=handles, loc="lower right", fontsize="small")

@@ -37,8 +37,10 @@ class Deployment:
         if self.nodes < 1:
             raise ValueError(f"--nodes must be at least 1, got {self.nodes}")
         if self.keys is not None and self.certs is None:
-            raise ValueError("node authentication (--keys) needs TLS (--certs): Flower refuses "
-                             "--enable-supernode-auth with --insecure")  # fmt: skip
+            raise ValueError(
+                "node authentication (--keys) needs TLS (--certs): Flower refuses "
+                "--enable-supernode-auth with --insecure"
+            )
 
     def node_key(self, node: int) -> Path:
         assert self.keys is not None
@@ -68,8 +70,14 @@ def superlink_command(d: Deployment) -> str:
         parts.append("--insecure")
     else:
         files = CertificateFiles.in_folder(d.certs)
-        parts += ["--ssl-ca-certfile", files.ca_cert, "--ssl-certfile", files.server_cert,
-                  "--ssl-keyfile", files.server_key]  # fmt: skip
+        parts += [
+            "--ssl-ca-certfile",
+            files.ca_cert,
+            "--ssl-certfile",
+            files.server_cert,
+            "--ssl-keyfile",
+            files.server_key,
+        ]
     if d.keys is not None:
         parts.append("--enable-supernode-auth")
     if d.database is not None:
@@ -115,14 +123,21 @@ def deployment_commands(d: Deployment) -> str:
     ]
     if d.keys is not None:
         sections += ["", "# Register each device's public key (fedtune node-key made them)"]
-        sections += [_line("flwr", "supernode", "register", d.node_key(i).with_suffix(".key.pub"),
-                           CONNECTION) for i in range(d.nodes)]  # fmt: skip
+        sections += [
+            _line(
+                "flwr", "supernode", "register", d.node_key(i).with_suffix(".key.pub"), CONNECTION
+            )
+            for i in range(d.nodes)
+        ]
     sections += ["", "# On each device i: its SuperNode (copy ca.crt and its own key there)"]
     sections += [supernode_command(d, i, d.nodes) for i in range(d.nodes)]
     run = ["fedtune", "run", ".", CONNECTION]
     if d.partition_keys is not None:
         # The server gives partition i to node i's key alone: another node cannot claim it.
         run += ["--run-config", f"server.partition-keys='{d.partition_keys}'"]
-    sections += ["", "# Start the run from the app folder; it exits 0 only if the run completed",
-                 _line(*run)]  # fmt: skip
+    sections += [
+        "",
+        "# Start the run from the app folder; it exits 0 only if the run completed",
+        _line(*run),
+    ]
     return "\n".join(sections)

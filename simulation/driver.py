@@ -60,10 +60,13 @@ class RoundClock:
     def record(self) -> dict:
         counts = Counter(f"devices_{d['status'].replace(' ', '_')}" for d in self.devices)
         return {
-            "start_hour": self.start_hour, "duration_s": self.duration_s,
-            "devices": self.devices, **counts, "devices_left_out": self.left_out,
+            "start_hour": self.start_hour,
+            "duration_s": self.duration_s,
+            "devices": self.devices,
+            **counts,
+            "devices_left_out": self.left_out,
             "memory_mb_by_profile": self.memory_mb,
-        }  # fmt: skip
+        }
 
 
 class DeviceSimulator:
@@ -82,11 +85,12 @@ class DeviceSimulator:
         self.plans: dict[str, Plan] = {
             profile.name: plan_device(
                 config, profile, smaller_ranks=mixed_ranks, zo_fallback=zo_fallback
-            )  # fmt: skip
+            )
             for profile in {p.name: p for p in self.devices}.values()
         }
-        self.sizes = [len(client_indices(config, p, num_partitions)[0])
-                      for p in range(num_partitions)]  # fmt: skip
+        self.sizes = [
+            len(client_indices(config, p, num_partitions)[0]) for p in range(num_partitions)
+        ]
         self.elapsed_s = 0.0
         for name, plan in sorted(self.plans.items()):
             log(INFO, "device %s: %s", name, plan.reason)
@@ -115,8 +119,9 @@ class DeviceSimulator:
         with the steps of their full round."""
         if self.config.mode != "lora":
             return {}
-        return {p: self.steps_of(p) for p in range(len(self.devices))
-                if self.plan_of(p).mode == "zo"}  # fmt: skip
+        return {
+            p: self.steps_of(p) for p in range(len(self.devices)) if self.plan_of(p).mode == "zo"
+        }
 
     def profiles(self) -> dict[str, dict]:
         """Per profile in the population: its devices and the planner's job for them, with
@@ -124,27 +129,35 @@ class DeviceSimulator:
         counts = Counter(d.name for d in self.devices)
         return {
             name: {
-                "devices": counts[name], "mode": plan.mode, "lora_rank": plan.rank,
-                "batch": plan.batch, "plan": plan.reason,
+                "devices": counts[name],
+                "mode": plan.mode,
+                "lora_rank": plan.rank,
+                "batch": plan.batch,
+                "plan": plan.reason,
                 "memory_mb": _mb(plan.estimate.total) if plan.estimate else None,
             }
             for name, plan in sorted(self.plans.items())
-        }  # fmt: skip
+        }
 
     def left_out(self) -> dict[int, str]:
         """Partitions whose device can train nothing, and why."""
-        return {p: self.plan_of(p).reason for p in range(len(self.devices))
-                if self.plan_of(p).mode is None}  # fmt: skip
+        return {
+            p: self.plan_of(p).reason
+            for p in range(len(self.devices))
+            if self.plan_of(p).mode is None
+        }
 
     def _device_round(self, partition: int, bytes_down: int, upload_bytes: int) -> DeviceRound:
         plan, config = self.plan_of(partition), self.config
         steps = self.steps_of(partition)
-        flops = step_flops(as_mode(config, plan.mode), plan.batch, config.model.max_length,
-                           plan.rank)  # fmt: skip
+        flops = step_flops(
+            as_mode(config, plan.mode), plan.batch, config.model.max_length, plan.rank
+        )
         if plan.mode == "zo":
             upload_bytes = _ZO_PAIR_BYTES * steps
-        return device_round(self.devices[partition], bytes_down,
-                            upload_bytes + _REPLY_OVERHEAD_BYTES, flops, steps)  # fmt: skip
+        return device_round(
+            self.devices[partition], bytes_down, upload_bytes + _REPLY_OVERHEAD_BYTES, flops, steps
+        )
 
     def schedule(
         self,
@@ -161,31 +174,52 @@ class DeviceSimulator:
         rounds, failed = {}, {}
         for partition, message in sorted(by_partition.items()):
             work = self._device_round(partition, serialized_bytes(message), upload_bytes)
-            failure = fails_at(self.devices[partition], self.config.seed, server_round,
-                               partition, work.finish)  # fmt: skip
+            failure = fails_at(
+                self.devices[partition], self.config.seed, server_round, partition, work.finish
+            )
             if failure is None:
                 rounds[partition] = work
             else:
                 failed[partition] = failure
         keep = math.ceil(len(by_partition) / sim.over_selection) if sim.over_selection > 1 else 0
-        outcome = settle_round(rounds, deadline=sim.deadline, keep=keep,
-                               partial=sim.stragglers == "partial")  # fmt: skip
+        outcome = settle_round(
+            rounds, deadline=sim.deadline, keep=keep, partial=sim.stragglers == "partial"
+        )
         clock.duration_s = outcome.duration
         if failed and not outcome.kept:
             clock.duration_s = max(clock.duration_s, sim.deadline or max(failed.values()))
         send = []
         for partition, message in sorted(by_partition.items()):
             work = rounds.get(partition)
-            status = ("failed" if partition in failed else "kept" if partition in outcome.kept
-                      else "late" if partition in outcome.late else "not needed")  # fmt: skip
+            status = (
+                "failed"
+                if partition in failed
+                else "kept"
+                if partition in outcome.kept
+                else "late"
+                if partition in outcome.late
+                else "not needed"
+            )
             steps = outcome.kept.get(partition, 0)
-            clock.devices.append({
-                "partition_id": partition, "profile": self.devices[partition].name,
-                "mode": self.plan_of(partition).mode, "status": status, "steps": steps,
-                "finish_s": round(work.finish, 3) if work else round(failed[partition], 3),
-                **({"download_s": round(work.download, 3), "compute_s": round(work.compute, 3),
-                    "upload_s": round(work.upload, 3)} if work else {}),
-            })  # fmt: skip
+            clock.devices.append(
+                {
+                    "partition_id": partition,
+                    "profile": self.devices[partition].name,
+                    "mode": self.plan_of(partition).mode,
+                    "status": status,
+                    "steps": steps,
+                    "finish_s": round(work.finish, 3) if work else round(failed[partition], 3),
+                    **(
+                        {
+                            "download_s": round(work.download, 3),
+                            "compute_s": round(work.compute, 3),
+                            "upload_s": round(work.upload, 3),
+                        }
+                        if work
+                        else {}
+                    ),
+                }
+            )
             if partition in outcome.kept:
                 send.append(self._planned(message, partition, steps, work))
                 plan = self.plan_of(partition)
@@ -210,8 +244,11 @@ class DeviceSimulator:
             return message
         content = RecordDict(dict(message.content))
         content[keys.CONFIG] = ConfigRecord({**message.content[keys.CONFIG], **overrides})
-        return Message(content=content, dst_node_id=message.metadata.dst_node_id,
-                       message_type=message.metadata.message_type)  # fmt: skip
+        return Message(
+            content=content,
+            dst_node_id=message.metadata.dst_node_id,
+            message_type=message.metadata.message_type,
+        )
 
 
 def clock_summary(rounds: Sequence[Mapping], config: RunConfig) -> dict:

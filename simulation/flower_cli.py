@@ -54,18 +54,26 @@ class FlowerCli:
     def command(self, run_config: str, num_supernodes: int, app: Path = ROOT) -> list[str]:
         """``fedtune run`` (``flwr run --stream``, exiting with the run's status)."""
         return [
-            str(BIN / "fedtune"), "run", str(app),
-            "--run-config", run_config,
-            "--federation-config", f"num-supernodes={num_supernodes} client-resources-num-cpus=1",
-        ]  # fmt: skip
+            str(BIN / "fedtune"),
+            "run",
+            str(app),
+            "--run-config",
+            run_config,
+            "--federation-config",
+            f"num-supernodes={num_supernodes} client-resources-num-cpus=1",
+        ]
 
     def run(
         self, run_config: str, num_supernodes: int, timeout: float = 600, app: Path = ROOT
     ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            self.command(run_config, num_supernodes, app), cwd=ROOT, env=self.env,
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            self.command(run_config, num_supernodes, app),
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def close(self) -> None:
         marker = str(self.http_port)

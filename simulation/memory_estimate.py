@@ -115,10 +115,13 @@ def estimate_memory(config: RunConfig, batch: int, length: int, rank: int) -> Me
     if config.mode == "zo":
         largest_output = _largest_output(model, config, batch, length)
         perturbed = max(
-            (t.numel() * t.element_size() for t in params if config.zo.params == "full"
-             or t.requires_grad),
+            (
+                t.numel() * t.element_size()
+                for t in params
+                if config.zo.params == "full" or t.requires_grad
+            ),
             default=0,
-        )  # fmt: skip
+        )
         transient = ZO_TRANSIENT_FACTOR * largest_output + perturbed
         return MemoryEstimate(RUNTIME_BYTES, weights, 0.0, 0.0, transient)
     storages = _saved_for_backward(model, config, batch, length)
@@ -127,8 +130,9 @@ def estimate_memory(config: RunConfig, batch: int, length: int, rank: int) -> Me
     optimizer = 3 * trainable  # a gradient and AdamW's two moments per trainable weight
     if config.dp.record_level and config.dp.grad_sample_mode != "ghost":
         optimizer += batch * trainable
-    return MemoryEstimate(RUNTIME_BYTES, weights, optimizer, activations,
-                          TRANSIENT_FACTOR * largest)  # fmt: skip
+    return MemoryEstimate(
+        RUNTIME_BYTES, weights, optimizer, activations, TRANSIENT_FACTOR * largest
+    )
 
 
 def _largest_output(model: torch.nn.Module, config: RunConfig, batch: int, length: int) -> float:

@@ -37,11 +37,23 @@ def measure(
     process, and models made of many mid-size activations (the BERT family) hold up to twice as
     much by the second step."""
     allocator = {"MALLOC_MMAP_THRESHOLD_": "131072"} if returning_allocator else {}
-    command = [sys.executable, "-m", "simulation.memory_measure", json.dumps(config),
-               str(batch), str(length)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "simulation.memory_measure",
+        json.dumps(config),
+        str(batch),
+        str(length),
+    ]
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True,
-                          env={**os.environ, **allocator})  # fmt: skip
+    done = subprocess.run(
+        command,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **allocator},
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -82,21 +94,42 @@ def main() -> None:
     settings = dataclasses.replace(config.train, batch_size=batch, local_steps=_STEPS)
     if config.mode == "zo":
         train_zo(
-            built.model, built.targets, built.pool, examples, config.task, steps=_STEPS,
-            lr=config.zo.lr, eps=config.zo.eps, batch_size=batch,
-            structure=config.zo.perturbation, pad_token_id=tokenizer.pad_token_id,
+            built.model,
+            built.targets,
+            built.pool,
+            examples,
+            config.task,
+            steps=_STEPS,
+            lr=config.zo.lr,
+            eps=config.zo.eps,
+            batch_size=batch,
+            structure=config.zo.perturbation,
+            pad_token_id=tokenizer.pad_token_id,
             generator=generator,
-        )  # fmt: skip
+        )
     elif config.dp.record_level:
         train_lora_dp(
-            built.model, examples, config.task, settings, noise_multiplier=1.0,
-            max_grad_norm=config.dp.max_grad_norm, sample_rate=batch / len(examples),
-            expected_batch=batch, mode=config.dp.grad_sample_mode,
-            pad_token_id=tokenizer.pad_token_id, generator=generator,
-        )  # fmt: skip
+            built.model,
+            examples,
+            config.task,
+            settings,
+            noise_multiplier=1.0,
+            max_grad_norm=config.dp.max_grad_norm,
+            sample_rate=batch / len(examples),
+            expected_batch=batch,
+            mode=config.dp.grad_sample_mode,
+            pad_token_id=tokenizer.pad_token_id,
+            generator=generator,
+        )
     else:
-        train_lora(built.model, examples, config.task, settings,
-                   pad_token_id=tokenizer.pad_token_id, generator=generator)  # fmt: skip
+        train_lora(
+            built.model,
+            examples,
+            config.task,
+            settings,
+            pad_token_id=tokenizer.pad_token_id,
+            generator=generator,
+        )
     peak = _status_bytes("VmHWM")
     print(json.dumps({"runtime": runtime, "loaded": loaded, "peak": peak}))
 

@@ -76,6 +76,9 @@ def plan_device(
                 return Plan("zo", config.lora.rank, batch, estimate, why)
     need = _gb(smallest.total) if smallest else "more"
     return Plan(
-        None, config.lora.rank, 0, None,
+        None,
+        config.lora.rank,
+        0,
+        None,
         f"left out: the smallest job needs {need}, {profile.name} has {_gb(budget)}",
-    )  # fmt: skip
+    )

@@ -64,8 +64,10 @@ def run_status(run_id: int, superlink: list[str]) -> tuple[str, str]:
     """(status, details) of a run, as the SuperLink reports them ("unknown" if it cannot)."""
     listed = subprocess.run(
         [_flwr(), "ls", *superlink, "--run-id", str(run_id), "--format", "json"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     try:
         run = json.loads(listed.stdout)["runs"][0]
     except (ValueError, KeyError, IndexError, TypeError):
@@ -79,9 +81,13 @@ class _Stream:
 
     def __init__(self, command: list[str]) -> None:
         self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
             start_new_session=True,
-        )  # fmt: skip
+        )
         self.run_id: int | None = None
         self.folder: Path | None = None
         self.last_line_at = time.monotonic()
@@ -173,8 +179,10 @@ def _stop(stream: _Stream, signals: _Signals, superlink: list[str], argv: list[s
     if here:
         await_stop(stream.folder, STOP_SECONDS)
     status, _ = run_status(stream.run_id, superlink)
-    print(f"fedtune: run {stream.run_id} {status}; {resume_line(argv, stream.folder)}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"fedtune: run {stream.run_id} {status}; {resume_line(argv, stream.folder)}",
+        file=sys.stderr,
+    )
     return 128 + (signals.received or signal.SIGINT)
 
 
@@ -196,17 +204,21 @@ def run(argv: list[str]) -> int:
     finally:
         stream.close()
     if stream.run_id is None:
-        print(f"fedtune: flwr run started no run (exit code {stream.proc.returncode})",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"fedtune: flwr run started no run (exit code {stream.proc.returncode})",
+            file=sys.stderr,
+        )
         return stream.proc.returncode or 1
     status, details = run_status(stream.run_id, superlink)
     if status == COMPLETED:
         print(f"fedtune: run {stream.run_id} {status}")
         return 0
     if status == "unknown":
-        print(f"fedtune: the SuperLink did not answer for run {stream.run_id}: it stopped or "
-              f"cannot be reached; once it is back, {resume_line(argv, stream.folder)}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"fedtune: the SuperLink did not answer for run {stream.run_id}: it stopped or "
+            f"cannot be reached; once it is back, {resume_line(argv, stream.folder)}",
+            file=sys.stderr,
+        )
         return 1
     print(f"fedtune: run {stream.run_id} ended {status}: {details}", file=sys.stderr)
     return 1

@@ -16,8 +16,11 @@ from server.round_outcomes import KINDS
 
 
 def _metrics(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k.removeprefix('test_')} {v:.4g}" for k, v in sorted(values.items())
-                     if isinstance(v, int | float))  # fmt: skip
+    return ", ".join(
+        f"{k.removeprefix('test_')} {v:.4g}"
+        for k, v in sorted(values.items())
+        if isinstance(v, int | float)
+    )
 
 
 def _megabytes(n: float) -> str:
@@ -26,16 +29,20 @@ def _megabytes(n: float) -> str:
 
 def _outcomes(summary: dict[str, Any]) -> str:
     kinds = [f"{summary.get(f'replies_{kind}', 0)} {kind.replace('_', ' ')}" for kind in KINDS]
-    return (f"training replies not used: {', '.join(kinds)}; evaluations lost "
-            f"{summary.get('evaluations_lost', 0)}, rejected "
-            f"{summary.get('evaluations_rejected', 0)}")  # fmt: skip
+    return (
+        f"training replies not used: {', '.join(kinds)}; evaluations lost "
+        f"{summary.get('evaluations_lost', 0)}, rejected "
+        f"{summary.get('evaluations_rejected', 0)}"
+    )
 
 
 def _times(summary: dict[str, Any]) -> str:
     line = f"wall time {summary['wall_seconds'] / 60:.1f} min"
     if summary.get("resumes"):
-        line += (f" from the first launch, across {summary['resumes']} resume(s) "
-                 f"({summary['running_seconds'] / 60:.1f} min running)")  # fmt: skip
+        line += (
+            f" from the first launch, across {summary['resumes']} resume(s) "
+            f"({summary['running_seconds'] / 60:.1f} min running)"
+        )
     return line
 
 
@@ -48,8 +55,10 @@ def _finished(folder: Path, summary: dict[str, Any]) -> list[str]:
         f"test: {_metrics(summary['initial_test'])} -> {_metrics(summary['final_test'])}",
     ]
     if "bytes_up_total" not in summary:
-        lines.append("clients' statistics, bytes and times: withheld by client-level DP "
-                     f"(the operator's own record: {folder / OPERATOR_FILE})")  # fmt: skip
+        lines.append(
+            "clients' statistics, bytes and times: withheld by client-level DP "
+            f"(the operator's own record: {folder / OPERATOR_FILE})"
+        )
     else:
         lines += [
             f"bytes: {_megabytes(summary['bytes_up_total'])} up, "
@@ -60,9 +69,10 @@ def _finished(folder: Path, summary: dict[str, Any]) -> list[str]:
         ]
     if "simulated_hours" in summary:
         reached = {k: v for k, v in summary.items() if k.startswith("hours_to_")}
-        targets = "".join(f"; {k.removeprefix('hours_to_')}: "
-                          + ("not reached" if v is None else f"{v:.2f} h")
-                          for k, v in reached.items())  # fmt: skip
+        targets = "".join(
+            f"; {k.removeprefix('hours_to_')}: " + ("not reached" if v is None else f"{v:.2f} h")
+            for k, v in reached.items()
+        )
         lines.append(f"simulated: {summary['simulated_hours']:.2f} h{targets}")
     files = summary.get("model_files") or []
     if files:
@@ -81,8 +91,10 @@ def _unfinished(folder: Path) -> list[str]:
     info = folder / CHECKPOINT_INFO
     if info.is_file():
         checkpoint = json.loads(info.read_text())
-        lines.append(f"checkpoint after round {checkpoint['round']}: continue with "
-                     f"--run-config \"resume='{folder}'\"")  # fmt: skip
+        lines.append(
+            f"checkpoint after round {checkpoint['round']}: continue with "
+            f"--run-config \"resume='{folder}'\""
+        )
     return lines
 
 

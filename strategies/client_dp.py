@@ -77,9 +77,13 @@ class ClientLevelDp:
     """
 
     def __init__(
-        self, dp: PrivacySettings, sample_rate: float, rounds: int, expected_clients: float,
+        self,
+        dp: PrivacySettings,
+        sample_rate: float,
+        rounds: int,
+        expected_clients: float,
         floor: float = 0.0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.dp = dp
         self.sample_rate = sample_rate
         try:

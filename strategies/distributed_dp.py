@@ -105,6 +105,9 @@ class DistributedClientDp(ClientLevelDp):
             return None
         bound, fraction, expected = self._released or (self.bound, None, 0.0)
         return DistributedRoundReport(
-            bound, fraction, expected, self.plan.epsilon(self.rounds),
+            bound,
+            fraction,
+            expected,
+            self.plan.epsilon(self.rounds),
             self.plan.epsilon(self.rounds, sample_rate=1.0),
-        )  # fmt: skip
+        )

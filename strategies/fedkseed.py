@@ -90,9 +90,13 @@ class FedKSeed(LoraStrategy):
     def from_config(cls, config: RunConfig, initial: GlobalModel, **fedavg_kwargs: Any) -> FedKSeed:
         z = config.zo
         return cls(
-            initial, scale=1.0, pro=z.pro, pro_clip=z.pro_clip,
-            changes_only=z.downlink == "changes", **fedavg_kwargs,
-        )  # fmt: skip
+            initial,
+            scale=1.0,
+            pro=z.pro,
+            pro_clip=z.pro_clip,
+            changes_only=z.downlink == "changes",
+            **fedavg_kwargs,
+        )
 
     @staticmethod
     def initial_model(
@@ -121,8 +125,9 @@ class FedKSeed(LoraStrategy):
         super().restore(tensors, info)
         self.amplitude_sums = tensors[f"{STATE_PREFIX}amplitude-sums"].double()
         self.counts = tensors[f"{STATE_PREFIX}counts"].double()
-        self.ledger = SumsLedger(self.model.trainable[keys.SEED_SUMS].clone(),
-                                 version=int(info["sums-version"]))  # fmt: skip
+        self.ledger = SumsLedger(
+            self.model.trainable[keys.SEED_SUMS].clone(), version=int(info["sums-version"])
+        )
 
     def probabilities(self) -> torch.Tensor:
         return seed_probabilities(self.amplitude_sums, self.counts)
@@ -228,8 +233,10 @@ class FedKSeed(LoraStrategy):
     def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:
         steps = [(u[keys.SEED_INDICES], u[keys.SEED_SCALARS]) for u in updates]
         self._observe(updates)
-        hybrid = {k: weighted_mean([u[k] for u in updates], weights) - v
-                  for k, v in self.hybrid_tensors().items()}  # fmt: skip
+        hybrid = {
+            k: weighted_mean([u[k] for u in updates], weights) - v
+            for k, v in self.hybrid_tensors().items()
+        }
         self.apply_mean_delta(
             {keys.SEED_SUMS: aggregate_seed_scalars(steps, weights, self.pool_size), **hybrid}
         )

@@ -226,9 +226,13 @@ class LoraFair(LoraStrategy):
     def from_config(cls, config: RunConfig, initial: GlobalModel, **fedavg_kwargs: Any) -> LoraFair:
         s = config.strategy
         return cls(
-            initial, scale=config.lora.scale, lam=s.lora_fair_lambda, solver=s.lora_fair_solver,
-            steps=s.lora_fair_steps, **fedavg_kwargs,
-        )  # fmt: skip
+            initial,
+            scale=config.lora.scale,
+            lam=s.lora_fair_lambda,
+            solver=s.lora_fair_solver,
+            steps=s.lora_fair_steps,
+            **fedavg_kwargs,
+        )
 
     def summary(self) -> None:
         log(

@@ -264,9 +264,14 @@ class LoraStrategy(FedAvg):
         sampling)."""
         if self.client_dp is None:
             return self._configure(
-                "train", server_round, arrays, config, grid,
-                self.fraction_train, self.min_train_nodes,
-            )  # fmt: skip
+                "train",
+                server_round,
+                arrays,
+                config,
+                grid,
+                self.fraction_train,
+                self.min_train_nodes,
+            )
         _, connected = sample_nodes(grid, self.min_available_nodes, 0)
         if self.sampler is not None:  # the devices that can train and are online, if simulated
             connected = self.sampler.available("train", server_round, connected)
@@ -285,9 +290,14 @@ class LoraStrategy(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         return self._configure(
-            "evaluate", server_round, arrays, config, grid,
-            self.fraction_evaluate, self.min_evaluate_nodes,
-        )  # fmt: skip
+            "evaluate",
+            server_round,
+            arrays,
+            config,
+            grid,
+            self.fraction_evaluate,
+            self.min_evaluate_nodes,
+        )
 
     def _configure(
         self,
@@ -309,8 +319,13 @@ class LoraStrategy(FedAvg):
         _, connected = sample_nodes(grid, self.min_available_nodes, 0)
         size = max(int(len(connected) * fraction), minimum)
         chosen = self.sampler.sample(kind, server_round, connected, size)
-        log(INFO, "configure_%s: sampled %s nodes by partition (out of %s)", kind, len(chosen),
-            len(connected))  # fmt: skip
+        log(
+            INFO,
+            "configure_%s: sampled %s nodes by partition (out of %s)",
+            kind,
+            len(chosen),
+            len(connected),
+        )
         config[keys.SERVER_ROUND] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         message_type = MessageType.TRAIN if kind == "train" else MessageType.EVALUATE

@@ -130,8 +130,10 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
     elif config.dp.client_level:
         # Poisson sampling at fraction-train: the rate the accountant composes.
         strategy.client_dp = ClientLevelDp(
-            config.dp, s.fraction_train, config.num_server_rounds,
+            config.dp,
+            s.fraction_train,
+            config.num_server_rounds,
             expected_clients=s.fraction_train * s.min_available_nodes,
             floor=2 * _rounding_margin(config, strategy),
-        )  # fmt: skip
+        )
     return strategy

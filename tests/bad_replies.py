@@ -55,8 +55,9 @@ def _oversize(content: RecordDict, state: RecordDict, sent: RecordDict) -> Recor
     record = content[keys.ARRAYS]
     name = sorted(record)[0]
     big = record[name]
-    record[name] = Array(dtype=big.dtype, shape=tuple(big.shape), stype=big.stype,
-                         data=big.data + bytes(20_000_000))  # fmt: skip
+    record[name] = Array(
+        dtype=big.dtype, shape=tuple(big.shape), stype=big.stype, data=big.data + bytes(20_000_000)
+    )
     return content
 
 
@@ -168,5 +169,8 @@ QUERY: dict[str, Corruption] = {
 }
 
 KINDS = {
-    "train": {**TRAIN, **POISONED}, "zo-train": ZO_TRAIN, "evaluate": EVALUATE, "query": QUERY,
-}  # fmt: skip
+    "train": {**TRAIN, **POISONED},
+    "zo-train": ZO_TRAIN,
+    "evaluate": EVALUATE,
+    "query": QUERY,
+}

@@ -32,8 +32,9 @@ class LocalDeployment:
         self.folder = folder
         certs, keys = folder / "certs", folder / "keys" if authenticate else None
         make_certificates(certs, ["127.0.0.1", "localhost"])
-        self.deployment = Deployment(f"127.0.0.1:{free_port()}", nodes, certs, keys,
-                                     folder / "superlink.db")  # fmt: skip
+        self.deployment = Deployment(
+            f"127.0.0.1:{free_port()}", nodes, certs, keys, folder / "superlink.db"
+        )
         for node in range(nodes if authenticate else 0):
             make_node_key(self.deployment.node_key(node))
         home = folder / "flwr-home"
@@ -42,18 +43,21 @@ class LocalDeployment:
             f'[superlink]\ndefault = "{CONNECTION}"\n\n{connection_toml(self.deployment)}\n'
         )
         self.env = {
-            **os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "FLWR_HOME": str(home), "HF_HUB_OFFLINE": "1",
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "FLWR_HOME": str(home),
+            "HF_HUB_OFFLINE": "1",
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
             "FEDTUNE_STATE_DIR": str(folder / "node-state"),
-        }  # fmt: skip
+        }
         self.superlink: subprocess.Popen | None = None
         self.nodes: dict[int, subprocess.Popen] = {}
 
     def _start(self, command: str, log: str) -> subprocess.Popen:
         out = (self.folder / log).open("ab")
-        return subprocess.Popen(shlex.split(command), cwd=ROOT, env=self.env, stdout=out,
-                                stderr=subprocess.STDOUT)  # fmt: skip
+        return subprocess.Popen(
+            shlex.split(command), cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+        )
 
     def start_superlink(self) -> None:
         self.superlink = self._start(superlink_command(self.deployment), "superlink.log")
@@ -71,15 +75,22 @@ class LocalDeployment:
         return proc
 
     def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "flwr"), *args], cwd=ROOT, env=self.env,
-                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        return subprocess.run(
+            [str(BIN / "flwr"), *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def run(self, run_config: str, timeout: float = 900) -> subprocess.Popen:
         """``fedtune run`` of the app on this deployment, started (wait on it, or kill)."""
         command = [str(BIN / "fedtune"), "run", str(ROOT), CONNECTION, "--run-config", run_config]
         out = (self.folder / "run.log").open("ab")
-        return subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=out,
-                                stderr=subprocess.STDOUT)  # fmt: skip
+        return subprocess.Popen(
+            command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+        )
 
     def log(self, name: str) -> str:
         path = self.folder / name

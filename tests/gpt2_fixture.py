@@ -13,9 +13,13 @@ from federated.models import load_tokenizer
 def save_tiny_gpt2(folder: Path) -> Path:
     tokenizer = load_tokenizer("tiny-llama")  # any tokenizer that is on the machine will do
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=128,
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=128,
         pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+    )
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -89,9 +89,14 @@ class InProcessGrid:
         """``sent`` as its node receives it: with a message ID, through ``tamper``."""
         meta = sent.metadata
         msg = message(
-            sent.content, src=SERVER_NODE, dst=meta.dst_node_id, run_id=meta.run_id,
-            message_type=meta.message_type, message_id=message_id, group_id=meta.group_id,
-        )  # fmt: skip
+            sent.content,
+            src=SERVER_NODE,
+            dst=meta.dst_node_id,
+            run_id=meta.run_id,
+            message_type=meta.message_type,
+            message_id=message_id,
+            group_id=meta.group_id,
+        )
         msg = _wire(msg)
         return self.tamper(msg) if self.tamper and tamper else msg
 
@@ -121,10 +126,15 @@ def run_server(grid: InProcessGrid, run_config: dict) -> None:
 
 
 def run_federation(
-    out: Path, name: str, run: dict, clients: int = 4, *, tamper: Tamper | None = None,
+    out: Path,
+    name: str,
+    run: dict,
+    clients: int = 4,
+    *,
+    tamper: Tamper | None = None,
     tamper_reply: Callable[[Message], Message] | None = None,
     node_configs: dict[int, dict] | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """A whole run of ``clients`` nodes, partition i of ``clients`` each (plus what
     ``node_configs`` adds, by partition); its results folder ``out/name``. It starts from w0
     as a fresh process would: a zeroth-order model another run moved and replayed back is

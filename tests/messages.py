@@ -22,8 +22,14 @@ def message(
 ) -> Message:
     """A message from node ``src`` to ``dst`` with this content (or error)."""
     metadata = Metadata(
-        run_id=run_id, message_id=message_id, src_node_id=src, dst_node_id=dst,
-        reply_to_message_id=reply_to, group_id=group_id, created_at=time.time(), ttl=600.0,
+        run_id=run_id,
+        message_id=message_id,
+        src_node_id=src,
+        dst_node_id=dst,
+        reply_to_message_id=reply_to,
+        group_id=group_id,
+        created_at=time.time(),
+        ttl=600.0,
         message_type=message_type,
-    )  # fmt: skip
+    )
     return make_message(metadata, content=content, error=error)

@@ -20,10 +20,16 @@ def outcome(record: dict) -> dict:
     """What must repeat of a round: its losses and accuracies and, by partition, who trained
     and what each reported (times, bytes and node IDs may differ)."""
     clients = [
-        (c["partition_id"], c["status"], c["train_loss"], c["num_examples"], c["epsilon"],
-         c["eval_status"])
+        (
+            c["partition_id"],
+            c["status"],
+            c["train_loss"],
+            c["num_examples"],
+            c["epsilon"],
+            c["eval_status"],
+        )
         for c in record.get("clients", [])
-    ]  # fmt: skip
+    ]
     losses = {k: v for k, v in record.items() if k.endswith(("_loss", "_accuracy"))}
     return {"round": record["round"], **losses, "clients": clients}
 

@@ -51,9 +51,11 @@ def simulate(
         from tests.simulation_apps import client, server
 
         run_simulation(
-            server, client, num_supernodes=num_clients,
+            server,
+            client,
+            num_supernodes=num_clients,
             backend_config={"client_resources": {"num_cpus": 1}},
-        )  # fmt: skip
+        )
     finally:
         for key, value in saved.items():
             if value is None:

@@ -24,8 +24,14 @@ def _table(folder: Path) -> dict[str, tuple[dict, str, int, Path]]:
     """Case -> (run config, the line expected, number of nodes, output folder): one case for
     each way a run refuses at start past its config (the data file, the model, the split, the
     output folder)."""
-    classes = [{"text": f"definition {i}", "label": ["animal", "plant", "tool"][i % 3],
-                "category": f"c{i % 3}"} for i in range(60)]  # fmt: skip
+    classes = [
+        {
+            "text": f"definition {i}",
+            "label": ["animal", "plant", "tool"][i % 3],
+            "category": f"c{i % 3}",
+        }
+        for i in range(60)
+    ]
     good = _rows(folder / "good.jsonl", classes)
     latin1 = folder / "latin1.jsonl"
     latin1.write_bytes(b'{"text": "caf\xe9", "label": "a"}\n')
@@ -38,19 +44,19 @@ def _table(folder: Path) -> dict[str, tuple[dict, str, int, Path]]:
             "line 1: not UTF-8 text (byte 0xe9",
             2,
             out,
-        ),  # fmt: skip
+        ),
         "long line": (
             {**TINY, "data.name": long},
             "long.jsonl, line 4: longer than 1 MiB",
             2,
             out,
-        ),  # fmt: skip
+        ),
         "model path": (
             {**TINY, "model.name": str(folder / "no-model"), "data.name": good},
             "run config 'model.name' =",
             2,
             out,
-        ),  # fmt: skip
+        ),
         "groups": (
             {
                 **TINY,
@@ -61,13 +67,13 @@ def _table(folder: Path) -> dict[str, tuple[dict, str, int, Path]]:
             "the data cannot be split across 4 clients",
             4,
             out,
-        ),  # fmt: skip
+        ),
         "output-dir": (
             {**TINY, "data.name": good},
             "run config 'output-dir': results cannot be written in",
             2,
             folder / "a-file" / "results",
-        ),  # fmt: skip
+        ),
     }
 
 

@@ -30,27 +30,45 @@ def test_canaries_are_fixed_by_the_seed_half_inserted_and_dealt_once() -> None:
     assert 70 < sum(flags) < 130  # a fair coin: 4.2 standard deviations either side
     dealt = [c.target for p in range(7) for c in client_canaries(config, p, 7, 0)]
     assert sorted(dealt) == sorted(t for t, flag in zip(texts, flags, strict=True) if flag)
-    classifier = parse_run_config({"model.name": "tiny-bert", "data.name": "wordnet",
-                                   "data.num-classes": 3, "audit.canaries": 8})  # fmt: skip
+    classifier = parse_run_config(
+        {
+            "model.name": "tiny-bert",
+            "data.name": "wordnet",
+            "data.num-classes": 3,
+            "audit.canaries": 8,
+        }
+    )
     labels = {canary(classifier, i, 3).label for i in range(8)}
     assert labels <= {0, 1, 2} and len(labels) > 1
 
 
 def test_a_model_trained_without_dp_on_its_canaries_is_caught_by_the_audit() -> None:
     # Mislabelled canaries, a tiny classifier trained on nothing else for many steps.
-    config = parse_run_config({"model.name": "tiny-bert", "data.name": "wordnet",
-                               "data.num-classes": TINY_NUM_LABELS, "audit.canaries": 40,
-                               "train.local-steps": 120, "train.lr": 5e-2,
-                               "train.batch-size": 8})  # fmt: skip
+    config = parse_run_config(
+        {
+            "model.name": "tiny-bert",
+            "data.name": "wordnet",
+            "data.num-classes": TINY_NUM_LABELS,
+            "audit.canaries": 40,
+            "train.local-steps": 120,
+            "train.lr": 5e-2,
+            "train.batch-size": 8,
+        }
+    )
     model = tiny_lora_model(TASK_CLASSIFICATION)
     for module in model.modules():  # no dropout: the same run whatever ran before
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
     tokenizer = load_tokenizer("tiny-bert")
     members = client_canaries(config, 0, 1, TINY_NUM_LABELS)
-    train_lora(model, encode_records(config, tokenizer, members), TASK_CLASSIFICATION,
-               config.train, pad_token_id=tokenizer.pad_token_id,
-               generator=torch.Generator().manual_seed(0))  # fmt: skip
+    train_lora(
+        model,
+        encode_records(config, tokenizer, members),
+        TASK_CLASSIFICATION,
+        config.train,
+        pad_token_id=tokenizer.pad_token_id,
+        generator=torch.Generator().manual_seed(0),
+    )
     record = run_audit(model, tokenizer, config, rounds=[])
     assert record["inserted"] == len(members)
     assert record["mean_loss_inserted"] < record["mean_loss_held_out"]

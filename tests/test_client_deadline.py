@@ -29,8 +29,13 @@ print("answered")
 
 
 def _handle(ttl: float, how: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", _HANDLE, str(ttl), how], cwd=ROOT, timeout=60,
-                          capture_output=True, text=True)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", _HANDLE, str(ttl), how],
+        cwd=ROOT,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_a_handler_hanging_past_the_ttl_ends_its_process() -> None:

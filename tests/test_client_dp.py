@@ -92,13 +92,17 @@ def _uploads(strategy, n: int) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(3)
     if strategy.reply_kind == "seed-steps":
         return [
-            {"seed-indices": torch.randint(0, 32, (6,), generator=g),
-             "seed-scalars": torch.randn(6, generator=g)}
+            {
+                "seed-indices": torch.randint(0, 32, (6,), generator=g),
+                "seed-scalars": torch.randn(6, generator=g),
+            }
             for _ in range(n)
-        ]  # fmt: skip
+        ]
     reference = strategy.reply_reference()
-    return [{k: v + 0.01 * torch.randn(v.shape, generator=g) for k, v in reference.items()}
-            for _ in range(n)]  # fmt: skip
+    return [
+        {k: v + 0.01 * torch.randn(v.shape, generator=g) for k, v in reference.items()}
+        for _ in range(n)
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(n for n, c in STRATEGIES.items() if c.linear))
@@ -212,8 +216,9 @@ def test_the_ledger_is_the_composition_of_the_mechanisms_as_released(
     base = [_one_client(0.5), _one_client(3.0), _one_client(0.2)]
     shares = {}
     for name, deltas in {"all": base, "no inside": base[1:], "no outside": base[::2]}.items():
-        shares[name] = _released_fraction(_mechanism(sigma, bound, 7, rate=rate, **settings),
-                                          bound, deltas)  # fmt: skip
+        shares[name] = _released_fraction(
+            _mechanism(sigma, bound, 7, rate=rate, **settings), bound, deltas
+        )
     count_sensitivity = expected * max(abs(shares["all"] - shares[k]) for k in shares)
 
     # The count's noise: its spread over secret draws.
@@ -230,8 +235,9 @@ def test_the_ledger_is_the_composition_of_the_mechanisms_as_released(
     update_sensitivity = float((with_one["a"] - without["a"]).norm()) * expected
     update_std = float(without["a"].std()) * expected
 
-    effective = ((update_std / update_sensitivity) ** -2
-                 + (count_std / count_sensitivity) ** -2) ** -0.5  # fmt: skip
+    effective = (
+        (update_std / update_sensitivity) ** -2 + (count_std / count_sensitivity) ** -2
+    ) ** -0.5
     independent = PrivacyLedger()
     independent.spend(effective, rate, rounds)
 

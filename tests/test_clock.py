@@ -79,7 +79,11 @@ def test_a_step_costs_its_model_s_flops() -> None:
     forward = 2 * 134.5e6 * 4 * 96  # two FLOPs a weight a token, embeddings looked up as a head
     lora = step_flops(config, 4, 96, config.lora.rank)
     assert lora == pytest.approx(2 * forward, rel=0.1)  # the backward computes input gradients
-    zo = step_flops(parse_run_config({"model.name": "smollm2-135m", "mode": "zo",
-                                      "strategy.name": "fedkseed"}), 4, 96, 8)  # fmt: skip
+    zo = step_flops(
+        parse_run_config({"model.name": "smollm2-135m", "mode": "zo", "strategy.name": "fedkseed"}),
+        4,
+        96,
+        8,
+    )
     assert zo == pytest.approx(2 * forward, rel=0.1)  # two forwards
     assert step_flops(config, 8, 96, config.lora.rank) == pytest.approx(2 * lora, rel=0.05)

@@ -10,8 +10,13 @@ from tests.simulate import ROOT
 
 
 def _ruff(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ruff", *args, "--exclude", ".venv", "."],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "ruff", *args, "--exclude", ".venv", "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_ruff_finds_nothing() -> None:

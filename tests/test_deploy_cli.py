@@ -27,14 +27,16 @@ def test_the_superlink_certificate_is_signed_by_the_ca_for_every_host(tmp_path: 
     files = make_certificates(tmp_path, ["fl.example.org", "10.0.0.5", "::1"])
     ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
     server = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
-    ca.public_key().verify(server.signature, server.tbs_certificate_bytes,
-                           ec.ECDSA(server.signature_hash_algorithm))  # fmt: skip
+    ca.public_key().verify(
+        server.signature, server.tbs_certificate_bytes, ec.ECDSA(server.signature_hash_algorithm)
+    )
     assert server.issuer == ca.subject
     names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["fl.example.org"]
     assert names.get_values_for_type(x509.IPAddress) == [
-        ipaddress.ip_address("10.0.0.5"), ipaddress.ip_address("::1"),
-    ]  # fmt: skip
+        ipaddress.ip_address("10.0.0.5"),
+        ipaddress.ip_address("::1"),
+    ]
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     for key in (files.ca_key, files.server_key):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
@@ -65,13 +67,17 @@ def test_a_node_key_is_an_openssh_nist_ec_pair(tmp_path: Path) -> None:
 def test_the_commands_of_a_secure_deployment() -> None:
     d = Deployment("fl.example.org:8000", 2, Path("certs"), Path("keys"), Path("state.db"))
     text = deployment_commands(d)
-    assert ("flower-superlink --host 0.0.0.0 --port 8000 --ssl-ca-certfile certs/ca.crt "
-            "--ssl-certfile certs/server.pem --ssl-keyfile certs/server.key "
-            "--enable-supernode-auth --database state.db") in text  # fmt: skip
+    assert (
+        "flower-superlink --host 0.0.0.0 --port 8000 --ssl-ca-certfile certs/ca.crt "
+        "--ssl-certfile certs/server.pem --ssl-keyfile certs/server.key "
+        "--enable-supernode-auth --database state.db"
+    ) in text
     assert "flwr supernode register keys/node-1.key.pub fedtune" in text
-    assert ("flower-supernode --superlink fl.example.org:8000 --root-certificates certs/ca.crt "
-            "--auth-supernode-private-key keys/node-1.key --port 9095 "
-            "--node-config 'partition-id=1 num-partitions=2'") in text  # fmt: skip
+    assert (
+        "flower-supernode --superlink fl.example.org:8000 --root-certificates certs/ca.crt "
+        "--auth-supernode-private-key keys/node-1.key --port 9095 "
+        "--node-config 'partition-id=1 num-partitions=2'"
+    ) in text
     # flwr refuses a relative certificate path in its connection (it reads it from any folder).
     ca = Path("certs/ca.crt").absolute()
     assert f'root-certificates = "{ca}"' in text and "--insecure" not in text
@@ -83,8 +89,17 @@ def test_commands_with_keys_write_the_table_the_run_line_names(tmp_path, capsys,
     monkeypatch.chdir(tmp_path)
     publics = [make_node_key(tmp_path / "keys" / f"node-{i}.key")[1] for i in range(2)]
     make_certificates(tmp_path / "certs", ["127.0.0.1"])
-    args = ["commands", "--address", "127.0.0.1:9000", "--nodes", "2", "--certs", "certs",
-            "--keys", "keys"]  # fmt: skip
+    args = [
+        "commands",
+        "--address",
+        "127.0.0.1:9000",
+        "--nodes",
+        "2",
+        "--certs",
+        "certs",
+        "--keys",
+        "keys",
+    ]
     assert main(args) == 0
     table = tmp_path / "keys" / "partition-keys.json"
     assert f"# wrote {table}" in capsys.readouterr().out
@@ -108,7 +123,7 @@ def test_a_plaintext_deployment_says_insecure_everywhere() -> None:
         (["certs", "--host", "x.org", "--days", "0"], "--days must be at least 1"),
         (["results", "/nonexistent/run"], "not a run folder"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_argument_gets_one_line_and_exit_2(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(args) == 2
@@ -120,23 +135,42 @@ def test_results_of_a_finished_and_an_unfinished_run(tmp_path: Path, capsys) -> 
     done = RunResults.create(tmp_path / "done")
     done.append_round({"round": 0, "test_loss": 3.5})
     done.append_round({"round": 1, "test_loss": 2.5})
-    done.write_summary({
-        "run_name": "done", "config": {"model.name": "tiny-llama", "data.name": "chatterbot",
-                                       "mode": "lora", "strategy.name": "fedavg"},
-        "rounds": 1, "initial_test": {"test_loss": 3.5}, "final_test": {"test_loss": 2.5},
-        "bytes_up_total": 2e6, "bytes_down_total": 3e6, "bytes_up_per_client_round": 5e5,
-        "replies_rejected": 1, "replies_unreachable": 2, "evaluations_lost": 1,
-        "wall_seconds": 1128.0, "running_seconds": 744.0, "resumes": 1,
-        "model_files": ["done/adapter"],
-        "simulated_hours": 1.5, "hours_to_test_loss_3": 0.5, "hours_to_test_loss_2": None,
-    })  # fmt: skip
+    done.write_summary(
+        {
+            "run_name": "done",
+            "config": {
+                "model.name": "tiny-llama",
+                "data.name": "chatterbot",
+                "mode": "lora",
+                "strategy.name": "fedavg",
+            },
+            "rounds": 1,
+            "initial_test": {"test_loss": 3.5},
+            "final_test": {"test_loss": 2.5},
+            "bytes_up_total": 2e6,
+            "bytes_down_total": 3e6,
+            "bytes_up_per_client_round": 5e5,
+            "replies_rejected": 1,
+            "replies_unreachable": 2,
+            "evaluations_lost": 1,
+            "wall_seconds": 1128.0,
+            "running_seconds": 744.0,
+            "resumes": 1,
+            "model_files": ["done/adapter"],
+            "simulated_hours": 1.5,
+            "hours_to_test_loss_3": 0.5,
+            "hours_to_test_loss_2": None,
+        }
+    )
     assert main(["results", str(tmp_path / "done")]) == 0
     out = capsys.readouterr().out
     assert "tiny-llama on chatterbot, mode lora, strategy fedavg, 1 rounds" in out
     assert "test: loss 3.5 -> loss 2.5" in out and "2.00 MB up, 3.00 MB down" in out
     assert "simulated: 1.50 h" in out
-    assert ("not used: 1 rejected, 0 declined, 0 no reply, 2 unreachable, 0 evaluated only; "
-            "evaluations lost 1, rejected 0") in out  # fmt: skip
+    assert (
+        "not used: 1 rejected, 0 declined, 0 no reply, 2 unreachable, 0 evaluated only; "
+        "evaluations lost 1, rejected 0"
+    ) in out
     assert "wall time 18.8 min from the first launch, across 1 resume(s) (12.4 min running)" in out
     assert "test_loss_3: 0.50 h" in out and "test_loss_2: not reached" in out
 

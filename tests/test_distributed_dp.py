@@ -100,8 +100,9 @@ def test_the_plan_meets_its_budget_tightly_and_cannot_wrap() -> None:
 
 def test_the_unmasked_sum_is_the_plain_sum_plus_noise_of_the_planned_variance() -> None:
     clients, dimension, clip = 5, 20_000, 1.0
-    plan = plan_distributed(clip, dimension, 1.0, min_clients=4, max_clients=10, delta=1e-5,
-                            noise_multiplier=1.0)  # fmt: skip
+    plan = plan_distributed(
+        clip, dimension, 1.0, min_clients=4, max_clients=10, delta=1e-5, noise_multiplier=1.0
+    )
     rng = np.random.default_rng(2)
     updates = [{"w": torch.from_numpy(rng.normal(size=dimension))} for _ in range(clients)]
     seeds = [os.urandom(32) for _ in range(clients)]
@@ -126,11 +127,18 @@ def test_the_unmasked_sum_is_the_plain_sum_plus_noise_of_the_planned_variance() 
 
 
 DISTRIBUTED = {
-    "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 4, "lora.rank": 4,
-    "dp.client-level": True, "dp.distributed": True, "secagg.enabled": True,
-    "dp.client-target-epsilon": 3.0, "strategy.fraction-train": 0.25,
-    "strategy.min-available-nodes": 20, "num-server-rounds": 6,
-}  # fmt: skip
+    "model.name": "tiny-bert",
+    "data.name": "wordnet",
+    "data.num-classes": 4,
+    "lora.rank": 4,
+    "dp.client-level": True,
+    "dp.distributed": True,
+    "secagg.enabled": True,
+    "dp.client-target-epsilon": 3.0,
+    "strategy.fraction-train": 0.25,
+    "strategy.min-available-nodes": 20,
+    "num-server-rounds": 6,
+}
 
 
 @pytest.mark.parametrize(
@@ -193,10 +201,12 @@ def test_a_client_takes_no_part_in_a_sum_of_fewer_clients_than_its_noise_was_siz
         """Start round ``round_id`` and offer this group: the refusal, or '' when taken."""
         assert not secure_aggregation.setup(_stage(p.SETUP, {}, me, round_id), context).has_error()
         values = {
-            p.NODES: group, p.PK_MASKS: [keys_of[n][0] for n in group],
+            p.NODES: group,
+            p.PK_MASKS: [keys_of[n][0] for n in group],
             p.PK_ENCRYPTS: [keys_of[n][1] for n in group],
-            p.PK_SIGNS: [keys_of[n][2] for n in group], p.THRESHOLD: 4,
-        }  # fmt: skip
+            p.PK_SIGNS: [keys_of[n][2] for n in group],
+            p.THRESHOLD: 4,
+        }
         reply = secure_aggregation.share_keys(_stage(p.SHARE_KEYS, values, me, round_id), context)
         return reply.error.reason if reply.has_error() else ""
 
@@ -210,11 +220,17 @@ def test_a_client_takes_no_part_in_a_sum_of_fewer_clients_than_its_noise_was_siz
 
 def test_a_distributed_client_sends_no_exact_function_of_its_data_beside_its_vector() -> None:
     run = parse_run_config(DISTRIBUTED)
-    sent = MetricRecord({
-        keys.NUM_EXAMPLES: 117.0, keys.PARTITION_ID: 3.0, keys.TRAIN_STEPS: 5.0,
-        keys.LORA_RANK: 4.0, keys.TRAIN_LOSS: 1.23, keys.TRAIN_SECONDS: 9.0,
-        keys.PEAK_MEMORY_MB: 800.0,
-    })  # fmt: skip
+    sent = MetricRecord(
+        {
+            keys.NUM_EXAMPLES: 117.0,
+            keys.PARTITION_ID: 3.0,
+            keys.TRAIN_STEPS: 5.0,
+            keys.LORA_RANK: 4.0,
+            keys.TRAIN_LOSS: 1.23,
+            keys.TRAIN_SECONDS: 9.0,
+            keys.PEAK_MEMORY_MB: 800.0,
+        }
+    )
     released = secure_aggregation._released_metrics(sent, run)
     assert dict(released) == {keys.PARTITION_ID: 3.0, keys.LORA_RANK: 4.0}
     assert set(released) == train_metric_keys("lora", MASKED)

@@ -17,9 +17,13 @@ PRIVATE = {"dp.record-level": True, "dp.noise-multiplier": 1.0}
 SWEEP = Path(__file__).resolve().parents[1] / "benchmarks" / "privacy" / "sweep.json"
 # The sweep's knobs as run-config keys.
 KNOBS = {
-    "batch": "train.batch-size", "steps": "train.local-steps", "lr": "train.lr",
-    "rank": "lora.rank", "strategy": "strategy.name", "clip": "dp.max-grad-norm",
-}  # fmt: skip
+    "batch": "train.batch-size",
+    "steps": "train.local-steps",
+    "lr": "train.lr",
+    "rank": "lora.rank",
+    "strategy": "strategy.name",
+    "clip": "dp.max-grad-norm",
+}
 
 
 def _flat(raw: dict) -> dict:
@@ -34,8 +38,12 @@ def test_an_explicit_batch_and_step_count_under_record_level_dp_are_kept() -> No
 @pytest.mark.parametrize("key", sorted(TUNED_RECORD_LEVEL))
 def test_a_value_the_user_sets_is_kept_even_the_plain_one(key: str) -> None:
     # The plain value is what the schema's default used to be: it was replaced before.
-    for own in (PLAIN[key], {"train.batch-size": 48, "dp.physical-batch": 8,
-                             "train.local-steps": 3, "train.lr": 5e-4}[key]):  # fmt: skip
+    for own in (
+        PLAIN[key],
+        {"train.batch-size": 48, "dp.physical-batch": 8, "train.local-steps": 3, "train.lr": 5e-4}[
+            key
+        ],
+    ):
         flat = _flat({**PRIVATE, key: own})
         assert flat[key] == own
         others = set(TUNED_RECORD_LEVEL) - {key}

@@ -104,16 +104,23 @@ def test_a_batch_in_physical_chunks_clips_each_example_and_noises_once(examples,
     torch.testing.assert_close(chunked, whole, rtol=1e-3, atol=1e-9)
     # With noise from the same generator: one draw of σC/B on the whole sum, as in one pass.
     noisy = _gradient(encoded, pad, mode, clip=clip, noise=2.0, expected=BATCH, seed=7)
-    noisy_chunked = _gradient(encoded, pad, mode, clip=clip, noise=2.0, expected=BATCH, seed=7,
-                              physical=3)  # fmt: skip
+    noisy_chunked = _gradient(
+        encoded, pad, mode, clip=clip, noise=2.0, expected=BATCH, seed=7, physical=3
+    )
     torch.testing.assert_close(noisy_chunked, noisy, rtol=1e-3, atol=1e-7)
     assert float((noisy - whole).std()) == pytest.approx(2.0 * clip / BATCH, rel=0.05)
 
 
 def test_dp_sgd_in_physical_chunks_trains_the_model_a_whole_batch_trains(examples) -> None:
     encoded, pad = examples
-    config = parse_run_config({"model.name": "tiny-bert", "data.name": "wordnet",
-                               "train.local-steps": 3, "train.lr": 1e-2})  # fmt: skip
+    config = parse_run_config(
+        {
+            "model.name": "tiny-bert",
+            "data.name": "wordnet",
+            "train.local-steps": 3,
+            "train.lr": 1e-2,
+        }
+    )
 
     def trained(physical: int) -> torch.Tensor:
         model = tiny_lora_model(TASK_CLASSIFICATION)
@@ -121,10 +128,19 @@ def test_dp_sgd_in_physical_chunks_trains_the_model_a_whole_batch_trains(example
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
         train_lora_dp(
-            model, encoded, TASK_CLASSIFICATION, config.train, noise_multiplier=1.0,
-            max_grad_norm=0.1, sample_rate=0.75, expected_batch=6.0, mode="hooks",
-            pad_token_id=pad, generator=torch.Generator().manual_seed(3), physical_batch=physical,
-        )  # fmt: skip
+            model,
+            encoded,
+            TASK_CLASSIFICATION,
+            config.train,
+            noise_multiplier=1.0,
+            max_grad_norm=0.1,
+            sample_rate=0.75,
+            expected_batch=6.0,
+            mode="hooks",
+            pad_token_id=pad,
+            generator=torch.Generator().manual_seed(3),
+            physical_batch=physical,
+        )
         return torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad])
 
     torch.testing.assert_close(trained(2), trained(0), rtol=1e-4, atol=1e-6)

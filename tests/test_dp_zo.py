@@ -49,11 +49,20 @@ def test_private_zeroth_order_steps_send_only_bounded_scalars() -> None:
     before = [t.tensor.clone() for t in targets]
     clip, rate = 1e-3, 0.2
     result = train_zo(
-        model, targets, SeedPool.from_run_seed(0, 64), encoded, config.task,
-        steps=30, lr=0.01, eps=1e-3, batch_size=8, structure="dense",
-        pad_token_id=tokenizer.pad_token_id, generator=torch.Generator().manual_seed(0),
+        model,
+        targets,
+        SeedPool.from_run_seed(0, 64),
+        encoded,
+        config.task,
+        steps=30,
+        lr=0.01,
+        eps=1e-3,
+        batch_size=8,
+        structure="dense",
+        pad_token_id=tokenizer.pad_token_id,
+        generator=torch.Generator().manual_seed(0),
         privacy=_privacy(0.0, clip, rate, expected=rate * len(encoded)),
-    )  # fmt: skip
+    )
     # No noise: each scalar is a sum of at most n clipped terms over q·n.
     assert all(abs(s) <= clip / rate + 1e-12 for s in result.scalars)
     assert any(abs(s) > 0 for s in result.scalars)

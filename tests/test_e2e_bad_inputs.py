@@ -25,8 +25,9 @@ def _table(folder: Path) -> dict[str, tuple[str, str, int]]:
     the model, the split, the output folder) takes the same path out of the ServerApp and is
     run in process (``test_bad_inputs_at_start``); each other reason on those ways is a unit
     test (``test_config``, ``test_data_corpus``, ``test_start_checks``)."""
-    classes = [{"text": f"definition {i}", "label": ["animal", "plant", "tool"][i % 3]}
-               for i in range(60)]  # fmt: skip
+    classes = [
+        {"text": f"definition {i}", "label": ["animal", "plant", "tool"][i % 3]} for i in range(60)
+    ]
     good = _rows(folder / "good.jsonl", classes)
     return {
         "seed": ("seed=-1", "run config 'seed' = -1: must be >= 0", 2),
@@ -35,7 +36,7 @@ def _table(folder: Path) -> dict[str, tuple[str, str, int]]:
             "server.node-wait-timeout=3.0",
             "only 2 of the 5 nodes strategy.min-available-nodes asks for",
             2,
-        ),  # fmt: skip
+        ),
     }
 
 

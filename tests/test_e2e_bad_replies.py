@@ -74,12 +74,18 @@ def test_the_reason_tables_cover_every_corruption() -> None:
 def test_bad_lora_replies_are_rejected_and_the_good_clients_train(tmp_path: Path) -> None:
     kinds = sorted(TRAIN)
     config = {
-        "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
-        "data.max-per-class": 200, "data.partitioner": "iid", "num-server-rounds": 2,
-        "train.local-steps": 2, "eval.max-examples": 16,
+        "model.name": "tiny-bert",
+        "data.name": "wordnet",
+        "data.num-classes": 3,
+        "data.max-per-class": 200,
+        "data.partitioner": "iid",
+        "num-server-rounds": 2,
+        "train.local-steps": 2,
+        "eval.max-examples": 16,
         "strategy.min-available-nodes": len(kinds) + GOOD,
-        "output-dir": str(tmp_path), "run-name": "bad-lora",
-    }  # fmt: skip
+        "output-dir": str(tmp_path),
+        "run-name": "bad-lora",
+    }
     corrupt = {"train": _plan(kinds), "evaluate": _plan(sorted(EVALUATE))}
     folder = simulate(config, num_clients=len(kinds) + GOOD, corrupt=corrupt)
     rounds = run_files.rounds(folder)[1:]
@@ -107,13 +113,23 @@ def test_bad_zeroth_order_replies_are_rejected(tmp_path: Path) -> None:
     kinds, lying = sorted(ZO_TRAIN), sorted(QUERY)
     sound = len(kinds) + GOOD
     config = {
-        "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
-        "data.max-per-class": 100, "data.partitioner": "iid", "num-server-rounds": 2,
-        "mode": "zo", "strategy.name": "fedkseed", "zo.params": "lora", "zo.pool-size": 64,
-        "zo.lr": 1e-3, "train.local-steps": 4, "strategy.fraction-evaluate": 0.0,
+        "model.name": "tiny-bert",
+        "data.name": "wordnet",
+        "data.num-classes": 3,
+        "data.max-per-class": 100,
+        "data.partitioner": "iid",
+        "num-server-rounds": 2,
+        "mode": "zo",
+        "strategy.name": "fedkseed",
+        "zo.params": "lora",
+        "zo.pool-size": 64,
+        "zo.lr": 1e-3,
+        "train.local-steps": 4,
+        "strategy.fraction-evaluate": 0.0,
         "strategy.min-available-nodes": sound,
-        "output-dir": str(tmp_path), "run-name": "bad-zo",
-    }  # fmt: skip
+        "output-dir": str(tmp_path),
+        "run-name": "bad-zo",
+    }
     corrupt = {"train": _plan(kinds), "query": {sound + i: k for i, k in enumerate(lying)}}
     folder = simulate(config, num_clients=sound + len(lying), corrupt=corrupt)
     left_out = sorted(n["reason"] for n in run_files.rounds(folder)[0]["nodes_left_out"])
@@ -138,11 +154,18 @@ def test_a_sign_flipped_client_passes_the_checks_and_the_median_still_learns(
     stop is robust aggregation's job (measured in benchmarks/robustness); with the coordinate
     median the run goes end to end and learns."""
     base = {
-        "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
-        "data.max-per-class": 100, "data.partitioner": "iid", "num-server-rounds": 2,
-        "train.local-steps": 4, "train.lr": 0.01, "strategy.fraction-evaluate": 0.0,
-        "strategy.min-available-nodes": 5, "output-dir": str(tmp_path),
-    }  # fmt: skip
+        "model.name": "tiny-bert",
+        "data.name": "wordnet",
+        "data.num-classes": 3,
+        "data.max-per-class": 100,
+        "data.partitioner": "iid",
+        "num-server-rounds": 2,
+        "train.local-steps": 4,
+        "train.lr": 0.01,
+        "strategy.fraction-evaluate": 0.0,
+        "strategy.min-available-nodes": 5,
+        "output-dir": str(tmp_path),
+    }
     corrupt = {"train": {0: "sign-flip"}}
     plain = run_files.rounds(simulate({**base, "run-name": "mean"}, 5, corrupt=corrupt))
     median = run_files.rounds(

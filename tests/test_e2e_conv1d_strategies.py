@@ -30,11 +30,18 @@ def test_base_delta_strategies_train_a_conv1d_model(
     strategy: str, gpt2_folder: Path, tmp_path: Path
 ) -> None:
     config = {
-        "model.name": str(gpt2_folder), "model.max-length": 64, "strategy.name": strategy,
-        "num-server-rounds": 2, "lora.rank": 4, "train.lr": 0.02, "train.local-steps": 4,
-        "eval.max-examples": 64, "strategy.fraction-evaluate": 0.0, "output-dir": str(tmp_path),
+        "model.name": str(gpt2_folder),
+        "model.max-length": 64,
+        "strategy.name": strategy,
+        "num-server-rounds": 2,
+        "lora.rank": 4,
+        "train.lr": 0.02,
+        "train.local-steps": 4,
+        "eval.max-examples": 64,
+        "strategy.fraction-evaluate": 0.0,
+        "output-dir": str(tmp_path),
         "run-name": strategy,
-    }  # fmt: skip
+    }
     folder = simulate(config, num_clients=3)
     records = rounds(folder)
     assert all(r["clients_accepted"] == 3 for r in records[1:])
@@ -42,10 +49,12 @@ def test_base_delta_strategies_train_a_conv1d_model(
     assert (folder / "adapter" / BASE_DELTA_FILE).is_file()
 
     parsed = parse_run_config(config)
-    model = load_global_adapter(load_base_model(str(gpt2_folder), parsed.task, seed=0),
-                                folder / "adapter")  # fmt: skip
+    model = load_global_adapter(
+        load_base_model(str(gpt2_folder), parsed.task, seed=0), folder / "adapter"
+    )
     tokenizer = lora_model(parsed).tokenizer
     test = encode_indices(parsed, tokenizer, server_test_indices(parsed), limit=64)
-    result = evaluate_model(model, test, parsed.task, batch_size=16,
-                            pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    result = evaluate_model(
+        model, test, parsed.task, batch_size=16, pad_token_id=tokenizer.pad_token_id
+    )
     assert result.loss == pytest.approx(records[-1]["test_loss"], abs=1e-4)

@@ -26,15 +26,31 @@ pytestmark = pytest.mark.slow
 
 NODES = 3
 RUNS = {
-    "lora": {"model.name": "tiny-llama", "num-server-rounds": 2, "train.lr": 0.02,
-             "train.local-steps": 4},
-    "zo": {"model.name": "tiny-llama", "num-server-rounds": 2, "mode": "zo",
-           "strategy.name": "fedkseed", "zo.params": "lora", "zo.pool-size": 64,
-           "zo.lr": 0.02, "zo.eps": 1e-2, "train.local-steps": 6},
-}  # fmt: skip
-COMMON = {"eval.max-examples": 16, "strategy.fraction-evaluate": 0.0,
-          "strategy.min-available-nodes": NODES, "strategy.min-train-nodes": NODES,
-          "server.node-wait-timeout": 120.0}  # fmt: skip
+    "lora": {
+        "model.name": "tiny-llama",
+        "num-server-rounds": 2,
+        "train.lr": 0.02,
+        "train.local-steps": 4,
+    },
+    "zo": {
+        "model.name": "tiny-llama",
+        "num-server-rounds": 2,
+        "mode": "zo",
+        "strategy.name": "fedkseed",
+        "zo.params": "lora",
+        "zo.pool-size": 64,
+        "zo.lr": 0.02,
+        "zo.eps": 1e-2,
+        "train.local-steps": 6,
+    },
+}
+COMMON = {
+    "eval.max-examples": 16,
+    "strategy.fraction-evaluate": 0.0,
+    "strategy.min-available-nodes": NODES,
+    "strategy.min-train-nodes": NODES,
+    "server.node-wait-timeout": 120.0,
+}
 INTRUDERS = ("unregistered", "other-ca", "plaintext")  # the order _intruders starts them in
 CLAIMANT = NODES + len(INTRUDERS)  # the registered node that claims node 1's partition
 MODEL_FILES = {"lora": "adapter/adapter_model.safetensors", "zo": "zo_sums.safetensors"}
@@ -54,12 +70,12 @@ def _intruders(d: LocalDeployment) -> dict[str, str]:
     ca, key = d.deployment.certs / "ca.crt", d.deployment.node_key(0)
     return {
         "unregistered": f"{node} --root-certificates {ca} "
-                        f"--auth-supernode-private-key {unregistered} {config}",
+        f"--auth-supernode-private-key {unregistered} {config}",
         "other-ca": f"{node} --root-certificates {other} --auth-supernode-private-key {key} "
-                    f"{config}",
+        f"{config}",
         # A node retries forever by default; two retries make it say why it gives up.
         "plaintext": f"{node} --insecure --max-retries 2 {config}",
-    }  # fmt: skip
+    }
 
 
 def _start_claimant(d: LocalDeployment) -> None:
@@ -67,10 +83,13 @@ def _start_claimant(d: LocalDeployment) -> None:
     private, public = make_node_key(d.folder / "claimant.key")
     registered = d.flwr("supernode", "register", str(public), "fedtune")
     assert registered.returncode == 0, registered.stdout + registered.stderr
-    d.start_node(CLAIMANT, f"flower-supernode --superlink {d.deployment.address} "
-                 f"--root-certificates {d.deployment.certs / 'ca.crt'} "
-                 f"--auth-supernode-private-key {private} "
-                 "--node-config 'partition-id=1 num-partitions=3'")  # fmt: skip
+    d.start_node(
+        CLAIMANT,
+        f"flower-supernode --superlink {d.deployment.address} "
+        f"--root-certificates {d.deployment.certs / 'ca.crt'} "
+        f"--auth-supernode-private-key {private} "
+        "--node-config 'partition-id=1 num-partitions=3'",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +112,13 @@ def federation(tmp_path_factory: pytest.TempPathFactory):
 def _run(federation: LocalDeployment, mode: str) -> Path:
     out = federation.folder / "results"
     table = federation.deployment.write_partition_table()
-    config = {**RUNS[mode], **COMMON, "output-dir": str(out), "run-name": mode,
-              "server.partition-keys": str(table)}  # fmt: skip
+    config = {
+        **RUNS[mode],
+        **COMMON,
+        "output-dir": str(out),
+        "run-name": mode,
+        "server.partition-keys": str(table),
+    }
     run = federation.run(run_config_text(config))
     assert run.wait(timeout=900) == 0, federation.log("run.log")[-3000:]
     return out / mode
@@ -113,8 +137,9 @@ def test_a_deployed_run_ends_where_the_simulated_one_does(
     assert rounds[2]["test_loss"] < rounds[0]["test_loss"]
     assert "binds to another node's key" in federation.log("run.log")  # the claimant, refused
 
-    simulated = simulate({**RUNS[mode], **COMMON, "output-dir": str(tmp_path),
-                          "run-name": mode}, NODES)  # fmt: skip
+    simulated = simulate(
+        {**RUNS[mode], **COMMON, "output-dir": str(tmp_path), "run-name": mode}, NODES
+    )
     deployed = load_file(folder / MODEL_FILES[mode])
     reference = load_file(simulated / MODEL_FILES[mode])
     assert deployed.keys() == reference.keys()
@@ -127,16 +152,16 @@ def test_nodes_the_superlink_must_not_admit_are_refused_with_a_reason(
 ) -> None:
     for i in range(len(INTRUDERS)):
         assert federation.nodes[NODES + i].wait(timeout=120) != 0  # each gives up, and says why
-    logs = {name: federation.log(f"node-{NODES + i}.log")
-            for i, name in enumerate(INTRUDERS)}  # fmt: skip
+    logs = {name: federation.log(f"node-{NODES + i}.log") for i, name in enumerate(INTRUDERS)}
     assert "Failed to activate SuperNode" in logs["unregistered"]
     assert "No SuperNode found with the given public key" in federation.log("superlink.log")
     assert "CERTIFICATE_VERIFY_FAILED" in logs["other-ca"]
     assert "Server disconnected without sending a response" in logs["plaintext"]
     home = Path(federation.env["FLWR_HOME"]) / "config.toml"
     address = federation.deployment.address
-    home.write_text(home.read_text() + f'\n[superlink.plain]\naddress = "{address}"\n'
-                    "insecure = true\n")  # fmt: skip
+    home.write_text(
+        home.read_text() + f'\n[superlink.plain]\naddress = "{address}"\ninsecure = true\n'
+    )
     listed = federation.flwr("ls", "plain")
     assert listed.returncode != 0
     assert "Connection to the SuperLink is unavailable" in listed.stdout + listed.stderr
@@ -146,9 +171,15 @@ def test_without_the_key_table_a_claimed_partition_goes_to_neither_node(
     federation: LocalDeployment,
 ) -> None:
     out = federation.folder / "results"
-    config = {**RUNS["lora"], **COMMON, "num-server-rounds": 1, "output-dir": str(out),
-              "run-name": "contested", "strategy.min-available-nodes": 2,
-              "strategy.min-train-nodes": 2}  # fmt: skip
+    config = {
+        **RUNS["lora"],
+        **COMMON,
+        "num-server-rounds": 1,
+        "output-dir": str(out),
+        "run-name": "contested",
+        "strategy.min-available-nodes": 2,
+        "strategy.min-train-nodes": 2,
+    }
     run = federation.run(run_config_text(config))
     assert run.wait(timeout=900) == 0, federation.log("run.log")[-3000:]
     record = [json.loads(line) for line in (out / "contested" / "metrics.jsonl").open()][1]

@@ -22,10 +22,18 @@ from tests.simulate import simulate
 pytestmark = pytest.mark.slow
 
 NODES = 3
-RUN = {"model.name": "tiny-llama", "num-server-rounds": 3, "train.lr": 0.02,
-       "train.local-steps": 3, "eval.max-examples": 16, "strategy.min-available-nodes": 2,
-       "strategy.min-train-nodes": 2, "server.node-wait-timeout": 120.0,
-       "server.round-timeout": 60.0, "strategy.fraction-evaluate": 0.0}  # fmt: skip
+RUN = {
+    "model.name": "tiny-llama",
+    "num-server-rounds": 3,
+    "train.lr": 0.02,
+    "train.local-steps": 3,
+    "eval.max-examples": 16,
+    "strategy.min-available-nodes": 2,
+    "strategy.min-train-nodes": 2,
+    "server.node-wait-timeout": 120.0,
+    "server.round-timeout": 60.0,
+    "strategy.fraction-evaluate": 0.0,
+}
 ADAPTER = "adapter/adapter_model.safetensors"
 
 
@@ -96,8 +104,10 @@ def _assert_recorded_as_it_happened(rounds: list[dict], folder: Path) -> None:
         assert record["clients_rejected"] == 0
         assert record["clients_evaluated_only"] == statuses.count("evaluated only")
         lost_train += gone + silent
-        lost_eval += sum((c["eval_status"] or "").startswith(("unreachable", "no reply"))
-                         for c in record["clients"])  # fmt: skip
+        lost_eval += sum(
+            (c["eval_status"] or "").startswith(("unreachable", "no reply"))
+            for c in record["clients"]
+        )
         for client in record["clients"]:
             if client["status"] == "ok":
                 assert client["partition_id"] is not None and client["num_examples"]
@@ -109,8 +119,13 @@ def _assert_recorded_as_it_happened(rounds: list[dict], folder: Path) -> None:
 
 def test_a_run_resumes_after_its_superlink_dies(federation: LocalDeployment, tmp_path) -> None:
     out = federation.folder / "results"
-    config = {**RUN, "strategy.min-available-nodes": NODES, "strategy.min-train-nodes": NODES,
-              "output-dir": str(out), "run-name": "link"}  # fmt: skip
+    config = {
+        **RUN,
+        "strategy.min-available-nodes": NODES,
+        "strategy.min-train-nodes": NODES,
+        "output-dir": str(out),
+        "run-name": "link",
+    }
     launched = time.monotonic()
     run = federation.run(run_config_text(config))
     _wait_for_round(out / "link", 1)

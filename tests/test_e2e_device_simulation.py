@@ -20,29 +20,43 @@ CLIENTS = 200
 
 
 def _profile(name: str, memory_gb: float, downlink: float, failure: float) -> str:
-    return (f"[profiles.{name}]\nmemory-gb = {memory_gb}\ngflops = 20\nuplink-mbps = 20\n"
-            f"downlink-mbps = {downlink}\nlatency-ms = 20\navailability = 1\n"
-            f"failure-rate = {failure}\n")  # fmt: skip
+    return (
+        f"[profiles.{name}]\nmemory-gb = {memory_gb}\ngflops = 20\nuplink-mbps = 20\n"
+        f"downlink-mbps = {downlink}\nlatency-ms = 20\navailability = 1\n"
+        f"failure-rate = {failure}\n"
+    )
 
 
 def test_a_heterogeneous_population_trains_on_the_devices_that_can(tmp_path: Path) -> None:
     profiles = tmp_path / "devices.toml"
     profiles.write_text(
-        _profile("fast", 4, 100, 0) + _profile("steady", 4, 50, 0)
+        _profile("fast", 4, 100, 0)
+        + _profile("steady", 4, 50, 0)
         + _profile("small", 0.2, 100, 0)  # below the runtime itself: left out
         + _profile("crashing", 4, 100, 1.0)  # fails every round it starts
         + _profile("dial-up", 4, 0.001, 0)  # the model takes minutes to arrive: always late
-    )  # fmt: skip
+    )
     config = {
-        "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
-        "data.max-per-class": 400, "data.partitioner": "iid", "num-server-rounds": 2,
-        "train.local-steps": 2, "train.batch-size": 4, "strategy.fraction-train": 0.05,
-        "strategy.fraction-evaluate": 0.0, "strategy.min-train-nodes": 2,
-        "strategy.min-available-nodes": CLIENTS, "simulation.profiles-file": str(profiles),
+        "model.name": "tiny-bert",
+        "data.name": "wordnet",
+        "data.num-classes": 3,
+        "data.max-per-class": 400,
+        "data.partitioner": "iid",
+        "num-server-rounds": 2,
+        "train.local-steps": 2,
+        "train.batch-size": 4,
+        "strategy.fraction-train": 0.05,
+        "strategy.fraction-evaluate": 0.0,
+        "strategy.min-train-nodes": 2,
+        "strategy.min-available-nodes": CLIENTS,
+        "simulation.profiles-file": str(profiles),
         "simulation.population": "fast:0.3,steady:0.2,small:0.2,crashing:0.1,dial-up:0.2",
-        "simulation.deadline": 30.0, "simulation.over-selection": 1.5,
-        "simulation.target-loss": 5.0, "output-dir": str(tmp_path), "run-name": "devices",
-    }  # fmt: skip
+        "simulation.deadline": 30.0,
+        "simulation.over-selection": 1.5,
+        "simulation.target-loss": 5.0,
+        "output-dir": str(tmp_path),
+        "run-name": "devices",
+    }
     folder = simulate(config, CLIENTS)
     records = rounds(folder)[1:]
     assert len(records) == 2

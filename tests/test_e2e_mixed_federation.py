@@ -21,12 +21,20 @@ pytestmark = pytest.mark.slow
 CLIENTS = 6
 # A random tiny LM learns chatterbot's token statistics within a few rounds.
 CONFIG = {
-    "model.name": "tiny-llama", "num-server-rounds": 3, "lora.rank": 4, "lora.alpha": 8.0,
-    "train.local-steps": 8, "train.batch-size": 2, "train.lr": 0.02,
-    "zo.lr": 0.02, "zo.eps": 1e-2, "zo.pool-size": 256,
-    "strategy.fraction-train": 1.0, "strategy.fraction-evaluate": 0.0,
+    "model.name": "tiny-llama",
+    "num-server-rounds": 3,
+    "lora.rank": 4,
+    "lora.alpha": 8.0,
+    "train.local-steps": 8,
+    "train.batch-size": 2,
+    "train.lr": 0.02,
+    "zo.lr": 0.02,
+    "zo.eps": 1e-2,
+    "zo.pool-size": 256,
+    "strategy.fraction-train": 1.0,
+    "strategy.fraction-evaluate": 0.0,
     "strategy.min-available-nodes": CLIENTS,
-}  # fmt: skip
+}
 
 
 def _profiles(path: Path) -> Path:
@@ -38,19 +46,25 @@ def _profiles(path: Path) -> Path:
     zo = estimate_memory(as_mode(config, "zo"), 1, length, rank).total
     assert zo < lora
     rows = {"strong": 4.0, "weak": (lora + zo) / 2 / 1e9}
-    path.write_text("".join(
-        f"[profiles.{name}]\nmemory-gb = {gb}\ngflops = 20\nuplink-mbps = 10\n"
-        f"downlink-mbps = 50\nlatency-ms = 20\navailability = 1\nfailure-rate = 0\n"
-        for name, gb in rows.items()
-    ))  # fmt: skip
+    path.write_text(
+        "".join(
+            f"[profiles.{name}]\nmemory-gb = {gb}\ngflops = 20\nuplink-mbps = 10\n"
+            f"downlink-mbps = 50\nlatency-ms = 20\navailability = 1\nfailure-rate = 0\n"
+            for name, gb in rows.items()
+        )
+    )
     return path
 
 
 @pytest.mark.parametrize("population", ["strong:0.5,weak:0.5", "weak:1", "strong:1"])
 def test_zeroth_order_devices_train_the_same_factors(tmp_path: Path, population: str) -> None:
-    config = {**CONFIG, "simulation.population": population,
-              "simulation.profiles-file": str(_profiles(tmp_path / "devices.toml")),
-              "output-dir": str(tmp_path), "run-name": "mixed"}  # fmt: skip
+    config = {
+        **CONFIG,
+        "simulation.population": population,
+        "simulation.profiles-file": str(_profiles(tmp_path / "devices.toml")),
+        "output-dir": str(tmp_path),
+        "run-name": "mixed",
+    }
     folder = simulate(config, CLIENTS)
     records = rounds(folder)
     modes = {d["partition_id"]: d["mode"] for d in records[1]["simulation"]["devices"]}

@@ -17,15 +17,24 @@ pytestmark = pytest.mark.slow
 
 NODES = 3
 OWN_ROWS = 30
-RUN = {"model.name": "tiny-llama", "num-server-rounds": 2, "train.lr": 0.02,
-       "train.local-steps": 4, "eval.max-examples": 8, "strategy.min-available-nodes": NODES,
-       "strategy.min-train-nodes": NODES - 1, "server.node-wait-timeout": 120.0}  # fmt: skip
+RUN = {
+    "model.name": "tiny-llama",
+    "num-server-rounds": 2,
+    "train.lr": 0.02,
+    "train.local-steps": 4,
+    "eval.max-examples": 8,
+    "strategy.min-available-nodes": NODES,
+    "strategy.min-train-nodes": NODES - 1,
+    "server.node-wait-timeout": 120.0,
+}
 
 
 def _own_file(folder: Path) -> Path:
     path = folder / "own.jsonl"
-    rows = [{"text": f"What is {i} plus {i}?", "target": f"{i} plus {i} is {2 * i}."}
-            for i in range(OWN_ROWS)]  # fmt: skip
+    rows = [
+        {"text": f"What is {i} plus {i}?", "target": f"{i} plus {i} is {2 * i}."}
+        for i in range(OWN_ROWS)
+    ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 

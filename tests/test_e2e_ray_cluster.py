@@ -38,11 +38,17 @@ def _ray() -> str:
 
 def test_a_run_trains_on_a_ray_cluster_started_apart(tmp_path: Path) -> None:
     config = {
-        "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
-        "data.max-per-class": 100, "data.partitioner": "iid", "num-server-rounds": 2,
-        "train.local-steps": 2, "strategy.fraction-evaluate": 0.0,
-        "output-dir": str(tmp_path), "run-name": "cluster",
-    }  # fmt: skip
+        "model.name": "tiny-bert",
+        "data.name": "wordnet",
+        "data.num-classes": 3,
+        "data.max-per-class": 100,
+        "data.partitioner": "iid",
+        "num-server-rounds": 2,
+        "train.local-steps": 2,
+        "strategy.fraction-evaluate": 0.0,
+        "output-dir": str(tmp_path),
+        "run-name": "cluster",
+    }
     # The cluster's workers get their environment from `ray start`, not from the driver.
     # A marker in the environment every process of this cluster inherits, to stop them all and
     # no other Ray on the machine.
@@ -51,13 +57,24 @@ def test_a_run_trains_on_a_ray_cluster_started_apart(tmp_path: Path) -> None:
     # on the machine would join that cluster, dead or alive: this one keeps its records apart.
     ray_tmp = tempfile.mkdtemp(prefix="rc-", dir="/tmp")  # short: Ray's socket paths are
     env = {**os.environ, **app_env(config), _MARKER: marker, "RAY_TMPDIR": ray_tmp}
-    head = [_ray(), "start", "--head", f"--port={PORT}", "--num-cpus=2",
-            "--include-dashboard=false", "--disable-usage-stats"]  # fmt: skip
+    head = [
+        _ray(),
+        "start",
+        "--head",
+        f"--port={PORT}",
+        "--num-cpus=2",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+    ]
     subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
     try:
         folder = simulate(config, 3, env={"RAY_ADDRESS": f"127.0.0.1:{PORT}"})
-        status = subprocess.run([_ray(), "status", f"--address=127.0.0.1:{PORT}"],
-                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        status = subprocess.run(
+            [_ray(), "status", f"--address=127.0.0.1:{PORT}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         _stop_processes_with(marker)
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -50,7 +50,7 @@ def _counts() -> list[int]:
                 + len(client_canaries(config, p, CLIENTS, 0)),
                 config.dp.count_noise,
                 secret_generator("record-count", p),
-            )  # fmt: skip
+            )
             for p in range(CLIENTS)
         ]
 

@@ -12,11 +12,19 @@ from tests.simulate import simulate
 pytestmark = pytest.mark.slow
 
 CONFIG = {
-    "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
-    "data.max-per-class": 60, "data.partitioner": "dirichlet", "num-server-rounds": 2,
-    "train.local-steps": 3, "lora.dropout": 0.1, "strategy.fraction-train": 0.5,
-    "strategy.min-train-nodes": 2, "strategy.fraction-evaluate": 0.5, "seed": 7,
-}  # fmt: skip
+    "model.name": "tiny-bert",
+    "data.name": "wordnet",
+    "data.num-classes": 3,
+    "data.max-per-class": 60,
+    "data.partitioner": "dirichlet",
+    "num-server-rounds": 2,
+    "train.local-steps": 3,
+    "lora.dropout": 0.1,
+    "strategy.fraction-train": 0.5,
+    "strategy.min-train-nodes": 2,
+    "strategy.fraction-evaluate": 0.5,
+    "seed": 7,
+}
 CLIENTS = 5
 
 

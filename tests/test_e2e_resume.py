@@ -22,18 +22,34 @@ pytestmark = pytest.mark.slow
 
 CLIENTS, ROUNDS, KILLED_AFTER = 4, 3, 1
 BASE = {
-    "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
-    "data.max-per-class": 60, "data.partitioner": "dirichlet", "num-server-rounds": ROUNDS,
-    "train.local-steps": 3, "strategy.fraction-train": 0.5, "strategy.min-train-nodes": 2,
-    "strategy.fraction-evaluate": 0.5, "seed": 3,
-}  # fmt: skip
+    "model.name": "tiny-bert",
+    "data.name": "wordnet",
+    "data.num-classes": 3,
+    "data.max-per-class": 60,
+    "data.partitioner": "dirichlet",
+    "num-server-rounds": ROUNDS,
+    "train.local-steps": 3,
+    "strategy.fraction-train": 0.5,
+    "strategy.min-train-nodes": 2,
+    "strategy.fraction-evaluate": 0.5,
+    "seed": 3,
+}
 CASES = {
-    "fedavg-record-dp": {"dp.record-level": True, "dp.noise-multiplier": 1.0,
-                         "train.batch-size": 8},
+    "fedavg-record-dp": {
+        "dp.record-level": True,
+        "dp.noise-multiplier": 1.0,
+        "train.batch-size": 8,
+    },
     "flexlora": {"strategy.name": "flexlora"},
-    "fedkseed-pro": {"mode": "zo", "strategy.name": "fedkseed", "zo.params": "lora",
-                     "zo.pool-size": 64, "zo.pro": True, "train.local-steps": 6},
-}  # fmt: skip
+    "fedkseed-pro": {
+        "mode": "zo",
+        "strategy.name": "fedkseed",
+        "zo.params": "lora",
+        "zo.pool-size": 64,
+        "zo.pro": True,
+        "train.local-steps": 6,
+    },
+}
 # The secret generators of DP noise and sampling, fixed so that two runs can be compared.
 ENV = {INSECURE_SEED_ENV: "5"}
 
@@ -57,9 +73,11 @@ simulate(config, clients, env=json.loads(sys.argv[4]))
 def _killed_after(config: dict, last_round: int) -> Path:
     argv = [json.dumps(config), str(CLIENTS), str(last_round), json.dumps(ENV)]
     process = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_RUN, *argv], cwd=ROOT, start_new_session=True,
+        [sys.executable, "-c", _KILLED_RUN, *argv],
+        cwd=ROOT,
+        start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    )
     try:
         assert process.wait(timeout=600) == -signal.SIGKILL
     finally:
@@ -88,7 +106,11 @@ def test_a_run_killed_after_a_round_resumes_to_the_uninterrupted_result(
     assert_same_tensors(checkpoint_tensors(folder), checkpoint_tensors(whole), rel)
     assert (folder / "summary.json").is_file()
     if case == "fedavg-record-dp":  # the spending before the kill is still counted after it
-        spent = {c["partition_id"]: c["epsilon"] for r in rounds(folder)[1:]
-                 for c in r["clients"] if c["epsilon"] is not None}  # fmt: skip
+        spent = {
+            c["partition_id"]: c["epsilon"]
+            for r in rounds(folder)[1:]
+            for c in r["clients"]
+            if c["epsilon"] is not None
+        }
         first = {c["partition_id"]: c["epsilon"] for c in rounds(folder)[1]["clients"]}
         assert any(spent[p] > first[p] for p in first if first[p] is not None)

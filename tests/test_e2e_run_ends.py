@@ -22,17 +22,28 @@ from tests.run_files import assert_same_outcomes, assert_same_tensors, checkpoin
 pytestmark = pytest.mark.slow
 
 BASE = {
-    "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
-    "data.max-per-class": 60, "data.partitioner": "iid", "train.local-steps": 3,
-    "strategy.fraction-evaluate": 0.5, "seed": 3,
-}  # fmt: skip
+    "model.name": "tiny-bert",
+    "data.name": "wordnet",
+    "data.num-classes": 3,
+    "data.max-per-class": 60,
+    "data.partitioner": "iid",
+    "train.local-steps": 3,
+    "strategy.fraction-evaluate": 0.5,
+    "seed": 3,
+}
 
 
 def test_a_client_hanging_forever_costs_its_own_replies_only(flower, tmp_path: Path) -> None:
     app = hanging_app(tmp_path / "app", partition=1)
-    config = {**BASE, "num-server-rounds": 3, "server.round-timeout": 15.0,
-              "strategy.min-available-nodes": 4, "strategy.min-train-nodes": 3,
-              "output-dir": str(tmp_path), "run-name": "hang"}  # fmt: skip
+    config = {
+        **BASE,
+        "num-server-rounds": 3,
+        "server.round-timeout": 15.0,
+        "strategy.min-available-nodes": 4,
+        "strategy.min-train-nodes": 3,
+        "output-dir": str(tmp_path),
+        "run-name": "hang",
+    }
     started = time.monotonic()
     proc = flower.run(run_config_text(config), num_supernodes=4, app=app, timeout=420)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -65,9 +76,13 @@ def test_ctrl_c_stops_the_run_and_its_printed_resume_line_ends_as_the_whole_run(
     folder = tmp_path / "stopped"
     command = flower.command(run_config_text({**config, "run-name": "stopped"}), 2)
     proc = subprocess.Popen(
-        command, cwd=ROOT, env=flower.env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        command,
+        cwd=ROOT,
+        env=flower.env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     _wait_for_checkpoint(folder, proc, timeout=300)
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=120)[0]
@@ -80,8 +95,15 @@ def test_ctrl_c_stops_the_run_and_its_printed_resume_line_ends_as_the_whole_run(
 
     line = re.search(r"go on with:\n  (fedtune run .*)", output)
     assert line, output[-2000:]
-    resumed = subprocess.run(line.group(1), shell=True, cwd=ROOT, env=flower.env,
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    resumed = subprocess.run(
+        line.group(1),
+        shell=True,
+        cwd=ROOT,
+        env=flower.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert_same_outcomes(rounds(folder), rounds(whole))
     assert_same_tensors(checkpoint_tensors(folder), checkpoint_tensors(whole))

@@ -22,10 +22,21 @@ from tests.simulate import simulate
 pytestmark = pytest.mark.slow
 
 CLIENTS, STEPS, CLASSES, HIDDEN = 3, 8, 4, 64  # tiny-bert's pooled width
-ZO = {"mode": "zo", "strategy.name": "fedkseed", "num-server-rounds": 2, "data.name": "wordnet",
-      "data.num-classes": CLASSES, "data.max-per-class": 40, "zo.pool-size": 64,
-      "zo.eps": 1e-2, "zo.lr": 1e-3, "train.local-steps": STEPS, "train.batch-size": 8,
-      "eval.max-examples": 32, "strategy.fraction-evaluate": 0.0}  # fmt: skip
+ZO = {
+    "mode": "zo",
+    "strategy.name": "fedkseed",
+    "num-server-rounds": 2,
+    "data.name": "wordnet",
+    "data.num-classes": CLASSES,
+    "data.max-per-class": 40,
+    "zo.pool-size": 64,
+    "zo.eps": 1e-2,
+    "zo.lr": 1e-3,
+    "train.local-steps": STEPS,
+    "train.batch-size": 8,
+    "eval.max-examples": 32,
+    "strategy.fraction-evaluate": 0.0,
+}
 
 
 def _rounds(folder: Path) -> list[dict]:
@@ -35,11 +46,18 @@ def _rounds(folder: Path) -> list[dict]:
 def test_a_hybrid_head_and_sensitive_entries_learn_and_the_mask_goes_out_once(
     tmp_path: Path,
 ) -> None:
-    config = {**ZO, "model.name": "tiny-bert", "zo.hybrid": "head", "zo.hybrid-lr": 0.1,
-              "zo.params": "sensitive", "zo.sparse-fraction": 0.01,
-              "zo.frozen-dtype": "bfloat16", "zo.calibration-examples": 16,
-              "output-dir": str(tmp_path),
-              "run-name": "hybrid"}  # fmt: skip
+    config = {
+        **ZO,
+        "model.name": "tiny-bert",
+        "zo.hybrid": "head",
+        "zo.hybrid-lr": 0.1,
+        "zo.params": "sensitive",
+        "zo.sparse-fraction": 0.01,
+        "zo.frozen-dtype": "bfloat16",
+        "zo.calibration-examples": 16,
+        "output-dir": str(tmp_path),
+        "run-name": "hybrid",
+    }
     folder = simulate(config, CLIENTS)
     rounds = _rounds(folder)
     assert all(r["clients_accepted"] == CLIENTS for r in rounds[1:])
@@ -58,8 +76,11 @@ def test_a_hybrid_head_and_sensitive_entries_learn_and_the_mask_goes_out_once(
     # Then the changed sums and the head alone.
     assert rounds[2]["train_bytes_down"] / CLIENTS < 8 * CLIENTS * STEPS + head_bytes + 3000
     saved = load_file(folder / "zo_sums.safetensors")
-    assert set(saved) == {keys.SEED_SUMS, f"{WIRE_PREFIX}classifier.bias",
-                          f"{WIRE_PREFIX}classifier.weight"}  # fmt: skip
+    assert set(saved) == {
+        keys.SEED_SUMS,
+        f"{WIRE_PREFIX}classifier.bias",
+        f"{WIRE_PREFIX}classifier.weight",
+    }
     assert json.loads((folder / "zo_model.json").read_text())["hybrid"] == "head"
     seeded = load_base_model("tiny-bert", TASK_CLASSIFICATION, num_labels=CLASSES, seed=0)
     moved = saved[f"{WIRE_PREFIX}classifier.weight"] - seeded.classifier.weight.detach()
@@ -74,9 +95,16 @@ def test_a_hybrid_head_and_sensitive_entries_learn_and_the_mask_goes_out_once(
 def test_wordnet_posed_as_generation_at_the_probed_rate_reports_a_classifiers_accuracy(
     tmp_path: Path,
 ) -> None:
-    config = {**ZO, "model.name": "tiny-llama", "model.task": "classification-as-generation",
-              "zo.params": "lora", "zo.lr": 0.0, "zo.calibration-examples": 16,
-              "output-dir": str(tmp_path), "run-name": "verbalized"}  # fmt: skip
+    config = {
+        **ZO,
+        "model.name": "tiny-llama",
+        "model.task": "classification-as-generation",
+        "zo.params": "lora",
+        "zo.lr": 0.0,
+        "zo.calibration-examples": 16,
+        "output-dir": str(tmp_path),
+        "run-name": "verbalized",
+    }
     folder = simulate(config, CLIENTS)
     rounds = _rounds(folder)
     assert all(r["clients_accepted"] == CLIENTS for r in rounds[1:])

@@ -13,8 +13,13 @@ from simulation.memory_estimate import estimate_memory
 from simulation.memory_measure import measure
 from simulation.memory_planner import plan_device
 
-LM = {"model.name": "tiny-llama", "lora.rank": 8, "train.batch-size": 16,
-      "model.max-length": 128, "strategy.name": "hetlora"}  # fmt: skip
+LM = {
+    "model.name": "tiny-llama",
+    "lora.rank": 8,
+    "train.batch-size": 16,
+    "model.max-length": 128,
+    "strategy.name": "hetlora",
+}
 # Planning only estimates (a meta-device model): a real model's sizes cost nothing here.
 PLANNED = {**LM, "model.name": "smollm2-135m"}
 CLASSIFIER = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3}
@@ -22,9 +27,12 @@ CLASSIFIER = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-class
 
 @pytest.mark.parametrize(
     ("config", "batch", "length"),
-    [(LM, 8, 96), ({**LM, "mode": "zo", "strategy.name": "fedkseed"}, 8, 96),
-     (CLASSIFIER, 32, 128)],
-)  # fmt: skip
+    [
+        (LM, 8, 96),
+        ({**LM, "mode": "zo", "strategy.name": "fedkseed"}, 8, 96),
+        (CLASSIFIER, 32, 128),
+    ],
+)
 def test_the_estimate_is_within_a_fifth_of_the_measured_peak(config, batch, length) -> None:
     parsed = parse_run_config(config)
     estimate = estimate_memory(parsed, batch, length, parsed.lora.rank)
@@ -43,8 +51,7 @@ def test_the_planner_keeps_the_job_that_fits_and_shrinks_the_one_that_does_not()
     keep = plan_device(config, _device(full / 1e9 + 0.01), smaller_ranks=True, zo_fallback=True)
     assert (keep.mode, keep.rank, keep.batch) == ("lora", 8, 16)
 
-    smaller = plan_device(config, _device(full / 1e9 - 0.01), smaller_ranks=True,
-                          zo_fallback=True)  # fmt: skip
+    smaller = plan_device(config, _device(full / 1e9 - 0.01), smaller_ranks=True, zo_fallback=True)
     assert smaller.mode == "lora" and smaller.estimate.total <= full - 0.01e9
     assert (smaller.rank, smaller.batch) != (8, 16) and "reduced" in smaller.reason
 
@@ -62,8 +69,12 @@ def test_zeroth_order_takes_a_device_that_cannot_backpropagate_and_else_it_is_le
 
 
 def test_a_dp_run_with_physical_chunks_keeps_its_logical_batch_where_a_chunk_fits() -> None:
-    private = {**PLANNED, "dp.record-level": True, "dp.noise-multiplier": 1.0,
-               "strategy.name": "fedavg"}  # fmt: skip
+    private = {
+        **PLANNED,
+        "dp.record-level": True,
+        "dp.noise-multiplier": 1.0,
+        "strategy.name": "fedavg",
+    }
     whole = parse_run_config(private)
     chunked = parse_run_config({**private, "dp.physical-batch": 4})
     device = _device(estimate_memory(whole, 4, 128, 8).total / 1e9 + 0.01)

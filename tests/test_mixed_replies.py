@@ -23,11 +23,19 @@ from strategies.registry import STRATEGIES, build_strategy
 from tests.messages import message
 
 RUN = {
-    "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
-    "data.max-per-class": 40, "data.partitioner": "iid", "lora.rank": 4, "lora.dropout": 0.0,
-    "train.local-steps": 5, "train.batch-size": 4, "zo.lr": 0.05, "zo.eps": 1e-2,
+    "model.name": "tiny-bert",
+    "data.name": "wordnet",
+    "data.num-classes": 3,
+    "data.max-per-class": 40,
+    "data.partitioner": "iid",
+    "lora.rank": 4,
+    "lora.dropout": 0.0,
+    "train.local-steps": 5,
+    "train.batch-size": 4,
+    "zo.lr": 0.05,
+    "zo.eps": 1e-2,
     "zo.pool-size": 64,
-}  # fmt: skip
+}
 NODE, PARTITION = 11, 0
 
 
@@ -46,8 +54,9 @@ def _client_round(config: dict, mode: str) -> tuple[Message, dict, dict]:
     local = lora_model(parsed)
     generator = torch.Generator().manual_seed(0)
     sent = {k: 0.1 * torch.randn(v.shape, generator=generator) for k, v in local.initial.items()}
-    context = Context(5, NODE, {"partition-id": PARTITION, "num-partitions": 2}, RecordDict(),
-                      dict(config))  # fmt: skip
+    context = Context(
+        5, NODE, {"partition-id": PARTITION, "num-partitions": 2}, RecordDict(), dict(config)
+    )
     records = encode_indices(parsed, local.tokenizer, client_indices(parsed, PARTITION, 2)[0])
     reply = lora_round.train_on(_train_message(config, sent, mode), context, records)
     return reply, sent, trainable_state(local.model)

@@ -94,13 +94,20 @@ def test_a_node_mode_the_run_cannot_take_is_refused(run: dict, expected: str) ->
 def _answer(question: Message, node_id: int, node: dict, message_id: str) -> Message:
     """Node ``node_id``'s reply to ``question``, as its ClientApp makes it."""
     reply = describe(question, _context(node))
-    return message(reply.content, src=node_id, message_id=f"r{message_id}", reply_to=message_id,
-                   message_type=MessageType.QUERY, run_id=7)  # fmt: skip
+    return message(
+        reply.content,
+        src=node_id,
+        message_id=f"r{message_id}",
+        reply_to=message_id,
+        message_type=MessageType.QUERY,
+        run_id=7,
+    )
 
 
 def test_a_node_says_at_start_whether_it_takes_zeroth_order_steps() -> None:
-    question = message(RecordDict(), dst=11, message_id="q", message_type=MessageType.QUERY,
-                       run_id=7)  # fmt: skip
+    question = message(
+        RecordDict(), dst=11, message_id="q", message_type=MessageType.QUERY, run_id=7
+    )
     plain = _answer(question, 11, PARTITION, "q").content.metric_records[keys.METRICS]
     zo = _answer(question, 11, {**PARTITION, "mode": "zo"}, "q").content.metric_records
     assert plain[keys.ZO_ON_FACTORS] == 0 and zo[keys.METRICS][keys.ZO_ON_FACTORS] == 1
@@ -130,15 +137,18 @@ def test_the_server_takes_zeroth_order_nodes_where_the_run_allows_them(
     monkeypatch.setattr(TaskIdentity, "_run_id", 7)  # as a ServerApp's runtime sets them
     monkeypatch.setattr(TaskIdentity, "_node_id", 0)
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-    nodes = {21: {"partition-id": 0, "num-partitions": 2},
-             22: {"partition-id": 1, "num-partitions": 2, "mode": "zo"}}  # fmt: skip
+    nodes = {
+        21: {"partition-id": 0, "num-partitions": 2},
+        22: {"partition-id": 1, "num-partitions": 2, "mode": "zo"},
+    }
     allowed = NodePartitions(100, zo_steps=4)
     assert allowed.learn(_Grid(nodes), nodes, timeout=5) == {}
     assert allowed.of == {21: 0, 22: 1} and allowed.zo_steps == {1: 4}
     forbidden = NodePartitions(100, zo_steps=0, zo_refusal="ffa-lora trains part of the factors")
     refused = forbidden.learn(_Grid(nodes), nodes, timeout=5)
-    assert refused == {22: "takes zeroth-order steps on the factors: ffa-lora trains part of "
-                           "the factors"}  # fmt: skip
+    assert refused == {
+        22: "takes zeroth-order steps on the factors: ffa-lora trains part of the factors"
+    }
     assert forbidden.of == {21: 0} and forbidden.zo_steps == {}
 
 

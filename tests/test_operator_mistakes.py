@@ -43,8 +43,10 @@ def test_a_full_disk_keeps_the_checkpoint_and_a_resume_needs_the_runs_node_count
     assert json.loads((folder / "checkpoint.json").read_text())["round"] == 1
 
     resume = {**RUN, "resume": str(folder)}
-    with pytest.raises(RunFailure, match="split its data across 4 partitions, and the nodes now "
-                                         "say 5 .* resume with 4"):  # fmt: skip
+    with pytest.raises(
+        RunFailure,
+        match="split its data across 4 partitions, and the nodes now say 5 .* resume with 4",
+    ):
         run_federation(tmp_path, "again", resume, clients=5)
     run_federation(tmp_path, "again", resume, clients=4)
     assert_same_outcomes(rounds(folder), rounds(whole))
@@ -56,8 +58,11 @@ def test_a_full_disk_keeps_the_checkpoint_and_a_resume_needs_the_runs_node_count
 def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     regular = tmp_path / "a-file"
     regular.write_text("not a folder")
-    with pytest.raises(ConfigError, match=r"run config 'output-dir': results cannot be written "
-                                          r"in .*a-file/results \(Not a directory\)"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"run config 'output-dir': results cannot be written "
+        r"in .*a-file/results \(Not a directory\)",
+    ):
         check_writable(regular / "results", "output-dir")
     check_writable(tmp_path / "new" / "results", "output-dir")  # made where it can be
     assert (tmp_path / "new" / "results").is_dir()

@@ -27,10 +27,15 @@ CLIENTS = 3
 # The setting: 3 rounds at noise 1.0, an explicit batch of 4 and 5 steps; a Dirichlet
 # split, so that the partitions differ in size.
 RUN = {
-    "model.name": "tiny-llama", "data.partitioner": "dirichlet", "num-server-rounds": 3,
-    "dp.record-level": True, "dp.noise-multiplier": 1.0, "train.batch-size": 4,
-    "train.local-steps": 5, "audit.canaries": 30,
-}  # fmt: skip
+    "model.name": "tiny-llama",
+    "data.partitioner": "dirichlet",
+    "num-server-rounds": 3,
+    "dp.record-level": True,
+    "dp.noise-multiplier": 1.0,
+    "train.batch-size": 4,
+    "train.local-steps": 5,
+    "audit.canaries": 30,
+}
 
 
 def _client_spends(config: RunConfig, count: int) -> float:
@@ -47,8 +52,10 @@ def test_the_start_line_states_what_the_smallest_partitions_client_spends(
 ) -> None:
     config = parse_run_config(RUN)
     counts = partition_record_counts(config, CLIENTS)
-    trained = [node_records(config, NodeSettings(partition_id=p, num_partitions=CLIENTS))[0]
-               for p in range(CLIENTS)]  # fmt: skip
+    trained = [
+        node_records(config, NodeSettings(partition_id=p, num_partitions=CLIENTS))[0]
+        for p in range(CLIENTS)
+    ]
     assert counts == [len(records) for records in trained]  # canaries included
     assert len(set(counts)) == CLIENTS  # the worst case is a real choice here
     plan = planned_epsilon(config, counts)

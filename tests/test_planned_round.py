@@ -10,8 +10,9 @@ from client.node import planned, planned_mode
 from federated import message_keys as keys
 from federated.config import parse_run_config
 
-CONFIG = parse_run_config({"model.name": "tiny-llama", "train.local-steps": 6,
-                           "train.batch-size": 8, "lora.rank": 8})  # fmt: skip
+CONFIG = parse_run_config(
+    {"model.name": "tiny-llama", "train.local-steps": 6, "train.batch-size": 8, "lora.rank": 8}
+)
 
 
 def test_no_plan_keeps_the_run_s_settings() -> None:
@@ -27,9 +28,14 @@ def test_a_plan_lowers_steps_batch_and_rank() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [(keys.PLANNED_STEPS, 7), (keys.PLANNED_BATCH, 9), (keys.PLANNED_RANK, 16),
-     (keys.PLANNED_STEPS, 0), (keys.PLANNED_BATCH, 2.5)],
-)  # fmt: skip
+    [
+        (keys.PLANNED_STEPS, 7),
+        (keys.PLANNED_BATCH, 9),
+        (keys.PLANNED_RANK, 16),
+        (keys.PLANNED_STEPS, 0),
+        (keys.PLANNED_BATCH, 2.5),
+    ],
+)
 def test_a_plan_beyond_the_run_is_refused(key: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"the server planned {key}"):
         planned(CONFIG, ConfigRecord({keys.SERVER_ROUND: 1, key: value}), 0)

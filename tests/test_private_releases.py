@@ -31,11 +31,19 @@ from strategies.registry import build_strategy
 from tests.messages import message
 
 BASE = {
-    "model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
-    "data.max-per-class": 40, "data.partitioner": "iid", "lora.rank": 4, "lora.dropout": 0.0,
-    "train.local-steps": 3, "train.batch-size": 8,
-    "dp.record-level": True, "dp.noise-multiplier": 1.0, "dp.max-grad-norm": 1.0,
-}  # fmt: skip
+    "model.name": "tiny-bert",
+    "data.name": "wordnet",
+    "data.num-classes": 3,
+    "data.max-per-class": 40,
+    "data.partitioner": "iid",
+    "lora.rank": 4,
+    "lora.dropout": 0.0,
+    "train.local-steps": 3,
+    "train.batch-size": 8,
+    "dp.record-level": True,
+    "dp.noise-multiplier": 1.0,
+    "dp.max-grad-norm": 1.0,
+}
 ZO = {
     "mode": "zo",
     "strategy.name": "fedkseed",

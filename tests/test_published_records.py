@@ -20,12 +20,23 @@ from tests.in_process import run_federation
 pytestmark = pytest.mark.slow  # whole runs of the apps, in process
 
 RUN = {
-    "model.name": "tiny-llama", "num-server-rounds": 2, "lora.rank": 2, "lora.dropout": 0.0,
-    "train.local-steps": 2, "train.batch-size": 4, "strategy.min-available-nodes": 4,
-}  # fmt: skip
+    "model.name": "tiny-llama",
+    "num-server-rounds": 2,
+    "lora.rank": 2,
+    "lora.dropout": 0.0,
+    "train.local-steps": 2,
+    "train.batch-size": 4,
+    "strategy.min-available-nodes": 4,
+}
 # Differ from run to run whatever the data: how long things took.
-TIMINGS = {"round_seconds", "aggregation_seconds", "test_seconds", "wall_seconds",
-           "running_seconds", "aggregation_seconds_mean"}  # fmt: skip
+TIMINGS = {
+    "round_seconds",
+    "aggregation_seconds",
+    "test_seconds",
+    "wall_seconds",
+    "running_seconds",
+    "aggregation_seconds_mean",
+}
 
 
 def _rows(count: int) -> list[dict]:
@@ -69,12 +80,18 @@ def test_under_secagg_one_record_more_changes_only_the_sums(tmp_path: Path) -> N
         assert _differing(a, b) <= sums
     assert a_rounds[1]["train_loss"] != b_rounds[1]["train_loss"]  # the sums do see it
     assert _differing(a_summary, b_summary) <= {
-        "run_name", "config.run-name", "model_files", "final_test.test_loss",
-        "final_test.test_perplexity", "final_held_out_loss", "final_test.test_seconds",
-    }  # fmt: skip
+        "run_name",
+        "config.run-name",
+        "model_files",
+        "final_test.test_loss",
+        "final_test.test_perplexity",
+        "final_held_out_loss",
+        "final_test.test_seconds",
+    }
     for clients in (r["clients"] for r in a_rounds[1:]):
-        assert all(c["num_examples"] is c["train_loss"] is c["train_seconds"] is None
-                   for c in clients)  # fmt: skip
+        assert all(
+            c["num_examples"] is c["train_loss"] is c["train_seconds"] is None for c in clients
+        )
 
 
 def test_under_client_level_dp_one_client_more_changes_only_noised_values(
@@ -82,9 +99,11 @@ def test_under_client_level_dp_one_client_more_changes_only_noised_values(
 ) -> None:
     monkeypatch.setenv(INSECURE_SEED_ENV, "7")  # the same secret sample and noise in both
     private = {
-        "dp.client-level": True, "dp.client-noise-multiplier": 1.0,
-        "strategy.fraction-train": 0.75, "dp.client-clip-norm": 0.05,
-    }  # fmt: skip
+        "dp.client-level": True,
+        "dp.client-noise-multiplier": 1.0,
+        "strategy.fraction-train": 0.75,
+        "dp.client-clip-norm": 0.05,
+    }
     with_rows, with_summary = _run(tmp_path, "with", private, _rows(20))
     without_rows, without_summary = _run(tmp_path, "without", private, [])
     noised = {"test_loss", "test_perplexity"}  # the noised model on the server's test set
@@ -93,13 +112,22 @@ def test_under_client_level_dp_one_client_more_changes_only_noised_values(
         assert "clients" not in a and "train_loss" not in a and "held_out_loss" not in a
     assert with_rows[1]["test_loss"] != without_rows[1]["test_loss"]
     assert set(with_rows[1]) - TIMINGS == {
-        "round", "test_loss", "test_perplexity", "client_dp_clip_norm",
-        "client_dp_noised_unclipped_fraction", "client_dp_expected_clients", "client_dp_epsilon",
-    }  # fmt: skip
+        "round",
+        "test_loss",
+        "test_perplexity",
+        "client_dp_clip_norm",
+        "client_dp_noised_unclipped_fraction",
+        "client_dp_expected_clients",
+        "client_dp_epsilon",
+    }
     assert _differing(with_summary, without_summary) <= {
-        "run_name", "config.run-name", "model_files", "final_test.test_loss",
-        "final_test.test_perplexity", "final_test.test_seconds",
-    }  # fmt: skip
+        "run_name",
+        "config.run-name",
+        "model_files",
+        "final_test.test_loss",
+        "final_test.test_perplexity",
+        "final_test.test_seconds",
+    }
     plotted = _differing(_plotted(with_rows), _plotted(without_rows))
     assert plotted <= {"test_loss"}
     # The operator's own record keeps what was withheld.

@@ -39,9 +39,13 @@ KNOWN_NAMES = sorted(
     | {keys.SEED_INDICES, keys.SEED_SCALARS, "masked", keys.ARRAYS, keys.METRICS, "x"}
 )
 METRIC_NAMES = sorted(
-    train_metric_keys("lora", PLAIN) | train_metric_keys("zo", RECORD_LEVEL) | DECLINED_METRIC_KEYS
-    | eval_metric_keys("classification", True) | PARTITION_METRIC_KEYS | {"x", ""}
-)  # fmt: skip
+    train_metric_keys("lora", PLAIN)
+    | train_metric_keys("zo", RECORD_LEVEL)
+    | DECLINED_METRIC_KEYS
+    | eval_metric_keys("classification", True)
+    | PARTITION_METRIC_KEYS
+    | {"x", ""}
+)
 
 integers = st.integers(min_value=-(2**62), max_value=2**62)
 floats = st.floats(allow_nan=True, allow_infinity=True)
@@ -64,10 +68,11 @@ def arrays(draw) -> Array:
         return Array(values)
     # a header that may not match its bytes, and bytes that may not be an array at all
     return Array(
-        dtype=draw(dtypes), shape=draw(shapes),
+        dtype=draw(dtypes),
+        shape=draw(shapes),
         stype=draw(st.sampled_from(["numpy.ndarray", "torch", ""])),
         data=draw(st.binary(max_size=256)),
-    )  # fmt: skip
+    )
 
 
 @st.composite
@@ -144,5 +149,7 @@ def test_no_round_of_replies_makes_the_screen_raise(batch) -> None:
     assert all(isinstance(c.status, str) for c in clients.values())
     for reply in valid:  # what passes is what a strategy can use
         assert set(reply.content.array_records[keys.ARRAYS]) == set(REFERENCE)
-        assert all(torch.isfinite(torch.from_numpy(a.numpy())).all()
-                   for a in reply.content.array_records[keys.ARRAYS].values())  # fmt: skip
+        assert all(
+            torch.isfinite(torch.from_numpy(a.numpy())).all()
+            for a in reply.content.array_records[keys.ARRAYS].values()
+        )

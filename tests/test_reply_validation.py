@@ -18,8 +18,15 @@ from tests.messages import message
 
 REFERENCE = {"m.lora_A.weight": torch.zeros(2, 4), "m.lora_B.weight": torch.zeros(4, 2)}
 PLAIN = train_metric_keys("lora", PLAIN_RELEASE)
-METRICS = {keys.NUM_EXAMPLES: 10, keys.PARTITION_ID: 0, keys.LORA_RANK: 2, keys.TRAIN_LOSS: 1.5,
-           keys.TRAIN_STEPS: 5, keys.TRAIN_SECONDS: 0.5, keys.PEAK_MEMORY_MB: 300.0}  # fmt: skip
+METRICS = {
+    keys.NUM_EXAMPLES: 10,
+    keys.PARTITION_ID: 0,
+    keys.LORA_RANK: 2,
+    keys.TRAIN_LOSS: 1.5,
+    keys.TRAIN_STEPS: 5,
+    keys.TRAIN_SECONDS: 0.5,
+    keys.PEAK_MEMORY_MB: 300.0,
+}
 EVAL = eval_metric_keys(TASK_CLASSIFICATION, personalised=False)
 
 

@@ -27,8 +27,12 @@ def _strategy(config: dict):
 
 
 def _write(folder: Path, config: dict, strategy, server_round: int) -> None:
-    state = {"config": run_config_to_flat(parse_run_config(config)), "run-key": "ab" * 8,
-             "strategy": strategy.state_info(), "replays": {"d" * 64: 1}}  # fmt: skip
+    state = {
+        "config": run_config_to_flat(parse_run_config(config)),
+        "run-key": "ab" * 8,
+        "strategy": strategy.state_info(),
+        "replays": {"d" * 64: 1},
+    }
     save_checkpoint(folder, Checkpoint(server_round, strategy.state_tensors(), state))
 
 
@@ -64,8 +68,9 @@ def test_fedkseed_pro_state_survives_a_restart(tmp_path: Path) -> None:
 def test_a_resume_that_would_change_the_result_is_refused_with_the_keys(tmp_path: Path) -> None:
     _, strategy = _strategy(RUN)
     _write(tmp_path, RUN, strategy, 1)
-    changed = parse_run_config({**RUN, "lora.rank": 2, "train.lr": 0.5, "seed": 9,
-                                "resume": str(tmp_path)})  # fmt: skip
+    changed = parse_run_config(
+        {**RUN, "lora.rank": 2, "train.lr": 0.5, "seed": 9, "resume": str(tmp_path)}
+    )
     with pytest.raises(ConfigError, match=r"differs .* in 2 key\(s\).*seed: run 0, now 9"):
         resume_run(changed, _strategy(RUN)[1])
     allowed = {**RUN, "run-name": "x", "server.round-timeout": 5.0, "resume": str(tmp_path)}

@@ -23,8 +23,10 @@ from tests.test_client_dp import TINY, _dp_strategy, _uploads
 
 def _deltas(n: int, seed: int, scale: float = 1.0) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    return [{"a": torch.randn(6, 5, generator=g) * scale, "b": torch.randn(7, generator=g) * scale}
-            for _ in range(n)]  # fmt: skip
+    return [
+        {"a": torch.randn(6, 5, generator=g) * scale, "b": torch.randn(7, generator=g) * scale}
+        for _ in range(n)
+    ]
 
 
 @settings(max_examples=30, deadline=None)
@@ -86,8 +88,10 @@ def test_a_poisoned_delta_moves_the_robust_aggregate_little(poison: str, method:
     honest mean, where the plain mean does not."""
     g = torch.Generator().manual_seed(0)
     direction = {"a": torch.randn(6, 5, generator=g), "b": torch.randn(7, generator=g)}
-    honest = [{k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in direction.items()}
-              for _ in range(9)]  # fmt: skip
+    honest = [
+        {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in direction.items()}
+        for _ in range(9)
+    ]
     deltas = honest + [POISONS[poison](honest[0])]
     weights = [1.0] * 10
     settings_ = RobustSettings(method=method, byzantine_clients=1, trim_fraction=0.2)

@@ -9,21 +9,36 @@ from server.round_outcomes import EVALUATED_ONLY, kind_of, round_counts, run_cou
 from server.run_clock import RunClock
 
 STATUSES = [
-    "ok", "rejected: update norm 5e+04 above server.max-update-norm", "declined: budget spent",
-    "no reply before server.round-timeout", "unreachable: node 7 is offline", EVALUATED_ONLY,
+    "ok",
+    "rejected: update norm 5e+04 above server.max-update-norm",
+    "declined: budget spent",
+    "no reply before server.round-timeout",
+    "unreachable: node 7 is offline",
+    EVALUATED_ONLY,
     "unreachable: node 9 is offline",
-]  # fmt: skip
+]
 
 
 def test_each_status_is_counted_as_its_own_kind() -> None:
     assert [kind_of(s) for s in STATUSES] == [
-        "ok", "rejected", "declined", "no_reply", "unreachable", "evaluated_only", "unreachable"
-    ]  # fmt: skip
+        "ok",
+        "rejected",
+        "declined",
+        "no_reply",
+        "unreachable",
+        "evaluated_only",
+        "unreachable",
+    ]
     verdicts = ["ok", "no reply before server.round-timeout", "unreachable: gone", "rejected: x"]
     counts = round_counts(STATUSES, verdicts)
-    assert counts == {"clients_rejected": 1, "clients_declined": 1, "clients_no_reply": 1,
-                      "clients_unreachable": 2, "clients_evaluated_only": 1,
-                      "evaluations_lost": 2}  # fmt: skip
+    assert counts == {
+        "clients_rejected": 1,
+        "clients_declined": 1,
+        "clients_no_reply": 1,
+        "clients_unreachable": 2,
+        "clients_evaluated_only": 1,
+        "evaluations_lost": 2,
+    }
     total = run_counts([{**counts, "evaluations_rejected": 1}, counts])
     assert total["replies_unreachable"] == 4 and total["replies_rejected"] == 2
     assert total["evaluations_lost"] == 4 and total["evaluations_rejected"] == 1

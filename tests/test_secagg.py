@@ -130,9 +130,15 @@ def test_sharing_groups_are_symmetric_rings_and_thresholds_a_majority(count, fra
 
 def _collect_config(bound: float, bits: int) -> ConfigRecord:
     return ConfigRecord(
-        {p.CLIP_NORM: bound, p.CLIPPING_RANGE: RANGE, p.BITS: bits, p.MAX_WEIGHT: 1000.0,
-         p.COUNT_BIT: True, p.POOL_SIZE: 0}
-    )  # fmt: skip
+        {
+            p.CLIP_NORM: bound,
+            p.CLIPPING_RANGE: RANGE,
+            p.BITS: bits,
+            p.MAX_WEIGHT: 1000.0,
+            p.COUNT_BIT: True,
+            p.POOL_SIZE: 0,
+        }
+    )
 
 
 GRID = [
@@ -186,8 +192,13 @@ def test_a_quantization_too_coarse_for_the_bound_names_the_bits_it_needs(
 
 
 def test_a_run_whose_quantization_cannot_keep_the_clip_bound_is_refused_at_start() -> None:
-    run = {"model.name": "tiny-llama", "lora.rank": 4, "secagg.enabled": True,
-           "dp.client-level": True, "dp.client-noise-multiplier": 1.0}  # fmt: skip
+    run = {
+        "model.name": "tiny-llama",
+        "lora.rank": 4,
+        "secagg.enabled": True,
+        "dp.client-level": True,
+        "dp.client-noise-multiplier": 1.0,
+    }
     config = parse_run_config(run)
     initial = GlobalModel(dict(lora_model(config).initial))
     strategy = build_strategy(config, initial)
@@ -195,6 +206,9 @@ def test_a_run_whose_quantization_cannot_keep_the_clip_bound_is_refused_at_start
     # Adaptive clipping never takes the bound where rounding would take over half of it.
     assert strategy.client_dp.floor == pytest.approx(2 * rounding_margin(entries, RANGE, BITS))
     coarse = parse_run_config({**run, "secagg.quantization-bits": 8})
-    with pytest.raises(ConfigError, match=r"'secagg.quantization-bits' = 8: rounding 1792 entries "
-                       r".* it needs secagg.quantization-bits >= 11"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"'secagg.quantization-bits' = 8: rounding 1792 entries "
+        r".* it needs secagg.quantization-bits >= 11",
+    ):
         build_strategy(coarse, initial)

@@ -62,8 +62,11 @@ def test_a_spoiled_sum_is_discarded_and_the_round_tried_again(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_a_client_that_spoils_every_try_ends_the_run_with_the_reason(tmp_path: Path) -> None:
-    with pytest.raises(RunFailure, match=r"round 1 did not train in 3 tries \(the unmasked sum "
-                       r"cannot come from 4 clients.*no checkpoint to resume from"):  # fmt: skip
+    with pytest.raises(
+        RunFailure,
+        match=r"round 1 did not train in 3 tries \(the unmasked sum "
+        r"cannot come from 4 clients.*no checkpoint to resume from",
+    ):
         run_federation(tmp_path, "spoiled", SECURE, tamper_reply=_adding(2**31))
     assert [r["round"] for r in _rounds(tmp_path / "spoiled")] == [0]  # the model never moved
 
@@ -73,9 +76,12 @@ def test_under_distributed_dp_a_spoiled_sum_is_discarded_and_the_round_counts(
     tmp_path: Path,
 ) -> None:
     config = {
-        **SECURE, "dp.client-level": True, "dp.distributed": True,
-        "dp.client-noise-multiplier": 1.0, "strategy.min-available-nodes": 4,
-    }  # fmt: skip
+        **SECURE,
+        "dp.client-level": True,
+        "dp.distributed": True,
+        "dp.client-noise-multiplier": 1.0,
+        "strategy.min-available-nodes": 4,
+    }
     folder = run_federation(tmp_path, "distributed", config, tamper_reply=_adding(2**31))
     factors = adapter(folder)
     assert all(not factors[k].any() for k in factors if "lora_B" in k)  # the model stayed
@@ -85,10 +91,16 @@ def test_under_distributed_dp_a_spoiled_sum_is_discarded_and_the_round_counts(
 # -- the checks on sums of real clients' vectors ------------------------------------------------
 
 ENTRIES, COUNT, RANGE, BITS = 300, 5, 8.0, 22
-CONFIG = ConfigRecord({
-    p.CLIP_NORM: 0.0, p.CLIPPING_RANGE: RANGE, p.BITS: BITS, p.MAX_WEIGHT: 100.0,
-    p.COUNT_BIT: False, p.POOL_SIZE: 0,
-})  # fmt: skip
+CONFIG = ConfigRecord(
+    {
+        p.CLIP_NORM: 0.0,
+        p.CLIPPING_RANGE: RANGE,
+        p.BITS: BITS,
+        p.MAX_WEIGHT: 100.0,
+        p.COUNT_BIT: False,
+        p.POOL_SIZE: 0,
+    }
+)
 RUN = parse_run_config({"secagg.enabled": True})
 STATS = metric_sums.statistics(keys.UNNOISED_TRAIN_METRICS + (keys.TRAIN_STEPS,))
 SHAPE = p.VectorLayout([("w", (ENTRIES,))], False, STATS)
@@ -100,10 +112,15 @@ def _honest_sum(rng: np.random.Generator, move: float = 0.05) -> np.ndarray:
     total = np.zeros(SHAPE.size, dtype=np.int64)
     for _ in range(COUNT):
         update = torch.from_numpy(rng.uniform(-move, move, ENTRIES) * 0.5)
-        metrics = MetricRecord({
-            keys.NUM_EXAMPLES: float(rng.integers(10, 200)), keys.TRAIN_LOSS: 2.5,
-            keys.TRAIN_STEPS: 5.0, keys.TRAIN_SECONDS: 3.0, keys.PEAK_MEMORY_MB: 900.0,
-        })  # fmt: skip
+        metrics = MetricRecord(
+            {
+                keys.NUM_EXAMPLES: float(rng.integers(10, 200)),
+                keys.TRAIN_LOSS: 2.5,
+                keys.TRAIN_STEPS: 5.0,
+                keys.TRAIN_SECONDS: 3.0,
+                keys.PEAK_MEMORY_MB: 900.0,
+            }
+        )
         vector, bit = p.update_vector({"w": torch.zeros(ENTRIES)}, {"w": update}, metrics, CONFIG)
         entries = metric_sums.encode_metrics(metrics, vector[0], STATS)
         total = (total + p.quantized_vector(vector, bit, CONFIG, entries)) % MOD

@@ -25,9 +25,14 @@ from strategies.registry import build_strategy
 from tests.in_process import InProcessGrid, server_identity
 
 RUN = {
-    "model.name": "tiny-llama", "lora.rank": 2, "lora.dropout": 0.0, "train.lr": 0.02,
-    "train.local-steps": 1, "strategy.fraction-evaluate": 0.0, "secagg.enabled": True,
-}  # fmt: skip
+    "model.name": "tiny-llama",
+    "lora.rank": 2,
+    "lora.dropout": 0.0,
+    "train.lr": 0.02,
+    "train.local-steps": 1,
+    "strategy.fraction-evaluate": 0.0,
+    "secagg.enabled": True,
+}
 NODES = [101, 102, 103, 104, 105]
 SECRETS = {p.SK_MASK, p.SK_ENCRYPT, p.SK_SIGN, p.SEED, p.SEED_SHARES, p.KEY_SHARES}
 
@@ -65,16 +70,18 @@ class Federation:
     def sent(self, stage: str, node: int) -> Message:
         """The server's message of ``stage`` to ``node``, delivered or held back."""
         return next(
-            m for m in self.grid.delivered + self.grid.held
+            m
+            for m in self.grid.delivered + self.grid.held
             if m.metadata.message_type == f"train.{stage}" and m.metadata.dst_node_id == node
-        )  # fmt: skip
+        )
 
     def ask(self, stage: str, node: int, values: dict, group_id: str = "1.1") -> Message:
         """``node``'s answer to a message of ``stage`` that the server makes up."""
         content = RecordDict({p.CONFIG: ConfigRecord(values)})
         with server_identity():
-            msg = Message(content, dst_node_id=node, message_type=f"train.{stage}",
-                          group_id=group_id)  # fmt: skip
+            msg = Message(
+                content, dst_node_id=node, message_type=f"train.{stage}", group_id=group_id
+            )
         return self.grid.answer(self.grid.arrived(msg, f"{stage}-{node}"))
 
     def reply(self, stage: str, node: int) -> Message:
@@ -115,8 +122,10 @@ def test_an_honest_round_gives_the_plain_mean_and_erases_every_secret() -> None:
     assert outcome.failure is None and not outcome.rejected
     plain = Federation({"secagg.enabled": False})
     with server_identity():
-        replies = [plain.grid.answer(plain.grid.arrived(m, f"p{i}")) for i, m in
-                   enumerate(plain.strategy.training_messages(1, plain.grid))]  # fmt: skip
+        replies = [
+            plain.grid.answer(plain.grid.arrived(m, f"p{i}"))
+            for i, m in enumerate(plain.strategy.training_messages(1, plain.grid))
+        ]
     uploads = [r.content.array_records[keys.ARRAYS].to_torch_state_dict() for r in replies]
     weights = [r.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES] for r in replies]
     for key, value in fed.strategy.model.trainable.items():
@@ -202,10 +211,12 @@ def _keys_for(fed: Federation, group: list[int]) -> dict:
     """A share-keys record for ``group`` with made-up keys."""
     pk = {n: (new_key_pair()[1], new_key_pair()[1], new_signing_pair()[1]) for n in group}
     return {
-        p.NODES: group, p.PK_MASKS: [pk[n][0] for n in group],
-        p.PK_ENCRYPTS: [pk[n][1] for n in group], p.PK_SIGNS: [pk[n][2] for n in group],
+        p.NODES: group,
+        p.PK_MASKS: [pk[n][0] for n in group],
+        p.PK_ENCRYPTS: [pk[n][1] for n in group],
+        p.PK_SIGNS: [pk[n][2] for n in group],
         p.THRESHOLD: threshold(len(group), fed.config.secagg.reconstruction_threshold),
-    }  # fmt: skip
+    }
 
 
 def test_a_group_below_the_clients_smallest_is_refused() -> None:

@@ -22,9 +22,14 @@ pytestmark = pytest.mark.slow  # whole runs of the apps, in process
 
 # One round: training is deterministic, so two runs differ only in aggregation.
 LORA = {
-    "model.name": "tiny-llama", "num-server-rounds": 1, "lora.rank": 4, "lora.dropout": 0.0,
-    "train.lr": 0.02, "train.local-steps": 4, "strategy.fraction-evaluate": 0.0,
-}  # fmt: skip
+    "model.name": "tiny-llama",
+    "num-server-rounds": 1,
+    "lora.rank": 4,
+    "lora.dropout": 0.0,
+    "train.lr": 0.02,
+    "train.local-steps": 4,
+    "strategy.fraction-evaluate": 0.0,
+}
 TOLERANCE = 1e-4  # a few quantization steps (2 · 8 / 2^22 each) over the clients' weights
 
 
@@ -63,10 +68,15 @@ def test_dropouts_after_sharing_leave_the_sum_of_the_others(tmp_path: Path) -> N
 
 def test_fedkseed_seed_sums_add_up_under_secagg(tmp_path: Path) -> None:
     zo = {
-        **LORA, "mode": "zo", "strategy.name": "fedkseed", "zo.pool-size": 256,
-        "zo.params": "full", "zo.perturbation": "low-rank", "zo.lr": 2e-3,
+        **LORA,
+        "mode": "zo",
+        "strategy.name": "fedkseed",
+        "zo.pool-size": 256,
+        "zo.params": "full",
+        "zo.perturbation": "low-rank",
+        "zo.lr": 2e-3,
         "train.local-steps": 10,
-    }  # fmt: skip
+    }
     wide = {"secagg.enabled": True, "secagg.clipping-range": 1000.0, "secagg.quantization-bits": 26}
     sums = [
         load_file(str(run_federation(tmp_path, name, config) / "zo_sums.safetensors"))[
@@ -80,8 +90,7 @@ def test_fedkseed_seed_sums_add_up_under_secagg(tmp_path: Path) -> None:
 
 def test_client_level_noise_reaches_the_securely_summed_update(tmp_path: Path) -> None:
     clip, sigma, clients = 0.01, 1.0, 4
-    private = {**LORA, "secagg.enabled": True, "dp.client-level": True,
-               "dp.client-clip-norm": clip}  # fmt: skip
+    private = {**LORA, "secagg.enabled": True, "dp.client-level": True, "dp.client-clip-norm": clip}
     quiet_run = {**private, "dp.client-noise-multiplier": 1e-9}
     quiet = adapter(run_federation(tmp_path, "quiet", quiet_run))
     noisy_run = {**private, "dp.client-noise-multiplier": sigma}
@@ -101,10 +110,14 @@ def test_client_level_noise_reaches_the_securely_summed_update(tmp_path: Path) -
 def test_a_distributed_round_short_of_its_planned_clients_is_not_unmasked(tmp_path: Path) -> None:
     # Partitions 0 and 1 drop out after sharing: 3 of 5 remain, the noise was sized for 4.
     config = {
-        **LORA, "secagg.enabled": True, "dp.client-level": True, "dp.distributed": True,
-        "dp.client-noise-multiplier": 1.0, "secagg.reconstruction-threshold": 0.5,
+        **LORA,
+        "secagg.enabled": True,
+        "dp.client-level": True,
+        "dp.distributed": True,
+        "dp.client-noise-multiplier": 1.0,
+        "secagg.reconstruction-threshold": 0.5,
         "strategy.min-available-nodes": 5,
-    }  # fmt: skip
+    }
     dropped = _lost(f"train.{p.COLLECT}", {0, 1})
     folder = run_federation(tmp_path, "distributed-short", config, 5, tamper=dropped)
     factors = adapter(folder)

@@ -68,8 +68,13 @@ def test_client_ranks_must_fit_the_server_rank() -> None:
 
 
 def test_lora_fair_takes_its_options() -> None:
-    raw = {**TINY, "strategy.name": "lora-fair", "strategy.lora-fair-lambda": 0.5,
-           "strategy.lora-fair-solver": "closed-form", "strategy.lora-fair-steps": 7}  # fmt: skip
+    raw = {
+        **TINY,
+        "strategy.name": "lora-fair",
+        "strategy.lora-fair-lambda": 0.5,
+        "strategy.lora-fair-solver": "closed-form",
+        "strategy.lora-fair-steps": 7,
+    }
     config = parse_run_config(raw)
     strategy = build_strategy(config, _initial(config))
     assert (strategy.lam, strategy.solver, strategy.steps) == (0.5, "closed-form", 7)

@@ -51,9 +51,13 @@ def test_local_training_lowers_the_loss_on_real_data(config) -> None:
     )
     settings = TrainSettings(local_steps=15, lr=0.02, batch_size=8)
     result = train_lora(
-        model, encoded, config.task, settings, pad_token_id=tokenizer.pad_token_id,
+        model,
+        encoded,
+        config.task,
+        settings,
+        pad_token_id=tokenizer.pad_token_id,
         generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+    )
     after = evaluate_model(
         model, encoded[:32], config.task, batch_size=16, pad_token_id=tokenizer.pad_token_id
     )
@@ -66,10 +70,13 @@ def test_only_trainable_tensors_move() -> None:
     model, tokenizer, encoded = _client_data(CLS)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     train_lora(
-        model, encoded, CLS.task, TrainSettings(local_steps=2, lr=1e-3, batch_size=4),
+        model,
+        encoded,
+        CLS.task,
+        TrainSettings(local_steps=2, lr=1e-3, batch_size=4),
         pad_token_id=tokenizer.pad_token_id,
         generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+    )
     for name, param in model.named_parameters():
         if name in frozen:
             assert torch.equal(param, frozen[name]), name

@@ -84,8 +84,13 @@ def test_the_move_bound_exempts_tensors_that_do_not_start_from_what_was_sent() -
 
 
 def test_a_partition_claims_at_most_its_records() -> None:
-    raw = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
-           "data.max-per-class": 40, "data.partitioner": "iid"}  # fmt: skip
+    raw = {
+        "model.name": "tiny-bert",
+        "data.name": "wordnet",
+        "data.num-classes": 3,
+        "data.max-per-class": 40,
+        "data.partitioner": "iid",
+    }
     config = parse_run_config(raw)
     sizes = [len(client_indices(config, p, 3)[0]) for p in range(3)]
     bound = example_bound(config, 3)
@@ -93,8 +98,9 @@ def test_a_partition_claims_at_most_its_records() -> None:
     assert f"partition 1 holds {sizes[1]}" in bound.problem(1, sizes[1] + 1)
     assert "not one of 0..2" in bound.problem(3, 1)
     assert "not one of 0..2" in bound.problem(0.5, 1)
-    private = example_bound(parse_run_config({**raw, "dp.record-level": True,
-                                              "dp.noise-multiplier": 1.0}), 3)  # fmt: skip
+    private = example_bound(
+        parse_run_config({**raw, "dp.record-level": True, "dp.noise-multiplier": 1.0}), 3
+    )
     assert private.problem(1, sizes[1] + 6 * 20) is None  # the count noise's room
     assert private.problem(1, sizes[1] + 6 * 20 + 1) is not None
     capped = example_bound(parse_run_config({**raw, "server.max-examples": 10}), 3)
@@ -102,8 +108,14 @@ def test_a_partition_claims_at_most_its_records() -> None:
 
 
 def test_a_partition_may_claim_the_audits_canaries_it_trains_on() -> None:
-    raw = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3,
-           "data.max-per-class": 40, "data.partitioner": "iid", "audit.canaries": 30}  # fmt: skip
+    raw = {
+        "model.name": "tiny-bert",
+        "data.name": "wordnet",
+        "data.num-classes": 3,
+        "data.max-per-class": 40,
+        "data.partitioner": "iid",
+        "audit.canaries": 30,
+    }
     config = parse_run_config(raw)
     bound = example_bound(config, 3)
     for p in range(3):
@@ -115,8 +127,12 @@ def test_a_partition_may_claim_the_audits_canaries_it_trains_on() -> None:
 
 def test_an_update_accepted_once_is_refused_again() -> None:
     def reply(value: float):
-        content = RecordDict({keys.ARRAYS: tensors_to_record({"w": torch.full((3,), value)}),
-                              keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 1})})  # fmt: skip
+        content = RecordDict(
+            {
+                keys.ARRAYS: tensors_to_record({"w": torch.full((3,), value)}),
+                keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 1}),
+            }
+        )
         return _reply(content)
 
     guard = ReplayGuard()
@@ -125,8 +141,12 @@ def test_an_update_accepted_once_is_refused_again() -> None:
         "replays an update the server accepted in round 2"
     )
     assert guard.problem(update_digest(reply(1.0 + 1e-7))) is None
-    renamed = RecordDict({keys.ARRAYS: ArrayRecord({"v": torch.full((3,), 1.0)}),
-                          keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 1})})  # fmt: skip
+    renamed = RecordDict(
+        {
+            keys.ARRAYS: ArrayRecord({"v": torch.full((3,), 1.0)}),
+            keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 1}),
+        }
+    )
     assert guard.problem(update_digest(_reply(renamed))) is None
 
 

@@ -24,8 +24,12 @@ from federated.verbalizer import (
 from federated.workspace import client_indices, encode_indices, label_tokens, lora_model
 
 TOKENS = (400, 1234, 9876)
-VERBALIZED = {"model.task": "classification-as-generation", "model.name": "tiny-llama",
-              "data.name": "wordnet", "data.num-classes": 4}  # fmt: skip
+VERBALIZED = {
+    "model.task": "classification-as-generation",
+    "model.name": "tiny-llama",
+    "data.name": "wordnet",
+    "data.num-classes": 4,
+}
 
 
 def _rows(lengths: list[int]) -> dict[str, torch.Tensor]:
@@ -55,8 +59,14 @@ def test_lora_on_the_verbalized_model_trains_factors_only_and_starts_at_the_base
     batch = _rows([6, 4])
     with torch.no_grad():
         before = VerbalizedClassifier(lm, TOKENS)(**batch).logits
-    model = wrap_with_lora(VerbalizedClassifier(lm, TOKENS), TASK_CLASSIFICATION, rank=4,
-                           alpha=8.0, dropout=0.0, target_modules=("q_proj", "v_proj"))  # fmt: skip
+    model = wrap_with_lora(
+        VerbalizedClassifier(lm, TOKENS),
+        TASK_CLASSIFICATION,
+        rank=4,
+        alpha=8.0,
+        dropout=0.0,
+        target_modules=("q_proj", "v_proj"),
+    )
     assert trainable_parameters(model)
     assert all(".lora_" in key for key in trainable_parameters(model))
     with torch.no_grad():
@@ -88,8 +98,9 @@ def test_words_that_begin_with_one_token_are_refused_naming_both_classes() -> No
 def test_wordnets_built_in_words_begin_with_different_tokens() -> None:
     names = load_wordnet().label_names
     assert set(names) == set(WORDNET_WORDS)
-    ids = label_token_ids(load_tokenizer("smollm2-135m"), WORDNET_PROMPT, names,
-                          label_words(names, ""))  # fmt: skip
+    ids = label_token_ids(
+        load_tokenizer("smollm2-135m"), WORDNET_PROMPT, names, label_words(names, "")
+    )
     assert len(set(ids)) == len(names) == 45
 
 
@@ -126,8 +137,9 @@ def test_settings_that_cannot_pose_the_task_are_refused(extra: dict, message: st
 def test_a_prompt_without_the_task_and_a_clashing_verbalizer_are_refused() -> None:
     with pytest.raises(ConfigError, match="'model.prompt' = .*only applies to model.task"):
         parse_run_config({"model.prompt": "Q: {text}"})
-    config = parse_run_config({**VERBALIZED, "model.verbalizer": "adj.all=possession,"
-                               "noun.plant=possessive"})  # fmt: skip
+    config = parse_run_config(
+        {**VERBALIZED, "model.verbalizer": "adj.all=possession,noun.plant=possessive"}
+    )
     with pytest.raises(ConfigError, match="'model.verbalizer' = .*begin with the same token"):
         label_tokens(config)
 
@@ -150,11 +162,11 @@ def test_dp_sgd_clips_each_example_of_a_verbalized_model_on_its_own() -> None:
             wrapped,
             dp_optimizer,
         ):
-            private_gradient(wrapped, dp_optimizer, [collate(batch, pad)], TASK_CLASSIFICATION,
-                             "hooks")  # fmt: skip
+            private_gradient(
+                wrapped, dp_optimizer, [collate(batch, pad)], TASK_CLASSIFICATION, "hooks"
+            )
             return torch.cat([p.grad.flatten() for p in params]).clone()
 
     alone = [gradient([e]) for e in encoded]
     assert all(float(g.norm()) == pytest.approx(clip, rel=1e-3) for g in alone)
-    torch.testing.assert_close(gradient(encoded), torch.stack(alone).mean(0), rtol=1e-3,
-                               atol=1e-9)  # fmt: skip
+    torch.testing.assert_close(gradient(encoded), torch.stack(alone).mean(0), rtol=1e-3, atol=1e-9)

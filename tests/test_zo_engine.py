@@ -125,8 +125,10 @@ def test_replay_is_bit_identical_in_another_process(structure: str, tmp_path: Pa
     path = tmp_path / "replayed.pt"
     subprocess.run(
         [sys.executable, "-c", REPLAY_SCRIPT, structure, str(path)],
-        cwd=ROOT, check=True, env={"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": ""},
-    )  # fmt: skip
+        cwd=ROOT,
+        check=True,
+        env={"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": ""},
+    )
     here, there = replay_tiny(structure), torch.load(path)
     assert all(torch.equal(a, b) for a, b in zip(here, there, strict=True))
 
@@ -153,10 +155,19 @@ def test_zeroth_order_steps_lower_the_loss_without_gradients() -> None:
     targets = zo_targets(model, "lora")
     before = evaluate_model(model, encoded, config.task, batch_size=64, pad_token_id=pad).loss
     result = train_zo(
-        model, targets, SeedPool.from_run_seed(0, 512), encoded, config.task,
-        steps=150, lr=0.02, eps=1e-3, batch_size=16, structure="dense", pad_token_id=pad,
+        model,
+        targets,
+        SeedPool.from_run_seed(0, 512),
+        encoded,
+        config.task,
+        steps=150,
+        lr=0.02,
+        eps=1e-3,
+        batch_size=16,
+        structure="dense",
+        pad_token_id=pad,
         generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+    )
     after = evaluate_model(model, encoded, config.task, batch_size=64, pad_token_id=pad).loss
     assert after < before - 0.05
     assert len(result.indices) == len(result.scalars) == 150
@@ -194,9 +205,15 @@ def test_replay_cache_catches_up_to_a_full_rebuild(structure: str) -> None:
 
 def test_a_forgotten_lora_model_reloads_at_w0_beside_the_lora_clients_model() -> None:
     config = parse_run_config(
-        {"model.name": "tiny-llama", "data.name": "chatterbot", "mode": "zo",
-         "strategy.name": "fedkseed", "zo.params": "lora", "zo.pool-size": 8}
-    )  # fmt: skip
+        {
+            "model.name": "tiny-llama",
+            "data.name": "chatterbot",
+            "mode": "zo",
+            "strategy.name": "fedkseed",
+            "zo.params": "lora",
+            "zo.pool-size": 8,
+        }
+    )
     zo = zo_model(config)
     w0 = [t.tensor.clone() for t in zo.targets]
     perturb_(zo.targets, zo.pool[0], 0.5, "dense")  # a round stopped mid-step

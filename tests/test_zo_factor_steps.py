@@ -19,8 +19,9 @@ LR, EPS = 1e-3, 1e-3
 
 def _examples(task: str, n: int) -> list[dict[str, list[int]]]:
     inputs = tiny_inputs(task, batch=n, length=10, seed=3)
-    rows = [{"input_ids": ids.tolist(), "attention_mask": [1] * len(ids)}
-            for ids in inputs["input_ids"]]  # fmt: skip
+    rows = [
+        {"input_ids": ids.tolist(), "attention_mask": [1] * len(ids)} for ids in inputs["input_ids"]
+    ]
     if task == TASK_CLASSIFICATION:
         for i, row in enumerate(rows):
             row["label"] = i % 3
@@ -38,13 +39,28 @@ def test_the_server_rebuilds_the_factors_the_client_ended_at(task: str, structur
     start = trainable_state(model)
     pool = SeedPool.from_run_seed(7, 16)
     result = train_zo(
-        model, factor_targets(trainable_parameters(model)), pool, _examples(task, 8), task,
-        steps=12, lr=LR, eps=EPS, batch_size=4, structure=structure, pad_token_id=0,
+        model,
+        factor_targets(trainable_parameters(model)),
+        pool,
+        _examples(task, 8),
+        task,
+        steps=12,
+        lr=LR,
+        eps=EPS,
+        batch_size=4,
+        structure=structure,
+        pad_token_id=0,
         generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+    )
     ended = trainable_state(model)
-    rebuilt = replay_pairs(start, torch.tensor(result.indices), torch.tensor(result.scalars),
-                           pool, lr=LR, structure=structure)  # fmt: skip
+    rebuilt = replay_pairs(
+        start,
+        torch.tensor(result.indices),
+        torch.tensor(result.scalars),
+        pool,
+        lr=LR,
+        structure=structure,
+    )
     assert rebuilt.keys() == ended.keys()
     moved = max(float((ended[k] - start[k]).abs().max()) for k in start)
     assert moved > 1e-4  # the steps moved the factors, not only the rounding

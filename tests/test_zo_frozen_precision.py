@@ -12,12 +12,24 @@ from federated.data.encode import collate
 from federated.zo.frozen_precision import SparseOverlay
 from federated.zo_workspace import forget_zo_model, sensitive_mask, zo_model
 
-SENSITIVE = {"mode": "zo", "strategy.name": "fedkseed", "model.name": "tiny-llama",
-             "zo.params": "sensitive", "zo.sparse-fraction": 0.01, "zo.pool-size": 16,
-             "zo.calibration-examples": 8, "train.batch-size": 4, "zo.lr": 1e-2}  # fmt: skip
-BATCH = collate([{"input_ids": [5, 9, 33, 2, 71], "attention_mask": [1] * 5, "labels": [-100] * 5},
-                 {"input_ids": [8, 1, 4], "attention_mask": [1] * 3, "labels": [-100] * 3}],
-                pad_token_id=0)  # fmt: skip
+SENSITIVE = {
+    "mode": "zo",
+    "strategy.name": "fedkseed",
+    "model.name": "tiny-llama",
+    "zo.params": "sensitive",
+    "zo.sparse-fraction": 0.01,
+    "zo.pool-size": 16,
+    "zo.calibration-examples": 8,
+    "train.batch-size": 4,
+    "zo.lr": 1e-2,
+}
+BATCH = collate(
+    [
+        {"input_ids": [5, 9, 33, 2, 71], "attention_mask": [1] * 5, "labels": [-100] * 5},
+        {"input_ids": [8, 1, 4], "attention_mask": [1] * 3, "labels": [-100] * 3},
+    ],
+    pad_token_id=0,
+)
 
 
 def _logits(model: torch.nn.Module) -> torch.Tensor:
@@ -36,8 +48,11 @@ def _trained_model(frozen_dtype: str) -> tuple:
 
 def test_low_precision_matrices_replay_and_compute_as_the_float32_model_says() -> None:
     full, mask = _trained_model("float32")
-    entries = {n: p.detach().reshape(-1)[mask[n].long()].clone()
-               for n, p in full.model.named_parameters() if n in mask}  # fmt: skip
+    entries = {
+        n: p.detach().reshape(-1)[mask[n].long()].clone()
+        for n, p in full.model.named_parameters()
+        if n in mask
+    }
     # What the low-precision model must compute: frozen entries rounded, trained ones exact.
     for name, param in full.model.named_parameters():
         if param.dim() >= 2:
@@ -49,8 +64,11 @@ def test_low_precision_matrices_replay_and_compute_as_the_float32_model_says() -
     vectors = {n: p.detach().clone() for n, p in full.model.named_parameters() if p.dim() < 2}
 
     low, _ = _trained_model("bfloat16")
-    overlays = {n.removesuffix(".parametrizations.weight"): m for n, m in low.model.named_modules()
-                if n.endswith(".parametrizations.weight")}  # fmt: skip
+    overlays = {
+        n.removesuffix(".parametrizations.weight"): m
+        for n, m in low.model.named_modules()
+        if n.endswith(".parametrizations.weight")
+    }
     for name, values in entries.items():
         assert torch.equal(overlays[name.removesuffix(".weight")][0].values, values)
     for name, param in low.model.named_parameters():
@@ -67,8 +85,9 @@ def test_the_bytes_saved_are_the_halved_matrices_less_the_trained_entries() -> N
     before = sum(p.numel() * p.element_size() for p in full.model.parameters())
     low, _ = _trained_model("bfloat16")
     after = sum(p.numel() * p.element_size() for p in low.model.parameters())
-    trained = sum(t.tensor.numel() * 4 for t in low.targets
-                  if not isinstance(t.tensor, torch.nn.Parameter))  # fmt: skip
+    trained = sum(
+        t.tensor.numel() * 4 for t in low.targets if not isinstance(t.tensor, torch.nn.Parameter)
+    )
     assert trained == 4 * sum(m.numel() for m in mask.values())
     assert low.frozen_bytes_saved == before - after - trained > 0.45 * before
 

@@ -32,24 +32,40 @@ from strategies.fedkseed import FedKSeed
 from tests.messages import message
 
 ROOT = Path(__file__).resolve().parents[1]
-HYBRID = {"mode": "zo", "strategy.name": "fedkseed", "model.name": "tiny-bert",
-          "data.name": "wordnet", "data.num-classes": 4, "zo.hybrid": "head",
-          "zo.pool-size": 32}  # fmt: skip
+HYBRID = {
+    "mode": "zo",
+    "strategy.name": "fedkseed",
+    "model.name": "tiny-bert",
+    "data.name": "wordnet",
+    "data.num-classes": 4,
+    "zo.hybrid": "head",
+    "zo.pool-size": 32,
+}
 EPS, LR, HEAD_LR = 1e-2, 1e-3, 0.5
 
 
 def _examples(n: int = 6) -> list[dict]:
     generator = torch.Generator().manual_seed(3)
-    return [{"input_ids": [101, *torch.randint(1000, 5000, (5 + i,), generator=generator).tolist(),
-                           102], "attention_mask": [1] * (7 + i), "label": i % 3}
-            for i in range(n)]  # fmt: skip
+    return [
+        {
+            "input_ids": [
+                101,
+                *torch.randint(1000, 5000, (5 + i,), generator=generator).tolist(),
+                102,
+            ],
+            "attention_mask": [1] * (7 + i),
+            "label": i % 3,
+        }
+        for i in range(n)
+    ]
 
 
 def _model() -> tuple[torch.nn.Module, dict, list]:
     model = load_base_model("tiny-bert", TASK_CLASSIFICATION, num_labels=3, seed=0)
     hybrid = hybrid_parameters(model, "head")
-    targets = [t for t in zo_targets(model, "full")
-               if all(t.tensor is not p for p in hybrid.values())]  # fmt: skip
+    targets = [
+        t for t in zo_targets(model, "full") if all(t.tensor is not p for p in hybrid.values())
+    ]
     for param in model.parameters():
         param.requires_grad_(False)
     for param in hybrid.values():
@@ -63,14 +79,28 @@ def test_the_heads_step_is_the_mean_of_its_gradients_at_the_two_perturbed_bodies
     reference = copy.deepcopy(model).eval()  # as train_zo runs it: no dropout
     pool, encoded = SeedPool.from_run_seed(0, 8), _examples()
     result = train_zo(
-        model, targets, pool, encoded, TASK_CLASSIFICATION, steps=1, lr=LR, eps=EPS,
-        batch_size=len(encoded), structure="dense", pad_token_id=0,
-        generator=torch.Generator().manual_seed(0), hybrid=hybrid, hybrid_lr=HEAD_LR,
-    )  # fmt: skip
+        model,
+        targets,
+        pool,
+        encoded,
+        TASK_CLASSIFICATION,
+        steps=1,
+        lr=LR,
+        eps=EPS,
+        batch_size=len(encoded),
+        structure="dense",
+        pad_token_id=0,
+        generator=torch.Generator().manual_seed(0),
+        hybrid=hybrid,
+        hybrid_lr=HEAD_LR,
+    )
 
     ref_hybrid = hybrid_parameters(reference, "head")
-    ref_targets = [t for t in zo_targets(reference, "full")
-                   if all(t.tensor is not p for p in ref_hybrid.values())]  # fmt: skip
+    ref_targets = [
+        t
+        for t in zo_targets(reference, "full")
+        if all(t.tensor is not p for p in ref_hybrid.values())
+    ]
     batch, seed = collate(encoded, 0), pool[result.indices[0]]
     grads = []
     for scale in (EPS, -2 * EPS):
@@ -110,8 +140,10 @@ def test_the_body_replays_bit_for_bit_in_another_process_and_leaves_the_head_out
     path = tmp_path / "body.pt"
     subprocess.run(
         [sys.executable, "-c", REPLAY_SCRIPT, __import__("json").dumps(config), str(path)],
-        cwd=ROOT, check=True, env={"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": ""},
-    )  # fmt: skip
+        cwd=ROOT,
+        check=True,
+        env={"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": ""},
+    )
     here, there = replayed_body(config), torch.load(path)
     assert len(here) == len(there) > 0
     assert all(torch.equal(a, b) for a, b in zip(here, there, strict=True))
@@ -122,31 +154,47 @@ def test_the_body_replays_bit_for_bit_in_another_process_and_leaves_the_head_out
 
 
 def _strategy(head: dict[str, torch.Tensor]) -> FedKSeed:
-    return FedKSeed(FedKSeed.initial_model(16, head), scale=1.0, pro=False, pro_clip=0.5,
-                    changes_only=True)  # fmt: skip
+    return FedKSeed(
+        FedKSeed.initial_model(16, head), scale=1.0, pro=False, pro_clip=0.5, changes_only=True
+    )
 
 
 def test_the_server_averages_heads_by_weight_and_seed_steps_as_before() -> None:
     head = {f"{WIRE_PREFIX}classifier.weight": torch.zeros(3, 4)}
     strategy = _strategy(head)
     updates = [
-        {keys.SEED_INDICES: torch.tensor([1, 2]), keys.SEED_SCALARS: torch.tensor([1.0, 2.0]),
-         f"{WIRE_PREFIX}classifier.weight": torch.full((3, 4), 1.0)},
-        {keys.SEED_INDICES: torch.tensor([2]), keys.SEED_SCALARS: torch.tensor([4.0]),
-         f"{WIRE_PREFIX}classifier.weight": torch.full((3, 4), 4.0)},
-    ]  # fmt: skip
+        {
+            keys.SEED_INDICES: torch.tensor([1, 2]),
+            keys.SEED_SCALARS: torch.tensor([1.0, 2.0]),
+            f"{WIRE_PREFIX}classifier.weight": torch.full((3, 4), 1.0),
+        },
+        {
+            keys.SEED_INDICES: torch.tensor([2]),
+            keys.SEED_SCALARS: torch.tensor([4.0]),
+            f"{WIRE_PREFIX}classifier.weight": torch.full((3, 4), 4.0),
+        },
+    ]
     strategy.aggregate(updates, [1.0, 3.0])
-    torch.testing.assert_close(strategy.hybrid_tensors()[f"{WIRE_PREFIX}classifier.weight"],
-                               torch.full((3, 4), 0.25 * 1.0 + 0.75 * 4.0))  # fmt: skip
+    torch.testing.assert_close(
+        strategy.hybrid_tensors()[f"{WIRE_PREFIX}classifier.weight"],
+        torch.full((3, 4), 0.25 * 1.0 + 0.75 * 4.0),
+    )
     sums = strategy.model.trainable[keys.SEED_SUMS]
     assert float(sums[1]) == pytest.approx(0.25) and float(sums[2]) == pytest.approx(3.5)
 
 
 def _reply(head: dict[str, torch.Tensor]) -> Message:
     arrays = {keys.SEED_INDICES: torch.tensor([0, 1]), keys.SEED_SCALARS: torch.tensor([0.1, 0.2])}
-    metrics = MetricRecord({keys.NUM_EXAMPLES: 10.0, keys.PARTITION_ID: 0.0, keys.TRAIN_LOSS: 1.0,
-                            keys.TRAIN_STEPS: 2.0, keys.TRAIN_SECONDS: 0.1,
-                            keys.PEAK_MEMORY_MB: 1.0})  # fmt: skip
+    metrics = MetricRecord(
+        {
+            keys.NUM_EXAMPLES: 10.0,
+            keys.PARTITION_ID: 0.0,
+            keys.TRAIN_LOSS: 1.0,
+            keys.TRAIN_STEPS: 2.0,
+            keys.TRAIN_SECONDS: 0.1,
+            keys.PEAK_MEMORY_MB: 1.0,
+        }
+    )
     content = {keys.ARRAYS: tensors_to_record({**arrays, **head}), keys.METRICS: metrics}
     return message(RecordDict(content), src=7, reply_to="x")
 
@@ -172,12 +220,14 @@ def test_a_replys_head_is_checked_against_what_was_sent(head: dict, reason: str 
     ("extra", "message"),
     [
         ({"mode": "lora", "strategy.name": "fedavg"}, "applies to mode = zo"),
-        ({"model.name": "tiny-llama", "data.name": "chatterbot", "data.num-classes": 0},
-         "needs a classification head"),
+        (
+            {"model.name": "tiny-llama", "data.name": "chatterbot", "data.num-classes": 0},
+            "needs a classification head",
+        ),
         ({"dp.record-level": True, "dp.target-epsilon": 3.0}, "no record-level DP"),
         ({"zo.hybrid": "no_such_module"}, "no module named 'no_such_module'"),
     ],
-)  # fmt: skip
+)
 def test_hybrid_settings_that_cannot_work_are_refused(extra: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         zo_model(parse_run_config({**HYBRID, **extra}))

@@ -21,10 +21,21 @@ from federated.zo_workspace import forget_zo_model, zo_model
 from server.zo_rate import resolve_zo_lr, zo_lr_probe
 from tests.messages import message
 
-AUTO = {"mode": "zo", "strategy.name": "fedkseed", "model.name": "tiny-bert",
-        "data.name": "wordnet", "data.num-classes": 3, "data.max-per-class": 30,
-        "zo.pool-size": 32, "zo.params": "lora", "zo.hybrid": "head", "zo.hybrid-lr": 0.1,
-        "zo.calibration-examples": 16, "train.batch-size": 4, "zo.eps": 1e-2}  # fmt: skip
+AUTO = {
+    "mode": "zo",
+    "strategy.name": "fedkseed",
+    "model.name": "tiny-bert",
+    "data.name": "wordnet",
+    "data.num-classes": 3,
+    "data.max-per-class": 30,
+    "zo.pool-size": 32,
+    "zo.params": "lora",
+    "zo.hybrid": "head",
+    "zo.hybrid-lr": 0.1,
+    "zo.calibration-examples": 16,
+    "train.batch-size": 4,
+    "zo.eps": 1e-2,
+}
 
 
 class _Quadratic:
@@ -67,8 +78,9 @@ def test_the_first_step_may_wobble_but_a_later_rise_fails() -> None:
     def train_chunk(lr: float, steps: int, chunk: int) -> None:
         state["loss"] = paths[lr][chunk]
 
-    result = probe_lr(train_chunk, lambda: state["loss"], lambda: state.update(loss=1.0),
-                      candidates=(0.2, 0.1))  # fmt: skip
+    result = probe_lr(
+        train_chunk, lambda: state["loss"], lambda: state.update(loss=1.0), candidates=(0.2, 0.1)
+    )
     assert result.edge == 0.1
     assert [t.losses for t in result.trials] == [[1.0, 1.0, 1.0, 1.03], [1.0, *paths[0.1]]]
 

@@ -58,14 +58,29 @@ def test_a_momentum_round_reports_no_more_pairs_than_steps_and_replays_to_its_we
     w0 = snapshot(targets)
     pool = SeedPool.from_run_seed(0, 8)
     generator = torch.Generator().manual_seed(1)
-    encoded = [{"input_ids": torch.randint(10, 1000, (12,), generator=generator).tolist(),
-                "attention_mask": [1] * 12, "labels": [-100] * 6 + [5] * 6}
-               for _ in range(4)]  # fmt: skip
+    encoded = [
+        {
+            "input_ids": torch.randint(10, 1000, (12,), generator=generator).tolist(),
+            "attention_mask": [1] * 12,
+            "labels": [-100] * 6 + [5] * 6,
+        }
+        for _ in range(4)
+    ]
     result = train_zo(
-        model, targets, pool, encoded, TASK_CAUSAL_LM, steps=12, lr=1e-3, eps=1e-3,
-        batch_size=2, structure="low-rank", pad_token_id=0,
-        generator=torch.Generator().manual_seed(0), momentum=0.9,
-    )  # fmt: skip
+        model,
+        targets,
+        pool,
+        encoded,
+        TASK_CAUSAL_LM,
+        steps=12,
+        lr=1e-3,
+        eps=1e-3,
+        batch_size=2,
+        structure="low-rank",
+        pad_token_id=0,
+        generator=torch.Generator().manual_seed(0),
+        momentum=0.9,
+    )
     assert result.steps == 12 and len(result.indices) <= 8  # one total per seed used
     trained = _flat(targets).clone()
     restore_(targets, w0)

@@ -31,9 +31,16 @@ from federated.zo.sums_sync import OutOfSync
 from federated.zo_workspace import forget_zo_model, save_mask, sensitive_mask, zo_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SENSITIVE = {"mode": "zo", "strategy.name": "fedkseed", "model.name": "tiny-llama",
-             "zo.params": "sensitive", "zo.sparse-fraction": 0.001, "zo.pool-size": 16,
-             "zo.calibration-examples": 8, "train.batch-size": 4}  # fmt: skip
+SENSITIVE = {
+    "mode": "zo",
+    "strategy.name": "fedkseed",
+    "model.name": "tiny-llama",
+    "zo.params": "sensitive",
+    "zo.sparse-fraction": 0.001,
+    "zo.pool-size": 16,
+    "zo.calibration-examples": 8,
+    "train.batch-size": 4,
+}
 
 
 def test_the_mask_takes_the_largest_squares_ranked_over_all_matrices() -> None:
@@ -47,9 +54,14 @@ def test_the_mask_takes_the_largest_squares_ranked_over_all_matrices() -> None:
 
 def _batches() -> list[dict[str, torch.Tensor]]:
     generator = torch.Generator().manual_seed(0)
-    rows = [{"input_ids": torch.randint(10, 1000, (8,), generator=generator).tolist(),
-             "attention_mask": [1] * 8, "labels": [-100] * 4 + [7] * 4}
-            for _ in range(4)]  # fmt: skip
+    rows = [
+        {
+            "input_ids": torch.randint(10, 1000, (8,), generator=generator).tolist(),
+            "attention_mask": [1] * 8,
+            "labels": [-100] * 4 + [7] * 4,
+        }
+        for _ in range(4)
+    ]
     return [collate(rows[:2], 0), collate(rows[2:], 0)]
 
 
@@ -93,10 +105,13 @@ print(mask_digest(sensitive_mask(parse_run_config(json.loads(sys.argv[1])))))
 def test_the_servers_mask_is_the_same_in_another_process() -> None:
     config = parse_run_config(SENSITIVE)
     there = subprocess.run(
-        [sys.executable, "-c", MASK_SCRIPT, json.dumps(SENSITIVE)], cwd=ROOT, check=True,
-        capture_output=True, text=True,
+        [sys.executable, "-c", MASK_SCRIPT, json.dumps(SENSITIVE)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
         env={"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": ""},
-    ).stdout.strip()  # fmt: skip
+    ).stdout.strip()
     mask = sensitive_mask(config)
     assert there == mask_digest(mask)
     entries = sum(m.numel() for m in mask.values())

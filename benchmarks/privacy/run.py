@@ -36,24 +36,32 @@ METHODS = {
     "fedavg": {"strategy.name": "fedavg"},
     "ffa-lora": {"strategy.name": "ffa-lora"},
     "zo-fedkseed": {
-        "mode": "zo", "strategy.name": "fedkseed", "zo.params": "lora", "zo.perturbation": "dense",
-        "zo.lr": 3e-3, "train.local-steps": 40,
+        "mode": "zo",
+        "strategy.name": "fedkseed",
+        "zo.params": "lora",
+        "zo.perturbation": "dense",
+        "zo.lr": 3e-3,
+        "train.local-steps": 40,
     },
     # DP-SGD's noise shrinks against the signal as a client holds more records: the same
     # federation with five times the definitions (about 580 a client instead of 115).
     "fedavg-5x-data": {"strategy.name": "fedavg", "data.max-per-class": 2000},
-}  # fmt: skip
+}
 # Every setting as written here: the physical batch too, which would otherwise resolve to the
 # tuned one (the others are set in BASE).
 DP = {
-    "dp.record-level": True, "dp.max-grad-norm": 1.0, "dp.delta": 1e-5,
+    "dp.record-level": True,
+    "dp.max-grad-norm": 1.0,
+    "dp.delta": 1e-5,
     "dp.physical-batch": 0,
-}  # fmt: skip
+}
 # DP-FedAvg on the same federation: each client in a round at rate 1/4, its update clipped.
 CLIENT_LEVEL = {
-    "strategy.name": "fedavg", "dp.client-level": True, "dp.client-clip-norm": 0.5,
+    "strategy.name": "fedavg",
+    "dp.client-level": True,
+    "dp.client-clip-norm": 0.5,
     "dp.delta": 1e-5,
-}  # fmt: skip
+}
 SECAGG = {"secagg.enabled": True, "secagg.num-shares": 1.0}
 # One-run privacy audit: 100 canaries, each inserted with a fair coin into one client's data.
 AUDIT = {"audit.canaries": 100}
@@ -90,20 +98,27 @@ def runs() -> dict[str, dict]:
     out["fedavg-no-dp-audit"] = {**BASE, **METHODS["fedavg"], **AUDIT}
     # Every client in every round: each canary is seen about 9 times instead of about 2.
     out["fedavg-no-dp-audit-every-round"] = {
-        **out["fedavg-no-dp-audit"], "strategy.fraction-train": 1.0, "strategy.min-train-nodes": 20,
-    }  # fmt: skip
+        **out["fedavg-no-dp-audit"],
+        "strategy.fraction-train": 1.0,
+        "strategy.min-train-nodes": 20,
+    }
     # A tenth of the definitions, every client every round for 4 rounds: a canary is seen about
     # 30 times, the volume at which a model memorises a mislabelled record.
     out["fedavg-no-dp-audit-memorising"] = {
-        **out["fedavg-no-dp-audit-every-round"], "data.max-per-class": 40, "num-server-rounds": 4,
-    }  # fmt: skip
+        **out["fedavg-no-dp-audit-every-round"],
+        "data.max-per-class": 40,
+        "num-server-rounds": 4,
+    }
     out["fedavg-no-dp-audit-memorising-8-rounds"] = {
-        **out["fedavg-no-dp-audit-memorising"], "num-server-rounds": 8,
-    }  # fmt: skip
+        **out["fedavg-no-dp-audit-memorising"],
+        "num-server-rounds": 8,
+    }
     # The same under record-level DP at epsilon 8: the bound must stay under the accountant's.
     out["fedavg-eps8-audit-memorising-8-rounds"] = {
-        **out["fedavg-no-dp-audit-memorising-8-rounds"], **DP, "dp.target-epsilon": 8.0,
-    }  # fmt: skip
+        **out["fedavg-no-dp-audit-memorising-8-rounds"],
+        **DP,
+        "dp.target-epsilon": 8.0,
+    }
     out["fedavg-no-dp"] = out.pop("fedavg-no-dp")
     out["fedavg-secagg"] = {**BASE, **METHODS["fedavg"], **SECAGG}
     return out
@@ -155,9 +170,12 @@ def run_and_save(
 
 def main() -> None:
     settings = {
-        "base": BASE, "methods": METHODS, "dp": DP, "client_level": CLIENT_LEVEL,
+        "base": BASE,
+        "methods": METHODS,
+        "dp": DP,
+        "client_level": CLIENT_LEVEL,
         "distributed": DISTRIBUTED,
-    }  # fmt: skip
+    }
     run_and_save("privacy-bench", runs(), CLIENTS, settings, RESULTS)
 
 

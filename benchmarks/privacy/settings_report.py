@@ -28,8 +28,10 @@ def rows() -> dict[str, tuple[list[float | None], float | None]]:
     out = {}
     sweep = json.loads((HERE / "sweep.json").read_text()) if (HERE / "sweep.json").is_file() else {}
     for data, result in sweep.get("sweeps", {}).items():
-        for label, key in (("record-level, starting settings (batch 16, rate 3e-3)", "start_at"),
-                           ("record-level, swept best", "best_at")):  # fmt: skip
+        for label, key in (
+            ("record-level, starting settings (batch 16, rate 3e-3)", "start_at"),
+            ("record-level, swept best", "best_at"),
+        ):
             finals = [result[key].get(f"{e:g}", {}).get("accuracy") for e in EPSILONS]
             out[f"{label}, ~{data} records a client"] = (finals, _final(NO_DP[data]))
     many = [_final(f"clients1000-eps{e:g}") for e in EPSILONS]

@@ -50,10 +50,18 @@ def measure(model_name: str, kind: str) -> dict:
             )
         else:
             result = train_lora_dp(
-                local.model, encoded, config.task, settings,
-                noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=1.0,
-                expected_batch=len(encoded), mode=kind, pad_token_id=pad, generator=generator,
-            )  # fmt: skip
+                local.model,
+                encoded,
+                config.task,
+                settings,
+                noise_multiplier=1.0,
+                max_grad_norm=1.0,
+                sample_rate=1.0,
+                expected_batch=len(encoded),
+                mode=kind,
+                pad_token_id=pad,
+                generator=generator,
+            )
         times.append(result.seconds)
     return {"step_seconds": statistics.median(times[1:]), "peak_mb": peak_mb()}
 
@@ -72,8 +80,10 @@ def main() -> None:
         for kind in KINDS:
             proc = subprocess.run(
                 [sys.executable, "-m", "benchmarks.privacy.step_cost", "--child", model, kind],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if proc.returncode != 0:
                 raise RuntimeError(f"{model} {kind} failed:\n{proc.stderr[-3000:]}")
             entry[kind] = json.loads(proc.stdout.strip().splitlines()[-1])

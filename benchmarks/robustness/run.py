@@ -29,16 +29,33 @@ RESULTS = HERE / "results.json"
 
 CLIENTS, ATTACKERS = 10, (0, 1, 2)
 BASE = {
-    "model.name": "minilm-l6", "model.max-length": 32, "data.name": "wordnet",
-    "data.num-classes": 8, "data.max-per-class": 400, "data.partitioner": "dirichlet",
-    "data.dirichlet-alpha": 1.0, "num-server-rounds": 6, "lora.rank": 8, "train.lr": 0.003,
-    "train.local-steps": 8, "train.batch-size": 16, "eval.max-examples": 0,
-    "eval.batch-size": 64, "strategy.fraction-evaluate": 0.0, "strategy.min-train-nodes": CLIENTS,
-    "strategy.min-available-nodes": CLIENTS, "robust.byzantine-clients": len(ATTACKERS),
-    "robust.trim-fraction": 0.3, "seed": 0,
-}  # fmt: skip
-ATTACKS = {"clean": None, "scaled-100": "scaled-100", "sign-flip": "sign-flip",
-           "inflated-weight": "inflated-examples"}  # fmt: skip
+    "model.name": "minilm-l6",
+    "model.max-length": 32,
+    "data.name": "wordnet",
+    "data.num-classes": 8,
+    "data.max-per-class": 400,
+    "data.partitioner": "dirichlet",
+    "data.dirichlet-alpha": 1.0,
+    "num-server-rounds": 6,
+    "lora.rank": 8,
+    "train.lr": 0.003,
+    "train.local-steps": 8,
+    "train.batch-size": 16,
+    "eval.max-examples": 0,
+    "eval.batch-size": 64,
+    "strategy.fraction-evaluate": 0.0,
+    "strategy.min-train-nodes": CLIENTS,
+    "strategy.min-available-nodes": CLIENTS,
+    "robust.byzantine-clients": len(ATTACKERS),
+    "robust.trim-fraction": 0.3,
+    "seed": 0,
+}
+ATTACKS = {
+    "clean": None,
+    "scaled-100": "scaled-100",
+    "sign-flip": "sign-flip",
+    "inflated-weight": "inflated-examples",
+}
 METHODS = ("none", "norm-bound", "median", "trimmed-mean", "krum", "multi-krum")
 
 
@@ -69,7 +86,7 @@ def summarise(rounds: list[dict]) -> dict:
                 for c in r["clients"]
                 if c["status"].startswith("rejected")
             }
-        ),  # fmt: skip
+        ),
         "aggregation_seconds": [r["aggregation_seconds"] for r in trained],
     }
 

@@ -26,17 +26,23 @@ LM, CLASSIFIER = {"model.name": "smollm2-135m"}, {"data.name": "wordnet", "data.
 ZO = {"mode": "zo", "strategy.name": "fedkseed"}
 DP = {"dp.record-level": True, "dp.noise-multiplier": 1.0}
 CASES = [
-    ({"model.name": "tiny-llama"}, 8, 96), ({"model.name": "tiny-llama"}, 16, 128),
-    ({"model.name": "tiny-llama", **ZO}, 8, 96), ({"model.name": "tiny-llama", **DP}, 8, 96),
+    ({"model.name": "tiny-llama"}, 8, 96),
+    ({"model.name": "tiny-llama"}, 16, 128),
+    ({"model.name": "tiny-llama", **ZO}, 8, 96),
+    ({"model.name": "tiny-llama", **DP}, 8, 96),
     ({"model.name": "tiny-bert", **CLASSIFIER}, 16, 64),
     ({"model.name": "tiny-bert", **CLASSIFIER}, 32, 128),
     ({"model.name": "minilm-l6", **CLASSIFIER}, 16, 64),
     ({"model.name": "minilm-l6", **CLASSIFIER}, 32, 128),
     ({"model.name": "minilm-l6", **CLASSIFIER, **ZO}, 16, 64),
     ({"model.name": "minilm-l6", **CLASSIFIER, **DP}, 16, 64),
-    (LM, 4, 96), (LM, 8, 64), (LM, 8, 128), ({**LM, **ZO}, 4, 96), ({**LM, **ZO}, 8, 128),
+    (LM, 4, 96),
+    (LM, 8, 64),
+    (LM, 8, 128),
+    ({**LM, **ZO}, 4, 96),
+    ({**LM, **ZO}, 8, 128),
     ({**LM, **DP}, 4, 96),
-]  # fmt: skip
+]
 
 
 def label(config: dict, batch: int, length: int) -> str:
@@ -52,19 +58,25 @@ def run() -> list[dict]:
         returning = measure(config, batch, length)
         default = measure(config, batch, length, returning_allocator=False)
         row = {
-            "case": label(config, batch, length), "config": config, "batch": batch,
-            "length": length, "estimate": vars(estimate) | {"job": estimate.job},
+            "case": label(config, batch, length),
+            "config": config,
+            "batch": batch,
+            "length": length,
+            "estimate": vars(estimate) | {"job": estimate.job},
             "measured_job": returning["peak"] - returning["runtime"],
             "measured_job_default_allocator": default["peak"] - default["runtime"],
             "runtime": returning["runtime"],
-        }  # fmt: skip
+        }
         row["error"] = row["estimate"]["job"] / row["measured_job"] - 1
         row["error_default_allocator"] = (
             row["estimate"]["job"] / row["measured_job_default_allocator"] - 1
         )
-        print(f"{row['case']}: estimate {estimate.job / 1e6:.0f} MB, measured "
-              f"{row['measured_job'] / 1e6:.0f} MB ({row['error']:+.1%}), default allocator "
-              f"{row['measured_job_default_allocator'] / 1e6:.0f} MB", flush=True)  # fmt: skip
+        print(
+            f"{row['case']}: estimate {estimate.job / 1e6:.0f} MB, measured "
+            f"{row['measured_job'] / 1e6:.0f} MB ({row['error']:+.1%}), default allocator "
+            f"{row['measured_job_default_allocator'] / 1e6:.0f} MB",
+            flush=True,
+        )
         rows.append(row)
     return rows
 
@@ -78,8 +90,9 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.scatter(default, estimated, marker="x", label="glibc default allocator")
     top = max(measured + default + estimated) * 1.1
     ax.plot([0, top], [0, top], color="gray", lw=0.8)
-    ax.fill_between([0, top], [0, 0.8 * top], [0, 1.2 * top], color="gray", alpha=0.15,
-                    label="within 20%")  # fmt: skip
+    ax.fill_between(
+        [0, top], [0, 0.8 * top], [0, 1.2 * top], color="gray", alpha=0.15, label="within 20%"
+    )
     ax.set_xscale("log"), ax.set_yscale("log")
     ax.set_xlabel("measured job memory (MB, runtime excluded)")
     ax.set_ylabel("estimated job memory (MB)")

@@ -65,29 +65,46 @@ failure-rate = 0
 
 def _plain(out: Path) -> dict:
     result = out / "plain-flower.json"
-    settings = {"clients": CLIENTS, "rounds": ROUNDS, "local-steps": STEPS,
-                "batch-size": BATCH, "result": str(result)}  # fmt: skip
+    settings = {
+        "clients": CLIENTS,
+        "rounds": ROUNDS,
+        "local-steps": STEPS,
+        "batch-size": BATCH,
+        "result": str(result),
+    }
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PLAIN_FLOWER_SETTINGS": json.dumps(settings)}
-    subprocess.run([sys.executable, "-c", _PLAIN], check=True, env=env, cwd=ROOT,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", _PLAIN], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL
+    )
     return json.loads(result.read_text())
 
 
 def _fedtune(out: Path, name: str, simulator: bool) -> dict:
     config = {
-        "model.name": "tiny-llama", "data.partitioner": "iid", "num-server-rounds": ROUNDS,
+        "model.name": "tiny-llama",
+        "data.partitioner": "iid",
+        "num-server-rounds": ROUNDS,
         "train.local-steps": STEPS,
-        "train.batch-size": BATCH, "strategy.fraction-train": 1.0,
-        "strategy.fraction-evaluate": 0.0, "strategy.min-train-nodes": CLIENTS,
-        "strategy.min-available-nodes": CLIENTS, "output-dir": str(out), "run-name": name,
-    }  # fmt: skip
+        "train.batch-size": BATCH,
+        "strategy.fraction-train": 1.0,
+        "strategy.fraction-evaluate": 0.0,
+        "strategy.min-train-nodes": CLIENTS,
+        "strategy.min-available-nodes": CLIENTS,
+        "output-dir": str(out),
+        "run-name": name,
+    }
     if simulator:
         profiles = out / "bench.toml"
         profiles.write_text(_DEVICE)
         config |= {"simulation.population": "bench:1", "simulation.profiles-file": str(profiles)}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, "-c", _FEDTUNE, json.dumps(config), str(CLIENTS)],
-                   check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", _FEDTUNE, json.dumps(config), str(CLIENTS)],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     lines = (out / name / "metrics.jsonl").read_text().splitlines()
     rounds = [json.loads(line) for line in lines][1:]
     trained = [c for r in rounds for c in r["clients"] if c["status"] == "ok"]
@@ -124,15 +141,25 @@ def main() -> None:
         "workers": WORKERS,
         "model": "tiny-llama (49,152-token vocabulary, 96 tokens)",
     }
-    (HERE / "overhead.json").write_text(json.dumps({"settings": settings, "runs": runs},
-                                                   indent=2) + "\n")  # fmt: skip
+    (HERE / "overhead.json").write_text(
+        json.dumps({"settings": settings, "runs": runs}, indent=2) + "\n"
+    )
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     names = list(runs)
-    ax.bar(names, [runs[n]["overhead"] for n in names], color=["0.6", "C0", "C1"],
-           label="rounds' wall time")  # fmt: skip
-    ax.bar(names, [runs[n].get("overhead_without_server_test", runs[n]["overhead"])
-                   for n in names], color="none", edgecolor="k", hatch="//",
-           label="without the server's test evaluation")  # fmt: skip
+    ax.bar(
+        names,
+        [runs[n]["overhead"] for n in names],
+        color=["0.6", "C0", "C1"],
+        label="rounds' wall time",
+    )
+    ax.bar(
+        names,
+        [runs[n].get("overhead_without_server_test", runs[n]["overhead"]) for n in names],
+        color="none",
+        edgecolor="k",
+        hatch="//",
+        label="without the server's test evaluation",
+    )
     ax.set_ylim(0.9, None)
     ax.legend(fontsize=7, loc="lower right")
     ax.axhline(1.0, color="k", lw=0.8, ls=":")

@@ -33,9 +33,14 @@ torch.set_num_threads(1)  # one CPU per Ray actor, as fedtune's clients
 def _model() -> torch.nn.Module:
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-    )  # fmt: skip
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
     return get_peft_model(LlamaForCausalLM(config), lora)
 
@@ -67,8 +72,12 @@ def train(msg: Message, context: Context) -> Message:
 
 
 def _sum_seconds(contents: list[RecordDict], weight_key: str) -> MetricRecord:
-    return MetricRecord({"train-seconds": sum(c["metrics"]["train-seconds"] for c in contents),
-                         "clients": len(contents)})  # fmt: skip
+    return MetricRecord(
+        {
+            "train-seconds": sum(c["metrics"]["train-seconds"] for c in contents),
+            "clients": len(contents),
+        }
+    )
 
 
 server = ServerApp()
@@ -79,17 +88,22 @@ def main(grid: Grid, context: Context) -> None:
     run = json.loads(os.environ[SETTINGS_ENV])
     clients = int(run["clients"])
     strategy = FedAvg(
-        fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=clients,
-        min_available_nodes=clients, train_metrics_aggr_fn=_sum_seconds,
-    )  # fmt: skip
+        fraction_train=1.0,
+        fraction_evaluate=0.0,
+        min_train_nodes=clients,
+        min_available_nodes=clients,
+        train_metrics_aggr_fn=_sum_seconds,
+    )
     train_config = ConfigRecord(
         {"lr": 1e-3, "local-steps": int(run["local-steps"]), "batch-size": int(run["batch-size"])}
     )
     started = time.perf_counter()
     result = strategy.start(
-        grid=grid, initial_arrays=ArrayRecord(get_peft_model_state_dict(_model())),
-        num_rounds=int(run["rounds"]), train_config=train_config,
-    )  # fmt: skip
+        grid=grid,
+        initial_arrays=ArrayRecord(get_peft_model_state_dict(_model())),
+        num_rounds=int(run["rounds"]),
+        train_config=train_config,
+    )
     wall = time.perf_counter() - started
     rounds = result.train_metrics_clientapp
     summary = {

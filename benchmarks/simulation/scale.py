@@ -69,10 +69,13 @@ def _tree_rss(root: int) -> float:
 
 def run_size(n: int, out: Path) -> dict:
     process = subprocess.Popen(
-        [sys.executable, "-c", _RUN, str(n), str(out), str(ROUNDS)], cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [sys.executable, "-c", _RUN, str(n), str(out), str(ROUNDS)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
         env={"PYTHONPATH": str(ROOT), **_env()},
-    )  # fmt: skip
+    )
     peak = 0.0
     while process.poll() is None:
         peak = max(peak, _tree_rss(process.pid))
@@ -81,9 +84,14 @@ def run_size(n: int, out: Path) -> dict:
     rounds = [json.loads(x) for x in (out / f"n{n}" / "metrics.jsonl").read_text().splitlines()]
     round_seconds = sum(r["round_seconds"] for r in rounds[1:])
     hours = sum(r["simulation"]["duration_s"] for r in rounds[1:]) / 3600
-    return {"devices": n, "wall_seconds": wall, "peak_memory_bytes": peak,
-            "round_seconds": round_seconds, "rounds_per_minute": ROUNDS / round_seconds * 60,
-            "simulated_hours": hours}  # fmt: skip
+    return {
+        "devices": n,
+        "wall_seconds": wall,
+        "peak_memory_bytes": peak,
+        "round_seconds": round_seconds,
+        "rounds_per_minute": ROUNDS / round_seconds * 60,
+        "simulated_hours": hours,
+    }
 
 
 def _env() -> dict[str, str]:
@@ -93,10 +101,15 @@ def _env() -> dict[str, str]:
 def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     devices = [r["devices"] for r in rows]
-    ax.plot(devices, [r["peak_memory_bytes"] / 1e9 for r in rows], marker="o",
-            label="peak memory, whole simulation (GB)")  # fmt: skip
-    ax.plot(devices, [r["wall_seconds"] / 60 for r in rows], marker="s",
-            label="wall time (minutes)")  # fmt: skip
+    ax.plot(
+        devices,
+        [r["peak_memory_bytes"] / 1e9 for r in rows],
+        marker="o",
+        label="peak memory, whole simulation (GB)",
+    )
+    ax.plot(
+        devices, [r["wall_seconds"] / 60 for r in rows], marker="s", label="wall time (minutes)"
+    )
     ax.set_xlabel("virtual devices")
     ax.set_ylim(bottom=0)
     ax.set_title(f"tiny-bert, 10 clients a round, {ROUNDS} rounds, 2 cores")

@@ -38,13 +38,22 @@ TARGETS = (3.0, 2.5, 2.0)
 NETWORKS = {"fast": (48, 94, 15), "slow": (0.5, 2, 150)}  # uplink, downlink Mbit/s; latency ms
 KINDS = {"old-phone": (1.15, 10), "phone": (5.0, 40), "laptop": (8.0, 150)}  # GB, GFLOP/s
 BASE = {
-    "model.name": "smollm2-135m", "model.max-length": 64, "num-server-rounds": 8,
-    "train.local-steps": 5, "train.batch-size": 4,
-    "zo.lr": 3e-4, "zo.eps": 1e-3, "zo.pool-size": 1024,  # the zo benchmark's sweep
-    "strategy.fraction-train": 0.25, "strategy.fraction-evaluate": 0.0,
-    "strategy.min-train-nodes": 4, "strategy.min-available-nodes": CLIENTS,
-    "eval.max-examples": 64, "simulation.profiles-file": str(DEVICES), "seed": 0,
-}  # fmt: skip
+    "model.name": "smollm2-135m",
+    "model.max-length": 64,
+    "num-server-rounds": 8,
+    "train.local-steps": 5,
+    "train.batch-size": 4,
+    "zo.lr": 3e-4,
+    "zo.eps": 1e-3,
+    "zo.pool-size": 1024,  # the zo benchmark's sweep
+    "strategy.fraction-train": 0.25,
+    "strategy.fraction-evaluate": 0.0,
+    "strategy.min-train-nodes": 4,
+    "strategy.min-available-nodes": CLIENTS,
+    "eval.max-examples": 64,
+    "simulation.profiles-file": str(DEVICES),
+    "seed": 0,
+}
 FEDERATIONS = {
     "lora": {"simulation.zo-fallback": False},
     "mixed": {"simulation.zo-fallback": True},
@@ -70,8 +79,13 @@ def run(federation: str, network: str) -> list[dict]:
     folder = RUNS / name
     if not (folder / "summary.json").is_file():
         population = f"old-phone-{network}:0.5,phone-{network}:0.25,laptop-{network}:0.25"
-        config = {**BASE, **FEDERATIONS[federation], "simulation.population": population,
-                  "output-dir": str(RUNS), "run-name": name}  # fmt: skip
+        config = {
+            **BASE,
+            **FEDERATIONS[federation],
+            "simulation.population": population,
+            "output-dir": str(RUNS),
+            "run-name": name,
+        }
         started = time.perf_counter()
         simulate(config, CLIENTS)
         print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
@@ -96,11 +110,13 @@ def summarise(rounds: list[dict]) -> dict:
             if device["status"] == "kept":
                 modes[device["mode"]] = modes.get(device["mode"], 0) + 1
     return {
-        "simulated_hours": hours, "test_loss": losses, "hours_to_test_loss": reached,
+        "simulated_hours": hours,
+        "test_loss": losses,
+        "hours_to_test_loss": reached,
         "bytes_up": sum(r["bytes_up"] for r in rounds[1:]),
         "bytes_down": sum(r["bytes_down"] for r in rounds[1:]),
         "client_rounds_by_mode": modes,
-    }  # fmt: skip
+    }
 
 
 def plot(results: dict[str, dict]) -> None:
@@ -109,8 +125,13 @@ def plot(results: dict[str, dict]) -> None:
         for federation in FEDERATIONS:
             r = results[f"{federation}-{network}"]
             mb = (r["bytes_up"] + r["bytes_down"]) / 1e6
-            ax.plot([h * 60 for h in r["simulated_hours"]], r["test_loss"], marker="o", ms=3,
-                    label=f"{federation} ({mb:.1f} MB)")  # fmt: skip
+            ax.plot(
+                [h * 60 for h in r["simulated_hours"]],
+                r["test_loss"],
+                marker="o",
+                ms=3,
+                label=f"{federation} ({mb:.1f} MB)",
+            )
         for target in TARGETS:
             ax.axhline(target, color="0.8", lw=0.8, ls=":")
         up, down, latency = NETWORKS[network]

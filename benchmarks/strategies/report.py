@@ -78,9 +78,14 @@ def table(results: dict) -> str:
             down = statistics.fmean(v for run in runs for v in run["bytes_down_per_client"])
             agg = statistics.fmean(v for run in runs for v in run["aggregation_seconds"])
             cells = [
-                name, str(len(runs)), f"{final[0]:.3f} ± {final[1]:.3f}", f"{best[0]:.3f}",
-                f"{up / 1e3:.0f} KB", f"{down / 1e3:.0f} KB", f"{agg * 1e3:.1f} ms",
-            ]  # fmt: skip
+                name,
+                str(len(runs)),
+                f"{final[0]:.3f} ± {final[1]:.3f}",
+                f"{best[0]:.3f}",
+                f"{up / 1e3:.0f} KB",
+                f"{down / 1e3:.0f} KB",
+                f"{agg * 1e3:.1f} ms",
+            ]
             rows.append((final[0], "| " + " | ".join(cells) + " |"))
         lines += [row for _, row in sorted(rows, reverse=True)]
     return "\n".join(lines)

@@ -73,11 +73,19 @@ def measure_zo_step(model_name: str, params: str, structure: str) -> dict:
     steps = []
     for i in range(REPEATS):
         result = train_zo(
-            zo.model, zo.targets, zo.pool, encoded, config.task,
-            steps=1, lr=config.zo.lr, eps=config.zo.eps, batch_size=len(encoded),
-            structure=structure, pad_token_id=zo.tokenizer.pad_token_id,
+            zo.model,
+            zo.targets,
+            zo.pool,
+            encoded,
+            config.task,
+            steps=1,
+            lr=config.zo.lr,
+            eps=config.zo.eps,
+            batch_size=len(encoded),
+            structure=structure,
+            pad_token_id=zo.tokenizer.pad_token_id,
             generator=torch.Generator().manual_seed(i),
-        )  # fmt: skip
+        )
         steps.append(result.seconds)
     return {
         "forward_seconds": forward,
@@ -105,9 +113,13 @@ def measure_lora_step(model_name: str) -> dict:
     steps = []
     for i in range(REPEATS):
         result = train_lora(
-            local.model, encoded, config.task, settings,
-            pad_token_id=local.tokenizer.pad_token_id, generator=torch.Generator().manual_seed(i),
-        )  # fmt: skip
+            local.model,
+            encoded,
+            config.task,
+            settings,
+            pad_token_id=local.tokenizer.pad_token_id,
+            generator=torch.Generator().manual_seed(i),
+        )
         steps.append(result.seconds)
     trained = sum(p.numel() for p in local.model.parameters() if p.requires_grad)
     return {
@@ -145,8 +157,10 @@ def _child(kind: str, **kwargs: str) -> dict:
     spec = json.dumps({"kind": kind, **kwargs})
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.zo.costs", "--child", spec],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{spec} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])

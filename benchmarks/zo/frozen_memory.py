@@ -23,9 +23,18 @@ RESULTS = HERE / "frozen_memory.json"
 PLOT = HERE / "frozen_memory.png"
 DTYPES = ("float32", "bfloat16", "float16")
 STEPS = 5
-CONFIG = {"mode": "zo", "strategy.name": "fedkseed", "model.name": "smollm2-135m",
-          "data.name": "chatterbot", "zo.params": "sensitive", "zo.sparse-fraction": 0.001,
-          "zo.lr": 1e-5, "zo.pool-size": 4096, "train.batch-size": 4, "seed": 0}  # fmt: skip
+CONFIG = {
+    "mode": "zo",
+    "strategy.name": "fedkseed",
+    "model.name": "smollm2-135m",
+    "data.name": "chatterbot",
+    "zo.params": "sensitive",
+    "zo.sparse-fraction": 0.001,
+    "zo.lr": 1e-5,
+    "zo.pool-size": 4096,
+    "train.batch-size": 4,
+    "seed": 0,
+}
 
 MEASURE = """
 import json, resource, sys, time
@@ -94,8 +103,12 @@ def _plot(results: dict) -> None:
     )
     for k, (key, label) in enumerate(bars):
         offset = (k - 1) * 0.27
-        mem.bar([i + offset for i in range(len(names))], [rows[n][key] for n in names],
-                width=0.27, label=label)  # fmt: skip
+        mem.bar(
+            [i + offset for i in range(len(names))],
+            [rows[n][key] for n in names],
+            width=0.27,
+            label=label,
+        )
     mem.set_xticks(range(len(names)), names)
     mem.set_ylabel("MB")
     mem.set_title("SmolLM2-135M, sensitive 0.1%: a client's memory")
@@ -119,8 +132,10 @@ def main() -> None:
             config = json.dumps({**CONFIG, "zo.frozen-dtype": dtype})
             out = subprocess.run(
                 [sys.executable, "-c", MEASURE, config, str(mask), str(STEPS)],
-                check=True, capture_output=True, text=True,
-            )  # fmt: skip
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             rows[dtype] = json.loads(out.stdout.strip().splitlines()[-1])
             print(dtype, rows[dtype], flush=True)
     results = {"settings": {"config": CONFIG, "steps": STEPS, "threads": 1}, "dtypes": rows}

@@ -31,13 +31,17 @@ SETUPS = {
     "smollm2-wordnet": {
         "clients": MODELS["minilm-l6"]["clients"],
         "run_config": {
-            **MODELS["minilm-l6"]["run_config"], "model.name": "smollm2-135m",
+            **MODELS["minilm-l6"]["run_config"],
+            "model.name": "smollm2-135m",
             "model.task": "classification-as-generation",
         },
     },
-}  # fmt: skip
-PRICED_AS = {"minilm-l6": "minilm-l6", "smollm2-135m": "smollm2-135m",
-             "smollm2-wordnet": "smollm2-135m"}  # fmt: skip
+}
+PRICED_AS = {
+    "minilm-l6": "minilm-l6",
+    "smollm2-135m": "smollm2-135m",
+    "smollm2-wordnet": "smollm2-135m",
+}
 
 _ZO = {"mode": "zo", "strategy.name": "fedkseed", "zo.pool-size": 4096, "zo.eps": 1e-3}
 LORA_STEPS = {"minilm-l6": 8, "smollm2-135m": 10, "smollm2-wordnet": 8}
@@ -52,29 +56,43 @@ METHODS = {
     "minilm-l6": {
         "zo-lora": ({**_ZO, "zo.params": "lora", "zo.lr": 3e-3}, "zo-lora-dense"),
         "zo-lora-hybrid": (
-            {**_ZO, "zo.params": "lora", "zo.lr": 3e-3, "zo.hybrid": "head",
-             "zo.hybrid-lr": 0.5}, "zo-lora-dense",
+            {**_ZO, "zo.params": "lora", "zo.lr": 3e-3, "zo.hybrid": "head", "zo.hybrid-lr": 0.5},
+            "zo-lora-dense",
         ),
         "zo-lora-hybrid-slow-head": (
-            {**_ZO, "zo.params": "lora", "zo.lr": 3e-3, "zo.hybrid": "head",
-             "zo.hybrid-lr": 0.1}, "zo-lora-dense",
+            {**_ZO, "zo.params": "lora", "zo.lr": 3e-3, "zo.hybrid": "head", "zo.hybrid-lr": 0.1},
+            "zo-lora-dense",
         ),
         "zo-sensitive-hybrid": (
-            {**_ZO, "zo.params": "sensitive", "zo.sparse-fraction": 0.001, "zo.lr": 3e-3,
-             "zo.hybrid": "head", "zo.hybrid-lr": 0.5}, "zo-sparse-dense",
+            {
+                **_ZO,
+                "zo.params": "sensitive",
+                "zo.sparse-fraction": 0.001,
+                "zo.lr": 3e-3,
+                "zo.hybrid": "head",
+                "zo.hybrid-lr": 0.5,
+            },
+            "zo-sparse-dense",
         ),
         # The head's first-order steps alone: what the zeroth-order steps on the body add.
         "head-only": (
-            {**_ZO, "zo.params": "lora", "zo.lr": 1e-9, "zo.hybrid": "head",
-             "zo.hybrid-lr": 0.5}, "zo-lora-dense",
+            {**_ZO, "zo.params": "lora", "zo.lr": 1e-9, "zo.hybrid": "head", "zo.hybrid-lr": 0.5},
+            "zo-lora-dense",
         ),
         "zo-lora-hybrid-fast-head": (
-            {**_ZO, "zo.params": "lora", "zo.lr": 3e-3, "zo.hybrid": "head",
-             "zo.hybrid-lr": 1.0}, "zo-lora-dense",
+            {**_ZO, "zo.params": "lora", "zo.lr": 3e-3, "zo.hybrid": "head", "zo.hybrid-lr": 1.0},
+            "zo-lora-dense",
         ),
         "zo-lora-hybrid-momentum": (
-            {**_ZO, "zo.params": "lora", "zo.lr": 3e-4, "zo.momentum": 0.9,
-             "zo.hybrid": "head", "zo.hybrid-lr": 0.5}, "zo-lora-dense",
+            {
+                **_ZO,
+                "zo.params": "lora",
+                "zo.lr": 3e-4,
+                "zo.momentum": 0.9,
+                "zo.hybrid": "head",
+                "zo.hybrid-lr": 0.5,
+            },
+            "zo-lora-dense",
         ),
     },
     "smollm2-135m": {
@@ -93,8 +111,14 @@ METHODS = {
             "zo-sparse-dense",
         ),
         "zo-full-low-rank-momentum": (
-            {**_ZO, "zo.params": "full", "zo.perturbation": "low-rank", "zo.lr": 1e-6,
-             "zo.momentum": 0.9}, "zo-full-low-rank",
+            {
+                **_ZO,
+                "zo.params": "full",
+                "zo.perturbation": "low-rank",
+                "zo.lr": 1e-6,
+                "zo.momentum": 0.9,
+            },
+            "zo-full-low-rank",
         ),
         # zo.lr = 0: the rate the server probes before round 1 (federated.zo.lr_probe).
         "zo-sensitive-auto": (
@@ -109,7 +133,7 @@ METHODS = {
             "zo-sparse-dense",
         ),
     },
-}  # fmt: skip
+}
 
 
 def equal_compute_steps(setup: str, priced_as: str) -> int:
@@ -145,7 +169,7 @@ def main() -> None:
     results = {
         "settings": {
             name: {"config": config, "clients": clients} for name, (config, clients) in plan.items()
-        },  # fmt: skip
+        },
         "runs": {name: summarise(done[name], clients) for name, (_, clients) in plan.items()},
     }
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")

@@ -18,8 +18,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def _setup(name: str) -> str:
-    return next(setup for setup in sorted(SETUPS, key=len, reverse=True)
-                if name.startswith(setup + "-"))  # fmt: skip
+    return next(
+        setup for setup in sorted(SETUPS, key=len, reverse=True) if name.startswith(setup + "-")
+    )
 
 
 def _headline(run: dict) -> tuple[str, list[float]]:
@@ -56,8 +57,10 @@ def plot(results: dict, path: Path) -> None:
 
 
 def table(results: dict) -> str:
-    rows = ["| run | steps | final | up / round | down / round | total per client |",
-            "|---|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "| run | steps | final | up / round | down / round | total per client |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, run in results["runs"].items():
         metric, values = _headline(run)
         steps = results["settings"][name]["config"]["train.local-steps"]

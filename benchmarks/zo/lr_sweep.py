@@ -63,11 +63,19 @@ def sweep_one(model: str, method: str, lr: float) -> list[float]:
     for round_index in range(config.num_server_rounds):
         train_ids, _ = client_indices(config, round_index % shared["clients"], shared["clients"])
         train_zo(
-            zo.model, zo.targets, zo.pool, encode_indices(config, zo.tokenizer, train_ids),
-            config.task, steps=config.train.local_steps, lr=lr, eps=config.zo.eps,
-            batch_size=config.train.batch_size, structure=config.zo.perturbation,
-            pad_token_id=pad, generator=generator,
-        )  # fmt: skip
+            zo.model,
+            zo.targets,
+            zo.pool,
+            encode_indices(config, zo.tokenizer, train_ids),
+            config.task,
+            steps=config.train.local_steps,
+            lr=lr,
+            eps=config.zo.eps,
+            batch_size=config.train.batch_size,
+            structure=config.zo.perturbation,
+            pad_token_id=pad,
+            generator=generator,
+        )
         losses.append(test_loss())
         if not math.isfinite(losses[-1]) or losses[-1] > losses[0] + DIVERGED:
             break
@@ -85,8 +93,10 @@ def main() -> None:
             for lr in grid:
                 losses = sweep_one(model, method, lr)
                 results[model][method][f"{lr:g}"] = losses
-                print(f"{model} {method} lr {lr:g}: " + " ".join(f"{x:.3f}" for x in losses),
-                      flush=True)  # fmt: skip
+                print(
+                    f"{model} {method} lr {lr:g}: " + " ".join(f"{x:.3f}" for x in losses),
+                    flush=True,
+                )
     (HERE / "lr_sweep.json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {HERE / 'lr_sweep.json'}")
 

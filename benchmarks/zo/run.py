@@ -27,24 +27,41 @@ MODELS = {
     "smollm2-135m": {
         "clients": 10,
         "run_config": {
-            "model.name": "smollm2-135m", "data.name": "chatterbot", "num-server-rounds": 4,
-            "strategy.fraction-train": 0.3, "strategy.min-train-nodes": 3,
-            "strategy.fraction-evaluate": 0.0, "strategy.min-available-nodes": 10,
-            "eval.max-examples": 64, "train.batch-size": 4, "seed": 0,
+            "model.name": "smollm2-135m",
+            "data.name": "chatterbot",
+            "num-server-rounds": 4,
+            "strategy.fraction-train": 0.3,
+            "strategy.min-train-nodes": 3,
+            "strategy.fraction-evaluate": 0.0,
+            "strategy.min-available-nodes": 10,
+            "eval.max-examples": 64,
+            "train.batch-size": 4,
+            "seed": 0,
         },
     },
     "minilm-l6": {
         "clients": 20,
         "run_config": {
-            "model.name": "minilm-l6", "model.max-length": 32, "data.name": "wordnet",
-            "data.num-classes": 8, "data.max-per-class": 400, "data.partitioner": "dirichlet",
-            "data.dirichlet-alpha": 1.0, "data.test-fraction": 0.1, "num-server-rounds": 8,
-            "strategy.fraction-train": 0.25, "strategy.min-train-nodes": 5,
-            "strategy.fraction-evaluate": 0.0, "strategy.min-available-nodes": 20,
-            "eval.max-examples": 0, "eval.batch-size": 64, "train.batch-size": 16, "seed": 0,
+            "model.name": "minilm-l6",
+            "model.max-length": 32,
+            "data.name": "wordnet",
+            "data.num-classes": 8,
+            "data.max-per-class": 400,
+            "data.partitioner": "dirichlet",
+            "data.dirichlet-alpha": 1.0,
+            "data.test-fraction": 0.1,
+            "num-server-rounds": 8,
+            "strategy.fraction-train": 0.25,
+            "strategy.min-train-nodes": 5,
+            "strategy.fraction-evaluate": 0.0,
+            "strategy.min-available-nodes": 20,
+            "eval.max-examples": 0,
+            "eval.batch-size": 64,
+            "train.batch-size": 16,
+            "seed": 0,
         },
     },
-}  # fmt: skip
+}
 
 _ZO = {"mode": "zo", "strategy.name": "fedkseed", "zo.pool-size": 4096, "zo.eps": 1e-3}
 
@@ -56,33 +73,49 @@ METHODS = {
     "smollm2-135m": {
         "lora-fedavg": {"strategy.name": "fedavg", "train.local-steps": 10, "train.lr": 1e-3},
         "zo-full-low-rank": {
-            **_ZO, "zo.params": "full", "zo.perturbation": "low-rank", "zo.lr": 1e-5,
+            **_ZO,
+            "zo.params": "full",
+            "zo.perturbation": "low-rank",
+            "zo.lr": 1e-5,
             "train.local-steps": 20,
         },
         "zo-lora-dense": {
-            **_ZO, "zo.params": "lora", "zo.perturbation": "dense", "zo.lr": 3e-4,
+            **_ZO,
+            "zo.params": "lora",
+            "zo.perturbation": "dense",
+            "zo.lr": 3e-4,
             "train.local-steps": 20,
         },
     },
     "minilm-l6": {
         "lora-fedavg": {"strategy.name": "fedavg", "train.local-steps": 8, "train.lr": 3e-3},
         "zo-full-low-rank": {
-            **_ZO, "zo.params": "full", "zo.perturbation": "low-rank", "zo.lr": 3e-4,
+            **_ZO,
+            "zo.params": "full",
+            "zo.perturbation": "low-rank",
+            "zo.lr": 3e-4,
             "train.local-steps": 40,
         },
         "zo-lora-dense": {
-            **_ZO, "zo.params": "lora", "zo.perturbation": "dense", "zo.lr": 3e-3,
+            **_ZO,
+            "zo.params": "lora",
+            "zo.perturbation": "dense",
+            "zo.lr": 3e-3,
             "train.local-steps": 40,
         },
         # The first 4 of the 8 rounds: a sampled client replays every seed moved since it last
         # synced, about 0.3 s each with dense perturbations of all weights, so rounds grow; 8
         # rounds took 46 minutes, more than the rest of the benchmark together.
         "zo-full-dense": {
-            **_ZO, "zo.params": "full", "zo.perturbation": "dense", "zo.lr": 3e-4,
-            "train.local-steps": 40, "num-server-rounds": 4,
+            **_ZO,
+            "zo.params": "full",
+            "zo.perturbation": "dense",
+            "zo.lr": 3e-4,
+            "train.local-steps": 40,
+            "num-server-rounds": 4,
         },
     },
-}  # fmt: skip
+}
 
 
 def summarise(rounds: list[dict], clients: int) -> dict:

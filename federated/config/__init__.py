@@ -29,9 +29,26 @@ from federated.config.train import EvalSettings, TrainSettings
 from federated.config.zo import ZoSettings
 
 __all__ = [
-    "BUILTIN_DATASETS", "ConfigError", "DataSettings", "EvalSettings", "LoraSettings",
-    "ModelSettings", "PrivacySettings", "RobustSettings", "RunConfig", "SecAggSettings",
-    "ServerSettings", "SimulationSettings", "StrategySettings", "TrainSettings", "ZoSettings",
-    "app_config_toml", "config_reference_markdown", "default_flat_config", "iter_options", "option",
-    "parse_run_config", "run_config_to_flat",
-]  # fmt: skip
+    "BUILTIN_DATASETS",
+    "ConfigError",
+    "DataSettings",
+    "EvalSettings",
+    "LoraSettings",
+    "ModelSettings",
+    "PrivacySettings",
+    "RobustSettings",
+    "RunConfig",
+    "SecAggSettings",
+    "ServerSettings",
+    "SimulationSettings",
+    "StrategySettings",
+    "TrainSettings",
+    "ZoSettings",
+    "app_config_toml",
+    "config_reference_markdown",
+    "default_flat_config",
+    "iter_options",
+    "option",
+    "parse_run_config",
+    "run_config_to_flat",
+]

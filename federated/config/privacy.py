@@ -81,9 +81,11 @@ class PrivacySettings:
         "noised count (Andrew et al., 2021).",
     )
     client_clip_quantile: float = option(
-        0.5, "Adaptive clipping: share of clients whose update the bound should not clip.",
-        above=0.0, maximum=1.0,
-    )  # fmt: skip
+        0.5,
+        "Adaptive clipping: share of clients whose update the bound should not clip.",
+        above=0.0,
+        maximum=1.0,
+    )
     client_clip_lr: float = option(
         0.2, "Adaptive clipping: geometric learning rate of the bound.", above=0.0
     )

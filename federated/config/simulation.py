@@ -42,14 +42,19 @@ class SimulationSettings:
         "hetlora).",
     )
     start_hour: float = option(
-        0.0, "The simulated local hour when round 1 starts (for daily availability).",
-        minimum=0.0, maximum=24.0,
-    )  # fmt: skip
-    target_loss: float = option(
-        0.0, "Report the simulated hours until the test loss first reaches this (0: none).",
+        0.0,
+        "The simulated local hour when round 1 starts (for daily availability).",
         minimum=0.0,
-    )  # fmt: skip
+        maximum=24.0,
+    )
+    target_loss: float = option(
+        0.0,
+        "Report the simulated hours until the test loss first reaches this (0: none).",
+        minimum=0.0,
+    )
     target_accuracy: float = option(
-        0.0, "Report the simulated hours until the test accuracy first reaches this (0: none).",
-        minimum=0.0, maximum=1.0,
-    )  # fmt: skip
+        0.0,
+        "Report the simulated hours until the test accuracy first reaches this (0: none).",
+        minimum=0.0,
+        maximum=1.0,
+    )

@@ -13,10 +13,17 @@ class StrategySettings:
         "fedavg",
         "Aggregation strategy; see the README's strategy table.",
         choices=(
-            "fedavg", "ffa-lora", "fedsa-lora", "flora",
-            "fedex-lora", "flexlora", "lora-fair", "hetlora", "fedkseed",
+            "fedavg",
+            "ffa-lora",
+            "fedsa-lora",
+            "flora",
+            "fedex-lora",
+            "flexlora",
+            "lora-fair",
+            "hetlora",
+            "fedkseed",
         ),
-    )  # fmt: skip
+    )
     fraction_train: float = option(
         1.0, "Share of connected clients sampled to train each round.", above=0.0, maximum=1.0
     )

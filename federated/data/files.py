@@ -124,8 +124,9 @@ def _text_lines(path: Path) -> Iterator[str]:
     spreadsheets write, is dropped: it would rename the first column.
     """
     with path.open("rb") as handle:
-        for line_number, raw in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES + 1), b""),
-                                          start=1):  # fmt: skip
+        for line_number, raw in enumerate(
+            iter(lambda: handle.readline(MAX_LINE_BYTES + 1), b""), start=1
+        ):
             if len(raw) > MAX_LINE_BYTES:
                 raise ValueError(
                     f"{path}, line {line_number}: longer than {MAX_LINE_BYTES >> 20} MiB; an "

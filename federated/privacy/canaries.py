@@ -35,8 +35,7 @@ def canary(config: RunConfig, index: int, num_labels: int) -> Example:
         return Example(text=f"code {secret}", label=rng.randrange(num_labels), group="canary")
     # Its own prompt: canaries that shared one could only be learnt as a mixture of secrets.
     agent = "".join(str(rng.randrange(10)) for _ in range(4))
-    return Example(text=f"{PROMPT} Agent {agent}.", target=f"The code is {secret}.",
-                   group="canary")  # fmt: skip
+    return Example(text=f"{PROMPT} Agent {agent}.", target=f"The code is {secret}.", group="canary")
 
 
 def inserted(config: RunConfig, index: int) -> bool:

@@ -165,11 +165,16 @@ def plan_distributed(
         c = _scale_for(multiplier, dimension, min_clients, max_clients)
         bound = rounded_bound(c, dimension)
         return DistributedPlan(
-            clip=clip, granularity=clip / c, bound=bound,
+            clip=clip,
+            granularity=clip / c,
+            bound=bound,
             local_std=multiplier * bound / math.sqrt(min_clients),
-            min_clients=min_clients, max_clients=max_clients, sample_rate=sample_rate,
-            dimension=dimension, delta=delta,
-        )  # fmt: skip
+            min_clients=min_clients,
+            max_clients=max_clients,
+            sample_rate=sample_rate,
+            dimension=dimension,
+            delta=delta,
+        )
 
     if noise_multiplier > 0:
         return plan(noise_multiplier)
@@ -196,13 +201,26 @@ def planned_min_clients(config: RunConfig) -> int:
 
 @cache
 def _cached_plan(
-    clip: float, dimension: int, rate: float, min_clients: int, delta: float,
-    multiplier: float, target: float, rounds: int,
-) -> DistributedPlan:  # fmt: skip
+    clip: float,
+    dimension: int,
+    rate: float,
+    min_clients: int,
+    delta: float,
+    multiplier: float,
+    target: float,
+    rounds: int,
+) -> DistributedPlan:
     return plan_distributed(
-        clip, dimension, rate, min_clients=min_clients, max_clients=MAX_CLIENTS,
-        delta=delta, noise_multiplier=multiplier, target_epsilon=target, rounds=rounds,
-    )  # fmt: skip
+        clip,
+        dimension,
+        rate,
+        min_clients=min_clients,
+        max_clients=MAX_CLIENTS,
+        delta=delta,
+        noise_multiplier=multiplier,
+        target_epsilon=target,
+        rounds=rounds,
+    )
 
 
 def run_plan(config: RunConfig, dimension: int) -> DistributedPlan:
@@ -211,7 +229,12 @@ def run_plan(config: RunConfig, dimension: int) -> DistributedPlan:
     ``MAX_CLIENTS`` is refused."""
     dp = config.dp
     return _cached_plan(
-        dp.client_clip_norm, dimension, config.strategy.fraction_train,
-        planned_min_clients(config), dp.delta, dp.client_noise_multiplier,
-        dp.client_target_epsilon, config.num_server_rounds,
-    )  # fmt: skip
+        dp.client_clip_norm,
+        dimension,
+        config.strategy.fraction_train,
+        planned_min_clients(config),
+        dp.delta,
+        dp.client_noise_multiplier,
+        dp.client_target_epsilon,
+        config.num_server_rounds,
+    )

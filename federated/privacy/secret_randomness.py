@@ -34,8 +34,9 @@ def _warn_insecure(value: str) -> None:
     log(
         WARNING,
         "%s=%s: privacy noise and sampling are replayable; this process has no privacy",
-        INSECURE_SEED_ENV, value,
-    )  # fmt: skip
+        INSECURE_SEED_ENV,
+        value,
+    )
 
 
 def _csprng_generator() -> torch.Generator | None:

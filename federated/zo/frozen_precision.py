@@ -43,8 +43,12 @@ class SparseOverlay(nn.Module):
 
 def _holders(model: nn.Module, param: nn.Parameter) -> list[tuple[nn.Module, str]]:
     """Every (module, attribute) that holds ``param``: a tied matrix has several."""
-    return [(module, name) for module in model.modules()
-            for name, p in module.named_parameters(recurse=False) if p is param]  # fmt: skip
+    return [
+        (module, name)
+        for module in model.modules()
+        for name, p in module.named_parameters(recurse=False)
+        if p is param
+    ]
 
 
 def store_frozen_(

@@ -33,8 +33,11 @@ def hybrid_parameters(model: nn.Module, spec: str) -> dict[str, nn.Parameter]:
     matched: set[str] = set()
     for module_name, module in model.named_modules():
         hits = {w for w in wanted if module_name == w or module_name.endswith(f".{w}")}
-        params = [(n, p) for n, p in module.named_parameters(prefix=module_name)
-                  if ".original_module." not in n]  # fmt: skip
+        params = [
+            (n, p)
+            for n, p in module.named_parameters(prefix=module_name)
+            if ".original_module." not in n
+        ]
         if hits and params:
             matched |= hits
             found.update((f"{WIRE_PREFIX}{n}", p) for n, p in params)

@@ -35,8 +35,9 @@ def squared_gradients(
     """Σ over batches of each matrix's squared gradient of the batch's mean loss."""
     params = dict(sorted(model.named_parameters()))
     wanted = {name: p.requires_grad for name, p in params.items()}
-    squares = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()
-               if p.dim() >= 2}  # fmt: skip
+    squares = {
+        name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items() if p.dim() >= 2
+    }
     try:
         for p in params.values():
             p.requires_grad_(True)
