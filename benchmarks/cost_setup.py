@@ -14,7 +14,7 @@ import torch
 
 from federated.config import RunConfig, parse_run_config
 from federated.data.encode import batches
-from federated.workspace import client_indices, encode_indices
+from federated.model.workspace import client_indices, encode_indices
 
 # Per model: its task's data, and the batch a client steps on (as in the federated runs).
 MODELS = {

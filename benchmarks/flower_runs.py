@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from federated.cli.flower_cli import FlowerCli, run_config_text
 from federated.results import METRICS_FILE, OPERATOR_FILE
-from simulation.flower_cli import FlowerCli, run_config_text
 
 
 def run_rounds(

@@ -1,8 +1,8 @@
 """Which data a node trains on, as its lifetime privacy ledger names it.
 
 A node's privacy budget belongs to its data, not to a run: every run that trains on the same
-records spends from one ledger (``client.lifetime_ledger``). So the ledger is keyed by the data's
-identity, never by anything the server sends:
+records spends from one ledger (``federated.privacy.lifetime_ledger``). So the ledger is
+keyed by the data's identity, never by anything the server sends:
 
 - a node's own ``data-file``: the SHA-256 of the file's bytes. A renamed or moved copy is the
   same source; an edited file is a new one, with a fresh ledger (a digest cannot tell which

@@ -34,9 +34,9 @@ from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClippi
 from client.lora_trainer import TrainResult
 from federated.config import TrainSettings
 from federated.data.encode import collate
-from federated.losses import loss_terms
-from federated.optimizer_bound import ADAMW_BETAS
+from federated.model.losses import loss_terms
 from federated.privacy.sampling import poisson_batches
+from federated.protocol.optimizer_bound import ADAMW_BETAS
 
 
 @contextmanager

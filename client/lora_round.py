@@ -22,19 +22,19 @@ from client.node_files import run_key
 from client.node_records import node_records
 from client.personal_factors import PersonalFactors
 from client.privacy_budget import PrivateClient
-from client.zo_trainer import train_zo
-from federated import message_keys as keys
 from federated.config import parse_run_config
 from federated.data.corpus import Example
-from federated.evaluation import EvalResult, evaluate_model
-from federated.local_model import LocalModel
-from federated.lora import trainable_parameters, trainable_state
+from federated.model.evaluation import EvalResult, evaluate_model
+from federated.model.local_model import LocalModel
+from federated.model.lora import trainable_parameters, trainable_state
+from federated.model.workspace import Encoded, encode_records, lora_model
 from federated.privacy.secret_randomness import secret_generator
-from federated.round_plan import RoundPlan
-from federated.wire import record_to_tensors, tensors_to_record
-from federated.workspace import Encoded, encode_records, lora_model
+from federated.protocol import message_keys as keys
+from federated.protocol.round_plan import RoundPlan
+from federated.protocol.wire import record_to_tensors, tensors_to_record
 from federated.zo.factor_steps import factor_lr, factor_targets
 from federated.zo.seed_pool import SeedPool
+from federated.zo.trainer import train_zo
 
 
 class _Round:

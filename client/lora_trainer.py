@@ -11,8 +11,8 @@ import torch
 
 from federated.config import TrainSettings
 from federated.data.encode import batches
-from federated.losses import loss_terms
-from federated.optimizer_bound import ADAMW_BETAS
+from federated.model.losses import loss_terms
+from federated.protocol.optimizer_bound import ADAMW_BETAS
 
 
 @dataclass(frozen=True)

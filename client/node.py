@@ -8,10 +8,10 @@ import zlib
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from client.node_config import node_job, node_settings
-from federated import message_keys as keys
 from federated.config import RunConfig, TrainSettings, parse_run_config
-from federated.evaluation import EvalResult
-from federated.reply_contract import (
+from federated.model.evaluation import EvalResult
+from federated.protocol import message_keys as keys
+from federated.protocol.reply_contract import (
     CLIENT_LEVEL,
     PARTITION_METRIC_KEYS,
     computed_release,
@@ -96,8 +96,8 @@ def run_seed(config: RunConfig, *parts: object) -> int:
 
 
 def contracted(values: dict[str, float], expected: frozenset[str]) -> MetricRecord:
-    """The reply's metrics, which must be exactly the contract's (``federated.reply_contract``):
-    the server rejects any other set."""
+    """The reply's metrics, which must be exactly the contract's
+    (``federated.protocol.reply_contract``): the server rejects any other set."""
     problem = metric_key_problem(set(values), expected)
     if problem:
         raise RuntimeError(f"this client's reply breaks the reply contract: {problem}")

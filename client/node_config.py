@@ -5,8 +5,8 @@ device and how it trains.
 state files, the server's sampling); a ``data-file`` replaces the built-in partition's records
 with the node's own. ``max-epsilon-per-run`` and ``max-epsilon-total`` cap what record-level DP
 may spend on the node's data in one run and over its lifetime, at ``ledger-delta``
-(``client.lifetime_ledger``). ``device-profile`` (a preset of
-``simulation/device_presets.toml``) and ``memory-gb`` size the job to the device as the
+(``federated.privacy.lifetime_ledger``). ``device-profile`` (a preset of
+``federated/devices/presets.toml``) and ``memory-gb`` size the job to the device as the
 simulator does; ``mode = zo`` puts the node on zeroth-order steps on the LoRA factors of a LoRA
 run. Every fault is one line naming the key.
 """
@@ -20,12 +20,18 @@ from pathlib import Path
 
 from flwr.app import Context
 
-from client.lifetime_ledger import DEFAULT_DELTA, DELTA_KEY, PER_RUN_KEY, TOTAL_KEY, DeviceCeilings
 from client.node_files import NODE_CONFIG_KEY as STATE_DIR_KEY
 from federated.config import RunConfig
+from federated.devices.planner import as_mode, plan_device
+from federated.devices.profiles import DeviceProfile, ProfileError, load_profiles
+from federated.privacy.lifetime_ledger import (
+    DEFAULT_DELTA,
+    DELTA_KEY,
+    PER_RUN_KEY,
+    TOTAL_KEY,
+    DeviceCeilings,
+)
 from federated.zo.factor_steps import factor_steps_problem
-from simulation.device_profiles import DeviceProfile, ProfileError, load_profiles
-from simulation.memory_planner import as_mode, plan_device
 
 KNOWN_KEYS = (
     "partition-id",
@@ -163,7 +169,7 @@ def node_settings(context: Context) -> NodeSettings:
 @lru_cache(maxsize=4)  # the memory estimate builds the model's skeleton
 def node_job(config: RunConfig, node: NodeSettings) -> NodeJob:
     """How ``node`` trains in the run of ``config``: the run's job, or the node's mode, or what
-    its device's memory allows (``simulation.memory_planner``: a smaller batch, else
+    its device's memory allows (``federated.devices.planner``: a smaller batch, else
     zeroth-order steps on the LoRA factors), at the run's LoRA rank, which the server checks
     every reply against. A job the run cannot take raises `NodeConfigError`."""
     if node.mode == "lora" and config.mode == "zo":

@@ -10,15 +10,14 @@ the node's data, not to a run, and have their own layout (``client.privacy_state
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from flwr.app import Context, Message
 
-from federated import message_keys as keys
+from federated.node_state import default_state_root
+from federated.protocol import message_keys as keys
 
-STATE_DIR_ENV = "FEDTUNE_STATE_DIR"
 NODE_CONFIG_KEY = "state-dir"
 _RUN_KEY = re.compile(r"[0-9a-f]{8,64}")
 
@@ -33,12 +32,6 @@ def run_key(msg: Message, context: Context) -> str:
     if not isinstance(key, str) or not _RUN_KEY.fullmatch(key):
         raise ValueError(f"the server's run key {str(key)[:80]!r} is not 8 to 64 hex digits")
     return key
-
-
-def default_state_root() -> Path:
-    """The state folder of a node whose config names none."""
-    root = os.environ.get(STATE_DIR_ENV)
-    return Path(root).expanduser() if root else Path.home() / ".local" / "state" / "fedtune"
 
 
 def state_root(context: Context) -> Path:

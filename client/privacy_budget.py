@@ -4,8 +4,9 @@ The guarantee is (epsilon, delta)-DP for adding or removing one training record 
 over everything the client sends in the run: its noised record count (once), then every round's
 noised update. Every run on the same data spends from one lifetime ledger, kept on disk
 (``client.privacy_state``). A round is only trained when the epsilon after it stays within the
-run's ``dp.target-epsilon`` and the device's own ceilings (``client.lifetime_ledger``), which no
-run config can loosen; otherwise the client answers with what it has spent and trains nothing.
+run's ``dp.target-epsilon`` and the device's own ceilings
+(``federated.privacy.lifetime_ledger``), which no run config can loosen; otherwise the client
+answers with what it has spent and trains nothing.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ from flwr.app import Context, Message, RecordDict
 from flwr.common import log
 
 from client.data_source import data_source
-from client.lifetime_ledger import Event, LifetimeLedger, RunSpend
 from client.node import contracted
 from client.node_config import NodeSettings
 from client.privacy_state import PrivacyStore
-from federated import message_keys as keys
 from federated.config import RunConfig
+from federated.privacy.lifetime_ledger import Event, LifetimeLedger, RunSpend
 from federated.privacy.planned_epsilon import round_mechanism
 from federated.privacy.record_count import count_release, noised_count
 from federated.privacy.secret_randomness import secret_generator
-from federated.reply_contract import DECLINED_METRIC_KEYS
+from federated.protocol import message_keys as keys
+from federated.protocol.reply_contract import DECLINED_METRIC_KEYS
 
 
 @dataclass(frozen=True)

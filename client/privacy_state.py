@@ -2,7 +2,7 @@
 
 Under the node's state folder (``client.node_files``)::
 
-    privacy/ledgers/<source>.json   one data source's lifetime ledger (``client.lifetime_ledger``)
+    privacy/ledgers/<source>.json   one data source's lifetime ledger
     privacy/trained/<source>        the index: one file for each source that has trained here
 
 A ledger is written, and read back, before anything it accounts leaves the node, then its index
@@ -23,41 +23,16 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from logging import INFO
-from pathlib import Path
 
 from flwr.app import ConfigRecord, Context
 from flwr.common import log
 
 from client.data_source import DataSource
-from client.lifetime_ledger import DeviceCeilings, LifetimeLedger
 from client.node_files import state_root
-from federated import message_keys as keys
 from federated.atomic_file import replace_file
-
-
-class PrivacyStateError(RuntimeError):
-    """The node's privacy state cannot be read or written: the client must not train."""
-
-
-def ledger_folder(root: Path) -> Path:
-    return root / "privacy" / "ledgers"
-
-
-def index_folder(root: Path) -> Path:
-    return root / "privacy" / "trained"
-
-
-def read_ledger(path: Path) -> LifetimeLedger:
-    """The ledger in ``path``; one that cannot be read raises PrivacyStateError."""
-    try:
-        ledger = LifetimeLedger.from_json(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise PrivacyStateError(f"cannot read this node's privacy ledger {path} ({err})") from None
-    if path.name != f"{ledger.source}.json":
-        raise PrivacyStateError(
-            f"cannot read this node's privacy ledger {path} (it holds source {ledger.source})"
-        )
-    return ledger
+from federated.node_state import PrivacyStateError, index_folder, ledger_folder, read_ledger
+from federated.privacy.lifetime_ledger import DeviceCeilings, LifetimeLedger
+from federated.protocol import message_keys as keys
 
 
 class PrivacyStore:

@@ -35,17 +35,17 @@ from flwr.common.secure_aggregation.secaggplus_utils import (
 
 from client.node import contracted
 from client.secagg_session import current_round, erase, stage
-from federated import message_keys as keys
 from federated.config import RunConfig, parse_run_config
 from federated.privacy.distributed_noise import planned_min_clients, run_plan
 from federated.privacy.secret_randomness import secret_numpy_generator
-from federated.reply_contract import MASKED, MASKED_CLEAR_METRICS, train_metric_keys
+from federated.protocol import message_keys as keys
+from federated.protocol.reply_contract import MASKED, MASKED_CLEAR_METRICS, train_metric_keys
+from federated.protocol.wire import record_to_tensors
 from federated.secagg import protocol as p
 from federated.secagg.distributed_dp import noised_vector
 from federated.secagg.keys import agree, new_key_pair, new_signing_pair, sign, signed_by, threshold
 from federated.secagg.masking import mask
 from federated.secagg.metric_sums import encode_metrics, statistics
-from federated.wire import record_to_tensors
 
 TrainHandler = Callable[[Message, Context], Message]
 

@@ -18,18 +18,18 @@ from client.node_config import NodeJob, NodeSettings, node_job, node_settings
 from client.node_files import run_key
 from client.node_records import node_records
 from client.privacy_budget import PrivateClient
-from client.zo_trainer import ZoPrivacy, train_zo
-from federated import message_keys as keys
 from federated.config import RunConfig, parse_run_config
-from federated.evaluation import evaluate_model
+from federated.model.evaluation import evaluate_model
+from federated.model.workspace import Encoded, encode_records
 from federated.privacy.secret_randomness import secret_generator
-from federated.wire import record_to_tensors, tensors_to_record
-from federated.workspace import Encoded, encode_records
+from federated.protocol import message_keys as keys
+from federated.protocol.wire import record_to_tensors, tensors_to_record
 from federated.zo.hybrid import hybrid_state, load_hybrid_
 from federated.zo.sensitive import client_mask
 from federated.zo.sums_sync import client_sums
+from federated.zo.trainer import ZoPrivacy, train_zo
+from federated.zo.workspace import forget_zo_model, zo_model
 from federated.zo.zo_model import ZoModel
-from federated.zo_workspace import forget_zo_model, zo_model
 
 
 class _Rebuilt(NamedTuple):

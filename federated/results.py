@@ -18,6 +18,10 @@ from federated.atomic_file import replace_file
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 OPERATOR_FILE = "operator.jsonl"
+CHECKPOINT_INFO = "checkpoint.json"
+# What became of the nodes a round asked, other than a sound reply (``server.round_outcomes``):
+# each is a ``clients_<kind>`` entry of a round and a ``replies_<kind>`` total of the summary.
+OUTCOME_KINDS = ("rejected", "declined", "no_reply", "unreachable", "evaluated_only")
 Withhold = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 

@@ -17,20 +17,21 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from safetensors.torch import save_file
 
-from federated import message_keys as keys
-from federated.adapter_files import save_global_adapter
 from federated.config import ConfigError, RunConfig, parse_run_config, run_config_to_flat
 from federated.config.schema import auto_settings_line
-from federated.evaluation import EvalResult, evaluate_model
-from federated.partition_keys import read_partition_keys
+from federated.devices.profiles import ProfileError
+from federated.model.adapter_files import save_global_adapter
+from federated.model.evaluation import EvalResult, evaluate_model
+from federated.model.workspace import corpus_for, encode_indices, lora_model, server_test_indices
 from federated.privacy.planned_epsilon import planned_epsilon_line
+from federated.protocol import message_keys as keys
+from federated.protocol.partition_keys import read_partition_keys
+from federated.protocol.stop_request import take_stop_request
 from federated.results import RunResults
-from federated.stop_request import take_stop_request
-from federated.workspace import corpus_for, encode_indices, lora_model, server_test_indices
 from federated.zo.factor_steps import factor_steps_problem
 from federated.zo.hybrid import hybrid_state, load_hybrid_
 from federated.zo.sensitive import Mask
-from federated.zo_workspace import MASK_FILE, save_mask, sensitive_mask, zo_model
+from federated.zo.workspace import MASK_FILE, save_mask, sensitive_mask, zo_model
 from server.audit import run_audit
 from server.loss_plot import plot_losses
 from server.node_partitions import NodePartitions
@@ -49,7 +50,6 @@ from server.start_checks import (
 from server.zo_factor_replies import zo_fallback_problem
 from server.zo_rate import resolve_zo_lr
 from simulation.clock_plots import plot_round_timeline, plot_test_against_hours
-from simulation.device_profiles import ProfileError
 from simulation.driver import DeviceSimulator, clock_summary
 from strategies.distributed_dp import DistributedClientDp
 from strategies.fedkseed import FedKSeed

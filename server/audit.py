@@ -12,10 +12,10 @@ import torch
 
 from federated.config import RunConfig
 from federated.data.encode import batches
-from federated.losses import loss_terms
+from federated.model.losses import loss_terms
+from federated.model.workspace import encode_records, num_labels
 from federated.privacy.audit_bound import audit_epsilon
 from federated.privacy.canaries import canary, inserted
-from federated.workspace import encode_records, num_labels
 
 SIGNIFICANCE = 0.05
 

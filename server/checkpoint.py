@@ -21,9 +21,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from federated.atomic_file import replace_file
+from federated.results import CHECKPOINT_INFO
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
-CHECKPOINT_INFO = "checkpoint.json"
 _METADATA_KEY = "fedtune"
 _VERSION = 2
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from federated.wire import serialized_bytes
+from federated.protocol.wire import serialized_bytes
 
 POLL_SECONDS = 0.5
 

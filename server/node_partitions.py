@@ -16,8 +16,8 @@ from flwr.app import Message, MessageType, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 
-from federated import message_keys as keys
-from federated.partition_keys import fingerprint
+from federated.protocol import message_keys as keys
+from federated.protocol.partition_keys import fingerprint
 from server.exchange import exchange
 from server.reply_validation import check_partition_reply
 

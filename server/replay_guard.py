@@ -10,7 +10,7 @@ import hashlib
 
 from flwr.app import Message
 
-from federated import message_keys as keys
+from federated.protocol import message_keys as keys
 
 
 def update_digest(msg: Message) -> str | None:

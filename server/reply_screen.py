@@ -10,9 +10,9 @@ from logging import INFO, WARNING
 from flwr.app import Message, MetricRecord
 from flwr.common import log
 
-from federated import message_keys as keys
 from federated.config import RunConfig
-from federated.reply_contract import computed_release, train_metric_keys
+from federated.protocol import message_keys as keys
+from federated.protocol.reply_contract import computed_release, train_metric_keys
 from server.exchange import Exchange
 from server.replay_guard import ReplayGuard, update_digest
 from server.reply_validation import (

@@ -13,16 +13,16 @@ import numpy as np
 import torch
 from flwr.app import Array, Message
 
-from federated import message_keys as keys
-from federated.local_model import fit_rank
-from federated.lora import factor_of
-from federated.reply_contract import (
+from federated.model.local_model import fit_rank
+from federated.model.lora import factor_of
+from federated.protocol import message_keys as keys
+from federated.protocol.reply_contract import (
     DECLINED_METRIC_KEYS,
     PARTITION_METRIC_KEYS,
     metric_key_problem,
 )
+from federated.protocol.wire import WIRE_DTYPE, record_to_tensors
 from federated.secagg.protocol import MASKED
-from federated.wire import WIRE_DTYPE, record_to_tensors
 from server.update_bounds import MoveBound
 
 _WIRE_NAME = str(WIRE_DTYPE).removeprefix("torch.")
@@ -123,8 +123,8 @@ def check_train_reply(
     """Why this training reply must be rejected, or None when it is sound.
 
     ``reference`` holds what the client should send back: the reply must report exactly
-    ``metric_keys`` (``federated.reply_contract``) and carry the same tensor names, the same
-    shapes (or, with ``allow_lower_rank``, LoRA factors of a smaller rank), fp32, only finite
+    ``metric_keys`` (``federated.protocol.reply_contract``) and carry the same tensor names, the
+    same shapes (or, with ``allow_lower_rank``, LoRA factors of a smaller rank), fp32, only finite
     values, and move no further from the reference than ``max_update_norm`` (L2 over all tensors,
     the reference cut to the reply's rank) nor any weight further than ``move`` allows; a tensor
     the round ``sent`` is measured from what was sent, which is where the client started. Names,

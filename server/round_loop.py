@@ -13,12 +13,12 @@ from flwr.app import Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 
-from federated import message_keys as keys
 from federated.config import RunConfig, run_config_to_flat
-from federated.evaluation import EvalResult
-from federated.reply_contract import eval_metric_keys
+from federated.model.evaluation import EvalResult
+from federated.protocol import message_keys as keys
+from federated.protocol.reply_contract import eval_metric_keys
+from federated.protocol.stop_request import take_stop_request
 from federated.results import RunResults
-from federated.stop_request import take_stop_request
 from server.checkpoint import Checkpoint, save_checkpoint
 from server.exchange import Exchange, exchange
 from server.node_partitions import NodePartitions

@@ -14,12 +14,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from federated.results import OUTCOME_KINDS
+
 EVALUATED_ONLY = "evaluated only"
-KINDS = ("rejected", "declined", "no_reply", "unreachable", "evaluated_only")
 
 
 def kind_of(status: str) -> str:
-    """``ok``, one of ``KINDS``, or ``other`` (a status this module does not know)."""
+    """``ok``, one of ``OUTCOME_KINDS``, or ``other`` (a status this module does not know)."""
     if status == "ok":
         return "ok"
     if status == EVALUATED_ONLY:
@@ -39,13 +40,16 @@ def round_counts(statuses: Iterable[str], eval_verdicts: Iterable[str]) -> dict[
     """``clients_<kind>`` for each kind, and ``evaluations_lost``."""
     counts = Counter(kind_of(s) for s in statuses)
     lost = sum(kind_of(v) in ("no_reply", "unreachable") for v in eval_verdicts)
-    return {**{f"clients_{kind}": counts[kind] for kind in KINDS}, "evaluations_lost": lost}
+    return {**{f"clients_{kind}": counts[kind] for kind in OUTCOME_KINDS}, "evaluations_lost": lost}
 
 
 def run_counts(rounds: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """The rounds' counts summed (``replies_<kind>`` and ``evaluations_lost``/``_rejected``)."""
     rounds = list(rounds)
-    totals = {f"replies_{kind}": sum(r.get(f"clients_{kind}", 0) for r in rounds) for kind in KINDS}
+    totals = {
+        f"replies_{kind}": sum(r.get(f"clients_{kind}", 0) for r in rounds)
+        for kind in OUTCOME_KINDS
+    }
     for key in ("evaluations_lost", "evaluations_rejected"):
         totals[key] = sum(r.get(key, 0) for r in rounds)
     return totals

@@ -33,9 +33,9 @@ from flwr.common import log
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares
 from flwr.serverapp import Grid
 
-from federated import message_keys as keys
 from federated.config import RunConfig
-from federated.reply_contract import eval_metric_keys, train_metric_keys, train_release
+from federated.protocol import message_keys as keys
+from federated.protocol.reply_contract import eval_metric_keys, train_metric_keys, train_release
 from federated.secagg import protocol as p
 from federated.secagg.distributed_dp import decode_sum
 from federated.secagg.keys import agree, neighbours, signed_by, threshold

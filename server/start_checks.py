@@ -2,8 +2,8 @@
 with one line instead of every client failing every round.
 
 The run config, the data file and the model are checked when the ServerApp starts (the config's
-own checks, ``federated.workspace``'s loaders); here, that results can be written where the run
-writes them, and once the nodes have connected: that enough of them did and said which data
+own checks, ``federated.model.workspace``'s loaders); here, that results can be written where
+the run writes them, and once the nodes have connected: that enough of them did and said which data
 partition they hold, and that the data splits across them with something to train on for each.
 """
 
@@ -19,7 +19,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from federated.config import ConfigError, RunConfig
-from federated.workspace import client_indices
+from federated.model.workspace import client_indices
 from server.node_partitions import NodePartitions
 
 _WAIT_REPORT_SECONDS = 10.0

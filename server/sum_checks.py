@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from federated import message_keys as keys
 from federated.config import RunConfig
 from federated.privacy.distributed_noise import DistributedPlan
+from federated.protocol import message_keys as keys
 from federated.secagg import metric_sums
 from federated.secagg.protocol import SecureSum, VectorLayout
 from server.update_bounds import move_bound

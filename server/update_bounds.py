@@ -1,8 +1,8 @@
 """What an honest client can send in a round, worked out from the run config and the split.
 
 - How far a weight can move: AdamW's bound over the round's local steps at the round's learning
-  rate (``federated.optimizer_bound``), for every tensor that starts from what the server sent
-  (not fresh factors, nor a client's own B).
+  rate (``federated.protocol.optimizer_bound``), for every tensor that starts from what the
+  server sent (not fresh factors, nor a client's own B).
 - How many examples a client can claim: its partition's training records in the server's own
   copy of the split (clients split the same data with the same seed), plus six standard
   deviations of the count noise when record-level DP noises it; or ``server.max-examples``.
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import torch
 
 from federated.config import ConfigError, RunConfig
-from federated.lora import LoraPair
-from federated.optimizer_bound import adamw_max_move
+from federated.model.lora import LoraPair
 from federated.privacy.planned_epsilon import partition_record_counts
 from federated.privacy.record_count import COUNT_NOISE_SIGMAS
-from federated.round_plan import RoundPlan
+from federated.protocol.optimizer_bound import adamw_max_move
+from federated.protocol.round_plan import RoundPlan
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ from collections.abc import Mapping
 import torch
 from flwr.app import Message, MetricRecord, RecordDict
 
-from federated import message_keys as keys
 from federated.config import RunConfig
-from federated.local_model import fit_rank
-from federated.lora import factor_of
-from federated.round_plan import RoundPlan
-from federated.wire import record_to_tensors, tensors_to_record
+from federated.model.local_model import fit_rank
+from federated.model.lora import factor_of
+from federated.protocol import message_keys as keys
+from federated.protocol.round_plan import RoundPlan
+from federated.protocol.wire import record_to_tensors, tensors_to_record
 from federated.zo.factor_steps import factor_lr, replay_pairs
 from federated.zo.seed_pool import SeedPool
 from strategies.lora_strategy import LoraStrategy

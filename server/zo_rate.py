@@ -10,13 +10,13 @@ from typing import Any
 import torch
 from flwr.common import log
 
-from client.zo_trainer import train_zo
 from federated.config import ConfigError, RunConfig
-from federated.evaluation import evaluate_model
+from federated.model.evaluation import evaluate_model
 from federated.zo.lr_probe import ProbeError, ProbeResult, probe_lr
 from federated.zo.sensitive import Mask
 from federated.zo.targets import restore_, snapshot
-from federated.zo_workspace import calibration_examples, weights_key, zo_model
+from federated.zo.trainer import train_zo
+from federated.zo.workspace import calibration_examples, weights_key, zo_model
 
 
 def zo_lr_probe(config: RunConfig, mask: Mask | None = None) -> ProbeResult:

@@ -16,7 +16,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from simulation.device_profiles import DeviceProfile
+from federated.devices.profiles import DeviceProfile
 
 SECONDS_PER_HOUR = 3600.0
 

@@ -12,8 +12,8 @@ from functools import lru_cache
 from torch.utils.flop_counter import FlopCounterMode
 
 from federated.config import RunConfig
-from federated.losses import loss_terms
-from simulation.memory_estimate import meta_batch, skeleton
+from federated.devices.memory_estimate import meta_batch, skeleton
+from federated.model.losses import loss_terms
 
 
 @lru_cache(maxsize=64)

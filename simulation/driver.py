@@ -20,10 +20,12 @@ from logging import INFO
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common import log
 
-from federated import message_keys as keys
 from federated.config import RunConfig
-from federated.wire import serialized_bytes
-from federated.workspace import client_indices
+from federated.devices.planner import Plan, as_mode, plan_device
+from federated.devices.profiles import DeviceProfile, load_profiles
+from federated.model.workspace import client_indices
+from federated.protocol import message_keys as keys
+from federated.protocol.wire import serialized_bytes
 from simulation.clock import (
     SECONDS_PER_HOUR,
     DeviceRound,
@@ -33,8 +35,6 @@ from simulation.clock import (
     settle_round,
 )
 from simulation.compute_cost import step_flops
-from simulation.device_profiles import DeviceProfile, load_profiles
-from simulation.memory_planner import Plan, as_mode, plan_device
 from simulation.population import population
 
 # Bytes of a reply beyond its tensors (records, metrics, Flower's object headers).

@@ -14,7 +14,7 @@ import random
 from collections.abc import Mapping
 from pathlib import Path
 
-from simulation.device_profiles import DeviceProfile, ProfileError
+from federated.devices.profiles import DeviceProfile, ProfileError
 
 
 def _known(name: str, profiles: Mapping[str, DeviceProfile], where: str) -> str:

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from federated import message_keys as keys
 from federated.config import ConfigError, RunConfig
 from federated.privacy.accounting import BudgetUnreachable
 from federated.privacy.distributed_noise import DistributedPlan, run_plan
 from federated.privacy.secret_randomness import secret_generator
+from federated.protocol import message_keys as keys
 from federated.secagg.protocol import Layout, layout
 from strategies.client_dp import ClientLevelDp, RoundReport, Tensors
 

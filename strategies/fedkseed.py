@@ -15,9 +15,9 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from federated import message_keys as keys
 from federated.config import RobustSettings, RunConfig
-from federated.wire import tensors_to_record
+from federated.protocol import message_keys as keys
+from federated.protocol.wire import tensors_to_record
 from federated.zo.sensitive import mask_arrays
 from federated.zo.sums_sync import SumsLedger
 from strategies.lora_factors import normalised_weights, weighted_mean

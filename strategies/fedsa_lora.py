@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from federated.round_plan import RoundPlan
+from federated.protocol.round_plan import RoundPlan
 from strategies.fedavg import aggregate_fedavg
 from strategies.lora_factors import normalised_weights
 from strategies.lora_strategy import GlobalModel, LoraStrategy, Payload, Tensors

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from federated.round_plan import RoundPlan
+from federated.protocol.round_plan import RoundPlan
 from strategies.fedavg import aggregate_fedavg
 from strategies.lora_factors import Factors, best_rank_approximation, mean_of_products
 from strategies.lora_strategy import (

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from federated.round_plan import RoundPlan
+from federated.protocol.round_plan import RoundPlan
 from strategies.fedavg import aggregate_fedavg
 from strategies.lora_factors import Factors, check_same_modules, normalised_weights
 from strategies.lora_strategy import GlobalModel, LoraStrategy, Payload, Tensors, add_to_base_delta

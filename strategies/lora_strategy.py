@@ -20,11 +20,11 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from flwr.supercore import log
 
-from federated import message_keys as keys
 from federated.config import RobustSettings, RunConfig
-from federated.lora import LoraPair, lora_pairs
-from federated.round_plan import RoundPlan
-from federated.wire import record_to_tensors, tensors_to_record
+from federated.model.lora import LoraPair, lora_pairs
+from federated.protocol import message_keys as keys
+from federated.protocol.round_plan import RoundPlan
+from federated.protocol.wire import record_to_tensors, tensors_to_record
 from strategies.client_dp import ClientLevelDp
 from strategies.lora_factors import Factors
 from strategies.partition_sampling import PartitionSampler

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from federated import message_keys as keys
-from federated.wire import record_to_tensors, tensors_to_record
+from federated.protocol import message_keys as keys
+from federated.protocol.wire import record_to_tensors, tensors_to_record
 
 Corruption = Callable[[RecordDict, RecordDict, RecordDict], RecordDict]
 

@@ -12,7 +12,7 @@ os.environ.setdefault("FEDTUNE_STATE_DIR", tempfile.mkdtemp(prefix="fedtune-test
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from simulation.flower_cli import FlowerCli  # noqa: E402
+from federated.cli.flower_cli import FlowerCli  # noqa: E402
 
 torch.set_num_threads(1)
 

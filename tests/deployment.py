@@ -12,16 +12,16 @@ from pathlib import Path
 
 import psutil
 
-from simulation.certificates import make_certificates
-from simulation.deploy_commands import (
+from federated.cli.flower_cli import BIN, ROOT, free_port
+from federated.deploy.certificates import make_certificates
+from federated.deploy.commands import (
     CONNECTION,
     Deployment,
     connection_toml,
     superlink_command,
     supernode_command,
 )
-from simulation.flower_cli import BIN, ROOT, free_port
-from simulation.node_keys import make_node_key
+from federated.deploy.node_keys import make_node_key
 
 
 class LocalDeployment:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from federated.models import load_tokenizer
+from federated.model.presets import load_tokenizer
 
 
 def save_tiny_gpt2(folder: Path) -> Path:

@@ -27,7 +27,7 @@ from flwr.common.serde import (
 from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import register
-from federated.zo_workspace import forget_zo_model
+from federated.zo.workspace import forget_zo_model
 from tests.messages import message
 
 RUN_ID, SERVER_NODE, FIRST_NODE = 7, 0, 101

@@ -23,5 +23,5 @@ def test_every_file_of_the_app_packages_goes_into_the_bundle() -> None:
         for path in (ROOT / package).rglob("*")
         if path.is_file() and "__pycache__" not in path.parts
     ]
-    assert "simulation/device_presets.toml" in files
+    assert "federated/devices/presets.toml" in files
     assert [f for f in files if not included.match_file(f)] == []

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from federated.config import ConfigError, parse_run_config
+from federated.model.workspace import lora_model
 from federated.privacy.accounting import PrivacyLedger
 from federated.privacy.clipping import clip_update, update_norm
-from federated.workspace import lora_model
 from strategies.client_dp import ClientLevelDp
 from strategies.fedkseed import FedKSeed
 from strategies.lora_strategy import GlobalModel

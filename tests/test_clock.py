@@ -10,9 +10,9 @@ from dataclasses import replace
 import pytest
 
 from federated.config import parse_run_config
+from federated.devices.profiles import load_profiles
 from simulation.clock import DeviceRound, device_round, fails_at, online, settle_round
 from simulation.compute_cost import step_flops
-from simulation.device_profiles import load_profiles
 
 PI5 = load_profiles()["pi5"]
 

@@ -16,7 +16,7 @@ from federated.config import (
     run_config_to_flat,
 )
 from federated.config.dp_defaults import PLAIN
-from federated.workspace import corpus_for, lora_model
+from federated.model.workspace import corpus_for, lora_model
 from server.app import _loading
 from strategies.registry import STRATEGIES
 

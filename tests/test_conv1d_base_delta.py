@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from federated.config import parse_run_config
-from federated.workspace import lora_model
+from federated.model.workspace import lora_model
 from tests.gpt2_fixture import save_tiny_gpt2
 
 

@@ -14,13 +14,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
-from federated.partition_keys import fingerprint, read_partition_keys
+from federated.cli.main import main
+from federated.deploy.certificates import make_certificates
+from federated.deploy.commands import Deployment, deployment_commands
+from federated.deploy.node_keys import make_node_key
+from federated.protocol.partition_keys import fingerprint, read_partition_keys
 from federated.results import RunResults
 from server.checkpoint import CHECKPOINT_INFO
-from simulation.certificates import make_certificates
-from simulation.cli import main
-from simulation.deploy_commands import Deployment, deployment_commands
-from simulation.node_keys import make_node_key
 
 
 def test_the_superlink_certificate_is_signed_by_the_ca_for_every_host(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from simulation.device_profiles import PRESETS_FILE, ProfileError, load_profiles, read_profiles
+from federated.devices.profiles import PRESETS_FILE, ProfileError, load_profiles, read_profiles
 from simulation.population import deal, parse_mix, population
 
 PRESET_NAMES = {"phone-low", "phone-high", "pi4", "pi5", "jetson-orin-nano", "laptop"}

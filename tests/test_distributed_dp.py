@@ -14,9 +14,9 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from opacus.accountants.analysis import rdp as rdp_analysis
 
 from client import secure_aggregation
-from federated import message_keys as keys
 from federated.config import ConfigError, parse_run_config
 from federated.config.schema import default_flat_config
+from federated.model.workspace import lora_model
 from federated.privacy.discrete_gaussian import discrete_gaussian
 from federated.privacy.distributed_noise import (
     HALF_FIELD,
@@ -27,12 +27,12 @@ from federated.privacy.distributed_noise import (
     rounded_bound,
     subsampled_rdp,
 )
-from federated.reply_contract import MASKED, train_metric_keys
+from federated.protocol import message_keys as keys
+from federated.protocol.reply_contract import MASKED, train_metric_keys
 from federated.secagg import protocol as p
 from federated.secagg.distributed_dp import conditional_round, decode_sum, noised_vector
 from federated.secagg.keys import new_key_pair, new_signing_pair
 from federated.secagg.masking import mask, sum_masked, unmask
-from federated.workspace import lora_model
 from strategies.distributed_dp import DistributedClientDp, update_dimension
 from strategies.lora_strategy import GlobalModel
 from strategies.registry import build_strategy

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from client.zo_trainer import ZoPrivacy, private_scalar, train_zo
 from federated.config import parse_run_config
-from federated.models import load_tokenizer
-from federated.workspace import client_indices, encode_indices
+from federated.model.presets import load_tokenizer
+from federated.model.workspace import client_indices, encode_indices
 from federated.zo.seed_pool import SeedPool
 from federated.zo.targets import zo_targets
+from federated.zo.trainer import ZoPrivacy, private_scalar, train_zo
 from tests.model_fixtures import TINY_NUM_LABELS, tiny_lora_model
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from federated.adapter_files import BASE_DELTA_FILE, load_global_adapter
 from federated.config import parse_run_config
-from federated.evaluation import evaluate_model
-from federated.models import load_base_model
-from federated.workspace import encode_indices, lora_model, server_test_indices
+from federated.model.adapter_files import BASE_DELTA_FILE, load_global_adapter
+from federated.model.evaluation import evaluate_model
+from federated.model.presets import load_base_model
+from federated.model.workspace import encode_indices, lora_model, server_test_indices
 from tests.gpt2_fixture import save_tiny_gpt2
 from tests.run_files import rounds
 from tests.simulate import simulate

@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from simulation.certificates import make_certificates
-from simulation.flower_cli import run_config_text
-from simulation.node_keys import make_node_key
+from federated.cli.flower_cli import run_config_text
+from federated.deploy.certificates import make_certificates
+from federated.deploy.node_keys import make_node_key
 from tests.deployment import LocalDeployment
 from tests.simulate import simulate
 

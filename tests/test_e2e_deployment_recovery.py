@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from simulation.flower_cli import run_config_text
+from federated.cli.flower_cli import run_config_text
 from tests.deployment import LocalDeployment
 from tests.simulate import simulate
 

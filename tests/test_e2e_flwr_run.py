@@ -10,10 +10,10 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
+from federated.cli.flower_cli import FlowerCli
 from federated.config import parse_run_config
-from federated.models import load_base_model
-from federated.workspace import lora_model
-from simulation.flower_cli import FlowerCli
+from federated.model.presets import load_base_model
+from federated.model.workspace import lora_model
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from federated.config import parse_run_config
-from simulation.memory_estimate import estimate_memory
-from simulation.memory_planner import as_mode
+from federated.devices.memory_estimate import estimate_memory
+from federated.devices.planner import as_mode
 from tests.run_files import rounds
 from tests.simulate import simulate
 

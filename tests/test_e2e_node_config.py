@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from simulation.deploy_commands import supernode_command
-from simulation.flower_cli import run_config_text
+from federated.cli.flower_cli import run_config_text
+from federated.deploy.commands import supernode_command
 from tests.deployment import LocalDeployment
 
 pytestmark = pytest.mark.slow

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from federated.config import parse_run_config
+from federated.model.workspace import client_indices
 from federated.privacy.canaries import client_canaries
 from federated.privacy.record_count import count_release, noised_count
 from federated.privacy.secret_randomness import INSECURE_SEED_ENV, secret_generator
-from federated.workspace import client_indices
 from tests.simulate import simulate
 
 pytestmark = pytest.mark.slow

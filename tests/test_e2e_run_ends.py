@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from simulation.flower_cli import ROOT, run_config_text
+from federated.cli.flower_cli import ROOT, run_config_text
 from tests.fault_apps import hanging_app
 from tests.in_process import run_federation
 from tests.run_files import assert_same_outcomes, assert_same_tensors, checkpoint_tensors, rounds

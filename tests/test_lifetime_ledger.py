@@ -15,15 +15,15 @@ from opacus.accountants import RDPAccountant
 
 from client import app as client_app
 from client.data_source import data_source
-from client.lifetime_ledger import DEFAULT_DELTA, Event
 from client.node_config import NodeConfigError, node_settings
-from client.node_files import STATE_DIR_ENV
-from federated import message_keys as keys
+from federated.cli.main import main
 from federated.config import parse_run_config
+from federated.model.workspace import client_indices
+from federated.node_state import STATE_DIR_ENV
+from federated.privacy.lifetime_ledger import DEFAULT_DELTA, Event
 from federated.privacy.record_count import noised_count
 from federated.privacy.secret_randomness import INSECURE_SEED_ENV, secret_generator
-from federated.workspace import client_indices
-from simulation.cli import main
+from federated.protocol import message_keys as keys
 from tests.test_private_releases import BASE, NODE, ZO, _train_message
 
 ROOT = Path(__file__).resolve().parent.parent

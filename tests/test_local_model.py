@@ -8,12 +8,12 @@ import pytest
 import torch
 from flwr.app import ConfigRecord
 
-from federated.adapter_files import BASE_DELTA_FILE, load_global_adapter, save_global_adapter
 from federated.config import parse_run_config
-from federated.local_model import fit_rank
-from federated.models import load_base_model
-from federated.round_plan import RoundPlan
-from federated.workspace import lora_model
+from federated.model.adapter_files import BASE_DELTA_FILE, load_global_adapter, save_global_adapter
+from federated.model.local_model import fit_rank
+from federated.model.presets import load_base_model
+from federated.model.workspace import lora_model
+from federated.protocol.round_plan import RoundPlan
 from tests.model_fixtures import tiny_inputs
 
 CONFIG = parse_run_config({"model.name": "tiny-llama", "lora.rank": 4, "lora.alpha": 8.0})

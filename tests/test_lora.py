@@ -11,7 +11,7 @@ import pytest
 import torch
 from peft import PeftModel, get_peft_model_state_dict
 
-from federated.lora import (
+from federated.model.lora import (
     LoraPair,
     load_trainable_state,
     lora_pairs,
@@ -19,8 +19,8 @@ from federated.lora import (
     trainable_state,
     wrap_with_lora,
 )
-from federated.models import load_base_model
-from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.model.presets import load_base_model
+from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from tests.model_fixtures import TINY_NUM_LABELS, perturb_trainable, tiny_inputs, tiny_lora_model
 
 torch.set_num_threads(1)

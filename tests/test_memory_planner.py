@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
+from client.memory_measure import measure
 from federated.config import parse_run_config
-from simulation.device_profiles import load_profiles
-from simulation.memory_estimate import estimate_memory
-from simulation.memory_measure import measure
-from simulation.memory_planner import plan_device
+from federated.devices.memory_estimate import estimate_memory
+from federated.devices.planner import plan_device
+from federated.devices.profiles import load_profiles
 
 LM = {
     "model.name": "tiny-llama",

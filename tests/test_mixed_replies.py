@@ -9,12 +9,12 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from client import lora_round
-from federated import message_keys as keys
 from federated.config import parse_run_config
-from federated.lora import trainable_state
-from federated.round_plan import RoundPlan
-from federated.wire import record_to_tensors, serialized_bytes, tensors_to_record
-from federated.workspace import client_indices, encode_indices, lora_model
+from federated.model.lora import trainable_state
+from federated.model.workspace import client_indices, encode_indices, lora_model
+from federated.protocol import message_keys as keys
+from federated.protocol.round_plan import RoundPlan
+from federated.protocol.wire import record_to_tensors, serialized_bytes, tensors_to_record
 from server.exchange import Exchange
 from server.reply_screen import TrainScreen
 from server.zo_factor_replies import zo_fallback_problem

@@ -14,8 +14,8 @@ import pytest
 import torch
 from huggingface_hub import is_offline_mode
 
-from federated import models
-from federated.models import (
+from federated.model import presets as models
+from federated.model.presets import (
     PRESETS,
     TASK_CAUSAL_LM,
     TASK_CLASSIFICATION,

@@ -16,12 +16,12 @@ from flwr.supercore.task_identity import TaskIdentity
 from client.node import describe
 from client.node_config import NodeConfigError, NodeSettings, node_job, node_settings
 from client.node_records import node_records
-from federated import message_keys as keys
 from federated.config import parse_run_config
-from federated.workspace import corpus_for
+from federated.devices.memory_estimate import estimate_memory
+from federated.devices.planner import as_mode
+from federated.model.workspace import corpus_for
+from federated.protocol import message_keys as keys
 from server.node_partitions import NodePartitions
-from simulation.memory_estimate import estimate_memory
-from simulation.memory_planner import as_mode
 from tests.messages import message
 
 RUN = {"model.name": "tiny-llama", "train.local-steps": 4, "train.batch-size": 4}

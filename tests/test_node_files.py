@@ -6,7 +6,7 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from client.node_files import run_key
-from federated import message_keys as keys
+from federated.protocol import message_keys as keys
 from tests.test_reply_validation import _reply
 
 

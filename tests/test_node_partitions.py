@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from federated.partition_keys import fingerprint, read_partition_keys, write_partition_keys
+from federated.deploy.node_keys import make_node_key
+from federated.protocol.partition_keys import fingerprint, read_partition_keys, write_partition_keys
 from server.node_partitions import settle_claims
-from simulation.node_keys import make_node_key
 
 
 def test_the_most_common_count_wins_and_the_others_are_refused() -> None:

@@ -7,8 +7,8 @@ import pytest
 from flwr.app import ConfigRecord
 
 from client.node import planned, planned_mode
-from federated import message_keys as keys
 from federated.config import parse_run_config
+from federated.protocol import message_keys as keys
 
 CONFIG = parse_run_config(
     {"model.name": "tiny-llama", "train.local-steps": 6, "train.batch-size": 8, "lora.rank": 8}

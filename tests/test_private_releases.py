@@ -13,16 +13,16 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from client import app as client_app
 from client import lora_round, zo_round
-from client.node_files import STATE_DIR_ENV
-from federated import message_keys as keys
 from federated.config import ConfigError, parse_run_config
-from federated.models import load_tokenizer
+from federated.model.presets import load_tokenizer
+from federated.model.workspace import client_indices, encode_indices, lora_model
+from federated.node_state import STATE_DIR_ENV
 from federated.privacy.accounting import PrivacyLedger
 from federated.privacy.record_count import count_release, noised_count
 from federated.privacy.secret_randomness import INSECURE_SEED_ENV, secret_generator
-from federated.round_plan import RoundPlan
-from federated.wire import record_to_tensors, serialized_bytes, tensors_to_record
-from federated.workspace import client_indices, encode_indices, lora_model
+from federated.protocol import message_keys as keys
+from federated.protocol.round_plan import RoundPlan
+from federated.protocol.wire import record_to_tensors, serialized_bytes, tensors_to_record
 from server.exchange import Exchange
 from server.reply_screen import TrainScreen
 from strategies.fedkseed import FedKSeed

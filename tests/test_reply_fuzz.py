@@ -9,9 +9,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Error, MetricRecord, Reco
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from federated import message_keys as keys
 from federated.config import parse_run_config
-from federated.reply_contract import (
+from federated.protocol import message_keys as keys
+from federated.protocol.reply_contract import (
     DECLINED_METRIC_KEYS,
     PARTITION_METRIC_KEYS,
     PLAIN,

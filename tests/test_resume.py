@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from federated import message_keys as keys
 from federated.config import ConfigError, parse_run_config, run_config_to_flat
+from federated.protocol import message_keys as keys
 from server.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from server.resume import config_differences, resume_run
 from strategies.fedkseed import FedKSeed

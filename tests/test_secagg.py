@@ -9,8 +9,9 @@ import torch
 from flwr.app import ConfigRecord, MetricRecord
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares, create_shares
 
-from federated import message_keys
 from federated.config import ConfigError, parse_run_config
+from federated.model.workspace import lora_model
+from federated.protocol import message_keys
 from federated.secagg import protocol as p
 from federated.secagg.keys import agree, neighbours, new_key_pair, threshold
 from federated.secagg.masking import (
@@ -23,7 +24,6 @@ from federated.secagg.masking import (
     sum_masked,
     unmask,
 )
-from federated.workspace import lora_model
 from strategies.distributed_dp import update_dimension
 from strategies.lora_strategy import GlobalModel
 from strategies.registry import build_strategy

@@ -14,8 +14,8 @@ import pytest
 import torch
 from flwr.app import Array, ConfigRecord, Message, MetricRecord
 
-from federated import message_keys as keys
 from federated.config import parse_run_config
+from federated.protocol import message_keys as keys
 from federated.secagg import metric_sums
 from federated.secagg import protocol as p
 from federated.secagg.masking import MOD

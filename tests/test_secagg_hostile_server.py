@@ -13,11 +13,11 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.app import register
-from federated import message_keys as keys
 from federated.config import parse_run_config
+from federated.model.workspace import lora_model
+from federated.protocol import message_keys as keys
 from federated.secagg import protocol as p
 from federated.secagg.keys import new_key_pair, new_signing_pair, threshold
-from federated.workspace import lora_model
 from server.secure_round import SecureOutcome, secure_train_round
 from strategies.lora_strategy import GlobalModel
 from strategies.partition_sampling import PartitionSampler

@@ -14,7 +14,7 @@ import torch
 from flwr.app import Message
 from safetensors.torch import load_file
 
-from federated import message_keys as keys
+from federated.protocol import message_keys as keys
 from federated.secagg import protocol as p
 from tests.in_process import FIRST_NODE, run_federation
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from federated.config import ConfigError, parse_run_config
-from federated.workspace import lora_model
+from federated.model.workspace import lora_model
 from strategies.fedkseed import FedKSeed
 from strategies.lora_strategy import GlobalModel
 from strategies.registry import STRATEGIES, build_strategy

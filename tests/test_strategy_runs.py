@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from federated.adapter_files import BASE_DELTA_FILE, load_global_adapter
 from federated.config import parse_run_config
-from federated.evaluation import evaluate_model
-from federated.models import load_base_model
-from federated.workspace import encode_indices, lora_model, num_labels, server_test_indices
+from federated.model.adapter_files import BASE_DELTA_FILE, load_global_adapter
+from federated.model.evaluation import evaluate_model
+from federated.model.presets import load_base_model
+from federated.model.workspace import encode_indices, lora_model, num_labels, server_test_indices
 from strategies.registry import STRATEGIES
 from tests.in_process import run_federation
 

@@ -10,15 +10,15 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
-from federated import message_keys as keys
 from federated.config import parse_run_config
-from federated.lora import lora_pairs
-from federated.optimizer_bound import ADAMW_BETAS, adam_step_factor, adamw_max_move
+from federated.model.lora import lora_pairs
+from federated.model.workspace import client_indices
 from federated.privacy.canaries import client_canaries
+from federated.protocol import message_keys as keys
+from federated.protocol.optimizer_bound import ADAMW_BETAS, adam_step_factor, adamw_max_move
+from federated.protocol.round_plan import RoundPlan
+from federated.protocol.wire import tensors_to_record
 from federated.results import RunResults
-from federated.round_plan import RoundPlan
-from federated.wire import tensors_to_record
-from federated.workspace import client_indices
 from server.replay_guard import ReplayGuard, update_digest
 from server.update_bounds import example_bound, move_bound
 from tests.test_reply_validation import _reply
@@ -61,7 +61,7 @@ TINY = {"model.name": "tiny-llama", "lora.rank": 4, "train.local-steps": 5, "tra
 
 
 def _reference(config) -> dict[str, torch.Tensor]:
-    from federated.workspace import lora_model
+    from federated.model.workspace import lora_model
 
     return dict(lora_model(config).initial)
 

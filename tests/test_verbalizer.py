@@ -11,17 +11,17 @@ from federated.config import ConfigError, parse_run_config
 from federated.data.corpus import Example
 from federated.data.encode import collate, encode_examples, render_prompt
 from federated.data.wordnet import load_wordnet
-from federated.lora import trainable_parameters, wrap_with_lora
-from federated.models import load_base_model, load_tokenizer
-from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
-from federated.verbalizer import (
+from federated.model.lora import trainable_parameters, wrap_with_lora
+from federated.model.presets import load_base_model, load_tokenizer
+from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.model.verbalizer import (
     WORDNET_PROMPT,
     WORDNET_WORDS,
     VerbalizedClassifier,
     label_token_ids,
     label_words,
 )
-from federated.workspace import client_indices, encode_indices, label_tokens, lora_model
+from federated.model.workspace import client_indices, encode_indices, label_tokens, lora_model
 
 TOKENS = (400, 1234, 9876)
 VERBALIZED = {

@@ -7,7 +7,7 @@ from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
 
-from federated.wire import record_to_tensors, serialized_bytes, tensors_to_record
+from federated.protocol.wire import record_to_tensors, serialized_bytes, tensors_to_record
 
 
 def _state(scale: int = 1) -> dict[str, torch.Tensor]:

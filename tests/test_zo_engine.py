@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from client.zo_trainer import train_zo
 from federated.config import parse_run_config
-from federated.evaluation import evaluate_model
-from federated.models import load_base_model, load_tokenizer
-from federated.workspace import client_indices, encode_indices, lora_model
+from federated.model.evaluation import evaluate_model
+from federated.model.presets import load_base_model, load_tokenizer
+from federated.model.workspace import client_indices, encode_indices, lora_model
 from federated.zo.perturbation import STRUCTURES, Target, dense_vector, perturb_
 from federated.zo.replay import BLOCK, replay_
 from federated.zo.seed_pool import SeedPool
 from federated.zo.targets import restore_, snapshot, zo_targets
+from federated.zo.trainer import train_zo
+from federated.zo.workspace import forget_zo_model, zo_model
 from federated.zo.zo_model import ZoModel
-from federated.zo_workspace import forget_zo_model, zo_model
 from tests.model_fixtures import TINY_NUM_LABELS, tiny_lora_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from client.zo_trainer import train_zo
-from federated.lora import trainable_parameters, trainable_state
-from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.model.lora import trainable_parameters, trainable_state
+from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from federated.zo.factor_steps import factor_targets, replay_pairs
 from federated.zo.perturbation import dense_vector
 from federated.zo.seed_pool import SeedPool
+from federated.zo.trainer import train_zo
 from tests.model_fixtures import perturb_trainable, tiny_inputs, tiny_lora_model
 
 LR, EPS = 1e-3, 1e-3

@@ -10,7 +10,7 @@ import torch
 from federated.config import ConfigError, parse_run_config
 from federated.data.encode import collate
 from federated.zo.frozen_precision import SparseOverlay
-from federated.zo_workspace import forget_zo_model, sensitive_mask, zo_model
+from federated.zo.workspace import forget_zo_model, sensitive_mask, zo_model
 
 SENSITIVE = {
     "mode": "zo",

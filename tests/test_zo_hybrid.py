@@ -13,20 +13,20 @@ import pytest
 import torch
 from flwr.app import Message, MetricRecord, RecordDict
 
-from client.zo_trainer import train_zo
-from federated import message_keys as keys
 from federated.config import ConfigError, parse_run_config
 from federated.data.encode import collate
-from federated.losses import loss_terms
-from federated.models import load_base_model
-from federated.reply_contract import PLAIN, train_metric_keys
-from federated.tasks import TASK_CLASSIFICATION
-from federated.wire import tensors_to_record
+from federated.model.losses import loss_terms
+from federated.model.presets import load_base_model
+from federated.model.tasks import TASK_CLASSIFICATION
+from federated.protocol import message_keys as keys
+from federated.protocol.reply_contract import PLAIN, train_metric_keys
+from federated.protocol.wire import tensors_to_record
 from federated.zo.hybrid import WIRE_PREFIX, hybrid_parameters, hybrid_state
 from federated.zo.perturbation import perturb_
 from federated.zo.seed_pool import SeedPool
 from federated.zo.targets import zo_targets
-from federated.zo_workspace import forget_zo_model, zo_model
+from federated.zo.trainer import train_zo
+from federated.zo.workspace import forget_zo_model, zo_model
 from server.reply_validation import check_seed_reply
 from strategies.fedkseed import FedKSeed
 from tests.messages import message

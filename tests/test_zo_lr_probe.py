@@ -11,13 +11,13 @@ import torch
 from flwr.app import ConfigRecord, RecordDict
 
 from client.zo_round import _with_rate
-from federated import message_keys as keys
 from federated.config import ConfigError, parse_run_config
+from federated.protocol import message_keys as keys
 from federated.zo.factor_steps import AUTO_FACTOR_LR, factor_lr
 from federated.zo.hybrid import hybrid_state
 from federated.zo.lr_probe import BELOW_EDGE, ProbeError, probe_lr
 from federated.zo.targets import snapshot
-from federated.zo_workspace import forget_zo_model, zo_model
+from federated.zo.workspace import forget_zo_model, zo_model
 from server.zo_rate import resolve_zo_lr, zo_lr_probe
 from tests.messages import message
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from client.zo_trainer import train_zo
-from federated.models import load_base_model
-from federated.tasks import TASK_CAUSAL_LM
+from federated.model.presets import load_base_model
+from federated.model.tasks import TASK_CAUSAL_LM
 from federated.zo.momentum import SeedMomentum
 from federated.zo.replay import replay_
 from federated.zo.seed_pool import SeedPool
 from federated.zo.targets import restore_, snapshot, zo_targets
+from federated.zo.trainer import train_zo
 
 BETA, LR = 0.8, 1e-2
 

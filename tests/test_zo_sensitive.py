@@ -13,12 +13,12 @@ import pytest
 import torch
 from flwr.app import RecordDict
 
-from federated import message_keys as keys
 from federated.config import parse_run_config
 from federated.data.encode import collate
-from federated.losses import loss_terms
-from federated.models import load_base_model
-from federated.tasks import TASK_CAUSAL_LM
+from federated.model.losses import loss_terms
+from federated.model.presets import load_base_model
+from federated.model.tasks import TASK_CAUSAL_LM
+from federated.protocol import message_keys as keys
 from federated.zo.sensitive import (
     client_mask,
     mask_arrays,
@@ -28,7 +28,7 @@ from federated.zo.sensitive import (
     top_entries,
 )
 from federated.zo.sums_sync import OutOfSync
-from federated.zo_workspace import forget_zo_model, save_mask, sensitive_mask, zo_model
+from federated.zo.workspace import forget_zo_model, save_mask, sensitive_mask, zo_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SENSITIVE = {
@@ -97,7 +97,7 @@ import json, sys, torch
 torch.set_num_threads(1)
 from federated.config import parse_run_config
 from federated.zo.sensitive import mask_digest
-from federated.zo_workspace import sensitive_mask
+from federated.zo.workspace import sensitive_mask
 print(mask_digest(sensitive_mask(parse_run_config(json.loads(sys.argv[1])))))
 """
 

@@ -30,7 +30,7 @@ KINDS = ("plain", "hooks", "functorch", "ghost")
 def measure(model_name: str, kind: str) -> dict:
     from client.dp_lora_trainer import train_lora_dp
     from client.lora_trainer import train_lora
-    from federated.workspace import lora_model
+    from federated.model.workspace import lora_model
 
     config = model_config(model_name)
     local = lora_model(config)

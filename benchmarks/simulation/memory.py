@@ -1,7 +1,7 @@
 """The memory planner's estimate against the measured peak of real training steps.
 
 Models (SmolLM2-135M, MiniLM-L6, the tiny presets), modes (LoRA, LoRA under record-level DP,
-zeroth-order), batches and lengths; each measured in a fresh process (``simulation.memory_measure``)
+zeroth-order), batches and lengths; each measured in a fresh process (``client.memory_measure``)
 twice: with an allocator that returns freed blocks at once (glibc with a fixed mmap threshold: the
 tensors' own peak, what the estimate models) and with glibc's default. Writes ``memory.json``
 and ``memory.png``.
@@ -17,9 +17,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from benchmarks.figures import save
+from client.memory_measure import measure
 from federated.config import parse_run_config
-from simulation.memory_estimate import estimate_memory
-from simulation.memory_measure import measure
+from federated.devices.memory_estimate import estimate_memory
 
 HERE = Path(__file__).resolve().parent
 LM, CLASSIFIER = {"model.name": "smollm2-135m"}, {"data.name": "wordnet", "data.num-classes": 8}

@@ -21,10 +21,15 @@ import torch
 
 from benchmarks.flower_runs import per_client, run_rounds
 from client.lora_trainer import train_lora
+from federated.cli.flower_cli import FlowerCli
 from federated.config import parse_run_config
-from federated.evaluation import evaluate_model
-from federated.workspace import client_indices, encode_indices, lora_model, server_test_indices
-from simulation.flower_cli import FlowerCli
+from federated.model.evaluation import evaluate_model
+from federated.model.workspace import (
+    client_indices,
+    encode_indices,
+    lora_model,
+    server_test_indices,
+)
 from strategies.registry import STRATEGIES
 
 HERE = Path(__file__).resolve().parent

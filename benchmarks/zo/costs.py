@@ -31,7 +31,7 @@ DENSE_REPLAY_SEEDS = 16  # dense full replays K seeds at about a second each: ti
 
 
 def _forward_seconds(model: torch.nn.Module, batch: dict, task: str) -> float:
-    from federated.losses import loss_terms
+    from federated.model.losses import loss_terms
 
     model.eval()
     with torch.inference_mode():
@@ -45,8 +45,8 @@ def _forward_seconds(model: torch.nn.Module, batch: dict, task: str) -> float:
 
 
 def measure_inference(model_name: str) -> dict:
-    from federated.models import load_base_model, load_tokenizer
-    from federated.workspace import num_labels
+    from federated.model.presets import load_base_model, load_tokenizer
+    from federated.model.workspace import num_labels
 
     config = model_config(model_name)
     model = load_base_model(
@@ -61,8 +61,8 @@ def measure_inference(model_name: str) -> dict:
 
 
 def measure_zo_step(model_name: str, params: str, structure: str) -> dict:
-    from client.zo_trainer import train_zo
-    from federated.zo_workspace import zo_model
+    from federated.zo.trainer import train_zo
+    from federated.zo.workspace import zo_model
 
     config = model_config(model_name, (params, structure))
     zo = zo_model(config)
@@ -98,7 +98,7 @@ def measure_zo_step(model_name: str, params: str, structure: str) -> dict:
 
 def measure_lora_step(model_name: str) -> dict:
     from client.lora_trainer import train_lora
-    from federated.workspace import lora_model
+    from federated.model.workspace import lora_model
 
     config = model_config(model_name)
     local = lora_model(config)
@@ -133,7 +133,7 @@ def measure_lora_step(model_name: str) -> dict:
 
 def measure_replay(model_name: str, params: str, structure: str) -> dict:
     """A client that joins late: a fresh model catches up on sums that moved every seed."""
-    from federated.zo_workspace import zo_model
+    from federated.zo.workspace import zo_model
 
     config = model_config(model_name, (params, structure))
     zo = zo_model(config)

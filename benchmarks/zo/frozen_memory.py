@@ -40,10 +40,10 @@ MEASURE = """
 import json, resource, sys, time
 import torch
 from safetensors.torch import load_file
-from client.zo_trainer import train_zo
+from federated.zo.trainer import train_zo
 from federated.config import parse_run_config
-from federated.workspace import client_indices, encode_indices
-from federated.zo_workspace import zo_model
+from federated.model.workspace import client_indices, encode_indices
+from federated.zo.workspace import zo_model
 
 def rss_mb(key="VmRSS"):
     for line in open("/proc/self/status"):
@@ -79,7 +79,7 @@ def _mask_file(folder: Path) -> Path:
     from safetensors.torch import save_file
 
     from federated.config import parse_run_config
-    from federated.zo_workspace import sensitive_mask
+    from federated.zo.workspace import sensitive_mask
 
     mask = sensitive_mask(parse_run_config(CONFIG))
     path = folder / "mask.safetensors"

@@ -38,11 +38,11 @@ EVAL_EXAMPLES = 64
 
 def sweep_one(model: str, method: str, lr: float) -> list[float]:
     """Test loss before and after each simulated round of sequential local steps at ``lr``."""
-    from client.zo_trainer import train_zo
     from federated.config import parse_run_config
-    from federated.evaluation import evaluate_model
-    from federated.workspace import client_indices, encode_indices, server_test_indices
-    from federated.zo_workspace import forget_zo_model, zo_model
+    from federated.model.evaluation import evaluate_model
+    from federated.model.workspace import client_indices, encode_indices, server_test_indices
+    from federated.zo.trainer import train_zo
+    from federated.zo.workspace import forget_zo_model, zo_model
 
     shared = MODELS[model]
     raw = {**shared["run_config"], **METHODS[model][method], "zo.lr": lr}

@@ -8,15 +8,15 @@ from federated.config.options import ConfigError
 from federated.config.run_config import RunConfig
 from federated.data.encode import PROMPT_FIELD
 from federated.data.files import TABLE_SUFFIXES
-from federated.models import PRESETS
-from federated.privacy.accounting import PrivacyLedger
-from federated.privacy.record_count import count_release
-from federated.tasks import (
+from federated.model.presets import PRESETS
+from federated.model.tasks import (
     TASK_CAUSAL_LM,
     TASK_CLASSIFICATION,
     TASK_CLASSIFICATION_AS_GENERATION,
 )
-from federated.verbalizer import verbalizer_pairs
+from federated.model.verbalizer import verbalizer_pairs
+from federated.privacy.accounting import PrivacyLedger
+from federated.privacy.record_count import count_release
 
 
 def check_combinations(config: RunConfig) -> None:

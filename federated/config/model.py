@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from federated.config.options import option
-from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASK_CLASSIFICATION_AS_GENERATION
+from federated.model.tasks import (
+    TASK_CAUSAL_LM,
+    TASK_CLASSIFICATION,
+    TASK_CLASSIFICATION_AS_GENERATION,
+)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,12 @@ from federated.config.simulation import SimulationSettings
 from federated.config.strategy import StrategySettings
 from federated.config.train import EvalSettings, TrainSettings
 from federated.config.zo import ZoSettings
-from federated.models import PRESETS
-from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASK_CLASSIFICATION_AS_GENERATION
+from federated.model.presets import PRESETS
+from federated.model.tasks import (
+    TASK_CAUSAL_LM,
+    TASK_CLASSIFICATION,
+    TASK_CLASSIFICATION_AS_GENERATION,
+)
 
 
 @dataclass(frozen=True)
@@ -74,5 +78,5 @@ class RunConfig:
 
     @property
     def verbalized(self) -> bool:
-        """A causal LM classifies by its label words' likelihood (`federated.verbalizer`)."""
+        """A causal LM classifies by its label words' likelihood (`federated.model.verbalizer`)."""
         return self.model.task == TASK_CLASSIFICATION_AS_GENERATION

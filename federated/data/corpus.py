@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # The task names have one home, beside the model presets; re-exported here for the loaders.
-from federated.tasks import TASK_CLASSIFICATION, TASKS
+from federated.model.tasks import TASK_CLASSIFICATION, TASKS
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from federated.data.corpus import Example
-from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 IGNORE_INDEX = -100
 
@@ -46,7 +46,7 @@ def encode_examples(
         The most tokens an encoded example may have, at least 2.
     prompt
         Classification posed as generation: a template with ``{text}``, rendered as the chat's
-        user message (the model answers with a label word, see `federated.verbalizer`).
+        user message (the model answers with a label word, see `federated.model.verbalizer`).
 
     Returns
     -------

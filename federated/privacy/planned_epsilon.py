@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from federated.config import RunConfig
+from federated.model.workspace import client_indices
 from federated.privacy.accounting import noise_for_budget
 from federated.privacy.canaries import client_canary_count
 from federated.privacy.record_count import COUNT_NOISE_SIGMAS, count_release
-from federated.workspace import client_indices
 
 
 def partition_record_counts(config: RunConfig, num_partitions: int) -> list[int]:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from federated import message_keys as keys
+from federated.protocol import message_keys as keys
 from federated.secagg.masking import MOD
 
 ENTRY_CAP = 1_000_000

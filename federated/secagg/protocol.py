@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, MetricRecord
 
-from federated import message_keys as keys
 from federated.config import RunConfig
 from federated.privacy.clipping import clip_update, update_norm
-from federated.reply_contract import PLAIN, train_metric_keys
+from federated.protocol import message_keys as keys
+from federated.protocol.reply_contract import PLAIN, train_metric_keys
 from federated.secagg import metric_sums
 from federated.secagg.masking import dequantize_sum, quantize, rounding_margin, rounding_problem
 

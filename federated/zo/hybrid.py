@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from federated.lora import HEAD_NAMES
+from federated.model.lora import HEAD_NAMES
 
 HEAD = "head"
 WIRE_PREFIX = "hybrid."  # the wire keys of hybrid tensors: this prefix and the parameter's name

@@ -18,9 +18,9 @@ from collections.abc import Iterable, Mapping
 import torch
 from flwr.app import RecordDict
 
-from federated import message_keys as keys
-from federated.losses import loss_terms
-from federated.wire import record_to_tensors, tensors_to_record
+from federated.model.losses import loss_terms
+from federated.protocol import message_keys as keys
+from federated.protocol.wire import record_to_tensors, tensors_to_record
 from federated.zo.perturbation import Target
 from federated.zo.sums_sync import OutOfSync
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from flwr.app import ConfigRecord, RecordDict
 
-from federated import message_keys as keys
-from federated.wire import record_to_tensors, tensors_to_record
+from federated.protocol import message_keys as keys
+from federated.protocol.wire import record_to_tensors, tensors_to_record
 
 FULL = -1  # base version of a message that replaces whatever sums a client holds
 

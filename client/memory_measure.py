@@ -2,10 +2,10 @@
 
 Each measurement runs in a fresh process: import what a client imports, read the resident set
 (the runtime), build the model, reset the kernel's high-water mark (``/proc/self/clear_refs``),
-take a few real training steps (``client.lora_trainer`` or ``client.zo_trainer``) on random
+take a few real training steps (``client.lora_trainer`` or ``federated.zo.trainer``) on random
 examples of the given length, and read the high-water mark (the job's peak, runtime included).
 
-    python -m simulation.memory_measure '{"model.name": "tiny-llama"}' 8 96
+    python -m client.memory_measure '{"model.name": "tiny-llama"}' 8 96
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def measure(
     command = [
         sys.executable,
         "-m",
-        "simulation.memory_measure",
+        "client.memory_measure",
         json.dumps(config),
         str(batch),
         str(length),
@@ -76,10 +76,10 @@ def main() -> None:
     import client.app  # noqa: F401 - a client's imports are part of its runtime
     from client.dp_lora_trainer import train_lora_dp
     from client.lora_trainer import train_lora
-    from client.zo_trainer import train_zo
     from federated.config import parse_run_config
-    from federated.workspace import lora_model
-    from federated.zo_workspace import zo_model
+    from federated.model.workspace import lora_model
+    from federated.zo.trainer import train_zo
+    from federated.zo.workspace import zo_model
 
     torch.set_num_threads(1)
     config = parse_run_config(json.loads(sys.argv[1]))

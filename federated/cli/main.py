@@ -14,13 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from client.node_files import default_state_root
-from simulation.certificates import make_certificates
-from simulation.deploy_commands import Deployment, deployment_commands
-from simulation.ledger_report import describe_ledgers
-from simulation.node_keys import make_node_key
-from simulation.run_command import run
-from simulation.run_report import describe_run
+from federated.cli.ledger_report import describe_ledgers
+from federated.cli.run_command import run
+from federated.cli.run_report import describe_run
+from federated.deploy.certificates import make_certificates
+from federated.deploy.commands import Deployment, deployment_commands
+from federated.deploy.node_keys import make_node_key
+from federated.node_state import default_state_root
 
 
 def _parser() -> argparse.ArgumentParser:

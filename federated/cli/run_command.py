@@ -10,8 +10,8 @@ and exits 0 only when the run finished as completed.
 It always ends: when the stream stays silent past a run that already ended, it stops waiting
 for it. Ctrl-C (or SIGTERM) stops the run itself through the SuperLink (``flwr stop``), where
 ``flwr run`` alone would leave it going on in the background, asks the server to stop before its
-next round (``federated.stop_request``: a simulation hears of ``flwr stop`` only at its next
-heartbeat), and prints the line that resumes the run from its last checkpoint.
+next round (``federated.protocol.stop_request``: a simulation hears of ``flwr stop`` only at
+its next heartbeat), and prints the line that resumes the run from its last checkpoint.
 
     fedtune run . --federation-config "num-supernodes=10 client-resources-num-cpus=1"
 """
@@ -30,10 +30,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from federated.results import SUMMARY_FILE
-from federated.stop_request import await_stop, request_stop
-from server.checkpoint import CHECKPOINT_INFO
-from simulation.shell_line import shell_line
+from federated.deploy.shell_line import shell_line
+from federated.protocol.stop_request import await_stop, request_stop
+from federated.results import CHECKPOINT_INFO, SUMMARY_FILE
 
 COMPLETED = "finished:completed"
 _RUN_ID = re.compile(r"run(?:_id| ID)?[ `:]*`?(\d{6,})")

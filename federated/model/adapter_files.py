@@ -14,8 +14,8 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
-from federated.local_model import LocalModel
-from federated.lora import base_weight_key, in_weight_layout, save_adapter
+from federated.model.local_model import LocalModel
+from federated.model.lora import base_weight_key, in_weight_layout, save_adapter
 
 BASE_DELTA_FILE = "base_delta.safetensors"
 

@@ -1,14 +1,14 @@
 """What each device can train: the configured job if it fits in the profile's memory, else a
 smaller LoRA rank or batch, else zeroth-order (inference memory only), else nothing, with the
-reason. Estimates come from ``simulation.memory_estimate`` at the run's longest sequence."""
+reason. Estimates come from ``federated.devices.memory_estimate`` at the run's longest sequence."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 from federated.config import RunConfig
-from simulation.device_profiles import DeviceProfile
-from simulation.memory_estimate import MemoryEstimate, estimate_memory
+from federated.devices.memory_estimate import MemoryEstimate, estimate_memory
+from federated.devices.profiles import DeviceProfile
 
 
 @dataclass(frozen=True)

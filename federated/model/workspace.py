@@ -23,11 +23,11 @@ from federated.data.encode import encode_examples
 from federated.data.files import load_table
 from federated.data.partition import FederatedSplit, federated_split, global_test_indices
 from federated.data.wordnet import load_wordnet
-from federated.local_model import LocalModel
-from federated.lora import ALL_LINEAR, wrap_with_lora
-from federated.models import PRESETS, load_base_model, load_tokenizer
-from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
-from federated.verbalizer import (
+from federated.model.local_model import LocalModel
+from federated.model.lora import ALL_LINEAR, wrap_with_lora
+from federated.model.presets import PRESETS, load_base_model, load_tokenizer
+from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.model.verbalizer import (
     VerbalizedClassifier,
     class_prompt_template,
     label_token_ids,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 from flwr.app import ConfigRecord
 
-from federated.lora import LoraPair
+from federated.model.lora import LoraPair
 
 _PREFIX = "plan."
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from federated.data.encode import batches, collate
-from federated.losses import loss_terms
+from federated.model.losses import loss_terms
 from federated.privacy.sampling import poisson_batches
 from federated.privacy.secret_randomness import gaussian_noise
 from federated.zo.hybrid import hybrid_step_

@@ -39,7 +39,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
+from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
 
 logger = logging.getLogger(__name__)
 

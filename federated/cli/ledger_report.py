@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client.lifetime_ledger import DELTA_KEY, PER_RUN_KEY, TOTAL_KEY, LifetimeLedger
-from client.privacy_state import PrivacyStateError, index_folder, ledger_folder, read_ledger
+from federated.node_state import PrivacyStateError, index_folder, ledger_folder, read_ledger
+from federated.privacy.lifetime_ledger import DELTA_KEY, PER_RUN_KEY, TOTAL_KEY, LifetimeLedger
 
 _REFUSED = "this node refuses to train on it until the file is restored"
 

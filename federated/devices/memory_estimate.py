@@ -22,11 +22,11 @@ from functools import lru_cache
 import torch
 
 from federated.config import RunConfig
-from federated.losses import loss_terms
-from federated.models import skeleton_model
-from federated.tasks import TASK_CAUSAL_LM
-from federated.verbalizer import VerbalizedClassifier
-from federated.workspace import num_labels, wrapped
+from federated.model.losses import loss_terms
+from federated.model.presets import skeleton_model
+from federated.model.tasks import TASK_CAUSAL_LM
+from federated.model.verbalizer import VerbalizedClassifier
+from federated.model.workspace import num_labels, wrapped
 
 # Memory of the runtime itself (Python, torch, transformers, peft and Flower's client imported),
 # measured as this machine's resident set before any model is built (benchmarks/simulation).

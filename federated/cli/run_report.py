@@ -10,9 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from federated.results import METRICS_FILE, OPERATOR_FILE, SUMMARY_FILE, read_rounds
-from server.checkpoint import CHECKPOINT_INFO
-from server.round_outcomes import KINDS
+from federated.results import (
+    CHECKPOINT_INFO,
+    METRICS_FILE,
+    OPERATOR_FILE,
+    OUTCOME_KINDS,
+    SUMMARY_FILE,
+    read_rounds,
+)
 
 
 def _metrics(values: dict[str, Any]) -> str:
@@ -28,7 +33,9 @@ def _megabytes(n: float) -> str:
 
 
 def _outcomes(summary: dict[str, Any]) -> str:
-    kinds = [f"{summary.get(f'replies_{kind}', 0)} {kind.replace('_', ' ')}" for kind in KINDS]
+    kinds = [
+        f"{summary.get(f'replies_{kind}', 0)} {kind.replace('_', ' ')}" for kind in OUTCOME_KINDS
+    ]
     return (
         f"training replies not used: {', '.join(kinds)}; evaluations lost "
         f"{summary.get('evaluations_lost', 0)}, rejected "

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 
 from federated.data.encode import batches
-from federated.losses import loss_terms
-from federated.tasks import TASK_CAUSAL_LM
+from federated.model.losses import loss_terms
+from federated.model.tasks import TASK_CAUSAL_LM
 
 
 @dataclass(frozen=True)

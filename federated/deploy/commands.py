@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from federated.partition_keys import PARTITION_KEYS_FILE, write_partition_keys
-from simulation.certificates import CertificateFiles
-from simulation.shell_line import shell_line
+from federated.deploy.certificates import CertificateFiles
+from federated.deploy.shell_line import shell_line
+from federated.protocol.partition_keys import PARTITION_KEYS_FILE, write_partition_keys
 
 CONNECTION = "fedtune"
 NODE_PORT = 9094  # flower-supernode's default Runtime API port

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from peft import PeftModel
 
-from federated.lora import (
+from federated.model.lora import (
     LoraPair,
     base_weight_key,
     in_weight_layout,

@@ -1,6 +1,6 @@
 """The run's zeroth-order model in this process: base weights, targets, seed pool, hybrid
 modules, and for ``zo.params = sensitive`` the mask that picks the targets (cached per process,
-as `federated.workspace` caches the rest)."""
+as `federated.model.workspace` caches the rest)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from federated.config import ConfigError, RunConfig
 from federated.data.encode import batches
-from federated.models import load_tokenizer
-from federated.workspace import (
+from federated.model.presets import load_tokenizer
+from federated.model.workspace import (
     base_model,
     corpus_for,
     encode_indices,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from federated.data.encode import IGNORE_INDEX
-from federated.tasks import TASK_CAUSAL_LM
+from federated.model.tasks import TASK_CAUSAL_LM
 
 
 @dataclass(frozen=True)

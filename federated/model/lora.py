@@ -18,8 +18,8 @@ from peft import LoraConfig, PeftModel, TaskType, get_peft_model, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel
 
-from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
-from federated.verbalizer import VerbalizedClassifier
+from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.model.verbalizer import VerbalizedClassifier
 
 ALL_LINEAR = "all-linear"
 _LORA_A = "lora_A"

@@ -1,6 +1,6 @@
 """Device profiles: what one kind of device gives a federated client, read from TOML.
 
-fedtune ships presets (``device_presets.toml``, every number with its source); users add or
+fedtune ships presets (``presets.toml``, every number with its source); users add or
 override profiles in a file of their own with the same layout::
 
     [profiles.my-board]
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PRESETS_FILE = Path(__file__).with_name("device_presets.toml")
+PRESETS_FILE = Path(__file__).with_name("presets.toml")
 
 _NUMBERS = {
     "memory-gb": "memory available to the training job, GB",

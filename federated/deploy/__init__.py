@@ -1,0 +1,1 @@
+"""What a deployment needs: TLS certificates, node keys, and the command lines that start it."""

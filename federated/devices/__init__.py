@@ -1,0 +1,1 @@
+"""Devices, real or simulated: their profiles and the memory planner that fits a run to one."""
