@@ -1,4 +1,5 @@
-"""The run config: defaults agree with pyproject and the README, bad input gets one clear line."""
+"""The run config: defaults agree with pyproject and docs/configuration.md; bad input gets one
+clear line."""
 
 from __future__ import annotations
 
@@ -39,9 +40,9 @@ def test_pyproject_app_config_equals_schema_defaults() -> None:
     assert flatten(table) == default_flat_config()
 
 
-def test_readme_documents_every_key_with_the_generated_table() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert config_reference_markdown() in readme
+def test_the_configuration_page_documents_every_key_with_the_generated_table() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    assert config_reference_markdown() in page
 
 
 def test_defaults_parse_and_round_trip() -> None:

@@ -100,7 +100,8 @@ def test_a_run_killed_after_a_round_resumes_to_the_uninterrupted_result(
 
     assert not (tmp_path / "resumed").exists()  # the run went on in its own folder
     # Zeroth-order clients move a cached model incrementally, so float rounding depends on what
-    # each process replayed before (README, "Reproducible runs"); LoRA runs repeat bit for bit.
+    # each process replayed before (docs/running.md, "Reproducible runs"); LoRA runs repeat bit
+    # for bit.
     rel = 1e-4 if config.get("mode") == "zo" else 0.0
     assert_same_outcomes(rounds(folder), rounds(whole), rel)
     assert_same_tensors(checkpoint_tensors(folder), checkpoint_tensors(whole), rel)

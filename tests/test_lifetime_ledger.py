@@ -163,11 +163,11 @@ def _ledger_report(command: str, capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().out
 
 
-def test_the_readme_ledger_command_prints_the_ledger_as_shown(
+def test_the_privacy_pages_ledger_command_prints_the_ledger_as_shown(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    readme = (ROOT / "README.md").read_text()
-    (command,) = re.findall(r"^(fedtune ledger)\s*(?:#.*)?$", readme, flags=re.MULTILINE)
+    page = (ROOT / "docs" / "privacy.md").read_text()
+    (command,) = re.findall(r"^(fedtune ledger)\s*(?:#.*)?$", page, flags=re.MULTILINE)
     assert "none: no data source has trained" in _ledger_report(command, capsys)
     _train(BASE, RUN_A, **{"max-epsilon-per-run": 9.0})
     out = _ledger_report(command, capsys).splitlines()

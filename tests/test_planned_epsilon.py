@@ -144,20 +144,20 @@ def test_the_check_command_prints_the_runs_line(capsys: pytest.CaptureFixture[st
     assert "--clients 100000: the data cannot be split" in capsys.readouterr().out
 
 
-def test_the_readmes_check_example_prints_what_the_readme_shows(
+def test_the_privacy_pages_check_example_prints_what_the_page_shows(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    page = (Path(__file__).resolve().parents[1] / "docs" / "privacy.md").read_text()
     command = (
         "python -m federated.config --check \"data.partitioner='iid' dp.record-level=true "
         'dp.noise-multiplier=1.0 train.batch-size=4 train.local-steps=5" --clients 3'
     )
-    assert command in readme
+    assert command in page
     assert main(shlex.split(command)[3:]) == 0
-    assert "```text\n" + capsys.readouterr().out + "```" in readme
-    # The same run with the auto batch and steps, as the README compares it.
+    assert "```text\n" + capsys.readouterr().out + "```" in page
+    # The same run with the auto batch and steps, as the page compares it.
     auto = command.replace(" train.batch-size=4 train.local-steps=5", "")
     assert main(shlex.split(auto)[3:]) == 0
     plan = capsys.readouterr().out
     assert "at most epsilon 7.22 " in plan and "; 5.66 at the smallest" in plan
-    assert "would spend at most 7.22 (5.66 at the exact count)" in " ".join(readme.split())
+    assert "would spend at most 7.22 (5.66 at the exact count)" in " ".join(page.split())

@@ -1,4 +1,4 @@
-"""The schema as documentation: the README's table and pyproject's app config."""
+"""The schema as documentation: docs/configuration.md's table and pyproject's app config."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from federated.config.schema import default_flat_config, iter_options
 
 
 def config_reference_markdown() -> str:
-    """The README's configuration table, generated from the schema so the two cannot drift."""
+    """docs/configuration.md's key table, generated from the schema so the two cannot drift."""
     rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
     for key, f in iter_options():
         meta = f.metadata

@@ -11,7 +11,7 @@ from federated.config.options import option
 class StrategySettings:
     name: str = option(
         "fedavg",
-        "Aggregation strategy; see the README's strategy table.",
+        "Aggregation strategy; see docs/strategies.md.",
         choices=(
             "fedavg",
             "ffa-lora",
