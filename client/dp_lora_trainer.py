@@ -10,8 +10,8 @@ each example's mean over its tokens), so that one example is one record.
 Sampling and noise come from a secret generator (``federated.privacy.secret_randomness``), and
 the noise is drawn in opacus's secure mode (robust to floating-point attacks).
 
-A logical batch larger than memory allows is taken in chunks of ``dp.physical-batch`` examples
-(virtual steps, as opacus's ``BatchMemoryManager``): each chunk's per-example gradients are
+A logical batch larger than memory allows is taken in chunks of ``dp.record.physical-batch``
+examples (virtual steps, as opacus's ``BatchMemoryManager``): each chunk's per-example gradients are
 clipped and added to the step's sum, and the noise joins that sum once, after the last chunk.
 The released gradient is the one a single pass over the whole batch releases, so the accountant
 counts one step at the logical sampling rate.

@@ -24,6 +24,7 @@ from client.personal_factors import PersonalFactors
 from client.privacy_budget import PrivateClient
 from federated.config import parse_run_config
 from federated.data.corpus import Example
+from federated.devices.planner import examples_in_memory
 from federated.model.evaluation import EvalResult, evaluate_model
 from federated.model.local_model import LocalModel
 from federated.model.lora import trainable_parameters, trainable_state
@@ -48,6 +49,13 @@ class _Round:
         content = msg.content
         round_config = content.config_records[keys.CONFIG]
         self.settings, rank = planned(self.config, round_config, self.partition_id, job.batch)
+        # A node sized by its device holds no more examples at once than its plan counted:
+        # DP-SGD's Poisson draws above that are taken in chunks.
+        self.physical_batch = (
+            examples_in_memory(self.config, job.batch)
+            if job.batch is not None
+            else self.config.dp.record.physical_batch
+        )
         self.mode = planned_mode(self.config, round_config, job.mode)
         self.local: LocalModel = lora_model(self.config, rank)
         self.plan = RoundPlan.from_config(round_config)
@@ -145,13 +153,13 @@ def _train(msg: Message, context: Context, r: _Round, encoded: Encoded) -> Messa
                 r.config.task,
                 settings,
                 noise_multiplier=private.round.noise_multiplier,
-                max_grad_norm=r.config.dp.max_grad_norm,
+                max_grad_norm=r.config.dp.record.max_grad_norm,
                 sample_rate=private.round.sample_rate,
                 expected_batch=private.round.expected_batch,
-                mode=r.config.dp.grad_sample_mode,
+                mode=r.config.dp.record.grad_sample_mode,
                 pad_token_id=r.local.tokenizer.pad_token_id,
                 generator=secret_generator("dp-sgd", r.partition_id, r.server_round),
-                physical_batch=r.config.dp.physical_batch,
+                physical_batch=r.physical_batch,
             )
     state = trainable_state(r.local.model)
     if r.plan.keep_b:

@@ -114,10 +114,10 @@ def main() -> None:
             config.task,
             settings,
             noise_multiplier=1.0,
-            max_grad_norm=config.dp.max_grad_norm,
+            max_grad_norm=config.dp.record.max_grad_norm,
             sample_rate=batch / len(examples),
             expected_batch=batch,
-            mode=config.dp.grad_sample_mode,
+            mode=config.dp.record.grad_sample_mode,
             pad_token_id=tokenizer.pad_token_id,
             generator=generator,
         )

@@ -71,8 +71,8 @@ class PrivateClient:
             new = run is None
             if run is None:
                 generator = secret_generator("record-count", self.partition_id)
-                count = noised_count(num_records, dp.count_noise, generator)
-                run = ledger.runs[key] = RunSpend(count, count_release(dp.count_noise))
+                count = noised_count(num_records, dp.record.count_noise, generator)
+                run = ledger.runs[key] = RunSpend(count, count_release(dp.record.count_noise))
             self.run, self.round = run, RoundPrivacy.of(config, run.noised_count)
             step = (self.round.noise_multiplier, self.round.sample_rate, self.round.steps)
             reason = self._limit(ledger, step)

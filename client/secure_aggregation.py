@@ -183,7 +183,7 @@ def _update_vector(
     received = record_to_tensors(msg.content.array_records[keys.ARRAYS])
     upload = record_to_tensors(reply.content.array_records[keys.ARRAYS])
     metrics = reply.content.metric_records[keys.METRICS]
-    if run.dp.distributed:
+    if run.dp.distributed_noise:
         return _noised(p.update_delta(received, upload, config), run, msg)
     vector, bit = p.update_vector(received, upload, metrics, config)
     names = p.train_statistics(run)
@@ -202,7 +202,7 @@ def _evaluation_vector(metrics: MetricRecord, config: ConfigRecord) -> np.ndarra
 def _check_enough(which: str, count: int, run: RunConfig) -> None:
     """Distributed DP: refuse any stage that would leave a sum of fewer clients than the noise
     was sized for (each client sized its share for that many)."""
-    fewest = planned_min_clients(run) if run.dp.distributed else 0
+    fewest = planned_min_clients(run) if run.dp.distributed_noise else 0
     if count < fewest:
         raise ValueError(
             f"{count} clients {which}: a sum of fewer than {fewest} carries less noise than "

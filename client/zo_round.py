@@ -89,7 +89,7 @@ def _train(msg: Message, context: Context, rebuilt: _Rebuilt, encoded: Encoded) 
             return private.declined(msg)
         dp_zo = ZoPrivacy(
             private.round.noise_multiplier,
-            config.dp.max_grad_norm,
+            config.dp.record.max_grad_norm,
             private.round.sample_rate,
             private.round.expected_batch,
             secret_generator("dp-zo", partition_id, server_round),

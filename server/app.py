@@ -229,7 +229,7 @@ def _log_privacy(config: RunConfig, strategy: LoraStrategy) -> None:
             dp.sample_rate,
             dp.noise_multiplier,
             dp.bound,
-            " (adaptive)" if config.dp.client_adaptive_clip else "",
+            " (adaptive)" if config.dp.client.adaptive_clip else "",
         )
 
 

@@ -62,7 +62,7 @@ def _client_dp_allows(strategy: LoraStrategy, server_round: int) -> bool:
         "training stops here",
         server_round,
         dp.epsilon_after_round(),
-        dp.dp.client_target_epsilon,
+        dp.dp.target_epsilon,
     )
     return False
 

@@ -111,7 +111,7 @@ class _SecureRound:
             self.shape = p.VectorLayout([], False, statistics(names))
             self.required: frozenset[str] = frozenset()
         else:
-            count_bit = dp is not None and config.dp.client_adaptive_clip
+            count_bit = dp is not None and config.dp.client.adaptive_clip
             spec = secure_layout(strategy, config)
             self.shape = p.VectorLayout(spec, count_bit, p.train_statistics(config))
             self.required = train_metric_keys(config.mode, train_release(config))
@@ -239,7 +239,7 @@ class _SecureRound:
         if len(survivors) < planned:
             raise _NoSum(
                 f"{len(survivors)} masked updates arrived; distributed DP's noise needs "
-                f"{planned} (dp.distributed-dropout)"
+                f"{planned} (dp.distributed.dropout)"
             )
         return summed
 
@@ -452,7 +452,7 @@ def _finish(
             log(WARNING, "    distributed DP: nothing released; the round still counts")
         elif strategy.client_dp is not None:
             # Client-level DP releases every round: the noise alone, as for an empty draw.
-            centred = 0.0 if config.dp.client_adaptive_clip else None
+            centred = 0.0 if config.dp.client.adaptive_clip else None
             strategy.aggregate_secure([], strategy.zero_delta(), 0.0, centred, {})
             log(WARNING, "    client-level DP: the round's noise moves the model alone")
     return outcome

@@ -96,7 +96,7 @@ def example_bound(config: RunConfig, num_partitions: int) -> ExampleBound:
     if config.server.max_examples:
         return ExampleBound((), float(config.server.max_examples))
     # A noised count further above the truth than the slack is a lie, not bad luck.
-    slack = COUNT_NOISE_SIGMAS * config.dp.count_noise if config.dp.record_level else 0.0
+    slack = COUNT_NOISE_SIGMAS * config.dp.record.count_noise if config.dp.record_level else 0.0
     try:
         sizes = partition_record_counts(config, num_partitions)
     except ValueError as err:  # the clients cannot split the data this way either

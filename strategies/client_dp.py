@@ -50,7 +50,7 @@ def split_noise(noise_multiplier: float, count_noise: float) -> float:
     remaining = noise_multiplier**-2 - (2 * count_noise) ** -2
     if remaining <= 0:
         raise ConfigError(
-            f"run config 'dp.client-count-noise' = {count_noise:.3g}: adaptive clipping needs it "
+            f"run config 'dp.client.count-noise' = {count_noise:.3g}: adaptive clipping needs it "
             f"above half the client noise multiplier ({noise_multiplier / 2:.3g})"
         )
     return remaining**-0.5
@@ -70,7 +70,7 @@ class ClientLevelDp:
     """The server's client-level mechanism, its secret sampling and its ledger over the run.
 
     ``sample_rate`` is q, each connected client's chance to join a round; with
-    ``dp.client-target-epsilon`` alone the noise is set so that ``rounds`` rounds stay within the
+    ``dp.target-epsilon`` alone the noise is set so that ``rounds`` rounds stay within the
     budget. ``expected_clients`` (q times the nodes the run waits for) sets the default count
     noise of adaptive clipping. ``floor``: adaptive clipping never takes the bound below it
     (under SecAgg+, twice what rounding can add, so a client keeps half its bound).
@@ -87,18 +87,18 @@ class ClientLevelDp:
         self.dp = dp
         self.sample_rate = sample_rate
         try:
-            self.noise_multiplier = dp.client_noise_multiplier or noise_for_budget(
-                dp.client_target_epsilon, dp.delta, sample_rate, rounds
+            self.noise_multiplier = dp.noise_multiplier or noise_for_budget(
+                dp.target_epsilon, dp.delta, sample_rate, rounds
             )
         except BudgetUnreachable as err:
             raise ConfigError(
-                f"run config 'dp.client-target-epsilon' = {dp.client_target_epsilon:g}: {err}"
+                f"run config 'dp.target-epsilon' = {dp.target_epsilon:g}: {err}"
             ) from None
-        self.count_noise = dp.client_count_noise or max(1.0, expected_clients) / 20
+        self.count_noise = dp.client.count_noise or max(1.0, expected_clients) / 20
         self.update_noise = self.noise_multiplier
-        if dp.client_adaptive_clip:
+        if dp.client.adaptive_clip:
             self.update_noise = split_noise(self.noise_multiplier, self.count_noise)
-        self.bound = dp.client_clip_norm
+        self.bound = dp.client.clip_norm
         self.floor = floor
         self.ledger = PrivacyLedger()
         self.generator = secret_generator("client-level")
@@ -122,7 +122,7 @@ class ClientLevelDp:
         return self.ledger.epsilon_after(self.noise_multiplier, self.sample_rate, 1, self.dp.delta)
 
     def budget_allows(self) -> bool:
-        budget = self.dp.client_target_epsilon
+        budget = self.dp.target_epsilon
         return not budget or self.epsilon_after_round() <= budget
 
     def aggregate(
@@ -149,12 +149,12 @@ class ClientLevelDp:
             noise = gaussian_noise(value.shape, self.update_noise * bound, self.generator)
             mean[key] = (value.double() + noise) / expected
         noised_fraction = None
-        if dp.client_adaptive_clip and centred is not None:
+        if dp.client.adaptive_clip and centred is not None:
             noise = float(gaussian_noise((), self.count_noise, self.generator))
             noised_fraction = 0.5 + (centred + noise) / expected
             self.bound = max(
                 self.floor,
-                bound * math.exp(-dp.client_clip_lr * (noised_fraction - dp.client_clip_quantile)),
+                bound * math.exp(-dp.client.clip_lr * (noised_fraction - dp.client.clip_quantile)),
             )
         self.ledger.spend(self.noise_multiplier, self.sample_rate, 1)
         self._released = (bound, noised_fraction, expected)

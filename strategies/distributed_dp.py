@@ -60,11 +60,10 @@ class DistributedClientDp(ClientLevelDp):
             self.plan: DistributedPlan = run_plan(config, dimension)
         except BudgetUnreachable as err:
             raise ConfigError(
-                f"run config 'dp.client-target-epsilon' = {config.dp.client_target_epsilon:g}: "
-                f"{err}"
+                f"run config 'dp.target-epsilon' = {config.dp.target_epsilon:g}: {err}"
             ) from None
         self.noise_multiplier = self.plan.noise_multiplier
-        self.bound = self.dp.client_clip_norm
+        self.bound = self.dp.client.clip_norm
         self.rounds = 0
         self.last_spent: int | None = None
         self.generator = secret_generator("client-level")

@@ -114,7 +114,9 @@ class LoraStrategy(FedAvg):
         self.scale = scale
         self.pairs: list[LoraPair] = lora_pairs(initial.trainable)[0]
         self.initial = GlobalModel(dict(initial.trainable), dict(initial.base_delta))
-        self.client_dp: ClientLevelDp | None = None  # set by build_strategy for dp.client-level
+        self.client_dp: ClientLevelDp | None = (
+            None  # set by build_strategy for client-level dp.mode
+        )
         self.robust: RobustSettings | None = None  # set by build_strategy for robust.method
         self.sampler: PartitionSampler | None = None  # set by the server once nodes answer
         self.run_key = ""  # names the files clients keep for the run (``client.node_files``)

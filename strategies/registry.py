@@ -71,7 +71,7 @@ def _rounding_margin(config: RunConfig, strategy: LoraStrategy) -> float:
         return 0.0
     s, entries = config.secagg, update_dimension(strategy, config)
     problem = rounding_problem(
-        entries, s.clipping_range, s.quantization_bits, config.dp.client_clip_norm, keep=0.5
+        entries, s.clipping_range, s.quantization_bits, config.dp.client.clip_norm, keep=0.5
     )
     if problem:
         raise ConfigError(
@@ -101,7 +101,7 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
     if config.dp.client_level:
         _needs_linear(
             cls,
-            "'dp.client-level' = True",
+            f"'dp.mode' = {config.dp.mode!r}",
             "client-level DP adds noise to a sum of "
             "clipped client updates, and this strategy combines updates non-linearly",
         )
@@ -125,7 +125,7 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
     )
     if config.robust.method != "none":
         strategy.robust = config.robust
-    if config.dp.distributed:
+    if config.dp.distributed_noise:
         strategy.client_dp = DistributedClientDp(config, update_dimension(strategy, config))
     elif config.dp.client_level:
         # Poisson sampling at fraction-train: the rate the accountant composes.

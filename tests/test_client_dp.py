@@ -18,7 +18,7 @@ from strategies.lora_strategy import GlobalModel
 from strategies.registry import STRATEGIES, build_strategy
 
 TINY = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 4, "lora.rank": 4}
-DP = {"dp.client-level": True, "dp.client-noise-multiplier": 1.0}
+DP = {"dp.mode": "client", "dp.noise-multiplier": 1.0}
 ZERO = {"a": torch.zeros(40, 30), "b": torch.zeros(50)}
 
 
@@ -42,7 +42,7 @@ def test_clipping_bounds_each_update_and_keeps_its_direction() -> None:
 def _mechanism(
     noise: float, bound: float, seed: int, *, rate: float = 0.25, population: int = 20, **extra
 ) -> ClientLevelDp:
-    raw = {**TINY, **DP, "dp.client-noise-multiplier": noise, "dp.client-clip-norm": bound}
+    raw = {**TINY, **DP, "dp.noise-multiplier": noise, "dp.client.clip-norm": bound}
     dp = ClientLevelDp(parse_run_config({**raw, **extra}).dp, rate, 10, expected_clients=5)
     dp.generator = torch.Generator().manual_seed(seed)
     dp.population = population
@@ -126,14 +126,15 @@ def test_non_linear_strategies_are_refused_at_start(name: str) -> None:
 
 
 def test_adaptive_clipping_refuses_a_count_noise_too_small_to_share_the_budget() -> None:
-    raw = {**TINY, **DP, "dp.client-adaptive-clip": True, "dp.client-count-noise": 0.4}
+    raw = {**TINY, **DP, "dp.client.adaptive-clip": True, "dp.client.count-noise": 0.4}
     with pytest.raises(ConfigError, match="above half the client noise multiplier"):
         ClientLevelDp(parse_run_config(raw).dp, 0.25, 10, expected_clients=5)
 
 
 def test_client_level_dp_needs_a_noise_and_rules_out_fedkseed_pro() -> None:
-    with pytest.raises(ConfigError, match="dp.client-noise-multiplier, or dp.client-target"):
-        parse_run_config({**TINY, "dp.client-level": True})
+    needs = "^run config 'dp.mode' = 'client' needs a noise: set dp.noise-multiplier, or dp.target"
+    with pytest.raises(ConfigError, match=needs):
+        parse_run_config({**TINY, "dp.mode": "client"})
     raw = {**TINY, **DP, "mode": "zo", "strategy.name": "fedkseed", "zo.pro": True}
     with pytest.raises(ConfigError, match="FedKSeed-Pro weighs seeds"):
         parse_run_config(raw)
@@ -142,13 +143,13 @@ def test_client_level_dp_needs_a_noise_and_rules_out_fedkseed_pro() -> None:
 def test_a_target_below_what_the_accountant_certifies_is_refused_in_one_line() -> None:
     floor = PrivacyLedger().epsilon_floor(1e-5)
     assert 0.05 < floor < 0.2  # opacus's largest order, 63, bounds it near 0.1 at delta 1e-5
-    raw = {**TINY, "dp.client-level": True, "dp.client-target-epsilon": floor * 0.9}
-    with pytest.raises(ConfigError, match=r"^run config 'dp.client-target-epsilon' = .*below"):
+    raw = {**TINY, "dp.mode": "client", "dp.target-epsilon": floor * 0.9}
+    with pytest.raises(ConfigError, match=r"^run config 'dp.target-epsilon' = .*below"):
         parse_run_config(raw)
 
 
 def test_each_round_is_one_sampled_gaussian_event_and_the_budget_stops_the_next() -> None:
-    config = parse_run_config({**TINY, **DP, "dp.client-target-epsilon": 8.0})
+    config = parse_run_config({**TINY, **DP, "dp.target-epsilon": 8.0})
     dp = ClientLevelDp(config.dp, 0.25, 10, expected_clients=5)
     dp.population = 20
     rounds = 0
@@ -163,7 +164,7 @@ def test_each_round_is_one_sampled_gaussian_event_and_the_budget_stops_the_next(
 
 
 def test_a_target_epsilon_alone_sets_the_noise_for_every_round() -> None:
-    raw = {**TINY, "dp.client-level": True, "dp.client-target-epsilon": 3.0}
+    raw = {**TINY, "dp.mode": "client", "dp.target-epsilon": 3.0}
     dp = ClientLevelDp(parse_run_config(raw).dp, 0.25, 8, expected_clients=5)
     dp.population = 20
     for seed in range(8):
@@ -171,11 +172,11 @@ def test_a_target_epsilon_alone_sets_the_noise_for_every_round() -> None:
     assert 3.0 - 0.05 <= dp.report().epsilon <= 3.0
 
 
-ADAPTIVE = {"dp.client-adaptive-clip": True, "dp.client-clip-quantile": 0.5}
+ADAPTIVE = {"dp.client.adaptive-clip": True, "dp.client.clip-quantile": 0.5}
 
 
 def test_adaptive_clipping_moves_the_bound_towards_the_median_norm() -> None:
-    dp = _mechanism(1.0, 0.1, 0, rate=0.5, **ADAPTIVE, **{"dp.client-count-noise": 0.6})
+    dp = _mechanism(1.0, 0.1, 0, rate=0.5, **ADAPTIVE, **{"dp.client.count-noise": 0.6})
     # split_noise: the update gets less privacy budget than a lone mechanism would need.
     assert dp.update_noise == pytest.approx((1.0**-2 - 1.2**-2) ** -0.5)
     norms = []
@@ -191,7 +192,7 @@ def _released_fraction(dp: ClientLevelDp, start: float, deltas: list) -> float:
     """The unclipped share the mechanism used, read back from the bound it released."""
     dp.bound = start
     dp.aggregate(deltas, {"a": torch.zeros(1)})
-    quantile, lr = dp.dp.client_clip_quantile, dp.dp.client_clip_lr
+    quantile, lr = dp.dp.client.clip_quantile, dp.dp.client.clip_lr
     return quantile - math.log(dp.bound / start) / lr
 
 
@@ -209,7 +210,7 @@ def test_the_ledger_is_the_composition_of_the_mechanisms_as_released(
     """Measure what adaptive clipping releases, from the outside: the update's and the count's
     noise and what one client can change in each; compose those two Gaussian mechanisms at the
     sampling rate; compare with what the ledger reports."""
-    settings = {**ADAPTIVE, "dp.client-count-noise": count_noise}
+    settings = {**ADAPTIVE, "dp.client.count-noise": count_noise}
     expected, bound = rate * 20, 1.0
 
     # What one client changes in the released count: remove one inside and one outside the bound.
@@ -250,7 +251,7 @@ def test_the_ledger_is_the_composition_of_the_mechanisms_as_released(
 
 
 def test_only_the_noised_share_of_unclipped_clients_is_recorded() -> None:
-    dp = _mechanism(1.0, 1.0, 4, **ADAPTIVE, **{"dp.client-count-noise": 2.0})
+    dp = _mechanism(1.0, 1.0, 4, **ADAPTIVE, **{"dp.client.count-noise": 2.0})
     deltas = [_one_client(0.5)] * 3 + [_one_client(5.0)]  # 3 of 4 inside: exactly 0.75
     released = _released_fraction(dp, 1.0, deltas)
     report = vars(dp.report())

@@ -131,10 +131,9 @@ DISTRIBUTED = {
     "data.name": "wordnet",
     "data.num-classes": 4,
     "lora.rank": 4,
-    "dp.client-level": True,
-    "dp.distributed": True,
+    "dp.mode": "distributed",
     "secagg.enabled": True,
-    "dp.client-target-epsilon": 3.0,
+    "dp.target-epsilon": 3.0,
     "strategy.fraction-train": 0.25,
     "strategy.min-available-nodes": 20,
     "num-server-rounds": 6,
@@ -144,14 +143,13 @@ DISTRIBUTED = {
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"dp.client-level": False}, "set dp.client-level"),
         ({"secagg.enabled": False}, "set secagg.enabled"),
         ({"secagg.num-shares": 0.5}, "set secagg.num-shares = 1.0"),
-        ({"dp.client-adaptive-clip": True}, "turn adaptive clipping off"),
+        ({"dp.client.adaptive-clip": True}, "turn adaptive clipping off"),
     ],
 )
 def test_distributed_dp_without_what_it_needs_is_refused_in_one_line(change, reason) -> None:
-    with pytest.raises(ConfigError, match=rf"^run config 'dp.distributed' = True.*{reason}"):
+    with pytest.raises(ConfigError, match=rf"^run config 'dp.mode' = 'distributed'.*{reason}"):
         parse_run_config({**DISTRIBUTED, **change})
 
 

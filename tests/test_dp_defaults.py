@@ -13,7 +13,7 @@ from federated.config import ConfigError, default_flat_config, parse_run_config,
 from federated.config.cli import main
 from federated.config.dp_defaults import PLAIN, TUNED_RECORD_LEVEL
 
-PRIVATE = {"dp.record-level": True, "dp.noise-multiplier": 1.0}
+PRIVATE = {"dp.mode": "record", "dp.noise-multiplier": 1.0}
 SWEEP = Path(__file__).resolve().parents[1] / "benchmarks" / "privacy" / "sweep.json"
 # The sweep's knobs as run-config keys.
 KNOBS = {
@@ -22,7 +22,7 @@ KNOBS = {
     "lr": "train.lr",
     "rank": "lora.rank",
     "strategy": "strategy.name",
-    "clip": "dp.max-grad-norm",
+    "clip": "dp.record.max-grad-norm",
 }
 
 
@@ -40,9 +40,12 @@ def test_a_value_the_user_sets_is_kept_even_the_plain_one(key: str) -> None:
     # The plain value is what the schema's default used to be: it was replaced before.
     for own in (
         PLAIN[key],
-        {"train.batch-size": 48, "dp.physical-batch": 8, "train.local-steps": 3, "train.lr": 5e-4}[
-            key
-        ],
+        {
+            "train.batch-size": 48,
+            "dp.record.physical-batch": 8,
+            "train.local-steps": 3,
+            "train.lr": 5e-4,
+        }[key],
     ):
         flat = _flat({**PRIVATE, key: own})
         assert flat[key] == own
@@ -64,7 +67,7 @@ def test_auto_values_under_record_level_dp_resolve_to_the_sweeps_best() -> None:
     "raw",
     [
         {},
-        {"dp.client-level": True, "dp.client-noise-multiplier": 1.0},
+        {"dp.mode": "client", "dp.noise-multiplier": 1.0},
         {**PRIVATE, "mode": "zo", "strategy.name": "fedkseed"},
         {"mode": "zo", "strategy.name": "fedkseed"},
     ],
@@ -72,7 +75,12 @@ def test_auto_values_under_record_level_dp_resolve_to_the_sweeps_best() -> None:
 )
 def test_other_runs_resolve_auto_values_to_the_plain_settings(raw: dict) -> None:
     flat = _flat(raw)
-    assert {key: flat[key] for key in PLAIN} == PLAIN
+    # The record-level options resolve under record-level DP only; elsewhere they stay unset.
+    record = raw.get("dp.mode") == "record"
+    expected = {k: v for k, v in PLAIN.items() if record or not k.startswith("dp.record.")}
+    assert {key: flat[key] for key in expected} == expected
+    unset = default_flat_config()["dp.record.physical-batch"]
+    assert record or flat["dp.record.physical-batch"] == unset
 
 
 def test_explicit_auto_values_resolve_and_a_resolved_config_parses_to_itself() -> None:
@@ -98,7 +106,7 @@ def test_local_steps_zero_with_epochs_set_counts_its_steps_from_the_epochs() -> 
         ({"train.batch-size": -1}, "'train.batch-size' = -1: must be >= 0"),
         ({"train.batch-size": False}, "'train.batch-size' = False: expected int, got bool"),
         ({"train.lr": -1.0}, "'train.lr' = -1.0: must be >= 0.0"),
-        ({"dp.physical-batch": -2}, "'dp.physical-batch' = -2: must be >= -1"),
+        ({"dp.record.physical-batch": -2}, "'dp.record.physical-batch' = -2: must be >= -1"),
     ],
 )
 def test_a_removed_key_and_values_below_auto_are_refused(raw: dict, expected: str) -> None:
@@ -110,12 +118,12 @@ def test_a_removed_key_and_values_below_auto_are_refused(raw: dict, expected: st
 def test_the_check_command_says_what_the_auto_values_become(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["--check", "dp.record-level=true dp.noise-multiplier=1.0 train.lr=5e-4"]) == 0
+    assert main(["--check", "dp.mode='record' dp.noise-multiplier=1.0 train.lr=5e-4"]) == 0
     said = capsys.readouterr().out.splitlines()[0]
     assert said.startswith("auto settings, the privacy sweep's best for record-level DP of LoRA")
     assert "train.batch-size=64" in said and "train.lr" not in said
     set_all = " ".join(f"{key}={value}" for key, value in TUNED_RECORD_LEVEL.items())
-    assert main(["--check", f"dp.record-level=true dp.noise-multiplier=1.0 {set_all}"]) == 0
+    assert main(["--check", f"dp.mode='record' dp.noise-multiplier=1.0 {set_all}"]) == 0
     assert "auto settings" not in capsys.readouterr().out
     assert main(["--check", "lora.rank=4"]) == 0  # the plain settings: nothing to announce
     assert capsys.readouterr().out.startswith("ok: ")
@@ -128,4 +136,4 @@ def test_the_tuned_values_are_the_privacy_sweeps_best() -> None:
     for knob, key in KNOBS.items():
         assert TUNED_RECORD_LEVEL.get(key, defaults[key]) == best[knob], key
     # Batches above one pass are virtual steps of the sweep's physical batch.
-    assert TUNED_RECORD_LEVEL["dp.physical-batch"] == PHYSICAL_BATCH < best["batch"]
+    assert TUNED_RECORD_LEVEL["dp.record.physical-batch"] == PHYSICAL_BATCH < best["batch"]

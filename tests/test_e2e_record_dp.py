@@ -29,9 +29,9 @@ RUN = {
     "train.lr": 0.02,
     "train.local-steps": STEPS,
     "train.batch-size": 8,
-    "dp.record-level": True,
+    "dp.mode": "record",
     "dp.noise-multiplier": NOISE,
-    "dp.max-grad-norm": 1.0,
+    "dp.record.max-grad-norm": 1.0,
     "audit.canaries": 30,  # records too: each client's count holds the canaries it was dealt
 }
 
@@ -48,7 +48,7 @@ def _counts() -> list[int]:
             noised_count(
                 len(client_indices(config, p, CLIENTS)[0])
                 + len(client_canaries(config, p, CLIENTS, 0)),
-                config.dp.count_noise,
+                config.dp.record.count_noise,
                 secret_generator("record-count", p),
             )
             for p in range(CLIENTS)
@@ -60,7 +60,7 @@ def _epsilons_after(rounds: int) -> list[float]:
     config = parse_run_config(RUN)
     spent = []
     for count in _counts():
-        ledger = count_release(config.dp.count_noise)
+        ledger = count_release(config.dp.record.count_noise)
         ledger.spend(NOISE, min(1.0, config.train.batch_size / count), STEPS * rounds)
         spent.append(ledger.epsilon(config.dp.delta))
     return spent

@@ -36,7 +36,7 @@ BASE = {
 }
 CASES = {
     "fedavg-record-dp": {
-        "dp.record-level": True,
+        "dp.mode": "record",
         "dp.noise-multiplier": 1.0,
         "train.batch-size": 8,
     },

@@ -57,9 +57,9 @@ def _steps(config: dict) -> tuple[Event, Event]:
     of 2 spends them (the secret generators are fixed, so each run draws the same count)."""
     parsed = parse_run_config(config)
     records = len(client_indices(parsed, 0, 2)[0])
-    count = noised_count(records, parsed.dp.count_noise, secret_generator("record-count", 0))
+    count = noised_count(records, parsed.dp.record.count_noise, secret_generator("record-count", 0))
     rate = min(1.0, parsed.train.batch_size / count)
-    return (parsed.dp.count_noise, 1.0, 1), (1.0, rate, parsed.train.local_steps)
+    return (parsed.dp.record.count_noise, 1.0, 1), (1.0, rate, parsed.train.local_steps)
 
 
 def _composed(*events: Event, delta: float = DEFAULT_DELTA) -> float:

@@ -71,12 +71,12 @@ def test_zeroth_order_takes_a_device_that_cannot_backpropagate_and_else_it_is_le
 def test_a_dp_run_with_physical_chunks_keeps_its_logical_batch_where_a_chunk_fits() -> None:
     private = {
         **PLANNED,
-        "dp.record-level": True,
+        "dp.mode": "record",
         "dp.noise-multiplier": 1.0,
         "strategy.name": "fedavg",
     }
     whole = parse_run_config(private)
-    chunked = parse_run_config({**private, "dp.physical-batch": 4})
+    chunked = parse_run_config({**private, "dp.record.physical-batch": 4})
     device = _device(estimate_memory(whole, 4, 128, 8).total / 1e9 + 0.01)
     assert plan_device(whole, device, smaller_ranks=False, zo_fallback=False).batch < 16
     plan = plan_device(chunked, device, smaller_ranks=False, zo_fallback=False)

@@ -80,7 +80,7 @@ def test_a_device_sizes_the_job_as_the_simulator_does() -> None:
     [
         ({"mode": "zo", "strategy.name": "fedkseed"}, "not LoRA steps in a zeroth-order one"),
         ({"train.local-steps": 0, "train.local-epochs": 1.0}, "fixed train.local-steps"),
-        ({"dp.record-level": True, "dp.noise-multiplier": 1.0}, "record-level DP does not"),
+        ({"dp.mode": "record", "dp.noise-multiplier": 1.0}, "record-level DP does not"),
         ({"secagg.enabled": True}, "SecAgg+ cannot mask"),
     ],
 )

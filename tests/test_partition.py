@@ -94,6 +94,10 @@ def test_dirichlet_is_a_partition_with_min_size(
     sizes: list[int], num_partitions: int, alpha: float, seed: int
 ) -> None:
     corpus = labelled(sizes)
+    if len(corpus) < 2 * num_partitions:  # too few for two each: refused, not split
+        with pytest.raises(ValueError, match="cannot give"):
+            partition_indices(corpus, num_partitions, "dirichlet", alpha=alpha, seed=seed)
+        return
     parts = partition_indices(corpus, num_partitions, "dirichlet", alpha=alpha, seed=seed)
     assert len(parts) == num_partitions
     assert_partition_of(parts, list(range(len(corpus))))

@@ -30,7 +30,7 @@ RUN = {
     "model.name": "tiny-llama",
     "data.partitioner": "dirichlet",
     "num-server-rounds": 3,
-    "dp.record-level": True,
+    "dp.mode": "record",
     "dp.noise-multiplier": 1.0,
     "train.batch-size": 4,
     "train.local-steps": 5,
@@ -41,7 +41,7 @@ RUN = {
 def _client_spends(config: RunConfig, count: int) -> float:
     """A client's epsilon after every round of the run, accounted as the client does."""
     r = RoundPrivacy.of(config, count)
-    ledger = count_release(config.dp.count_noise)
+    ledger = count_release(config.dp.record.count_noise)
     for _ in range(config.num_server_rounds):
         ledger.spend(r.noise_multiplier, r.sample_rate, r.steps)
     return ledger.epsilon(r.delta)
@@ -61,12 +61,12 @@ def test_the_start_line_states_what_the_smallest_partitions_client_spends(
     plan = planned_epsilon(config, counts)
     fewest = min(counts)
     assert plan.exact == _client_spends(config, fewest)
-    low = round(fewest - COUNT_NOISE_SIGMAS * config.dp.count_noise)
+    low = round(fewest - COUNT_NOISE_SIGMAS * config.dp.record.count_noise)
     assert plan.epsilon == _client_spends(config, low) > plan.exact
     # Each client's own noised count, drawn as it draws it: within the bound.
     monkeypatch.setenv(INSECURE_SEED_ENV, "5")
     for p, n in enumerate(counts):
-        count = noised_count(n, config.dp.count_noise, secret_generator("record-count", p))
+        count = noised_count(n, config.dp.record.count_noise, secret_generator("record-count", p))
         assert _client_spends(config, count) <= plan.epsilon
     line = planned_epsilon_line(config, CLIENTS)
     assert line.startswith(
@@ -81,7 +81,7 @@ def test_the_issues_example_spends_what_it_said() -> None:
     # 580 records, noise 1.0, 3 rounds: batch 4 and 5 steps as written, not the tuned 64 and 8.
     written = planned_epsilon(parse_run_config({**RUN, "audit.canaries": 0}), [580])
     assert round(written.exact, 2) == 0.95
-    tuned = parse_run_config({"dp.record-level": True, "dp.noise-multiplier": 1.0})
+    tuned = parse_run_config({"dp.mode": "record", "dp.noise-multiplier": 1.0})
     assert round(planned_epsilon(tuned, [580]).exact, 2) == 4.88
 
 
@@ -132,7 +132,7 @@ def test_without_the_partitions_the_line_says_what_it_knows() -> None:
 def test_the_check_command_prints_the_runs_line(capsys: pytest.CaptureFixture[str]) -> None:
     check = (
         "model.name='tiny-llama' data.partitioner='dirichlet' num-server-rounds=3 "
-        "dp.record-level=true dp.noise-multiplier=1.0 train.batch-size=4 train.local-steps=5 "
+        "dp.mode='record' dp.noise-multiplier=1.0 train.batch-size=4 train.local-steps=5 "
         "audit.canaries=30"
     )
     assert main(["--check", check, "--clients", str(CLIENTS)]) == 0
@@ -149,7 +149,7 @@ def test_the_privacy_pages_check_example_prints_what_the_page_shows(
 ) -> None:
     page = (Path(__file__).resolve().parents[1] / "docs" / "privacy.md").read_text()
     command = (
-        "python -m federated.config --check \"data.partitioner='iid' dp.record-level=true "
+        "python -m federated.config --check \"data.partitioner='iid' dp.mode='record' "
         'dp.noise-multiplier=1.0 train.batch-size=4 train.local-steps=5" --clients 3'
     )
     assert command in page

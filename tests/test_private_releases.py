@@ -40,9 +40,9 @@ BASE = {
     "lora.dropout": 0.0,
     "train.local-steps": 3,
     "train.batch-size": 8,
-    "dp.record-level": True,
+    "dp.mode": "record",
     "dp.noise-multiplier": 1.0,
-    "dp.max-grad-norm": 1.0,
+    "dp.record.max-grad-norm": 1.0,
 }
 ZO = {
     "mode": "zo",
@@ -122,7 +122,7 @@ def test_neighbouring_data_sets_differ_only_in_noised_releases(
     assert differing <= NOISED_METRICS
     # The count went through the Gaussian mechanism (the same secret draw for both), and what
     # depends on it, the epsilon through the sampling rate, only through the noised value.
-    count_noise = parse_run_config(config).dp.count_noise
+    count_noise = parse_run_config(config).dp.record.count_noise
     noised = noised_count(30, count_noise, secret_generator("record-count", 0))
     assert metrics[0][keys.NUM_EXAMPLES] == noised != 30
     assert metrics[1][keys.NUM_EXAMPLES] == noised + 1
@@ -164,7 +164,7 @@ def test_a_restarted_client_keeps_its_spent_epsilon(
     assert int(second.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES]) == count
     rate, steps = min(1.0, BASE["train.batch-size"] / count), BASE["train.local-steps"]
     reference = PrivacyLedger()
-    reference.spend(parse_run_config(BASE).dp.count_noise, 1.0, 1)
+    reference.spend(parse_run_config(BASE).dp.record.count_noise, 1.0, 1)
     reference.spend(1.0, rate, steps)
     assert _spent(first) == pytest.approx(reference.epsilon(1e-5))
     reference.spend(1.0, rate, steps)

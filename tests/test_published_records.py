@@ -99,10 +99,10 @@ def test_under_client_level_dp_one_client_more_changes_only_noised_values(
 ) -> None:
     monkeypatch.setenv(INSECURE_SEED_ENV, "7")  # the same secret sample and noise in both
     private = {
-        "dp.client-level": True,
-        "dp.client-noise-multiplier": 1.0,
+        "dp.mode": "client",
+        "dp.noise-multiplier": 1.0,
         "strategy.fraction-train": 0.75,
-        "dp.client-clip-norm": 0.05,
+        "dp.client.clip-norm": 0.05,
     }
     with_rows, with_summary = _run(tmp_path, "with", private, _rows(20))
     without_rows, without_summary = _run(tmp_path, "without", private, [])

@@ -112,8 +112,8 @@ def test_a_poisoned_delta_moves_the_robust_aggregate_little(poison: str, method:
 def test_an_unbounded_norm_bound_is_the_strategy_s_own_mean(name: str) -> None:
     raw = {"robust.method": "norm-bound", "robust.norm-bound": 1e9}
     plain, robust = (
-        _dp_strategy(name, **{"dp.client-level": False}),
-        _dp_strategy(name, **{"dp.client-level": False}, **raw),
+        _dp_strategy(name, **{"dp.mode": "none"}),
+        _dp_strategy(name, **{"dp.mode": "none"}, **raw),
     )
     assert robust.robust is not None and plain.robust is None
     uploads = _uploads(plain, 4)
@@ -128,7 +128,7 @@ def test_an_unbounded_norm_bound_is_the_strategy_s_own_mean(name: str) -> None:
     ("extra", "message"),
     [
         ({"strategy.name": "flexlora"}, "it replaces a mean of client deltas"),
-        ({"dp.client-level": True, "dp.client-noise-multiplier": 1.0}, "client-level DP"),
+        ({"dp.mode": "client", "dp.noise-multiplier": 1.0}, "client-level DP"),
         ({"secagg.enabled": True}, "secure aggregation gives the server only the sum"),
     ],
 )

@@ -196,8 +196,8 @@ def test_a_run_whose_quantization_cannot_keep_the_clip_bound_is_refused_at_start
         "model.name": "tiny-llama",
         "lora.rank": 4,
         "secagg.enabled": True,
-        "dp.client-level": True,
-        "dp.client-noise-multiplier": 1.0,
+        "dp.mode": "client",
+        "dp.noise-multiplier": 1.0,
     }
     config = parse_run_config(run)
     initial = GlobalModel(dict(lora_model(config).initial))

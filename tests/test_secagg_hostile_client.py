@@ -77,9 +77,8 @@ def test_under_distributed_dp_a_spoiled_sum_is_discarded_and_the_round_counts(
 ) -> None:
     config = {
         **SECURE,
-        "dp.client-level": True,
-        "dp.distributed": True,
-        "dp.client-noise-multiplier": 1.0,
+        "dp.mode": "distributed",
+        "dp.noise-multiplier": 1.0,
         "strategy.min-available-nodes": 4,
     }
     folder = run_federation(tmp_path, "distributed", config, tamper_reply=_adding(2**31))

@@ -90,18 +90,18 @@ def test_fedkseed_seed_sums_add_up_under_secagg(tmp_path: Path) -> None:
 
 def test_client_level_noise_reaches_the_securely_summed_update(tmp_path: Path) -> None:
     clip, sigma, clients = 0.01, 1.0, 4
-    private = {**LORA, "secagg.enabled": True, "dp.client-level": True, "dp.client-clip-norm": clip}
-    quiet_run = {**private, "dp.client-noise-multiplier": 1e-9}
+    private = {**LORA, "secagg.enabled": True, "dp.mode": "client", "dp.client.clip-norm": clip}
+    quiet_run = {**private, "dp.noise-multiplier": 1e-9}
     quiet = adapter(run_federation(tmp_path, "quiet", quiet_run))
-    noisy_run = {**private, "dp.client-noise-multiplier": sigma}
+    noisy_run = {**private, "dp.noise-multiplier": sigma}
     noisy = adapter(run_federation(tmp_path, "noisy", noisy_run))
     noise = torch.cat([(noisy[k] - quiet[k]).flatten() for k in quiet])
     # The clients clipped their own updates; the server's noise on the sum, over m clients.
     assert float(noise.std()) == pytest.approx(sigma * clip / clients, rel=0.1)
 
-    # Distributed: each client adds noise for the 3 of 4 that dp.distributed-dropout 0.2 leaves,
+    # Distributed: each client adds noise for the 3 of 4 that dp.distributed.dropout 0.2 leaves,
     # so the sum of all 4 carries sqrt(4/3) times the central noise; the server adds none.
-    distributed = {**noisy_run, "dp.distributed": True, "strategy.min-available-nodes": clients}
+    distributed = {**noisy_run, "dp.mode": "distributed", "strategy.min-available-nodes": clients}
     shared = adapter(run_federation(tmp_path, "distributed", distributed))
     noise = torch.cat([(shared[k] - quiet[k]).flatten() for k in quiet])
     assert float(noise.std()) == pytest.approx(sigma * clip * (4 / 3) ** 0.5 / clients, rel=0.1)
@@ -112,9 +112,8 @@ def test_a_distributed_round_short_of_its_planned_clients_is_not_unmasked(tmp_pa
     config = {
         **LORA,
         "secagg.enabled": True,
-        "dp.client-level": True,
-        "dp.distributed": True,
-        "dp.client-noise-multiplier": 1.0,
+        "dp.mode": "distributed",
+        "dp.noise-multiplier": 1.0,
         "secagg.reconstruction-threshold": 0.5,
         "strategy.min-available-nodes": 5,
     }

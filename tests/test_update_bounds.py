@@ -99,7 +99,7 @@ def test_a_partition_claims_at_most_its_records() -> None:
     assert "not one of 0..2" in bound.problem(3, 1)
     assert "not one of 0..2" in bound.problem(0.5, 1)
     private = example_bound(
-        parse_run_config({**raw, "dp.record-level": True, "dp.noise-multiplier": 1.0}), 3
+        parse_run_config({**raw, "dp.mode": "record", "dp.noise-multiplier": 1.0}), 3
     )
     assert private.problem(1, sizes[1] + 6 * 20) is None  # the count noise's room
     assert private.problem(1, sizes[1] + 6 * 20 + 1) is not None

@@ -224,7 +224,7 @@ def test_a_replys_head_is_checked_against_what_was_sent(head: dict, reason: str 
             {"model.name": "tiny-llama", "data.name": "chatterbot", "data.num-classes": 0},
             "needs a classification head",
         ),
-        ({"dp.record-level": True, "dp.target-epsilon": 3.0}, "no record-level DP"),
+        ({"dp.mode": "record", "dp.target-epsilon": 3.0}, "no record-level DP"),
         ({"zo.hybrid": "no_such_module"}, "no module named 'no_such_module'"),
     ],
 )

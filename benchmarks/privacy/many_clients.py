@@ -4,7 +4,7 @@ The privacy benchmark's model and task (MiniLM-L6, WordNet's 8 largest categorie
 times the definitions spread evenly over 1,000 clients (about 14 each), on the device simulator with
 always-on boards (Raspberry Pi 5 and Jetson Orin Nano: online 90% of rounds, 2% failing). With
 client-level DP each online client joins a round with probability 0.1 (secret Poisson sampling),
-its update clipped to ``dp.client-clip-norm``, the noise set so the whole run stays within
+its update clipped to ``dp.client.clip-norm``, the noise set so the whole run stays within
 epsilon 1, 3 or 8; without DP Flower samples a tenth of the clients a round.
 
     python -m benchmarks.privacy.many_clients    # the runs, then many_clients.json
@@ -34,12 +34,12 @@ FEDERATION = {
     "simulation.population": "pi5:0.5,jetson-orin-nano:0.5",
     **AUDIT,
 }
-CLIENT_LEVEL = {"dp.client-level": True, "dp.client-clip-norm": 0.5, "dp.delta": 1e-5}
+CLIENT_LEVEL = {"dp.mode": "client", "dp.client.clip-norm": 0.5, "dp.delta": 1e-5}
 
 
 def runs() -> dict[str, dict]:
     out = {
-        f"clients1000-eps{e:g}": {**FEDERATION, **CLIENT_LEVEL, "dp.client-target-epsilon": e}
+        f"clients1000-eps{e:g}": {**FEDERATION, **CLIENT_LEVEL, "dp.target-epsilon": e}
         for e in EPSILONS
     }
     out["clients1000-no-dp"] = dict(FEDERATION)

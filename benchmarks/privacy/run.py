@@ -50,24 +50,24 @@ METHODS = {
 # Every setting as written here: the physical batch too, which would otherwise resolve to the
 # tuned one (the others are set in BASE).
 DP = {
-    "dp.record-level": True,
-    "dp.max-grad-norm": 1.0,
+    "dp.mode": "record",
+    "dp.record.max-grad-norm": 1.0,
     "dp.delta": 1e-5,
-    "dp.physical-batch": 0,
+    "dp.record.physical-batch": 0,
 }
 # DP-FedAvg on the same federation: each client in a round at rate 1/4, its update clipped.
 CLIENT_LEVEL = {
     "strategy.name": "fedavg",
-    "dp.client-level": True,
-    "dp.client-clip-norm": 0.5,
+    "dp.mode": "client",
+    "dp.client.clip-norm": 0.5,
     "dp.delta": 1e-5,
 }
 SECAGG = {"secagg.enabled": True, "secagg.num-shares": 1.0}
 # One-run privacy audit: 100 canaries, each inserted with a fair coin into one client's data.
 AUDIT = {"audit.canaries": 100}
 # The same DP-FedAvg with the noise added by the clients under SecAgg+ (distributed discrete
-# Gaussian), sized for the 4 of the 5 expected clients that dp.distributed-dropout 0.2 leaves.
-DISTRIBUTED = {**CLIENT_LEVEL, **SECAGG, "dp.distributed": True, **AUDIT}
+# Gaussian), sized for the 4 of the 5 expected clients that dp.distributed.dropout 0.2 leaves.
+DISTRIBUTED = {**CLIENT_LEVEL, **SECAGG, "dp.mode": "distributed", **AUDIT}
 
 
 def runs() -> dict[str, dict]:
@@ -86,13 +86,13 @@ def runs() -> dict[str, dict]:
         out[f"client-level-eps{epsilon:g}"] = {
             **BASE,
             **CLIENT_LEVEL,
-            "dp.client-target-epsilon": epsilon,
+            "dp.target-epsilon": epsilon,
         }
     for epsilon in EPSILONS:
         out[f"distributed-eps{epsilon:g}"] = {
             **BASE,
             **DISTRIBUTED,
-            "dp.client-target-epsilon": epsilon,
+            "dp.target-epsilon": epsilon,
         }
     # Without DP the audit should find the canaries: the bound it gives is what DP takes away.
     out["fedavg-no-dp-audit"] = {**BASE, **METHODS["fedavg"], **AUDIT}

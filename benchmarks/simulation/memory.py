@@ -24,7 +24,7 @@ from federated.devices.memory_estimate import estimate_memory
 HERE = Path(__file__).resolve().parent
 LM, CLASSIFIER = {"model.name": "smollm2-135m"}, {"data.name": "wordnet", "data.num-classes": 8}
 ZO = {"mode": "zo", "strategy.name": "fedkseed"}
-DP = {"dp.record-level": True, "dp.noise-multiplier": 1.0}
+DP = {"dp.mode": "record", "dp.noise-multiplier": 1.0}
 CASES = [
     ({"model.name": "tiny-llama"}, 8, 96),
     ({"model.name": "tiny-llama"}, 16, 128),
@@ -46,7 +46,7 @@ CASES = [
 
 
 def label(config: dict, batch: int, length: int) -> str:
-    mode = "zo" if config.get("mode") == "zo" else "dp" if "dp.record-level" in config else "lora"
+    mode = "zo" if config.get("mode") == "zo" else "dp" if config.get("dp.mode") == "record" else "lora"
     return f"{config['model.name']} {mode} {batch}x{length}"
 
 

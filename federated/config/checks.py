@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from federated.config.data import BUILTIN_DATASETS
 from federated.config.lora import LoraSettings
 from federated.config.options import ConfigError
+from federated.config.privacy import SECTION_MODES
 from federated.config.run_config import RunConfig
 from federated.data.encode import PROMPT_FIELD
 from federated.data.files import TABLE_SUFFIXES
@@ -145,25 +149,46 @@ def _check_zo(config: RunConfig) -> None:
 
 def _check_privacy(config: RunConfig) -> None:
     dp = config.dp
-    if dp.client_level:
-        _check_client_level(config)
-    if dp.distributed:
-        _check_distributed(config)
-    if not dp.record_level:
+    if dp.mode == "none":
         return
     if dp.noise_multiplier == 0 and dp.target_epsilon == 0:
         raise ConfigError(
-            "run config 'dp.record-level' = True needs a noise: set dp.noise-multiplier, or "
+            f"run config 'dp.mode' = {dp.mode!r} needs a noise: set dp.noise-multiplier, or "
             "dp.target-epsilon to derive it for the whole run"
         )
+    if dp.record_level:
+        _check_record_level(config)
+    else:
+        _check_client_level(config)
+    if dp.distributed_noise:
+        _check_distributed(config)
+
+
+def check_mechanism_options(flat: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    """An option of another DP mechanism than the run's would be ignored: refuse it instead.
+    ``flat`` is the run config as given, before auto values resolve (they may differ from the
+    default in a section the run does not use)."""
+    mode = flat["dp.mode"]
+    for section, modes in SECTION_MODES.items():
+        prefix = f"dp.{section}."
+        for key, value in flat.items():
+            if key.startswith(prefix) and mode not in modes and value != defaults[key]:
+                raise ConfigError(
+                    f"run config '{key}' = {value!r}: applies to dp.mode = "
+                    f"{' or '.join(repr(m) for m in modes)}, and this run's is {mode!r}"
+                )
+
+
+def _check_record_level(config: RunConfig) -> None:
+    dp = config.dp
     if dp.target_epsilon:
-        floor = count_release(dp.count_noise).epsilon_floor(dp.delta)
+        floor = count_release(dp.record.count_noise).epsilon_floor(dp.delta)
         if dp.target_epsilon <= floor:
             raise ConfigError(
                 f"run config 'dp.target-epsilon' = {dp.target_epsilon:g}: a client spends "
-                f"{floor:.3g} by releasing its noised record count (dp.count-noise = "
-                f"{dp.count_noise:g}) at dp.delta = {dp.delta:g}, the least the RDP accountant "
-                "can certify; raise the target, dp.count-noise or dp.delta"
+                f"{floor:.3g} by releasing its noised record count (dp.record.count-noise = "
+                f"{dp.record.count_noise:g}) at dp.delta = {dp.delta:g}, the least the RDP "
+                "accountant can certify; raise the target, dp.record.count-noise or dp.delta"
             )
     if config.train.local_steps < 1:
         raise ConfigError(
@@ -174,29 +199,23 @@ def _check_privacy(config: RunConfig) -> None:
 
 def _check_client_level(config: RunConfig) -> None:
     dp = config.dp
-    if dp.client_noise_multiplier == 0 and dp.client_target_epsilon == 0:
-        raise ConfigError(
-            "run config 'dp.client-level' = True needs a noise: set dp.client-noise-multiplier, "
-            "or dp.client-target-epsilon to derive it for the whole run"
-        )
     if config.mode == "zo" and config.zo.pro:
         raise ConfigError(
-            "run config 'zo.pro' = True with dp.client-level: FedKSeed-Pro weighs seeds by each "
-            "client's own scalars, which client-level DP must not look at; turn one of them off"
+            f"run config 'zo.pro' = True with dp.mode = {dp.mode!r}: FedKSeed-Pro weighs seeds by "
+            "each client's own scalars, which client-level DP must not look at; turn one of them "
+            "off"
         )
     floor = PrivacyLedger().epsilon_floor(dp.delta)
-    if dp.client_target_epsilon and dp.client_target_epsilon <= floor:
+    if dp.target_epsilon and dp.target_epsilon <= floor:
         raise ConfigError(
-            f"run config 'dp.client-target-epsilon' = {dp.client_target_epsilon:g}: below "
+            f"run config 'dp.target-epsilon' = {dp.target_epsilon:g}: below "
             f"{floor:.3g}, the least the RDP accountant can certify at dp.delta = {dp.delta:g}; "
             "raise the target or dp.delta"
         )
 
 
 def _check_distributed(config: RunConfig) -> None:
-    dp, key = config.dp, "run config 'dp.distributed' = True"
-    if not dp.client_level:
-        raise ConfigError(f"{key} adds client-level DP's noise on the clients: set dp.client-level")
+    key = "run config 'dp.mode' = 'distributed'"
     if not config.secagg.enabled:
         raise ConfigError(
             f"{key}: the clients' noise shares protect the sum only under SecAgg+; set "
@@ -213,9 +232,9 @@ def _check_distributed(config: RunConfig) -> None:
             "unmask a sum of too few clients, which it can count only when it shares with all; "
             "set secagg.num-shares = 1.0"
         )
-    if dp.client_adaptive_clip:
+    if config.dp.client.adaptive_clip:
         raise ConfigError(
-            f"{key} with dp.client-adaptive-clip: the clients' noise is planned for a fixed "
+            f"{key} with dp.client.adaptive-clip: the clients' noise is planned for a fixed "
             "bound; turn adaptive clipping off"
         )
 

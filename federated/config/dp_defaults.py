@@ -1,11 +1,12 @@
 """The settings a run may leave to fedtune (``auto``), and what each resolves to.
 
-``train.batch-size``, ``train.local-steps``, ``train.lr`` and ``dp.physical-batch`` default to an
-auto value that no one sets by accident (0, or -1 where 0 already means something). A record-level
-DP run of LoRA resolves them to the settings that ``benchmarks/privacy/sweep.py`` found to keep
-the most accuracy under DP-SGD; every other run to the settings that suit training without noise.
-A value the user writes is never replaced: Flower hands the app its run config merged with
-pyproject's defaults, so only a value reserved for "left to fedtune" can say that it was left.
+``train.batch-size``, ``train.local-steps``, ``train.lr`` and ``dp.record.physical-batch``
+default to an auto value that no one sets by accident (0, or -1 where 0 already means something).
+A record-level DP run of LoRA resolves them to the settings that ``benchmarks/privacy/sweep.py``
+found to keep the most accuracy under DP-SGD; every other run to the settings that suit training
+without noise. A value the user writes is never replaced: Flower hands the app its run config
+merged with pyproject's defaults, so only a value reserved for "left to fedtune" can say that it
+was left.
 
 Under DP-SGD the noise added to each step is fixed while the signal grows with the batch, so a
 private run wants large expected batches, taken in virtual steps that fit in memory, and the rate
@@ -20,7 +21,7 @@ from typing import Any
 # Without DP noise: small batches and a few steps, cheap on a CPU.
 PLAIN: dict[str, Any] = {
     "train.batch-size": 4,
-    "dp.physical-batch": 0,
+    "dp.record.physical-batch": 0,
     "train.local-steps": 5,
     "train.lr": 1e-3,
 }
@@ -28,7 +29,7 @@ PLAIN: dict[str, Any] = {
 # benchmarks/README.md: an expected batch of 64 in virtual steps of 16.
 TUNED_RECORD_LEVEL: dict[str, Any] = {
     "train.batch-size": 64,
-    "dp.physical-batch": 16,
+    "dp.record.physical-batch": 16,
     "train.local-steps": 8,
     "train.lr": 1e-2,
 }
@@ -42,7 +43,7 @@ def auto_help(key: str) -> str:
 
 
 def _tuned(flat: Mapping[str, Any]) -> bool:
-    return bool(flat["dp.record-level"]) and flat["mode"] == "lora"
+    return flat["dp.mode"] == "record" and flat["mode"] == "lora"
 
 
 def auto_values(flat: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -53,6 +54,8 @@ def auto_values(flat: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[st
     it is auto only when no epochs are set.
     """
     table = TUNED_RECORD_LEVEL if _tuned(flat) else PLAIN
+    if flat["dp.mode"] != "record":  # the record-level options stay unset outside their mode
+        table = {key: value for key, value in table.items() if not key.startswith("dp.record.")}
     left = {key: value for key, value in table.items() if flat[key] == defaults[key]}
     if flat["train.local-epochs"] != defaults["train.local-epochs"]:
         left.pop("train.local-steps", None)

@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from federated.config.checks import check_combinations
+from federated.config.checks import check_combinations, check_mechanism_options
 from federated.config.dp_defaults import auto_values, auto_values_line
 from federated.config.options import ConfigError
 from federated.config.run_config import RunConfig
@@ -91,6 +91,7 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         One line naming the key, the value and what is allowed.
     """
     given = _given(raw)
+    check_mechanism_options(given, default_flat_config())
     config = _build(RunConfig, "", {**given, **auto_values(given, default_flat_config())})
     check_combinations(config)
     return config

@@ -128,7 +128,7 @@ def estimate_memory(config: RunConfig, batch: int, length: int, rank: int) -> Me
     activations = float(sum(s.nbytes() for s in storages))
     largest = max((s.nbytes() for s in storages), default=0)
     optimizer = 3 * trainable  # a gradient and AdamW's two moments per trainable weight
-    if config.dp.record_level and config.dp.grad_sample_mode != "ghost":
+    if config.dp.record_level and config.dp.record.grad_sample_mode != "ghost":
         optimizer += batch * trainable
     return MemoryEstimate(
         RUNTIME_BYTES, weights, optimizer, activations, TRANSIENT_FACTOR * largest

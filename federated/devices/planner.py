@@ -36,10 +36,10 @@ def _halvings(start: int) -> list[int]:
     return values
 
 
-def _in_memory(config: RunConfig, batch: int) -> int:
-    """The examples a step holds at once: a DP-SGD step with dp.physical-batch takes its batch
-    in chunks, so its logical batch (and its privacy) need not shrink to fit."""
-    physical = config.dp.physical_batch if config.dp.record_level else 0
+def examples_in_memory(config: RunConfig, batch: int) -> int:
+    """The examples a step holds at once: a DP-SGD step with dp.record.physical-batch takes its
+    batch in chunks, so its logical batch (and its privacy) need not shrink to fit."""
+    physical = config.dp.record.physical_batch if config.dp.record_level else 0
     return min(batch, physical) if physical else batch
 
 
@@ -60,7 +60,7 @@ def plan_device(
         ranks = _halvings(config.lora.rank) if smaller_ranks else [config.lora.rank]
         for batch in _halvings(config.train.batch_size):
             for rank in ranks:
-                estimate = estimate_memory(config, _in_memory(config, batch), length, rank)
+                estimate = estimate_memory(config, examples_in_memory(config, batch), length, rank)
                 smallest = estimate
                 if estimate.total <= budget:
                     changed = (rank, batch) != (config.lora.rank, config.train.batch_size)

@@ -194,9 +194,9 @@ def plan_distributed(
 
 def planned_min_clients(config: RunConfig) -> int:
     """The fewest clients whose sum may be unmasked: the expected clients a round,
-    strategy.fraction-train × strategy.min-available-nodes, less dp.distributed-dropout."""
+    strategy.fraction-train × strategy.min-available-nodes, less dp.distributed.dropout."""
     expected = config.strategy.fraction_train * config.strategy.min_available_nodes
-    return max(1, math.floor(expected * (1 - config.dp.distributed_dropout) + 1e-9))
+    return max(1, math.floor(expected * (1 - config.dp.distributed.dropout) + 1e-9))
 
 
 @cache
@@ -229,12 +229,12 @@ def run_plan(config: RunConfig, dimension: int) -> DistributedPlan:
     ``MAX_CLIENTS`` is refused."""
     dp = config.dp
     return _cached_plan(
-        dp.client_clip_norm,
+        dp.client.clip_norm,
         dimension,
         config.strategy.fraction_train,
         planned_min_clients(config),
         dp.delta,
-        dp.client_noise_multiplier,
-        dp.client_target_epsilon,
+        dp.noise_multiplier,
+        dp.target_epsilon,
         config.num_server_rounds,
     )

@@ -1,6 +1,6 @@
 """What a record-level DP client will spend over a run, worked out before the first round.
 
-A client releases its record count once, noised (std ``dp.count-noise``), then samples each
+A client releases its record count once, noised (std ``dp.record.count-noise``), then samples each
 step's records at q = ``train.batch-size`` / that noised count, with ``dp.noise-multiplier``, or
 the smallest noise that keeps the count and every round of the run within ``dp.target-epsilon``
 (``client.privacy_budget.RoundPrivacy``; the server cannot import client code, so this module
@@ -49,7 +49,9 @@ def round_mechanism(config: RunConfig, count: int) -> tuple[float, float]:
     dp = config.dp
     rate = min(1.0, config.train.batch_size / count)
     steps = _run_steps(config)
-    noise = dp.noise_multiplier or _noise(dp.target_epsilon, dp.delta, rate, steps, dp.count_noise)
+    noise = dp.noise_multiplier or _noise(
+        dp.target_epsilon, dp.delta, rate, steps, dp.record.count_noise
+    )
     return noise, rate
 
 
@@ -66,7 +68,7 @@ def run_epsilon(config: RunConfig, count: int) -> float:
     """The epsilon a client whose noised count is ``count`` spends in the run if it trains in
     every round: its count's release, then every round's steps."""
     noise, rate = round_mechanism(config, count)
-    release = count_release(config.dp.count_noise)
+    release = count_release(config.dp.record.count_noise)
     return release.epsilon_after(noise, rate, _run_steps(config), config.dp.delta)
 
 
@@ -91,7 +93,7 @@ def planned_epsilon(config: RunConfig, counts: Sequence[int]) -> PlannedEpsilon:
     fewest, dp = min(counts), config.dp
     bound = dp.target_epsilon
     if dp.noise_multiplier:
-        low = max(1, math.floor(fewest - COUNT_NOISE_SIGMAS * dp.count_noise))
+        low = max(1, math.floor(fewest - COUNT_NOISE_SIGMAS * dp.record.count_noise))
         bound = run_epsilon(config, low)
     epsilon = min(bound, dp.target_epsilon) if dp.target_epsilon else bound
     noise = round_mechanism(config, fewest)[0]
@@ -153,5 +155,5 @@ def planned_epsilon_line(config: RunConfig, num_partitions: int | None, unknown:
     return (
         f"record-level DP: each client spends at most epsilon {plan.epsilon:.3g} {over}; "
         f"{exact}; the bound holds unless a noised count falls over {COUNT_NOISE_SIGMAS:g} std "
-        f"(dp.count-noise {dp.count_noise:g}) below its records, p < 1e-9)"
+        f"(dp.record.count-noise {dp.record.count_noise:g}) below its records, p < 1e-9)"
     )
