@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the app folder: federated/cli/ is two below
 BIN = Path(sys.executable).parent
 
 
