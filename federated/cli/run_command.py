@@ -13,6 +13,10 @@ for it. Ctrl-C (or SIGTERM) stops the run itself through the SuperLink (``flwr s
 next round (``federated.protocol.stop_request``: a simulation hears of ``flwr stop`` only at
 its next heartbeat), and prints the line that resumes the run from its last checkpoint.
 
+Before the run it names the SuperLink it will use, and refuses a local one started in another
+folder (``federated.cli.local_superlink``). Several ``--run-config`` options are merged key by
+key (``federated.cli.run_config_merge``), where ``flwr run`` would drop keys.
+
     fedtune run . --federation-config "num-supernodes=10 client-resources-num-cpus=1"
 """
 
@@ -30,6 +34,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from federated.cli.local_superlink import ForeignSuperLink, superlink_in_use
+from federated.cli.run_config_merge import merge_run_configs
 from federated.deploy.shell_line import shell_line
 from federated.protocol.stop_request import await_stop, request_stop
 from federated.results import CHECKPOINT_INFO, SUMMARY_FILE
@@ -194,8 +200,16 @@ def run(argv: list[str]) -> int:
     )
     args, options = parser.parse_known_args(argv)
     superlink = [args.superlink] if args.superlink else []
+    try:
+        in_use = superlink_in_use(args.superlink, Path.cwd())
+    except ForeignSuperLink as err:
+        print(f"fedtune run: {err}", file=sys.stderr)
+        return 2
+    if in_use is not None:
+        print(f"fedtune run: {in_use}", file=sys.stderr)
     signals = _Signals()
-    stream = _Stream([_flwr(), "run", args.app, *superlink, "--stream", *options])
+    command = [_flwr(), "run", args.app, *superlink, "--stream", *merge_run_configs(options)]
+    stream = _Stream(command)
     try:
         _follow(stream, signals, superlink)
         if signals.received is not None:
