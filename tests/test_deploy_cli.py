@@ -1,6 +1,7 @@
 """The ``fedtune`` chores: certificates that verify against their CA and name the SuperLink's
-hosts, node keys in the format Flower reads, the deployment's command lines, a run's report,
-and one clear line for each bad argument."""
+hosts, node keys in the format Flower reads, the deployment's command lines (and docs/deploy.md
+showing exactly them), a run's report, several ``--run-config`` options merged as one, and one
+clear line for each bad argument."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
+from flwr.common.config import parse_config_args
 
 from federated.cli.main import main
+from federated.cli.run_config_merge import merge_run_configs
 from federated.deploy.certificates import make_certificates
 from federated.deploy.commands import Deployment, deployment_commands
 from federated.deploy.node_keys import make_node_key
 from federated.protocol.partition_keys import fingerprint, read_partition_keys
 from federated.results import RunResults
 from server.checkpoint import CHECKPOINT_INFO
+from tests.deploy_doc import fenced_bash, on_this_machine
 
 
 def test_the_superlink_certificate_is_signed_by_the_ca_for_every_host(tmp_path: Path) -> None:
@@ -74,6 +78,7 @@ def test_the_commands_of_a_secure_deployment() -> None:
     ) in text
     assert "flwr supernode register keys/node-1.key.pub fedtune" in text
     assert (
+        "fedtune check-link --superlink fl.example.org:8000 --root-certificates certs/ca.crt && "
         "flower-supernode --superlink fl.example.org:8000 --root-certificates certs/ca.crt "
         "--auth-supernode-private-key keys/node-1.key --port 9095 "
         "--node-config 'partition-id=1 num-partitions=2'"
@@ -107,9 +112,41 @@ def test_commands_with_keys_write_the_table_the_run_line_names(tmp_path, capsys,
     assert bound == {i: fingerprint(key.read_bytes()) for i, key in enumerate(publics)}
 
 
+def test_the_deployment_guide_shows_what_fedtune_commands_prints(tmp_path, capsys, monkeypatch):
+    """docs/deploy.md's section 2, as its own lines make it on one machine (the end-to-end test
+    then runs those lines)."""
+    monkeypatch.chdir(tmp_path)
+    command, shown = (
+        on_this_machine(b, tmp_path, 8000) for b in fenced_bash("## 2. The command lines")
+    )
+    args = command.split()
+    nodes = int(args[args.index("--nodes") + 1])
+    for node in range(nodes):
+        make_node_key(tmp_path / "keys" / f"node-{node}.key")
+    assert args[:1] == ["fedtune"] and main(args[1:]) == 0
+    assert capsys.readouterr().out == shown
+
+
+def test_several_run_configs_reach_flwr_as_one_that_keeps_every_key() -> None:
+    printed = "server.partition-keys='/srv/keys table.json' num-server-rounds=3"
+    mine = "server.round-timeout=60.0 num-server-rounds=20"
+    options = ["--run-config", printed, "--federation-config", "num-supernodes=2", "-c", mine]
+    merged = merge_run_configs(options)
+    assert merged[:2] == ["--federation-config", "num-supernodes=2"]
+    assert merged[2] == "--run-config"
+    assert parse_config_args(merged[3:]) == {
+        "server.partition-keys": "/srv/keys table.json",
+        "server.round-timeout": 60.0,
+        "num-server-rounds": 20,
+    }
+    # What flwr run alone does with the two: the later server.* drops the earlier.
+    assert "server.partition-keys" not in parse_config_args([printed, mine])
+    assert merge_run_configs(["--run-config", printed]) == ["--run-config", printed]
+
+
 def test_a_plaintext_deployment_says_insecure_everywhere() -> None:
     text = deployment_commands(Deployment("127.0.0.1:9000", 1, None, None, None))
-    assert text.count("--insecure") == 2 and "insecure = true" in text
+    assert text.count("--insecure") == 3 and "insecure = true" in text  # SuperLink, check, node
     assert "register" not in text and "--database" not in text
 
 
@@ -122,6 +159,11 @@ def test_a_plaintext_deployment_says_insecure_everywhere() -> None:
         (["certs", "--host", "a b"], "neither an IP address"),
         (["certs", "--host", "x.org", "--days", "0"], "--days must be at least 1"),
         (["results", "/nonexistent/run"], "not a run folder"),
+        (["check-link", "--superlink", "nohost", "--insecure"], "is not HOST:PORT"),
+        (
+            ["check-link", "--superlink", "h:1", "--root-certificates", "/nonexistent/ca.crt"],
+            "cannot read the root certificates /nonexistent/ca.crt",
+        ),
     ],
 )
 def test_a_bad_argument_gets_one_line_and_exit_2(args, message, capsys, tmp_path, monkeypatch):

@@ -1,11 +1,13 @@
-"""A real deployment on loopback: a SuperLink with TLS, node authentication and a database,
-three registered SuperNodes started from the lines ``fedtune commands`` prints, LoRA and
-zeroth-order runs through ``fedtune run`` that end where the same runs in Flower's simulation
-engine end; an unregistered node, a node that trusts another CA and a plaintext node are
-refused with a clear line each while the runs go on with the good nodes. A fourth registered
-node claims node 1's partition: the runs bind partitions to keys (the table ``fedtune commands``
-writes), so it is refused whatever the node IDs; a run without the table trains that partition
-on neither node."""
+"""A real deployment on loopback, as docs/deploy.md sets it up: its command lines run as the doc
+prints them (after a check that ``fedtune commands`` prints exactly those), a SuperLink with TLS,
+node authentication and a database, and three registered devices; LoRA and zeroth-order runs
+from the printed run line, with the test's options in a second ``--run-config``, end where the
+same runs in Flower's simulation engine end. Every row of the doc's table of what is refused
+runs as a printed device line with one thing wrong (or Flower's own command where the row says
+so), while the runs go on with the good nodes, and says the lines and exits with the status the
+table states. A fourth registered node claims node 1's partition: the runs bind partitions to
+keys (the table ``fedtune commands`` writes), so it is refused whatever the node IDs; a run
+without the table trains that partition on neither node."""
 
 from __future__ import annotations
 
@@ -16,9 +18,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from federated.cli.flower_cli import run_config_text
+from federated.cli.flower_cli import free_port, run_config_text
 from federated.deploy.certificates import make_certificates
+from federated.deploy.commands import Deployment
 from federated.deploy.node_keys import make_node_key
+from tests.deploy_doc import (
+    REFUSED,
+    PrintedLines,
+    commands_in,
+    fenced_bash,
+    on_this_machine,
+    refusals,
+)
 from tests.deployment import LocalDeployment
 from tests.simulate import simulate
 
@@ -51,8 +62,9 @@ COMMON = {
     "strategy.min-train-nodes": NODES,
     "server.node-wait-timeout": 120.0,
 }
-INTRUDERS = ("unregistered", "other-ca", "plaintext")  # the order _intruders starts them in
-CLAIMANT = NODES + len(INTRUDERS)  # the registered node that claims node 1's partition
+CERTS_AND_KEYS = "## 1. Certificates and keys"
+COMMAND_LINES = "## 2. The command lines"
+PLAINTEXT_FLWR = "a plaintext `flwr` connection"  # the table's one row that is no node
 MODEL_FILES = {"lora": "adapter/adapter_model.safetensors", "zo": "zo_sums.safetensors"}
 # LoRA replies are the same floats in both engines. A zeroth-order client's replay cache holds
 # whatever its process served before (a Ray actor serves several nodes, a SuperNode one), so its
@@ -61,74 +73,108 @@ MODEL_FILES = {"lora": "adapter/adapter_model.safetensors", "zo": "zo_sums.safet
 TOLERANCE = {"lora": {"rtol": 1e-4, "atol": 1e-5}, "zo": {"rtol": 1e-2, "atol": 1e-4}}
 
 
-def _intruders(d: LocalDeployment) -> dict[str, str]:
-    """Three nodes the SuperLink must not admit: the command line of each."""
+def _as_documented(folder: Path) -> tuple[LocalDeployment, PrintedLines]:
+    """docs/deploy.md's sections 1 and 2 on this machine: the doc's lines run as it prints them,
+    its devices' lines started; the printed lines, for the rest."""
+    port = free_port()
+    made = Deployment(
+        f"127.0.0.1:{port}", NODES, folder / "certs", folder / "keys", folder / "superlink.db"
+    )
+    d = LocalDeployment(folder, NODES, made=made)
+    for line in commands_in(on_this_machine(fenced_bash(CERTS_AND_KEYS)[0], folder, port)):
+        done = d.shell(line)
+        assert done.returncode == 0, f"{line}: {done.stderr}"
+    command, shown = (on_this_machine(b, folder, port) for b in fenced_bash(COMMAND_LINES))
+    printed = d.shell(command).stdout
+    assert printed == shown, "docs/deploy.md does not show what fedtune commands prints"
+    lines = PrintedLines.parse(printed)
+    plain = f'[superlink.plain]\naddress = "{made.address}"\ninsecure = true\n'
+    (d.home / "config.toml").write_text(f"{lines.connection}\n{plain}")
+    d.start_superlink(lines.superlink)
+    for line in lines.registrations:
+        registered = d.shell(line)
+        assert registered.returncode == 0, registered.stdout + registered.stderr
+    for node, line in enumerate(lines.devices):
+        d.start_node(node, line)
+    return d, lines
+
+
+def _refused(d: LocalDeployment, device: str) -> dict[str, str]:
+    """Each node row of the doc's table as a command: device 0's printed line with one thing
+    wrong, or Flower's own command in it (after the check) where the row says so."""
+    address, port = d.deployment.address, d.deployment.address.rpartition(":")[2]
+    trust, key = "--root-certificates certs/ca.crt", "keys/node-0.key"
     other = make_certificates(d.folder / "other-ca", ["127.0.0.1"]).ca_cert
     unregistered, _ = make_node_key(d.folder / "unregistered.key")
-    node = f"flower-supernode --superlink {d.deployment.address}"
-    config = "--node-config 'partition-id=0 num-partitions=3'"
-    ca, key = d.deployment.certs / "ca.crt", d.deployment.node_key(0)
+    supernode = device.partition(" && ")[2]
     return {
-        "unregistered": f"{node} --root-certificates {ca} "
-        f"--auth-supernode-private-key {unregistered} {config}",
-        "other-ca": f"{node} --root-certificates {other} --auth-supernode-private-key {key} "
-        f"{config}",
-        # A node retries forever by default; two retries make it say why it gives up.
-        "plaintext": f"{node} --insecure --max-retries 2 {config}",
+        "a device given a port where nothing listens": device.replace(
+            address, f"127.0.0.1:{free_port()}"
+        ),
+        "a device given a host name that does not resolve": device.replace(
+            address, f"fl.example.invalid:{port}"
+        ),
+        "a device given an address the SuperLink's certificate does not name": device.replace(
+            address, f"127.0.0.2:{port}"
+        ),
+        "a device that trusts another CA": device.replace(trust, f"--root-certificates {other}"),
+        "a plaintext device (`--insecure`)": device.replace(trust, "--insecure"),
+        "a device whose key is not registered": device.replace(key, str(unregistered)),
+        "`flower-supernode` alone, with a key and `--insecure`": supernode.replace(
+            trust, "--insecure"
+        ),
+        "`flower-supernode` alone (which retries forever) at a port where nothing listens, "
+        "with `--max-retries 2`": supernode.replace(address, f"127.0.0.1:{free_port()}")
+        + " --max-retries 2",
     }
 
 
-def _start_claimant(d: LocalDeployment) -> None:
-    """A node with a registered key of its own that says it holds partition 1."""
+def _start_claimant(d: LocalDeployment, device: str, node: int) -> None:
+    """A device with a registered key of its own whose line says it holds partition 1."""
     private, public = make_node_key(d.folder / "claimant.key")
-    registered = d.flwr("supernode", "register", str(public), "fedtune")
+    registered = d.shell(f"flwr supernode register {public} fedtune")
     assert registered.returncode == 0, registered.stdout + registered.stderr
-    d.start_node(
-        CLAIMANT,
-        f"flower-supernode --superlink {d.deployment.address} "
-        f"--root-certificates {d.deployment.certs / 'ca.crt'} "
-        f"--auth-supernode-private-key {private} "
-        "--node-config 'partition-id=1 num-partitions=3'",
+    line = device.replace("keys/node-0.key", str(private)).replace(
+        "partition-id=0", "partition-id=1"
     )
+    d.start_node(node, line)
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory):
-    deployment = LocalDeployment(tmp_path_factory.mktemp("deployment"), NODES)
-    deployment.start_superlink()
+def documented(tmp_path_factory: pytest.TempPathFactory):
+    deployment, lines = _as_documented(tmp_path_factory.mktemp("deployment"))
     try:
-        for node in range(NODES):
-            registered = deployment.register(node)
-            assert registered.returncode == 0, registered.stdout + registered.stderr
-            deployment.start_node(node)
-        for offset, command in enumerate(_intruders(deployment).values()):
+        refused = _refused(deployment, lines.devices[0])
+        for offset, command in enumerate(refused.values()):
             deployment.start_node(NODES + offset, command)
-        _start_claimant(deployment)
-        yield deployment
+        _start_claimant(deployment, lines.devices[0], NODES + len(refused))
+        yield deployment, lines, {who: NODES + i for i, who in enumerate(refused)}
     finally:
         deployment.close()
 
 
-def _run(federation: LocalDeployment, mode: str) -> Path:
+@pytest.fixture(scope="module")
+def federation(documented) -> LocalDeployment:
+    return documented[0]
+
+
+def _run(documented, mode: str) -> Path:
+    """The printed run line, from the app folder, with the test's options added (``server.*``
+    among them: the printed ``server.partition-keys`` must survive them)."""
+    federation, lines, _ = documented
     out = federation.folder / "results"
-    table = federation.deployment.write_partition_table()
-    config = {
-        **RUNS[mode],
-        **COMMON,
-        "output-dir": str(out),
-        "run-name": mode,
-        "server.partition-keys": str(table),
-    }
-    run = federation.run(run_config_text(config))
+    config = {**RUNS[mode], **COMMON, "output-dir": str(out), "run-name": mode}
+    run = federation.run(run_config_text(config), line=lines.run)
     assert run.wait(timeout=900) == 0, federation.log("run.log")[-3000:]
     return out / mode
 
 
 @pytest.mark.parametrize("mode", ["lora", "zo"])
 def test_a_deployed_run_ends_where_the_simulated_one_does(
-    federation: LocalDeployment, mode: str, tmp_path: Path
+    documented, mode: str, tmp_path: Path
 ) -> None:
-    folder = _run(federation, mode)
+    federation = documented[0]
+    folder = _run(documented, mode)
     rounds = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [0, 1, 2]
     for record in rounds[1:]:
@@ -147,24 +193,21 @@ def test_a_deployed_run_ends_where_the_simulated_one_does(
         torch.testing.assert_close(deployed[key], value, **TOLERANCE[mode])
 
 
-def test_nodes_the_superlink_must_not_admit_are_refused_with_a_reason(
-    federation: LocalDeployment,
-) -> None:
-    for i in range(len(INTRUDERS)):
-        assert federation.nodes[NODES + i].wait(timeout=120) != 0  # each gives up, and says why
-    logs = {name: federation.log(f"node-{NODES + i}.log") for i, name in enumerate(INTRUDERS)}
-    assert "Failed to activate SuperNode" in logs["unregistered"]
-    assert "No SuperNode found with the given public key" in federation.log("superlink.log")
-    assert "CERTIFICATE_VERIFY_FAILED" in logs["other-ca"]
-    assert "Server disconnected without sending a response" in logs["plaintext"]
-    home = Path(federation.env["FLWR_HOME"]) / "config.toml"
-    address = federation.deployment.address
-    home.write_text(
-        home.read_text() + f'\n[superlink.plain]\naddress = "{address}"\ninsecure = true\n'
-    )
-    listed = federation.flwr("ls", "plain")
-    assert listed.returncode != 0
-    assert "Connection to the SuperLink is unavailable" in listed.stdout + listed.stderr
+def test_what_the_doc_says_is_refused_is_refused_with_its_lines_and_status(documented) -> None:
+    federation, _, nodes = documented
+    table = refusals()
+    assert set(table) == {*nodes, PLAINTEXT_FLWR}, f"{REFUSED} and this test's cases differ"
+    superlink = federation.log("superlink.log")
+    for who, node in nodes.items():
+        status = federation.nodes[node].wait(timeout=120)
+        said = federation.log(f"node-{node}.log")
+        assert status == table[who].status, f"{who}: exit status {status}\n{said[-2000:]}"
+        for line in table[who].lines:
+            assert line.search(said) or line.search(superlink), f"{who}: no {line.pattern}"
+    listed = federation.shell("flwr ls plain")
+    assert listed.returncode == table[PLAINTEXT_FLWR].status
+    for line in table[PLAINTEXT_FLWR].lines:
+        assert line.search(listed.stdout + listed.stderr), listed.stdout + listed.stderr
 
 
 def test_without_the_key_table_a_claimed_partition_goes_to_neither_node(

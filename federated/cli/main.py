@@ -4,8 +4,12 @@ fedtune run [APP] [SUPERLINK] [flwr run options]   flwr run, exiting with the ru
 fedtune certs --host NAME [--host ADDR ...]         a CA and the SuperLink's TLS certificate
 fedtune node-key PATH                               a SuperNode's key pair for node auth
 fedtune commands --address HOST:PORT --nodes N ...  the deployment's exact command lines
+fedtune check-link --superlink HOST:PORT ...        can a device reach its SuperLink, or why not
 fedtune results RUN_DIR                             what a run did
 fedtune ledger [--state-dir DIR]                    a device's privacy ledgers, per data source
+
+Each command imports what it needs when it runs: ``check-link`` runs before every SuperNode
+starts, and the ledger's imports (opacus) alone take seconds.
 """
 
 from __future__ import annotations
@@ -13,14 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-from federated.cli.ledger_report import describe_ledgers
-from federated.cli.run_command import run
-from federated.cli.run_report import describe_run
-from federated.deploy.certificates import make_certificates
-from federated.deploy.commands import Deployment, deployment_commands
-from federated.deploy.node_keys import make_node_key
-from federated.node_state import default_state_root
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +52,17 @@ def _parser() -> argparse.ArgumentParser:
         "partition-keys.json there, binding partition i to node i's key",
     )
     lines.add_argument("--database", type=Path, help="the SuperLink's state file")
+    link = commands.add_parser(
+        "check-link",
+        help="check that a device reaches its SuperLink (exit 1 with the reason if not)",
+    )
+    link.add_argument("--superlink", required=True, help="HOST:PORT, as flower-supernode takes it")
+    trust = link.add_mutually_exclusive_group(required=True)
+    trust.add_argument("--root-certificates", type=Path, help="the CA certificate (ca.crt)")
+    trust.add_argument("--insecure", action="store_true", help="a plaintext SuperLink")
+    link.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds for each step (default 5)"
+    )
     results = commands.add_parser("results", help="what a run did, from its folder")
     results.add_argument("run_dir", type=Path)
     ledger = commands.add_parser(
@@ -74,29 +81,57 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
+        from federated.cli.run_command import run
+
         return run(argv[1:])  # every other option goes to flwr run
     args = _parser().parse_args(argv)
     try:
-        if args.command == "certs":
-            files = make_certificates(args.out, args.host, args.days)
-            print("\n".join(f"wrote {path}" for path in files.all()))
-            print(f"keep {files.ca_key} offline; copy {files.ca_cert} to every device")
-        elif args.command == "node-key":
-            private, public = make_node_key(args.path)
-            print(f"wrote {private} (stays on the device) and {public} (register it)")
-        elif args.command == "commands":
-            deployment = Deployment(args.address, args.nodes, args.certs, args.keys, args.database)
-            text = deployment_commands(deployment)
-            if (table := deployment.write_partition_table()) is not None:
-                print(f"# wrote {table}: partition i goes to node-<i>.key.pub's key alone")
-            print(text)
-        elif args.command == "ledger":
-            print(describe_ledgers(args.state_dir or default_state_root()))
-        else:
-            print(describe_run(args.run_dir))
+        return _command(args)
     except (ValueError, OSError) as err:
         print(f"fedtune {args.command}: {err}", file=sys.stderr)
         return 2
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "check-link":
+        from federated.deploy.link_check import UnreachableSuperLink, check_link
+
+        try:
+            print(check_link(args.superlink, args.root_certificates, args.timeout))
+        except UnreachableSuperLink as err:
+            print(
+                f"fedtune check-link: cannot reach the SuperLink at {args.superlink}: {err}",
+                file=sys.stderr,
+            )
+            return 1
+    elif args.command == "certs":
+        from federated.deploy.certificates import make_certificates
+
+        files = make_certificates(args.out, args.host, args.days)
+        print("\n".join(f"wrote {path}" for path in files.all()))
+        print(f"keep {files.ca_key} offline; copy {files.ca_cert} to every device")
+    elif args.command == "node-key":
+        from federated.deploy.node_keys import make_node_key
+
+        private, public = make_node_key(args.path)
+        print(f"wrote {private} (stays on the device) and {public} (register it)")
+    elif args.command == "commands":
+        from federated.deploy.commands import Deployment, deployment_commands
+
+        deployment = Deployment(args.address, args.nodes, args.certs, args.keys, args.database)
+        text = deployment_commands(deployment)
+        if (table := deployment.write_partition_table()) is not None:
+            print(f"# wrote {table}: partition i goes to node-<i>.key.pub's key alone")
+        print(text)
+    elif args.command == "ledger":
+        from federated.cli.ledger_report import describe_ledgers
+        from federated.node_state import default_state_root
+
+        print(describe_ledgers(args.state_dir or default_state_root()))
+    else:
+        from federated.cli.run_report import describe_run
+
+        print(describe_run(args.run_dir))
     return 0
 
 

@@ -85,17 +85,29 @@ def superlink_command(d: Deployment) -> str:
     return _line(*parts, "--disable-runtime-dependency-installation")
 
 
-def supernode_command(d: Deployment, node: int, num_partitions: int) -> str:
-    parts: list[object] = ["flower-supernode", "--superlink", d.address]
+def _trust(d: Deployment) -> list[object]:
+    """How a device trusts the SuperLink: its CA certificate, or plaintext."""
     if d.certs is None:
-        parts.append("--insecure")
-    else:
-        parts += ["--root-certificates", CertificateFiles.in_folder(d.certs).ca_cert]
+        return ["--insecure"]
+    return ["--root-certificates", CertificateFiles.in_folder(d.certs).ca_cert]
+
+
+def link_check_command(d: Deployment) -> str:
+    return _line("fedtune", "check-link", "--superlink", d.address, *_trust(d))
+
+
+def supernode_command(d: Deployment, node: int, num_partitions: int) -> str:
+    parts: list[object] = ["flower-supernode", "--superlink", d.address, *_trust(d)]
     if d.keys is not None:
         parts += ["--auth-supernode-private-key", d.node_key(node)]
     config = f"partition-id={node} num-partitions={num_partitions}"
     # The node's own Runtime API port stays on the device; a port each lets nodes share a machine.
     return _line(*parts, "--port", NODE_PORT + node, "--node-config", config)
+
+
+def device_command(d: Deployment, node: int) -> str:
+    """Device ``node``'s line: the address checked within seconds, then its SuperNode."""
+    return f"{link_check_command(d)} && {supernode_command(d, node, d.nodes)}"
 
 
 def connection_toml(d: Deployment) -> str:
@@ -129,8 +141,12 @@ def deployment_commands(d: Deployment) -> str:
             )
             for i in range(d.nodes)
         ]
-    sections += ["", "# On each device i: its SuperNode (copy ca.crt and its own key there)"]
-    sections += [supernode_command(d, i, d.nodes) for i in range(d.nodes)]
+    sections += [
+        "",
+        "# On each device i: the SuperLink's address checked, then its SuperNode "
+        "(copy ca.crt and its own key there)",
+    ]
+    sections += [device_command(d, i) for i in range(d.nodes)]
     run = ["fedtune", "run", ".", CONNECTION]
     if d.partition_keys is not None:
         # The server gives partition i to node i's key alone: another node cannot claim it.
