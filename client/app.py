@@ -9,6 +9,7 @@ from flwr.clientapp import ClientApp
 from client import lora_round, secure_aggregation, zo_round
 from client.deadline import end_past_deadline
 from client.node import describe
+from client.planned_memory import allocator_for_planned_memory
 from federated.config import parse_run_config
 from federated.secagg import protocol
 from simulation import ray_workers
@@ -48,5 +49,6 @@ def register(app: ClientApp) -> ClientApp:
     return app
 
 
-# Only this app ends its process past a message's deadline: tests run handlers in theirs.
-app = register(ClientApp(mods=[end_past_deadline]))
+# Only this app ends its process past a message's deadline (tests run handlers in theirs) and
+# sets the allocator a node's memory plan assumes (a process of its own for each message).
+app = register(ClientApp(mods=[end_past_deadline, allocator_for_planned_memory]))
