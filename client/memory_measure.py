@@ -1,8 +1,11 @@
 """The measured peak memory of a client's training job on this machine, to check the estimate.
 
-Each measurement runs in a fresh process: import what a client imports, read the resident set
-(the runtime), build the model, reset the kernel's high-water mark (``/proc/self/clear_refs``),
-take a few real training steps (``client.lora_trainer`` or ``federated.zo.trainer``) on random
+Each measurement runs in a fresh process with this process's environment, as a SuperNode's
+ClientApp process runs on a node that plans its memory: import what that process imports
+(Flower's ClientApp runtime and ``client.app``), read the resident set (the runtime), set the
+allocator as such a node does (``client.planned_memory``), build the model, reset the kernel's
+high-water mark (``/proc/self/clear_refs``), take a few real training steps
+(``client.lora_trainer``, ``client.dp_lora_trainer`` or ``federated.zo.trainer``) on random
 examples of the given length, and read the high-water mark (the job's peak, runtime included).
 
     python -m client.memory_measure '{"model.name": "tiny-llama"}' 8 96
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,16 +29,9 @@ def _status_bytes(field: str) -> float:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def measure(
-    config: dict, batch: int, length: int, returning_allocator: bool = True
-) -> dict[str, float]:
+def measure(config: dict, batch: int, length: int) -> dict[str, float]:
     """Resident bytes measured in a process of its own: with the runtime alone, once the model
-    is loaded, and at the training steps' peak. ``returning_allocator`` fixes glibc's mmap
-    threshold, so that freed blocks go back to the system at once: the tensors' own peak. With
-    glibc's default, which raises the threshold as blocks are freed, freed memory stays with the
-    process, and models made of many mid-size activations (the BERT family) hold up to twice as
-    much by the second step."""
-    allocator = {"MALLOC_MMAP_THRESHOLD_": "131072"} if returning_allocator else {}
+    is loaded, and at the training steps' peak."""
     command = [
         sys.executable,
         "-m",
@@ -52,7 +47,6 @@ def measure(
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, **allocator},
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -71,12 +65,18 @@ def _examples(task: str, batch: int, length: int, vocab: int) -> list[dict]:
 
 
 def main() -> None:
+    import importlib
+
     import torch
 
-    import client.app  # noqa: F401 - a client's imports are part of its runtime
+    from federated.devices.runtime_memory import FLOWER_CLIENTAPP_RUNTIME
+
+    importlib.import_module(FLOWER_CLIENTAPP_RUNTIME)  # a ClientApp process's imports are
+    import client.app  # noqa: F401 - part of its runtime
     from client.dp_lora_trainer import train_lora_dp
     from client.lora_trainer import train_lora
     from federated.config import parse_run_config
+    from federated.devices.allocator import return_freed_memory
     from federated.model.workspace import lora_model
     from federated.zo.trainer import train_zo
     from federated.zo.workspace import zo_model
@@ -85,6 +85,8 @@ def main() -> None:
     config = parse_run_config(json.loads(sys.argv[1]))
     batch, length = int(sys.argv[2]), int(sys.argv[3])
     runtime = _status_bytes("VmRSS")
+    if not return_freed_memory():
+        raise SystemExit("the memory planner's allocator is glibc's: this C library is not")
     built = zo_model(config) if config.mode == "zo" else lora_model(config)
     tokenizer = built.tokenizer
     examples = _examples(config.task, batch, length, len(tokenizer))
@@ -120,6 +122,8 @@ def main() -> None:
             mode=config.dp.record.grad_sample_mode,
             pad_token_id=tokenizer.pad_token_id,
             generator=generator,
+            # Poisson draws vary around the batch; a planned node takes larger ones in chunks.
+            physical_batch=batch,
         )
     else:
         train_lora(

@@ -3,6 +3,7 @@ memory: the configured job, a smaller rank or batch, zeroth-order, or left out w
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import pytest
@@ -23,6 +24,24 @@ LM = {
 # Planning only estimates (a meta-device model): a real model's sizes cost nothing here.
 PLANNED = {**LM, "model.name": "smollm2-135m"}
 CLASSIFIER = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3}
+MINILM = {**CLASSIFIER, "model.name": "minilm-l6", "data.num-classes": 8}
+# The planner promises that a job fits; a promise this much above the peak wastes a device.
+MOST_ABOVE_PEAK = 1.2
+
+
+@pytest.fixture
+def default_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment a node has unless its operator tunes the allocator."""
+    for key in [k for k in os.environ if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"]:
+        monkeypatch.delenv(key)
+
+
+def _check_estimate_against_peak(config: dict, batch: int, length: int) -> None:
+    parsed = parse_run_config(config)
+    estimate = estimate_memory(parsed, batch, length, parsed.lora.rank)
+    measured = measure(config, batch, length)
+    assert estimate.runtime == pytest.approx(measured["runtime"], rel=0.05)
+    assert measured["peak"] <= estimate.total <= MOST_ABOVE_PEAK * measured["peak"]
 
 
 @pytest.mark.parametrize(
@@ -30,15 +49,28 @@ CLASSIFIER = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-class
     [
         (LM, 8, 96),
         ({**LM, "mode": "zo", "strategy.name": "fedkseed"}, 8, 96),
+        ({**LM, "dp.mode": "record", "dp.noise-multiplier": 1.0, "strategy.name": "fedavg"}, 8, 96),
         (CLASSIFIER, 32, 128),
     ],
 )
-def test_the_estimate_is_within_a_fifth_of_the_measured_peak(config, batch, length) -> None:
-    parsed = parse_run_config(config)
-    estimate = estimate_memory(parsed, batch, length, parsed.lora.rank)
-    measured = measure(config, batch, length)
-    job = measured["peak"] - measured["runtime"]
-    assert estimate.job == pytest.approx(job, rel=0.2)
+def test_the_estimate_covers_the_measured_peak_of_a_default_node(
+    config, batch, length, default_environment
+) -> None:
+    _check_estimate_against_peak(config, batch, length)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("config", "batch", "length"),
+    [
+        ({"model.name": "smollm2-135m", "lora.rank": 16}, 2, 256),
+        (MINILM, 32, 128),  # many mid-size activations: what glibc's default keeps most of
+    ],
+)
+def test_the_estimate_covers_the_measured_peak_of_pretrained_models(
+    config, batch, length, default_environment
+) -> None:
+    _check_estimate_against_peak(config, batch, length)
 
 
 def _device(memory_gb: float):
