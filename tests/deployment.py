@@ -42,7 +42,7 @@ class LocalDeployment:
     ) -> None:
         self.folder = folder
         self.home = folder / "flwr-home"
-        self.home.mkdir(exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
         self.deployment = made or self._make(nodes, authenticate)
         self.env = {
             **os.environ,
