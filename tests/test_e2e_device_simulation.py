@@ -1,18 +1,20 @@
 """Two hundred simulated devices of five kinds through Flower's simulation engine: a device
 without the memory for the job never trains, one that always fails or always misses the
 deadline never counts, over-selection keeps the first to finish, and the run trains on the
-rest with its simulated clock in metrics.jsonl and summary.json."""
+rest with its simulated clock in metrics.jsonl and summary.json; and docs/simulation.md's example,
+run as printed, drops the devices its deadline leaves behind."""
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.run_files import rounds
-from tests.simulate import simulate
+from tests.simulate import ROOT, simulate
 
 pytestmark = pytest.mark.slow
 
@@ -91,3 +93,29 @@ def test_a_heterogeneous_population_trains_on_the_devices_that_can(tmp_path: Pat
     assert profiles["small"]["mode"] is None and profiles["small"]["plan"].startswith("left out")
     assert profiles["small"]["devices"] == 40 and profiles["fast"]["mode"] == "lora"
     assert 100 < profiles["fast"]["memory_mb"] < 4000
+
+
+def _doc_command(page: Path) -> str:
+    """The first command of ``page``'s first bash block, its continuation lines joined."""
+    block = page.read_text().split("```bash\n", 1)[1].split("```", 1)[0]
+    return block.replace("\\\n", " ").strip()
+
+
+def test_the_simulation_pages_example_runs_as_printed_and_its_deadline_binds(
+    flower, tmp_path: Path
+) -> None:
+    command = _doc_command(ROOT / "docs" / "simulation.md")
+    assert command.startswith("fedtune run . ")
+    # As pasted, plus a second --run-config that sends the results to the test's folder.
+    line = f"{command} --run-config \"output-dir='{tmp_path}' run-name='doc'\""
+    proc = subprocess.run(
+        ["bash", "-c", line], cwd=ROOT, env=flower.env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    deadline = float(command.split("simulation.deadline=")[1].split()[0])
+    records = rounds(tmp_path / "doc")[1:]
+    late = [d for r in records for d in r["simulation"]["devices"] if d["status"] == "late"]
+    assert late, "the example's deadline dropped nobody"
+    for record in records:
+        assert record["simulation"]["duration_s"] <= deadline + 1e-9
+    assert (tmp_path / "doc" / "round_timeline.png").is_file()
