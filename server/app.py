@@ -54,7 +54,6 @@ from simulation.driver import DeviceSimulator, clock_summary
 from strategies.distributed_dp import DistributedClientDp
 from strategies.fedkseed import FedKSeed
 from strategies.lora_strategy import GlobalModel, LoraStrategy
-from strategies.partition_sampling import PartitionSampler
 from strategies.registry import build_strategy
 
 app = ServerApp()
@@ -245,7 +244,7 @@ def _zo_nodes(config: RunConfig, strategy: LoraStrategy) -> tuple[int, str]:
 def _device_simulator(
     config: RunConfig, num_partitions: int, strategy: LoraStrategy
 ) -> DeviceSimulator | None:
-    """The run's simulated devices, hooked into the sampler; None without a population."""
+    """The run's simulated devices; None without a population."""
     if not config.simulation.population:
         return None
     try:
@@ -258,8 +257,6 @@ def _device_simulator(
         )
     except ProfileError as err:
         raise ConfigError(str(err)) from None
-    sampler = strategy.sampler
-    sampler.eligible, sampler.over_selection = devices.eligible, config.simulation.over_selection
     left = devices.left_out()
     if len(left) == num_partitions:
         raise ConfigError(f"simulation.population: no device can train ({left[0]})")
@@ -355,7 +352,6 @@ def _run(grid: Grid, context: Context) -> None:
         check_partition_count(config, resumed[1], partitions.num_partitions)
     if config.dp.record_level:  # from the partitions' sizes, known once the nodes have said
         log(INFO, planned_epsilon_line(config, partitions.num_partitions))
-    strategy.sampler = PartitionSampler(config.seed, partitions.of)
     devices = _device_simulator(config, partitions.num_partitions, strategy)
     if resumed is None:
         folder = folder_for(config, time.strftime("%Y%m%d-%H%M%S"))

@@ -30,6 +30,7 @@ from server.start_checks import RunFailure
 from server.update_bounds import example_bound
 from simulation.driver import DeviceSimulator, RoundClock
 from strategies.lora_strategy import GlobalModel, LoraStrategy
+from strategies.node_pool import NodePool
 
 GlobalEvaluation = Callable[[GlobalModel], EvalResult]
 
@@ -93,13 +94,14 @@ def _train(
     config: RunConfig,
     screen: TrainScreen,
     round_try: tuple[int, int],
+    pool: NodePool,
     devices: DeviceSimulator | None,
 ) -> _Training:
-    """Try ``round_try`` = (round, try) at a round: sample, train, screen the replies and, with
-    enough sound ones, aggregate them. With the device simulator, only the messages whose work
-    counts on its clock are sent."""
+    """Try ``round_try`` = (round, try) at a round: sample from ``pool``, train, screen the
+    replies and, with enough sound ones, aggregate them. With the device simulator, only the
+    messages whose work counts on its clock are sent."""
     server_round = round_try[0]
-    sent = strategy.training_messages(server_round, grid)
+    sent = strategy.training_messages(server_round, grid, pool)
     clock = None
     if devices is not None:
         upload = sum(t.numel() * t.element_size() for t in strategy.reply_reference().values())
@@ -145,13 +147,15 @@ def _train_with_retries(
     config: RunConfig,
     screen: TrainScreen,
     server_round: int,
+    pool: NodePool,
     devices: DeviceSimulator | None,
 ) -> _Training:
     """The round's training, tried again while a try does not count (too few sound replies,
     or under SecAgg+ no usable sum)."""
     tries, retried = config.server.round_retries + 1, []
     for attempt in range(1, tries + 1):
-        training = _train(grid, strategy, config, screen, (server_round, attempt), devices)
+        round_try = (server_round, attempt)
+        training = _train(grid, strategy, config, screen, round_try, pool, devices)
         if training.counts:
             if not training.valid:
                 log(WARNING, "    no valid update this round: the global model stays as it was")
@@ -197,6 +201,9 @@ def run_rounds(
     screen.partition_of = partitions.of
     # The simulator's plan, or what the nodes said at start (a mapping that grows as they join).
     screen.zo_steps = devices.zo_steps() if devices is not None else partitions.zo_steps
+    pool = NodePool(partitions.of)
+    if devices is not None:
+        pool = NodePool(partitions.of, devices.eligible, config.simulation.over_selection)
     left_out = [{"node_id": n, "reason": why} for n, why in sorted(partitions.refused.items())]
     if resumed is None:
         initial_test = evaluate_global(strategy.model)
@@ -219,12 +226,14 @@ def run_rounds(
         if not _client_dp_allows(strategy, server_round):
             break
         partitions.learn(grid, grid.get_node_ids(), config.server.round_timeout)
-        training = _train_with_retries(grid, strategy, config, screen, server_round, devices)
+        training = _train_with_retries(grid, strategy, config, screen, server_round, pool, devices)
         train_ex, valid, clients = training.exchange, training.valid, training.clients
         train_metrics, aggregation_seconds = training.metrics, training.aggregation_seconds
 
         eval_ex, eval_metrics, verdicts, eval_stages = Exchange(), None, {}, None
-        sent = [] if config.dp.quiet_clients else strategy.evaluation_messages(server_round, grid)
+        sent = []
+        if not config.dp.quiet_clients:
+            sent = strategy.evaluation_messages(server_round, grid, pool)
         if sent and config.secagg.enabled:  # the held-out statistics travel masked too
             secure = secure_evaluate_round(grid, sent, strategy, config, server_round, _progress)
             eval_ex, eval_metrics, eval_stages = secure.exchange, secure.metrics, secure.stages

@@ -12,8 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from federated.config import RobustSettings, RunConfig
 from federated.protocol import message_keys as keys
@@ -21,7 +20,7 @@ from federated.protocol.wire import tensors_to_record
 from federated.zo.sensitive import mask_arrays
 from federated.zo.sums_sync import SumsLedger
 from strategies.lora_factors import normalised_weights, weighted_mean
-from strategies.lora_strategy import STATE_PREFIX, GlobalModel, LoraStrategy, Payload, Tensors
+from strategies.lora_strategy import STATE_PREFIX, GlobalModel, LoraStrategy, Tensors
 
 
 def aggregate_seed_scalars(
@@ -132,15 +131,12 @@ class FedKSeed(LoraStrategy):
     def probabilities(self) -> torch.Tensor:
         return seed_probabilities(self.amplitude_sums, self.counts)
 
-    def _messages(
-        self, kind: str, server_round: int, payload: Payload, grid: Grid
-    ) -> list[Message]:
-        # Flower's FedAvg samples the nodes; each node then gets its own downlink.
-        configure = self.configure_train if kind == "train" else self.configure_evaluate
-        sampled = list(configure(server_round, ArrayRecord(), ConfigRecord(), grid))
+    def messages_to(self, kind: str, server_round: int, nodes: Sequence[int]) -> list[Message]:
+        """Each node's own downlink: the sums in full, or what changed since the version it
+        holds."""
+        message_type = MessageType.TRAIN if kind == "train" else MessageType.EVALUATE
         messages = []
-        for template in sampled:
-            node = template.metadata.dst_node_id
+        for node in nodes:
             new_node = node not in self.ledger.held
             arrays, base = self.ledger.payload(node, self.changes_only)
             arrays.update(self.hybrid_tensors())  # a few KB, whole each time: heads move a lot
@@ -158,13 +154,9 @@ class FedKSeed(LoraStrategy):
                 }
             )
             content = RecordDict({keys.ARRAYS: tensors_to_record(arrays), keys.CONFIG: config})
-            messages.append(
-                Message(
-                    content=content, message_type=template.metadata.message_type, dst_node_id=node
-                )
-            )
+            messages.append(Message(content=content, message_type=message_type, dst_node_id=node))
         self.sent_version[kind] = self.ledger.version
-        self.sampled[kind] = [m.metadata.dst_node_id for m in messages]
+        self.sampled[kind] = list(nodes)
         return messages
 
     def _settle(self, kind: str, replies: list[Message]) -> None:

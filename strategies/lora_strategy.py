@@ -1,8 +1,9 @@
 """The Flower side shared by every LoRA strategy: global state, payloads, records in and out.
 
-Sampling, message construction and metric averaging are Flower's own ``FedAvg``. A subclass says
-what its global model is, what each round sends (``train_payload``) and how replies combine
-(``aggregate``, which calls the strategy's pure function on tensors).
+Reply checks and metric averaging are Flower's own ``FedAvg``; a round's nodes are drawn by the
+strategy's sampler. A subclass says what its global model is, what each round sends
+(``train_payload``) and how replies combine (``aggregate``, which calls the strategy's pure
+function on tensors).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from federated.protocol.round_plan import RoundPlan
 from federated.protocol.wire import record_to_tensors, tensors_to_record
 from strategies.client_dp import ClientLevelDp
 from strategies.lora_factors import Factors
+from strategies.node_pool import NodePool
 from strategies.partition_sampling import PartitionSampler
 from strategies.robust_aggregation import ROBUST_AGGREGATES
 
@@ -86,7 +88,9 @@ class Payload:
 
 
 class LoraStrategy(FedAvg):
-    """Base of fedtune's strategies; sampling is configured like Flower's ``FedAvg``.
+    """Base of fedtune's strategies; how many nodes a round asks is configured like Flower's
+    ``FedAvg``, which ones its sampler decides (``training_messages``, ``evaluation_messages``:
+    Flower's own ``configure_train`` and ``configure_evaluate`` are not used).
 
     Parameters
     ----------
@@ -94,6 +98,8 @@ class LoraStrategy(FedAvg):
         The global model before the first round (seeded factors, zero B, the initial head).
     scale
         The LoRA scale alpha / r shared by every client; products merged into base weights carry it.
+    sampler
+        Draws each round's nodes by partition.
     **fedavg_kwargs
         Flower ``FedAvg`` sampling settings (fraction_train, min_train_nodes, ...).
     """
@@ -103,7 +109,14 @@ class LoraStrategy(FedAvg):
     mixed_ranks: ClassVar[bool] = False
     reply_kind: ClassVar[str] = "tensors"  # or "seed-steps": what a training reply carries
 
-    def __init__(self, initial: GlobalModel, *, scale: float, **fedavg_kwargs: Any) -> None:
+    def __init__(
+        self,
+        initial: GlobalModel,
+        *,
+        scale: float,
+        sampler: PartitionSampler,
+        **fedavg_kwargs: Any,
+    ) -> None:
         super().__init__(
             weighted_by_key=keys.NUM_EXAMPLES,
             arrayrecord_key=keys.ARRAYS,
@@ -118,7 +131,7 @@ class LoraStrategy(FedAvg):
             None  # set by build_strategy for client-level dp.mode
         )
         self.robust: RobustSettings | None = None  # set by build_strategy for robust.method
-        self.sampler: PartitionSampler | None = None  # set by the server once nodes answer
+        self.sampler = sampler
         self.run_key = ""  # names the files clients keep for the run (``client.node_files``)
 
     @classmethod
@@ -238,89 +251,44 @@ class LoraStrategy(FedAvg):
         log(INFO, "\t├──> Aggregation: %s (linear: %s)", self.name, self.linear)
         super().summary()
 
-    def _messages(
-        self, kind: str, server_round: int, payload: Payload, grid: Grid
-    ) -> list[Message]:
-        configure = self.configure_train if kind == "train" else self.configure_evaluate
-        config = payload.plan.to_config(ConfigRecord())
-        if self.run_key:
-            config[keys.RUN_KEY] = self.run_key
-        messages = list(configure(server_round, tensors_to_record(payload.trainable), config, grid))
-        if payload.base_delta:
-            delta = tensors_to_record(payload.base_delta)
-            for content in {id(m.content): m.content for m in messages}.values():
-                content[keys.BASE_DELTA] = delta
-        return messages
+    def training_messages(self, server_round: int, grid: Grid, pool: NodePool) -> list[Message]:
+        return self.messages_to(
+            "train", server_round, self._sample("train", server_round, grid, pool)
+        )
 
-    def training_messages(self, server_round: int, grid: Grid) -> list[Message]:
-        return self._messages("train", server_round, self.train_payload(), grid)
+    def evaluation_messages(self, server_round: int, grid: Grid, pool: NodePool) -> list[Message]:
+        nodes = self._sample("evaluate", server_round, grid, pool)
+        return self.messages_to("evaluate", server_round, nodes)
 
-    def evaluation_messages(self, server_round: int, grid: Grid) -> list[Message]:
-        return self._messages("evaluate", server_round, self.eval_payload(), grid)
+    def connected_nodes(self, grid: Grid) -> list[int]:
+        """The connected nodes, once ``min_available_nodes`` of them are (Flower's wait)."""
+        return sample_nodes(grid, self.min_available_nodes, 0)[1]
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Nodes sampled by partition (``sampler``); under client-level DP instead each connected
-        node joins independently at the accounted rate, from a secret generator (Poisson
-        sampling)."""
-        if self.client_dp is None:
-            return self._configure(
-                "train",
-                server_round,
-                arrays,
-                config,
-                grid,
-                self.fraction_train,
-                self.min_train_nodes,
+    def _sample(self, kind: str, server_round: int, grid: Grid, pool: NodePool) -> list[int]:
+        """The round's nodes: Flower's ``FedAvg`` count (the fraction of connected nodes, at
+        least the minimum), drawn by partition from those ``pool`` has. Under client-level DP,
+        training instead takes each available node independently at the accounted rate, from
+        a secret generator (Poisson sampling)."""
+        if kind == "train" and self.client_dp is not None:
+            connected = pool.available(kind, server_round, self.connected_nodes(grid))
+            chosen = self.client_dp.sample(connected)
+            log(
+                INFO,
+                "configure_train: Poisson-sampled %s nodes (out of %s)",
+                len(chosen),
+                len(connected),
             )
-        _, connected = sample_nodes(grid, self.min_available_nodes, 0)
-        if self.sampler is not None:  # the devices that can train and are online, if simulated
-            connected = self.sampler.available("train", server_round, connected)
-        chosen = self.client_dp.sample(connected)
-        log(
-            INFO,
-            "configure_train: Poisson-sampled %s nodes (out of %s)",
-            len(chosen),
-            len(connected),
+            return chosen
+        fraction, minimum = (
+            (self.fraction_train, self.min_train_nodes)
+            if kind == "train"
+            else (self.fraction_evaluate, self.min_evaluate_nodes)
         )
-        config[keys.SERVER_ROUND] = server_round
-        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        return self._construct_messages(record, chosen, MessageType.TRAIN)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self._configure(
-            "evaluate",
-            server_round,
-            arrays,
-            config,
-            grid,
-            self.fraction_evaluate,
-            self.min_evaluate_nodes,
-        )
-
-    def _configure(
-        self,
-        kind: str,
-        server_round: int,
-        arrays: ArrayRecord,
-        config: ConfigRecord,
-        grid: Grid,
-        fraction: float,
-        minimum: int,
-    ) -> Iterable[Message]:
-        """Flower's ``FedAvg`` sampling (the fraction of connected nodes, at least ``minimum``),
-        drawn by ``sampler`` where the run set one."""
-        if self.sampler is None:
-            configure = super().configure_train if kind == "train" else super().configure_evaluate
-            return configure(server_round, arrays, config, grid)
         if fraction == 0.0:
             return []
-        _, connected = sample_nodes(grid, self.min_available_nodes, 0)
+        connected = self.connected_nodes(grid)
         size = max(int(len(connected) * fraction), minimum)
-        chosen = self.sampler.sample(kind, server_round, connected, size)
+        chosen = self.sampler.sample(kind, server_round, connected, size, pool)
         log(
             INFO,
             "configure_%s: sampled %s nodes by partition (out of %s)",
@@ -328,10 +296,23 @@ class LoraStrategy(FedAvg):
             len(chosen),
             len(connected),
         )
+        return chosen
+
+    def messages_to(self, kind: str, server_round: int, nodes: Sequence[int]) -> list[Message]:
+        """The round's ``kind`` ("train" or "evaluate") message for each of ``nodes``: one
+        content for all, the payload and the plan."""
+        payload = self.train_payload() if kind == "train" else self.eval_payload()
+        config = payload.plan.to_config(ConfigRecord())
+        if self.run_key:
+            config[keys.RUN_KEY] = self.run_key
         config[keys.SERVER_ROUND] = server_round
-        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        content = RecordDict(
+            {keys.ARRAYS: tensors_to_record(payload.trainable), keys.CONFIG: config}
+        )
+        if payload.base_delta:
+            content[keys.BASE_DELTA] = tensors_to_record(payload.base_delta)
         message_type = MessageType.TRAIN if kind == "train" else MessageType.EVALUATE
-        return self._construct_messages(record, chosen, message_type)
+        return list(self._construct_messages(content, list(nodes), message_type))
 
     def skip_train(self, replies: Sequence[Message]) -> None:
         """The round's replies will not be aggregated (too few were sound); by default nothing

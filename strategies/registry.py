@@ -16,6 +16,7 @@ from strategies.flora import FLoRA
 from strategies.hetlora import HetLora
 from strategies.lora_fair import LoraFair
 from strategies.lora_strategy import GlobalModel, LoraStrategy
+from strategies.partition_sampling import PartitionSampler
 
 STRATEGIES: dict[str, type[LoraStrategy]] = {}
 
@@ -117,6 +118,7 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
     strategy = cls.from_config(
         config,
         initial,
+        sampler=PartitionSampler(config.seed),
         fraction_train=s.fraction_train,
         fraction_evaluate=s.fraction_evaluate,
         min_train_nodes=s.min_train_nodes,

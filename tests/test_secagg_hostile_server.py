@@ -20,7 +20,7 @@ from federated.secagg import protocol as p
 from federated.secagg.keys import new_key_pair, new_signing_pair, threshold
 from server.secure_round import SecureOutcome, secure_train_round
 from strategies.lora_strategy import GlobalModel
-from strategies.partition_sampling import PartitionSampler
+from strategies.node_pool import NodePool
 from strategies.registry import build_strategy
 from tests.in_process import InProcessGrid, server_identity
 
@@ -51,14 +51,12 @@ class Federation:
         self.grid = InProcessGrid(register(ClientApp()), nodes, self.run)
         initial = GlobalModel(dict(lora_model(self.config).initial))
         self.strategy = build_strategy(self.config, initial)
-        self.strategy.sampler = PartitionSampler(
-            self.config.seed, {n: i for i, n in enumerate(NODES)}
-        )
+        self.pool = NodePool({n: i for i, n in enumerate(NODES)})
         self.strategy.run_key = "ab" * 8
 
     def round(self, round_try: tuple[int, int] = (1, 1)) -> SecureOutcome:
         with server_identity():
-            sent = self.strategy.training_messages(round_try[0], self.grid)
+            sent = self.strategy.training_messages(round_try[0], self.grid, self.pool)
             return secure_train_round(
                 self.grid, sent, self.strategy, self.config, round_try, _quiet
             )
@@ -124,7 +122,7 @@ def test_an_honest_round_gives_the_plain_mean_and_erases_every_secret() -> None:
     with server_identity():
         replies = [
             plain.grid.answer(plain.grid.arrived(m, f"p{i}"))
-            for i, m in enumerate(plain.strategy.training_messages(1, plain.grid))
+            for i, m in enumerate(plain.strategy.training_messages(1, plain.grid, plain.pool))
         ]
     uploads = [r.content.array_records[keys.ARRAYS].to_torch_state_dict() for r in replies]
     weights = [r.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES] for r in replies]

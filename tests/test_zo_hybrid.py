@@ -29,6 +29,7 @@ from federated.zo.trainer import train_zo
 from federated.zo.workspace import forget_zo_model, zo_model
 from server.reply_validation import check_seed_reply
 from strategies.fedkseed import FedKSeed
+from strategies.partition_sampling import PartitionSampler
 from tests.messages import message
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +156,12 @@ def test_the_body_replays_bit_for_bit_in_another_process_and_leaves_the_head_out
 
 def _strategy(head: dict[str, torch.Tensor]) -> FedKSeed:
     return FedKSeed(
-        FedKSeed.initial_model(16, head), scale=1.0, pro=False, pro_clip=0.5, changes_only=True
+        FedKSeed.initial_model(16, head),
+        scale=1.0,
+        sampler=PartitionSampler(0),
+        pro=False,
+        pro_clip=0.5,
+        changes_only=True,
     )
 
 
