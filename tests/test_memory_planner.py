@@ -4,12 +4,15 @@ memory: the configured job, a smaller rank or batch, zeroth-order, or left out w
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from client.memory_measure import measure
 from federated.config import parse_run_config
+from federated.devices import runtime_memory
 from federated.devices.memory_estimate import estimate_memory
 from federated.devices.planner import plan_device
 from federated.devices.profiles import load_profiles
@@ -30,10 +33,17 @@ MOST_ABOVE_PEAK = 1.2
 
 
 @pytest.fixture
-def default_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The environment a node has unless its operator tunes the allocator."""
+def default_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """The environment a node has unless its operator tunes the allocator, and a runtime
+    measured now, beside the job's measurement: a runtime's resident set holds the pages of
+    torch's libraries that the page cache lets a fault map, so one cached from another
+    checkout (or a colder cache) can differ by tens of MB from the same software's now."""
     for key in [k for k in os.environ if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"]:
         monkeypatch.delenv(key)
+    monkeypatch.setattr(runtime_memory, "cache_dir", lambda: tmp_path)
+    runtime_memory.runtime_bytes.cache_clear()
+    yield
+    runtime_memory.runtime_bytes.cache_clear()
 
 
 def _check_estimate_against_peak(config: dict, batch: int, length: int) -> None:
