@@ -8,17 +8,18 @@ FedKSeed-Pro samples seeds by the size of their past scalars instead of uniforml
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
-from federated.config import RobustSettings, RunConfig
+from federated.config import RunConfig
 from federated.protocol import message_keys as keys
 from federated.protocol.wire import tensors_to_record
-from federated.zo.sensitive import mask_arrays
+from federated.zo.sensitive import Mask, mask_arrays
 from federated.zo.sums_sync import SumsLedger
+from federated.zo.workspace import sensitive_mask
 from strategies.lora_factors import normalised_weights, weighted_mean
 from strategies.lora_strategy import STATE_PREFIX, GlobalModel, LoraStrategy, Tensors
 
@@ -70,6 +71,7 @@ class FedKSeed(LoraStrategy):
         pro: bool,
         pro_clip: float,
         changes_only: bool,
+        mask: Mask | None = None,
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(initial, scale=scale, **fedavg_kwargs)
@@ -81,8 +83,7 @@ class FedKSeed(LoraStrategy):
         self.sent_version: dict[str, int] = {}
         # zo.params = sensitive: the mask, sent to each node that holds no sums of this run yet
         # (a new, restarted or forgotten node), which is when it may lack the mask too.
-        self.mask: Mapping[str, torch.Tensor] | None = None
-        self.lr = 0.0  # the run's zo.lr, or the rate probed for it, sent with every message
+        self.mask = mask
         self.sampled: dict[str, list[int]] = {"train": [], "evaluate": []}
 
     @classmethod
@@ -94,6 +95,7 @@ class FedKSeed(LoraStrategy):
             pro=z.pro,
             pro_clip=z.pro_clip,
             changes_only=z.downlink == "changes",
+            mask=sensitive_mask(config) if z.params == "sensitive" else None,
             **fedavg_kwargs,
         )
 
@@ -131,7 +133,9 @@ class FedKSeed(LoraStrategy):
     def probabilities(self) -> torch.Tensor:
         return seed_probabilities(self.amplitude_sums, self.counts)
 
-    def messages_to(self, kind: str, server_round: int, nodes: Sequence[int]) -> list[Message]:
+    def messages_to(
+        self, kind: str, server_round: int, nodes: Sequence[int], shared: ConfigRecord
+    ) -> list[Message]:
         """Each node's own downlink: the sums in full, or what changed since the version it
         holds."""
         message_type = MessageType.TRAIN if kind == "train" else MessageType.EVALUATE
@@ -149,8 +153,7 @@ class FedKSeed(LoraStrategy):
                     keys.SERVER_ROUND: server_round,
                     keys.SUMS_VERSION: self.ledger.version,
                     keys.SUMS_BASE_VERSION: base,
-                    keys.ZO_LR: self.lr,
-                    **({keys.RUN_KEY: self.run_key} if self.run_key else {}),
+                    **shared,
                 }
             )
             content = RecordDict({keys.ARRAYS: tensors_to_record(arrays), keys.CONFIG: config})
@@ -171,23 +174,25 @@ class FedKSeed(LoraStrategy):
     def skip_train(self, replies: Sequence[Message]) -> None:
         self._settle("train", list(replies))
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
+    def fold_replies(
+        self,
+        replies: Iterable[Message],
+        fold: Callable[[list[Tensors], list[float]], None],
+        *,
+        when_empty: bool = False,
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         self._settle("train", replies)
-        return super().aggregate_train(server_round, replies)
+        return super().fold_replies(replies, fold, when_empty=when_empty)
 
-    def aggregate_secure(
+    def apply_secure_mean(
         self,
         replies: Sequence[Message],
-        sums: Mapping[str, torch.Tensor],
-        weight: float,
-        unclipped: float | None,
+        mean: Mapping[str, torch.Tensor],
         metrics: Mapping[str, float],
     ) -> MetricRecord | None:
         self._settle("train", list(replies))
-        return super().aggregate_secure(replies, sums, weight, unclipped, metrics)
+        return super().apply_secure_mean(replies, mean, metrics)
 
     def aggregate_secure_evaluation(
         self, replies: Sequence[Message], metrics: Mapping[str, float]
@@ -214,7 +219,7 @@ class FedKSeed(LoraStrategy):
         hybrid = {k: v + delta[k] for k, v in self.hybrid_tensors().items()}
         self.model = GlobalModel({keys.SEED_SUMS: sums, **hybrid})
 
-    def _observe(self, updates: Sequence[Tensors]) -> None:
+    def observe(self, updates: Sequence[Tensors]) -> None:
         """FedKSeed-Pro's record of how large each seed's scalars have been."""
         for update in updates:
             indices = update[keys.SEED_INDICES].long()
@@ -224,7 +229,7 @@ class FedKSeed(LoraStrategy):
 
     def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:
         steps = [(u[keys.SEED_INDICES], u[keys.SEED_SCALARS]) for u in updates]
-        self._observe(updates)
+        self.observe(updates)
         hybrid = {
             k: weighted_mean([u[k] for u in updates], weights) - v
             for k, v in self.hybrid_tensors().items()
@@ -232,9 +237,3 @@ class FedKSeed(LoraStrategy):
         self.apply_mean_delta(
             {keys.SEED_SUMS: aggregate_seed_scalars(steps, weights, self.pool_size), **hybrid}
         )
-
-    def aggregate_robustly(
-        self, updates: Sequence[Tensors], weights: Sequence[float], settings: RobustSettings
-    ) -> None:
-        self._observe(updates)
-        super().aggregate_robustly(updates, weights, settings)

@@ -9,7 +9,7 @@ function on tensors).
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from logging import INFO
 from typing import Any, ClassVar
@@ -21,16 +21,14 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from flwr.supercore import log
 
-from federated.config import RobustSettings, RunConfig
+from federated.config import RunConfig
 from federated.model.lora import LoraPair, lora_pairs
 from federated.protocol import message_keys as keys
 from federated.protocol.round_plan import RoundPlan
 from federated.protocol.wire import record_to_tensors, tensors_to_record
-from strategies.client_dp import ClientLevelDp
 from strategies.lora_factors import Factors
 from strategies.node_pool import NodePool
 from strategies.partition_sampling import PartitionSampler
-from strategies.robust_aggregation import ROBUST_AGGREGATES
 
 Tensors = dict[str, torch.Tensor]
 
@@ -127,12 +125,7 @@ class LoraStrategy(FedAvg):
         self.scale = scale
         self.pairs: list[LoraPair] = lora_pairs(initial.trainable)[0]
         self.initial = GlobalModel(dict(initial.trainable), dict(initial.base_delta))
-        self.client_dp: ClientLevelDp | None = (
-            None  # set by build_strategy for client-level dp.mode
-        )
-        self.robust: RobustSettings | None = None  # set by build_strategy for robust.method
         self.sampler = sampler
-        self.run_key = ""  # names the files clients keep for the run (``client.node_files``)
 
     @classmethod
     def from_config(
@@ -178,13 +171,19 @@ class LoraStrategy(FedAvg):
         centred_unclipped: float | None,
         metrics: Mapping[str, float],
     ) -> MetricRecord | None:
-        """Move the model by the mean update from SecAgg+'s sums alone: Σw·Δ and Σw (with
-        client-level DP the noise joins the sum here, and w is 1 for every client). The
-        round's statistics are ``metrics``, from the masked sum too (none under DP)."""
-        if self.client_dp is None:
-            mean = {k: v / weight for k, v in sums.items()}
-        else:
-            mean = self.client_dp.from_sum(sums, centred_unclipped)
+        """Move the model by the mean update from SecAgg+'s sums alone: Σw·Δ / Σw
+        (``centred_unclipped``, adaptive clipping's count, is client-level DP's). The round's
+        statistics are ``metrics``, from the masked sum too."""
+        return self.apply_secure_mean(replies, {k: v / weight for k, v in sums.items()}, metrics)
+
+    def apply_secure_mean(
+        self,
+        replies: Sequence[Message],
+        mean: Mapping[str, torch.Tensor],
+        metrics: Mapping[str, float],
+    ) -> MetricRecord | None:
+        """Move the model by a mean update made from SecAgg+'s sum of ``replies`` (the summed
+        clients' collect replies); the round's statistics are ``metrics``."""
         self.apply_mean_delta({k: v.to(torch.float32) for k, v in mean.items()})
         return MetricRecord(dict(metrics)) if metrics else None
 
@@ -202,8 +201,8 @@ class LoraStrategy(FedAvg):
         return self.model.flat()
 
     def state_info(self) -> dict[str, Any]:
-        """The rest of the strategy's state, as JSON: client-level DP's ledger and bound."""
-        return {"client-dp": self.client_dp.state()} if self.client_dp is not None else {}
+        """The rest of the strategy's state, as JSON (none by default)."""
+        return {}
 
     def restore(self, tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> None:
         """Take up the state ``state_tensors`` and ``state_info`` gave; a ``ValueError`` when
@@ -215,21 +214,16 @@ class LoraStrategy(FedAvg):
         ):
             raise ValueError("the checkpoint's tensors are not this run's model")
         self.model = model
-        if self.client_dp is not None:
-            self.client_dp.restore(info["client-dp"])
 
     # -- the math ----------------------------------------------------------------------------
     @abstractmethod
     def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:
         """Fold the clients' uploads into ``self.model``."""
 
-    def aggregate_robustly(
-        self, updates: Sequence[Tensors], weights: Sequence[float], settings: RobustSettings
-    ) -> None:
-        """Move the model by a robust combination of the client deltas instead of their mean
-        (linear strategies: their aggregate is the model moved by that mean)."""
-        deltas = [self.client_delta(u) for u in updates]
-        self.apply_mean_delta(ROBUST_AGGREGATES[settings.method](deltas, weights, settings))
+    def observe(self, updates: Sequence[Tensors]) -> None:
+        """The clients' uploads as ``aggregate`` or a robust combination takes them in, for a
+        strategy that keeps a record of them (FedKSeed-Pro); by default nothing to do. Client-
+        level DP's private mean does not show them here: it releases nothing else."""
 
     def factors_of(self, update: Mapping[str, torch.Tensor]) -> Factors:
         """The (A, B) pair of every adapted module in one client's upload."""
@@ -251,14 +245,19 @@ class LoraStrategy(FedAvg):
         log(INFO, "\t├──> Aggregation: %s (linear: %s)", self.name, self.linear)
         super().summary()
 
-    def training_messages(self, server_round: int, grid: Grid, pool: NodePool) -> list[Message]:
-        return self.messages_to(
-            "train", server_round, self._sample("train", server_round, grid, pool)
-        )
+    def training_messages(
+        self, server_round: int, grid: Grid, pool: NodePool, shared: ConfigRecord
+    ) -> list[Message]:
+        """The round's training messages, to nodes drawn from ``pool``; ``shared``: what every
+        message of the run carries (its run key; a zeroth-order run's rate)."""
+        nodes = self._sample("train", server_round, grid, pool)
+        return self.messages_to("train", server_round, nodes, shared)
 
-    def evaluation_messages(self, server_round: int, grid: Grid, pool: NodePool) -> list[Message]:
+    def evaluation_messages(
+        self, server_round: int, grid: Grid, pool: NodePool, shared: ConfigRecord
+    ) -> list[Message]:
         nodes = self._sample("evaluate", server_round, grid, pool)
-        return self.messages_to("evaluate", server_round, nodes)
+        return self.messages_to("evaluate", server_round, nodes, shared)
 
     def connected_nodes(self, grid: Grid) -> list[int]:
         """The connected nodes, once ``min_available_nodes`` of them are (Flower's wait)."""
@@ -266,19 +265,7 @@ class LoraStrategy(FedAvg):
 
     def _sample(self, kind: str, server_round: int, grid: Grid, pool: NodePool) -> list[int]:
         """The round's nodes: Flower's ``FedAvg`` count (the fraction of connected nodes, at
-        least the minimum), drawn by partition from those ``pool`` has. Under client-level DP,
-        training instead takes each available node independently at the accounted rate, from
-        a secret generator (Poisson sampling)."""
-        if kind == "train" and self.client_dp is not None:
-            connected = pool.available(kind, server_round, self.connected_nodes(grid))
-            chosen = self.client_dp.sample(connected)
-            log(
-                INFO,
-                "configure_train: Poisson-sampled %s nodes (out of %s)",
-                len(chosen),
-                len(connected),
-            )
-            return chosen
+        least the minimum), drawn by partition from those ``pool`` has."""
         fraction, minimum = (
             (self.fraction_train, self.min_train_nodes)
             if kind == "train"
@@ -298,13 +285,14 @@ class LoraStrategy(FedAvg):
         )
         return chosen
 
-    def messages_to(self, kind: str, server_round: int, nodes: Sequence[int]) -> list[Message]:
+    def messages_to(
+        self, kind: str, server_round: int, nodes: Sequence[int], shared: ConfigRecord
+    ) -> list[Message]:
         """The round's ``kind`` ("train" or "evaluate") message for each of ``nodes``: one
-        content for all, the payload and the plan."""
+        content for all, the payload, the plan and ``shared``."""
         payload = self.train_payload() if kind == "train" else self.eval_payload()
         config = payload.plan.to_config(ConfigRecord())
-        if self.run_key:
-            config[keys.RUN_KEY] = self.run_key
+        config.update(shared)
         config[keys.SERVER_ROUND] = server_round
         content = RecordDict(
             {keys.ARRAYS: tensors_to_record(payload.trainable), keys.CONFIG: config}
@@ -321,20 +309,26 @@ class LoraStrategy(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        return self.fold_replies(replies, self.aggregate)
+
+    def fold_replies(
+        self,
+        replies: Iterable[Message],
+        fold: Callable[[list[Tensors], list[float]], None],
+        *,
+        when_empty: bool = False,
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Check and log the round's replies (Flower's ``FedAvg``), ``fold`` their uploads and
+        weights into the model (``aggregate``, or a wrapper's way) and average their metrics.
+        With no sound reply the model moves only ``when_empty`` (a private round releases its
+        noise alone)."""
         valid, _ = self._check_and_log_replies(replies, is_train=True)
-        if not valid and self.client_dp is None:
+        if not valid and not when_empty:
             return None, None
         contents = [msg.content for msg in valid]
         updates = [record_to_tensors(c.array_records[keys.ARRAYS]) for c in contents]
         weights = [float(c.metric_records[keys.METRICS][keys.NUM_EXAMPLES]) for c in contents]
-        if self.client_dp is None and self.robust is not None:
-            self.aggregate_robustly(updates, weights, self.robust)
-        elif self.client_dp is None:
-            self.aggregate(updates, weights)
-        else:  # every client weighs the same: each one's influence is bounded by the clip
-            deltas = [self.client_delta(u) for u in updates]
-            mean = self.client_dp.aggregate(deltas, self.zero_delta())
-            self.apply_mean_delta({k: v.to(torch.float32) for k, v in mean.items()})
+        fold(updates, weights)
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key) if contents else None
         return tensors_to_record(self.model.trainable), metrics
 

@@ -1,11 +1,15 @@
-"""Strategies by the name the run config uses (``strategy.name``), built from a run config."""
+"""Strategies by the name the run config uses (``strategy.name``), built from a run config and
+wrapped in what the config adds to any strategy that fits: client-level or distributed DP, or
+robust aggregation."""
 
 from __future__ import annotations
 
 from federated.config import ConfigError, RunConfig
 from federated.secagg.masking import rounding_margin, rounding_problem
 from strategies.client_dp import ClientLevelDp
+from strategies.client_dp_strategy import ClientLevelDpStrategy
 from strategies.distributed_dp import DistributedClientDp, update_dimension
+from strategies.distributed_dp_strategy import DistributedDpStrategy
 from strategies.fedavg import FedAvgLora
 from strategies.fedex_lora import FedExLora
 from strategies.fedkseed import FedKSeed
@@ -17,6 +21,8 @@ from strategies.hetlora import HetLora
 from strategies.lora_fair import LoraFair
 from strategies.lora_strategy import GlobalModel, LoraStrategy
 from strategies.partition_sampling import PartitionSampler
+from strategies.robust_strategy import RobustAggregation
+from strategies.strategy_wrapper import Strategy
 
 STRATEGIES: dict[str, type[LoraStrategy]] = {}
 
@@ -81,8 +87,9 @@ def _rounding_margin(config: RunConfig, strategy: LoraStrategy) -> float:
     return rounding_margin(entries, s.clipping_range, s.quantization_bits)
 
 
-def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
-    """The configured strategy, starting from ``initial``.
+def build_strategy(config: RunConfig, initial: GlobalModel) -> Strategy:
+    """The configured strategy, starting from ``initial``, in the wrapper its DP mode or robust
+    method asks for.
 
     Raises
     ------
@@ -126,16 +133,18 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
         min_available_nodes=s.min_available_nodes,
     )
     if config.robust.method != "none":
-        strategy.robust = config.robust
+        return RobustAggregation(strategy, config.robust)
     if config.dp.distributed_noise:
-        strategy.client_dp = DistributedClientDp(config, update_dimension(strategy, config))
-    elif config.dp.client_level:
+        dimension = update_dimension(strategy, config)
+        return DistributedDpStrategy(strategy, DistributedClientDp(config, dimension))
+    if config.dp.client_level:
         # Poisson sampling at fraction-train: the rate the accountant composes.
-        strategy.client_dp = ClientLevelDp(
+        mechanism = ClientLevelDp(
             config.dp,
             s.fraction_train,
             config.num_server_rounds,
             expected_clients=s.fraction_train * s.min_available_nodes,
             floor=2 * _rounding_margin(config, strategy),
         )
+        return ClientLevelDpStrategy(strategy, mechanism)
     return strategy
