@@ -53,7 +53,7 @@ from simulation.clock_plots import plot_round_timeline, plot_test_against_hours
 from simulation.driver import DeviceSimulator, clock_summary
 from strategies.client_dp_strategy import ClientLevelDpStrategy
 from strategies.fedkseed import FedKSeed
-from strategies.lora_strategy import GlobalModel
+from strategies.global_model import GlobalModel
 from strategies.registry import build_strategy
 from strategies.strategy_wrapper import Strategy
 

@@ -30,7 +30,7 @@ from server.start_checks import RunFailure
 from server.update_bounds import example_bound
 from simulation.driver import DeviceSimulator, RoundClock
 from strategies.client_dp_strategy import ClientLevelDpStrategy
-from strategies.lora_strategy import GlobalModel
+from strategies.global_model import GlobalModel
 from strategies.node_pool import NodePool
 from strategies.strategy_wrapper import Strategy
 

@@ -17,7 +17,8 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from strategies.client_dp import ClientLevelDp, RoundReport
-from strategies.lora_strategy import LoraStrategy, Tensors
+from strategies.federated_strategy import FederatedStrategy
+from strategies.global_model import Tensors
 from strategies.node_pool import NodePool
 from strategies.strategy_wrapper import StrategyWrapper
 
@@ -33,7 +34,7 @@ class ClientLevelDpStrategy(StrategyWrapper):
     others at build time.
     """
 
-    def __init__(self, inner: LoraStrategy, mechanism: ClientLevelDp) -> None:
+    def __init__(self, inner: FederatedStrategy, mechanism: ClientLevelDp) -> None:
         super().__init__(inner)
         self.mechanism = mechanism
 

@@ -15,8 +15,8 @@ from strategies.distributed_dp import DistributedClientDp
 class DistributedDpStrategy(ClientLevelDpStrategy):
     """Client-level DP whose noise the clients add under SecAgg+ (``dp.mode = distributed``).
 
-    What it needs from the strategy it wraps: what ``ClientLevelDpStrategy`` needs, and SecAgg+
-    (it aggregates only unmasked sums).
+    What it needs from the strategy it wraps: what ``ClientLevelDpStrategy`` needs. It
+    aggregates only SecAgg+ sums, which the run config's check of ``dp.mode`` already asks for.
     """
 
     mechanism: DistributedClientDp

@@ -8,11 +8,11 @@ FedKSeed-Pro samples seeds by the size of their past scalars instead of uniforml
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
 from federated.config import RunConfig
 from federated.protocol import message_keys as keys
@@ -20,8 +20,9 @@ from federated.protocol.wire import tensors_to_record
 from federated.zo.sensitive import Mask, mask_arrays
 from federated.zo.sums_sync import SumsLedger
 from federated.zo.workspace import sensitive_mask
+from strategies.federated_strategy import STATE_PREFIX, FederatedStrategy
+from strategies.global_model import GlobalModel, Tensors
 from strategies.lora_factors import normalised_weights, weighted_mean
-from strategies.lora_strategy import STATE_PREFIX, GlobalModel, LoraStrategy, Tensors
 
 
 def aggregate_seed_scalars(
@@ -56,7 +57,7 @@ def seed_probabilities(amplitude_sums: torch.Tensor, counts: torch.Tensor) -> to
     return ((importance - importance.min()) / (spread + 1e-10)).softmax(0).to(torch.float32)
 
 
-class FedKSeed(LoraStrategy):
+class FedKSeed(FederatedStrategy):
     """FedKSeed's server: seed sums, per-node downlinks, optional Pro sampling."""
 
     name = "fedkseed"
@@ -67,14 +68,13 @@ class FedKSeed(LoraStrategy):
         self,
         initial: GlobalModel,
         *,
-        scale: float,
         pro: bool,
         pro_clip: float,
         changes_only: bool,
         mask: Mask | None = None,
         **fedavg_kwargs: Any,
     ) -> None:
-        super().__init__(initial, scale=scale, **fedavg_kwargs)
+        super().__init__(initial, **fedavg_kwargs)
         self.ledger = SumsLedger(initial.trainable[keys.SEED_SUMS].clone())
         self.pool_size = len(self.ledger.sums)
         self.pro, self.pro_clip, self.changes_only = pro, pro_clip, changes_only
@@ -91,7 +91,6 @@ class FedKSeed(LoraStrategy):
         z = config.zo
         return cls(
             initial,
-            scale=1.0,
             pro=z.pro,
             pro_clip=z.pro_clip,
             changes_only=z.downlink == "changes",
@@ -162,7 +161,7 @@ class FedKSeed(LoraStrategy):
         self.sampled[kind] = list(nodes)
         return messages
 
-    def _settle(self, kind: str, replies: list[Message]) -> None:
+    def settle(self, kind: str, replies: Sequence[Message]) -> None:
         """Nodes that answered hold the version they were sent; others may not, so forget them."""
         answered = {m.metadata.src_node_id for m in replies if not m.has_error()}
         for node in self.sampled[kind]:
@@ -170,42 +169,6 @@ class FedKSeed(LoraStrategy):
                 self.ledger.confirm(node, self.sent_version[kind])
             else:
                 self.ledger.forget(node)
-
-    def skip_train(self, replies: Sequence[Message]) -> None:
-        self._settle("train", list(replies))
-
-    def fold_replies(
-        self,
-        replies: Iterable[Message],
-        fold: Callable[[list[Tensors], list[float]], None],
-        *,
-        when_empty: bool = False,
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
-        self._settle("train", replies)
-        return super().fold_replies(replies, fold, when_empty=when_empty)
-
-    def apply_secure_mean(
-        self,
-        replies: Sequence[Message],
-        mean: Mapping[str, torch.Tensor],
-        metrics: Mapping[str, float],
-    ) -> MetricRecord | None:
-        self._settle("train", list(replies))
-        return super().apply_secure_mean(replies, mean, metrics)
-
-    def aggregate_secure_evaluation(
-        self, replies: Sequence[Message], metrics: Mapping[str, float]
-    ) -> MetricRecord | None:
-        self._settle("evaluate", list(replies))
-        return super().aggregate_secure_evaluation(replies, metrics)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        replies = list(replies)
-        self._settle("evaluate", replies)
-        return super().aggregate_evaluate(server_round, replies)
 
     def client_delta(self, update: Mapping[str, torch.Tensor]) -> Tensors:
         """A client's steps as one vector over the pool: how far it moves each seed's sum."""

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from flwr.app import ArrayRecord, Message, MetricRecord
 
 from federated.config import RobustSettings
-from strategies.lora_strategy import LoraStrategy, Tensors
+from strategies.federated_strategy import FederatedStrategy
+from strategies.global_model import Tensors
 from strategies.robust_aggregation import ROBUST_AGGREGATES
 from strategies.strategy_wrapper import StrategyWrapper
 
@@ -28,7 +29,7 @@ class RobustAggregation(StrategyWrapper):
     the others at build time, and client-level DP and SecAgg+ beside it.
     """
 
-    def __init__(self, inner: LoraStrategy, settings: RobustSettings) -> None:
+    def __init__(self, inner: FederatedStrategy, settings: RobustSettings) -> None:
         super().__init__(inner)
         self.settings = settings
 

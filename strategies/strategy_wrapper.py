@@ -16,7 +16,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from federated.model.lora import LoraPair
-from strategies.lora_strategy import GlobalModel, LoraStrategy, Payload, Tensors
+from strategies.federated_strategy import FederatedStrategy, Payload
+from strategies.global_model import GlobalModel, Tensors
 from strategies.node_pool import NodePool
 
 
@@ -24,7 +25,7 @@ class StrategyWrapper:
     """Forwards everything the server asks of a strategy to ``inner``; a subclass overrides
     what it changes."""
 
-    def __init__(self, inner: LoraStrategy) -> None:
+    def __init__(self, inner: FederatedStrategy) -> None:
         self.inner = inner
 
     # -- what the strategy is ----------------------------------------------------------------
@@ -125,4 +126,4 @@ class StrategyWrapper:
 
 
 # What the server runs: a strategy, or a wrapper around one.
-Strategy: TypeAlias = LoraStrategy | StrategyWrapper
+Strategy: TypeAlias = FederatedStrategy | StrategyWrapper

@@ -35,7 +35,7 @@ from federated.secagg.keys import new_key_pair, new_signing_pair
 from federated.secagg.masking import mask, sum_masked, unmask
 from strategies.distributed_dp import update_dimension
 from strategies.distributed_dp_strategy import DistributedDpStrategy
-from strategies.lora_strategy import GlobalModel
+from strategies.global_model import GlobalModel
 from strategies.registry import build_strategy
 from tests.messages import message
 

@@ -25,7 +25,7 @@ from federated.secagg.masking import (
     unmask,
 )
 from strategies.distributed_dp import update_dimension
-from strategies.lora_strategy import GlobalModel
+from strategies.global_model import GlobalModel
 from strategies.registry import build_strategy
 
 RANGE, BITS, SIZE = 8.0, 22, 5000
