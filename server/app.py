@@ -51,10 +51,11 @@ from server.zo_factor_replies import zo_fallback_problem
 from server.zo_rate import resolve_zo_lr
 from simulation.clock_plots import plot_round_timeline, plot_test_against_hours
 from simulation.driver import DeviceSimulator, clock_summary
-from strategies.distributed_dp import DistributedClientDp
+from strategies.client_dp_strategy import ClientLevelDpStrategy
 from strategies.fedkseed import FedKSeed
-from strategies.lora_strategy import GlobalModel, LoraStrategy
+from strategies.global_model import GlobalModel
 from strategies.registry import build_strategy
+from strategies.strategy_wrapper import Strategy
 
 app = ServerApp()
 T = TypeVar("T")
@@ -102,7 +103,7 @@ def _summary(config: RunConfig, results: RunResults, clock: RunClock) -> dict[st
     }
 
 
-def _start(context: Context) -> tuple[RunConfig, LoraStrategy]:
+def _start(context: Context) -> tuple[RunConfig, Strategy]:
     """The run config and the strategy; a ``ConfigError`` when either is refused."""
     config = parse_run_config(context.run_config)
     if auto := auto_settings_line(context.run_config):
@@ -114,10 +115,7 @@ def _start(context: Context) -> tuple[RunConfig, LoraStrategy]:
         initial = GlobalModel(
             dict(_loading("model.name", config.model.name, lambda: lora_model(config)).initial)
         )
-    strategy = build_strategy(config, initial)
-    if isinstance(strategy, FedKSeed):
-        strategy.mask = _mask(config)
-    return config, strategy
+    return config, build_strategy(config, initial)
 
 
 def _mask(config: RunConfig) -> Mask | None:
@@ -196,43 +194,18 @@ class _ServerModel:
         (folder / _model_files(self.config)[1]).write_text(json.dumps(recipe, indent=2) + "\n")
 
 
-def _log_privacy(config: RunConfig, strategy: LoraStrategy) -> None:
+def _log_privacy(config: RunConfig, strategy: Strategy) -> None:
     if config.dp.record_level:
         log(
             INFO,
             "record-level DP: clients release a noised record count, noised updates and their "
             "epsilon, nothing else; held-out metrics come from no client, only the test set",
         )
-    dp = strategy.client_dp
-    if isinstance(dp, DistributedClientDp):
-        plan = dp.plan
-        log(
-            INFO,
-            "distributed DP: each connected client joins a round with probability %.3g (secret "
-            "Poisson sampling), clips to %.3g and adds discrete Gaussian noise of std %.4g "
-            "(in units of %.3g, its rounded norm at most %.4g) sized for %d clients: noise "
-            "multiplier %.3g at that count; a sum of fewer is never unmasked",
-            dp.sample_rate,
-            plan.clip,
-            plan.local_std,
-            plan.granularity,
-            plan.bound,
-            plan.min_clients,
-            plan.noise_multiplier,
-        )
-    elif dp is not None:
-        log(
-            INFO,
-            "client-level DP: each connected client joins a round with probability %.3g "
-            "(secret Poisson sampling), noise multiplier %.3g, clip %.3g%s",
-            dp.sample_rate,
-            dp.noise_multiplier,
-            dp.bound,
-            " (adaptive)" if config.dp.client.adaptive_clip else "",
-        )
+    if isinstance(strategy, ClientLevelDpStrategy):
+        log(INFO, "%s", strategy.describe())
 
 
-def _zo_nodes(config: RunConfig, strategy: LoraStrategy) -> tuple[int, str]:
+def _zo_nodes(config: RunConfig, strategy: Strategy) -> tuple[int, str]:
     """The steps a node that takes zeroth-order steps on the factors of this LoRA run may
     report, or 0 and why no such node can join."""
     if config.mode != "lora":
@@ -242,7 +215,7 @@ def _zo_nodes(config: RunConfig, strategy: LoraStrategy) -> tuple[int, str]:
 
 
 def _device_simulator(
-    config: RunConfig, num_partitions: int, strategy: LoraStrategy
+    config: RunConfig, num_partitions: int, strategy: Strategy
 ) -> DeviceSimulator | None:
     """The run's simulated devices; None without a population."""
     if not config.simulation.population:
@@ -333,8 +306,6 @@ def _run(grid: Grid, context: Context) -> None:
     else:
         check_writable(resumed[0], "resume")
     config = resolve_zo_lr(config, _mask(config), resumed[1].state["config"] if resumed else None)
-    if isinstance(strategy, FedKSeed):
-        strategy.lr = config.zo.lr
     torch.set_num_threads(1)
     corpus = _loading("data.name", config.data.name, lambda: corpus_for(config))
     server_model = _loading("model.name", config.model.name, lambda: _ServerModel(config))
@@ -356,14 +327,14 @@ def _run(grid: Grid, context: Context) -> None:
     if resumed is None:
         folder = folder_for(config, time.strftime("%Y%m%d-%H%M%S"))
         results = RunResults.create(folder, withhold_for(config))
-        strategy.run_key = secrets.token_hex(8)
+        run_key = secrets.token_hex(8)
         log(INFO, "fedtune: writing results to %s", results.folder)
         if (mask := _mask(config)) is not None:  # a resumed run keeps the one it has
             save_mask(mask, results.folder)
     else:
         folder, checkpoint = resumed
         results = RunResults.resume(folder, checkpoint.round, withhold_for(config))
-        strategy.run_key = str(checkpoint.state["run-key"])
+        run_key = str(checkpoint.state["run-key"])
         log(INFO, "fedtune: resuming %s after round %d", folder, checkpoint.round)
         if take_stop_request(folder):  # left by a launch that was stopped: not this one's
             log(INFO, "fedtune: an earlier launch's stop request was removed")
@@ -377,6 +348,7 @@ def _run(grid: Grid, context: Context) -> None:
         results,
         server_model.evaluate,
         partitions,
+        run_key,
         checkpoint,
         devices,
         clock,

@@ -25,8 +25,7 @@ from server.reply_validation import (
 )
 from server.update_bounds import ExampleBound, MoveBound, move_bound
 from server.zo_factor_replies import as_factor_reply
-from strategies.fedkseed import FedKSeed
-from strategies.lora_strategy import LoraStrategy
+from strategies.strategy_wrapper import Strategy
 
 ReplyCheck = Callable[[Message], str | None]
 
@@ -58,7 +57,7 @@ class TrainScreen:
     """The run's checks on training replies: the contract, the round's bounds, the weight a
     client may claim, and no update accepted twice."""
 
-    def __init__(self, strategy: LoraStrategy, config: RunConfig) -> None:
+    def __init__(self, strategy: Strategy, config: RunConfig) -> None:
         self.strategy, self.config = strategy, config
         self.private = config.dp.record_level
         self.metric_keys = train_metric_keys(config.mode, computed_release(config))
@@ -77,7 +76,8 @@ class TrainScreen:
         max_scalar = config.server.max_zo_scalar / (1.0 - config.zo.momentum)
         if strategy.reply_kind == "seed-steps":
             z, steps = config.zo, config.train.local_steps
-            hybrid = strategy.hybrid_tensors() if isinstance(strategy, FedKSeed) else {}
+            # What the reply carries besides its steps: the modules it trains first-order.
+            hybrid = {k: v for k, v in strategy.reply_reference().items() if k != keys.SEED_SUMS}
             max_norm = config.server.max_update_norm
             return lambda reply: check_seed_reply(
                 reply, z.pool_size, steps, metric_keys, max_scalar, hybrid, max_norm

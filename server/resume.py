@@ -13,7 +13,7 @@ from typing import Any
 
 from federated.config import ConfigError, RunConfig, run_config_to_flat
 from server.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from strategies.lora_strategy import LoraStrategy
+from strategies.strategy_wrapper import Strategy
 
 FREE_KEYS = frozenset(
     {
@@ -33,7 +33,7 @@ def config_differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> dict
     return {k: (saved.get(k), now.get(k)) for k in sorted(names) if saved.get(k) != now.get(k)}
 
 
-def resume_run(config: RunConfig, strategy: LoraStrategy) -> tuple[Path, Checkpoint]:
+def resume_run(config: RunConfig, strategy: Strategy) -> tuple[Path, Checkpoint]:
     """The run folder and checkpoint ``config.resume`` names, the strategy restored from it; a
     ``ConfigError`` in one line when the run cannot go on with this config."""
     folder = Path(config.resume).expanduser().resolve()

@@ -9,7 +9,7 @@ from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Message, MetricRecord
+from flwr.app import ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 
@@ -29,8 +29,10 @@ from server.secure_round import secure_evaluate_round, secure_train_round
 from server.start_checks import RunFailure
 from server.update_bounds import example_bound
 from simulation.driver import DeviceSimulator, RoundClock
-from strategies.lora_strategy import GlobalModel, LoraStrategy
+from strategies.client_dp_strategy import ClientLevelDpStrategy
+from strategies.global_model import GlobalModel
 from strategies.node_pool import NodePool
+from strategies.strategy_wrapper import Strategy
 
 GlobalEvaluation = Callable[[GlobalModel], EvalResult]
 
@@ -50,22 +52,6 @@ _HELD_OUT_METRICS = (
     keys.EVAL_GLOBAL_LOSS,
     keys.EVAL_GLOBAL_ACCURACY,
 )
-
-
-def _client_dp_allows(strategy: LoraStrategy, server_round: int) -> bool:
-    """Whether client-level DP may spend one more round."""
-    dp = strategy.client_dp
-    if dp is None or dp.budget_allows():
-        return True
-    log(
-        WARNING,
-        "    client-level privacy budget: round %d would reach epsilon %.3g, past %.3g; "
-        "training stops here",
-        server_round,
-        dp.epsilon_after_round(),
-        dp.dp.target_epsilon,
-    )
-    return False
 
 
 def _prefixed(prefix: str, result: EvalResult) -> dict[str, float]:
@@ -90,18 +76,20 @@ class _Training:
 
 def _train(
     grid: Grid,
-    strategy: LoraStrategy,
+    strategy: Strategy,
     config: RunConfig,
     screen: TrainScreen,
     round_try: tuple[int, int],
     pool: NodePool,
+    shared: ConfigRecord,
     devices: DeviceSimulator | None,
 ) -> _Training:
     """Try ``round_try`` = (round, try) at a round: sample from ``pool``, train, screen the
-    replies and, with enough sound ones, aggregate them. With the device simulator, only the
-    messages whose work counts on its clock are sent."""
+    replies and, with enough sound ones, aggregate them (``shared``: what every message
+    carries). With the device simulator, only the messages whose work counts on its clock are
+    sent."""
     server_round = round_try[0]
-    sent = strategy.training_messages(server_round, grid, pool)
+    sent = strategy.training_messages(server_round, grid, pool, shared)
     clock = None
     if devices is not None:
         upload = sum(t.numel() * t.element_size() for t in strategy.reply_reference().values())
@@ -110,7 +98,7 @@ def _train(
         outcome = secure_train_round(grid, sent, strategy, config, round_try, _progress)
         valid, clients = screen.screen(outcome.exchange, outcome.check, server_round, masked=True)
         # A round without a sum leaves the model, unless client-level DP released its noise.
-        counts = outcome.failure is None or strategy.client_dp is not None
+        counts = outcome.failure is None or isinstance(strategy, ClientLevelDpStrategy)
         return _Training(
             outcome.exchange,
             valid,
@@ -127,7 +115,8 @@ def _train(
     valid, clients = screen.screen(train_ex, screen.reply_check(server_round), server_round)
     declined = sum(c.status.startswith("declined") for c in clients.values())
     needed = config.strategy.min_train_nodes
-    enough = len(valid) >= needed or strategy.client_dp is not None  # DP: every draw releases
+    # Client-level DP: every draw releases (its noise alone, if no reply is sound).
+    enough = len(valid) >= needed or isinstance(strategy, ClientLevelDpStrategy)
     if not enough:
         strategy.skip_train(train_ex.replies)
         why = f"{len(valid)} sound replies, strategy.min-train-nodes asks for {needed}"
@@ -143,11 +132,12 @@ def _train(
 
 def _train_with_retries(
     grid: Grid,
-    strategy: LoraStrategy,
+    strategy: Strategy,
     config: RunConfig,
     screen: TrainScreen,
     server_round: int,
     pool: NodePool,
+    shared: ConfigRecord,
     devices: DeviceSimulator | None,
 ) -> _Training:
     """The round's training, tried again while a try does not count (too few sound replies,
@@ -155,7 +145,7 @@ def _train_with_retries(
     tries, retried = config.server.round_retries + 1, []
     for attempt in range(1, tries + 1):
         round_try = (server_round, attempt)
-        training = _train(grid, strategy, config, screen, round_try, pool, devices)
+        training = _train(grid, strategy, config, screen, round_try, pool, shared, devices)
         if training.counts:
             if not training.valid:
                 log(WARNING, "    no valid update this round: the global model stays as it was")
@@ -179,17 +169,19 @@ def _train_with_retries(
 
 def run_rounds(
     grid: Grid,
-    strategy: LoraStrategy,
+    strategy: Strategy,
     config: RunConfig,
     results: RunResults,
     evaluate_global: GlobalEvaluation,
     partitions: NodePartitions,
+    run_key: str,
     resumed: Checkpoint | None = None,
     devices: DeviceSimulator | None = None,
     clock: RunClock | None = None,
 ) -> GlobalModel:
     """Run ``config.num_server_rounds`` rounds from the strategy's model, or those after the
     ``resumed`` checkpoint's round (the strategy restored from it); return the final model.
+    ``run_key`` names the files clients keep for the run (``client.node_files``).
     ``devices``: the device simulator, which decides on its clock whose work counts.
     ``partitions`` knows the nodes that said which partition they hold; nodes that join later
     are asked before the round that could sample them."""
@@ -204,6 +196,7 @@ def run_rounds(
     pool = NodePool(partitions.of)
     if devices is not None:
         pool = NodePool(partitions.of, devices.eligible, config.simulation.over_selection)
+    shared = _shared_config(config, run_key)
     left_out = [{"node_id": n, "reason": why} for n, why in sorted(partitions.refused.items())]
     if resumed is None:
         initial_test = evaluate_global(strategy.model)
@@ -223,17 +216,19 @@ def run_rounds(
             )
         started = time.perf_counter()
         log(INFO, "[round %d/%d] training", server_round, rounds)
-        if not _client_dp_allows(strategy, server_round):
+        if isinstance(strategy, ClientLevelDpStrategy) and not strategy.budget_allows(server_round):
             break
         partitions.learn(grid, grid.get_node_ids(), config.server.round_timeout)
-        training = _train_with_retries(grid, strategy, config, screen, server_round, pool, devices)
+        training = _train_with_retries(
+            grid, strategy, config, screen, server_round, pool, shared, devices
+        )
         train_ex, valid, clients = training.exchange, training.valid, training.clients
         train_metrics, aggregation_seconds = training.metrics, training.aggregation_seconds
 
         eval_ex, eval_metrics, verdicts, eval_stages = Exchange(), None, {}, None
         sent = []
         if not config.dp.quiet_clients:
-            sent = strategy.evaluation_messages(server_round, grid, pool)
+            sent = strategy.evaluation_messages(server_round, grid, pool, shared)
         if sent and config.secagg.enabled:  # the held-out statistics travel masked too
             secure = secure_evaluate_round(grid, sent, strategy, config, server_round, _progress)
             eval_ex, eval_metrics, eval_stages = secure.exchange, secure.metrics, secure.stages
@@ -295,7 +290,7 @@ def run_rounds(
             record["retried"] = training.retried
         if eval_stages is not None:
             record["secagg_evaluation_stages"] = eval_stages
-        report = strategy.client_dp.report() if strategy.client_dp is not None else None
+        report = strategy.report() if isinstance(strategy, ClientLevelDpStrategy) else None
         if report is not None:
             record.update({f"client_dp_{k}": v for k, v in vars(report).items()})
         record["bytes_down"] = record["train_bytes_down"] + record["eval_bytes_down"]
@@ -303,7 +298,7 @@ def run_rounds(
         results.append_round(record)
         state = {
             "config": flat_config,
-            "run-key": strategy.run_key,
+            "run-key": run_key,
             "strategy": strategy.state_info(),
             "replays": screen.replays.accepted,
             "num-partitions": partitions.num_partitions,
@@ -313,6 +308,16 @@ def run_rounds(
         published = results.withhold(record) if results.withhold else record
         log(INFO, "%s", _round_line(published, rounds))
     return strategy.model
+
+
+def _shared_config(config: RunConfig, run_key: str) -> ConfigRecord:
+    """What every message of the run carries: in a zeroth-order run the rate the seed sums are
+    replayed with (constant, or replay is wrong), and the run key."""
+    shared = ConfigRecord()
+    if config.mode == "zo":
+        shared[keys.ZO_LR] = config.zo.lr
+    shared[keys.RUN_KEY] = run_key
+    return shared
 
 
 def _checkpoint_kept(server_round: int) -> str:

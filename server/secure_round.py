@@ -50,8 +50,10 @@ from server.sum_checks import (
     integer_problem,
     masked_sum_problem,
 )
-from strategies.distributed_dp import DistributedClientDp, secure_layout
-from strategies.lora_strategy import LoraStrategy
+from strategies.client_dp_strategy import ClientLevelDpStrategy
+from strategies.distributed_dp import secure_layout
+from strategies.distributed_dp_strategy import DistributedDpStrategy
+from strategies.strategy_wrapper import Strategy
 
 Progress = Callable[[str], Callable[[int, int], None]]
 
@@ -94,7 +96,7 @@ class _SecureRound:
     def __init__(
         self,
         grid: Grid,
-        strategy: LoraStrategy,
+        strategy: Strategy,
         config: RunConfig,
         group_id: str,
         progress: Progress,
@@ -104,14 +106,14 @@ class _SecureRound:
         self.group_id, self.progress, self.purpose = group_id, progress, purpose
         self.total = Exchange()
         self.stages: dict[str, dict[str, float]] = {}
-        dp = strategy.client_dp
-        self.distributed = dp if isinstance(dp, DistributedClientDp) else None
+        self.private = strategy if isinstance(strategy, ClientLevelDpStrategy) else None
+        self.distributed = strategy if isinstance(strategy, DistributedDpStrategy) else None
         if purpose == p.EVALUATE:  # statistics only: the held-out ones
             names = eval_metric_keys(config.task, strategy.eval_payload().plan.keep_b)
             self.shape = p.VectorLayout([], False, statistics(names))
             self.required: frozenset[str] = frozenset()
         else:
-            count_bit = dp is not None and config.dp.client.adaptive_clip
+            count_bit = self.private is not None and config.dp.client.adaptive_clip
             spec = secure_layout(strategy, config)
             self.shape = p.VectorLayout(spec, count_bit, p.train_statistics(config))
             self.required = train_metric_keys(config.mode, train_release(config))
@@ -199,12 +201,12 @@ class _SecureRound:
     def collect(self, contents: dict[int, RecordDict], outcome: SecureOutcome) -> list[Message]:
         """Train (or evaluate) and collect the masked vectors; the sound ones, whose senders
         survive."""
-        s, dp = self.config.secagg, self.strategy.client_dp
+        s, private = self.config.secagg, self.private
         values = {
             p.CLIPPING_RANGE: s.clipping_range,
             p.BITS: s.quantization_bits,
             p.MAX_WEIGHT: s.max_weight,
-            p.CLIP_NORM: dp.bound if dp else 0.0,
+            p.CLIP_NORM: private.clip_bound if private else 0.0,
             p.COUNT_BIT: self.shape.count_bit,
             p.POOL_SIZE: self.config.zo.pool_size,
             p.PURPOSE: self.purpose,
@@ -317,7 +319,7 @@ class _SecureRound:
 def secure_train_round(
     grid: Grid,
     sent: list[Message],
-    strategy: LoraStrategy,
+    strategy: Strategy,
     config: RunConfig,
     round_try: tuple[int, int],
     progress: Progress,
@@ -350,7 +352,7 @@ def secure_train_round(
 def secure_evaluate_round(
     grid: Grid,
     sent: list[Message],
-    strategy: LoraStrategy,
+    strategy: Strategy,
     config: RunConfig,
     server_round: int,
     progress: Progress,
@@ -384,7 +386,7 @@ def _tampered(count: int, problem: str) -> str:
 
 
 def _aggregate(
-    strategy: LoraStrategy,
+    strategy: Strategy,
     config: RunConfig,
     secure: _SecureRound,
     total,
@@ -437,7 +439,7 @@ def _shares_by_owner(answered: dict[int, Message]) -> dict[int, list[bytes]]:
 
 def _finish(
     secure: _SecureRound,
-    strategy: LoraStrategy,
+    strategy: Strategy,
     config: RunConfig,
     server_round: int,
     outcome: SecureOutcome,
@@ -447,10 +449,10 @@ def _finish(
     outcome.stages = secure.stages
     if outcome.failure:
         log(WARNING, "    SecAgg+ round without a sum: %s", outcome.failure)
-        if isinstance(strategy.client_dp, DistributedClientDp):
-            strategy.client_dp.spend_round(server_round)
+        if isinstance(strategy, DistributedDpStrategy):
+            strategy.spend_round(server_round)
             log(WARNING, "    distributed DP: nothing released; the round still counts")
-        elif strategy.client_dp is not None:
+        elif isinstance(strategy, ClientLevelDpStrategy):
             # Client-level DP releases every round: the noise alone, as for an empty draw.
             centred = 0.0 if config.dp.client.adaptive_clip else None
             strategy.aggregate_secure([], strategy.zero_delta(), 0.0, centred, {})

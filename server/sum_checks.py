@@ -26,8 +26,9 @@ from federated.protocol import message_keys as keys
 from federated.secagg import metric_sums
 from federated.secagg.protocol import SecureSum, VectorLayout
 from server.update_bounds import move_bound
+from strategies.client_dp_strategy import ClientLevelDpStrategy
 from strategies.distributed_dp import secure_layout
-from strategies.lora_strategy import LoraStrategy
+from strategies.strategy_wrapper import Strategy
 
 # Chi-square tail of the summed noise's norm (Laurent and Massart, 2000): exceeded with
 # probability under e^-40 by honest clients' discrete Gaussian noise, which is sub-Gaussian.
@@ -43,11 +44,11 @@ class UpdateBounds:
     weight_exact: bool  # every client weighs exactly 1 (client-level DP)
 
 
-def honest_bounds(strategy: LoraStrategy, config: RunConfig, server_round: int) -> UpdateBounds:
+def honest_bounds(strategy: Strategy, config: RunConfig, server_round: int) -> UpdateBounds:
     """What one honest client's update can be this round: AdamW's per-weight bound on every
     tensor that starts from what the server sent (zeroth-order: the steps' scalars, summed per
     seed), in norm ``server.max-update-norm``, or the clip bound under client-level DP."""
-    steps, dp = config.train.local_steps, strategy.client_dp
+    steps = config.train.local_steps
     if strategy.reply_kind != "tensors":  # seed sums: each step's scalar, at most this
         scalar = config.server.max_zo_scalar / (1.0 - config.zo.momentum)
         per_seed = steps * scalar if steps > 0 else math.inf
@@ -58,9 +59,10 @@ def honest_bounds(strategy: LoraStrategy, config: RunConfig, server_round: int) 
         names = [name for name, _ in secure_layout(strategy, config)]
         per_weight = {n: bound.per_weight for n in names if bound and n not in bound.exempt}
         norm = config.server.max_update_norm
-    if dp is not None:
-        norm = dp.bound
-    return UpdateBounds(per_weight, norm, dp is not None)
+    private = isinstance(strategy, ClientLevelDpStrategy)
+    if private:
+        norm = strategy.clip_bound
+    return UpdateBounds(per_weight, norm, private)
 
 
 def masked_sum_problem(

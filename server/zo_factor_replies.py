@@ -21,10 +21,10 @@ from federated.protocol.round_plan import RoundPlan
 from federated.protocol.wire import record_to_tensors, tensors_to_record
 from federated.zo.factor_steps import factor_lr, replay_pairs
 from federated.zo.seed_pool import SeedPool
-from strategies.lora_strategy import LoraStrategy
+from strategies.strategy_wrapper import Strategy
 
 
-def zo_fallback_problem(strategy: LoraStrategy) -> str | None:
+def zo_fallback_problem(strategy: Strategy) -> str | None:
     """Why ``strategy`` cannot take zeroth-order devices beside first-order ones, or None."""
     if strategy.reply_kind != "tensors":
         return "a zeroth-order run has no factors for first-order clients to share"

@@ -26,10 +26,10 @@ from federated.secagg.protocol import Layout, layout
 from strategies.client_dp import ClientLevelDp, RoundReport, Tensors
 
 if TYPE_CHECKING:
-    from strategies.lora_strategy import LoraStrategy
+    from strategies.strategy_wrapper import Strategy
 
 
-def secure_layout(strategy: LoraStrategy, config: RunConfig) -> Layout:
+def secure_layout(strategy: Strategy, config: RunConfig) -> Layout:
     """What one client's update holds under SecAgg+: the tensors it was sent and sends back,
     or for zeroth-order training one sum per seed of the pool."""
     if strategy.reply_kind != "tensors":
@@ -37,7 +37,7 @@ def secure_layout(strategy: LoraStrategy, config: RunConfig) -> Layout:
     return layout(strategy.reply_reference(), strategy.train_payload().trainable)
 
 
-def update_dimension(strategy: LoraStrategy, config: RunConfig) -> int:
+def update_dimension(strategy: Strategy, config: RunConfig) -> int:
     """The entries of one client's update under SecAgg+."""
     return sum(int(np.prod(shape)) for _, shape in secure_layout(strategy, config))
 

@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from strategies.global_model import GlobalModel, Tensors
 from strategies.lora_factors import weighted_mean
-from strategies.lora_strategy import GlobalModel, LoraStrategy, Tensors
+from strategies.lora_strategy import LoraStrategy
 
 
 def aggregate_fedavg(

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import torch
 
 from strategies.fedavg import aggregate_fedavg
+from strategies.global_model import GlobalModel, Tensors
 from strategies.lora_factors import Factors, check_same_modules, mean_of_products, weighted_mean
-from strategies.lora_strategy import GlobalModel, LoraStrategy, Tensors, add_to_base_delta
+from strategies.lora_strategy import LoraStrategy, add_to_base_delta
 
 
 def aggregate_fedex_lora(

@@ -8,19 +8,21 @@ FedKSeed-Pro samples seeds by the size of their past scalars instead of uniforml
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
-from federated.config import RobustSettings, RunConfig
+from federated.config import RunConfig
 from federated.protocol import message_keys as keys
 from federated.protocol.wire import tensors_to_record
-from federated.zo.sensitive import mask_arrays
+from federated.zo.sensitive import Mask, mask_arrays
 from federated.zo.sums_sync import SumsLedger
+from federated.zo.workspace import sensitive_mask
+from strategies.federated_strategy import STATE_PREFIX, FederatedStrategy
+from strategies.global_model import GlobalModel, Tensors
 from strategies.lora_factors import normalised_weights, weighted_mean
-from strategies.lora_strategy import STATE_PREFIX, GlobalModel, LoraStrategy, Tensors
 
 
 def aggregate_seed_scalars(
@@ -55,7 +57,7 @@ def seed_probabilities(amplitude_sums: torch.Tensor, counts: torch.Tensor) -> to
     return ((importance - importance.min()) / (spread + 1e-10)).softmax(0).to(torch.float32)
 
 
-class FedKSeed(LoraStrategy):
+class FedKSeed(FederatedStrategy):
     """FedKSeed's server: seed sums, per-node downlinks, optional Pro sampling."""
 
     name = "fedkseed"
@@ -66,13 +68,13 @@ class FedKSeed(LoraStrategy):
         self,
         initial: GlobalModel,
         *,
-        scale: float,
         pro: bool,
         pro_clip: float,
         changes_only: bool,
+        mask: Mask | None = None,
         **fedavg_kwargs: Any,
     ) -> None:
-        super().__init__(initial, scale=scale, **fedavg_kwargs)
+        super().__init__(initial, **fedavg_kwargs)
         self.ledger = SumsLedger(initial.trainable[keys.SEED_SUMS].clone())
         self.pool_size = len(self.ledger.sums)
         self.pro, self.pro_clip, self.changes_only = pro, pro_clip, changes_only
@@ -81,8 +83,7 @@ class FedKSeed(LoraStrategy):
         self.sent_version: dict[str, int] = {}
         # zo.params = sensitive: the mask, sent to each node that holds no sums of this run yet
         # (a new, restarted or forgotten node), which is when it may lack the mask too.
-        self.mask: Mapping[str, torch.Tensor] | None = None
-        self.lr = 0.0  # the run's zo.lr, or the rate probed for it, sent with every message
+        self.mask = mask
         self.sampled: dict[str, list[int]] = {"train": [], "evaluate": []}
 
     @classmethod
@@ -90,10 +91,10 @@ class FedKSeed(LoraStrategy):
         z = config.zo
         return cls(
             initial,
-            scale=1.0,
             pro=z.pro,
             pro_clip=z.pro_clip,
             changes_only=z.downlink == "changes",
+            mask=sensitive_mask(config) if z.params == "sensitive" else None,
             **fedavg_kwargs,
         )
 
@@ -131,7 +132,9 @@ class FedKSeed(LoraStrategy):
     def probabilities(self) -> torch.Tensor:
         return seed_probabilities(self.amplitude_sums, self.counts)
 
-    def messages_to(self, kind: str, server_round: int, nodes: Sequence[int]) -> list[Message]:
+    def messages_to(
+        self, kind: str, server_round: int, nodes: Sequence[int], shared: ConfigRecord
+    ) -> list[Message]:
         """Each node's own downlink: the sums in full, or what changed since the version it
         holds."""
         message_type = MessageType.TRAIN if kind == "train" else MessageType.EVALUATE
@@ -149,8 +152,7 @@ class FedKSeed(LoraStrategy):
                     keys.SERVER_ROUND: server_round,
                     keys.SUMS_VERSION: self.ledger.version,
                     keys.SUMS_BASE_VERSION: base,
-                    keys.ZO_LR: self.lr,
-                    **({keys.RUN_KEY: self.run_key} if self.run_key else {}),
+                    **shared,
                 }
             )
             content = RecordDict({keys.ARRAYS: tensors_to_record(arrays), keys.CONFIG: config})
@@ -159,7 +161,7 @@ class FedKSeed(LoraStrategy):
         self.sampled[kind] = list(nodes)
         return messages
 
-    def _settle(self, kind: str, replies: list[Message]) -> None:
+    def settle(self, kind: str, replies: Sequence[Message]) -> None:
         """Nodes that answered hold the version they were sent; others may not, so forget them."""
         answered = {m.metadata.src_node_id for m in replies if not m.has_error()}
         for node in self.sampled[kind]:
@@ -167,40 +169,6 @@ class FedKSeed(LoraStrategy):
                 self.ledger.confirm(node, self.sent_version[kind])
             else:
                 self.ledger.forget(node)
-
-    def skip_train(self, replies: Sequence[Message]) -> None:
-        self._settle("train", list(replies))
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
-        self._settle("train", replies)
-        return super().aggregate_train(server_round, replies)
-
-    def aggregate_secure(
-        self,
-        replies: Sequence[Message],
-        sums: Mapping[str, torch.Tensor],
-        weight: float,
-        unclipped: float | None,
-        metrics: Mapping[str, float],
-    ) -> MetricRecord | None:
-        self._settle("train", list(replies))
-        return super().aggregate_secure(replies, sums, weight, unclipped, metrics)
-
-    def aggregate_secure_evaluation(
-        self, replies: Sequence[Message], metrics: Mapping[str, float]
-    ) -> MetricRecord | None:
-        self._settle("evaluate", list(replies))
-        return super().aggregate_secure_evaluation(replies, metrics)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        replies = list(replies)
-        self._settle("evaluate", replies)
-        return super().aggregate_evaluate(server_round, replies)
 
     def client_delta(self, update: Mapping[str, torch.Tensor]) -> Tensors:
         """A client's steps as one vector over the pool: how far it moves each seed's sum."""
@@ -214,7 +182,7 @@ class FedKSeed(LoraStrategy):
         hybrid = {k: v + delta[k] for k, v in self.hybrid_tensors().items()}
         self.model = GlobalModel({keys.SEED_SUMS: sums, **hybrid})
 
-    def _observe(self, updates: Sequence[Tensors]) -> None:
+    def observe(self, updates: Sequence[Tensors]) -> None:
         """FedKSeed-Pro's record of how large each seed's scalars have been."""
         for update in updates:
             indices = update[keys.SEED_INDICES].long()
@@ -224,7 +192,7 @@ class FedKSeed(LoraStrategy):
 
     def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:
         steps = [(u[keys.SEED_INDICES], u[keys.SEED_SCALARS]) for u in updates]
-        self._observe(updates)
+        self.observe(updates)
         hybrid = {
             k: weighted_mean([u[k] for u in updates], weights) - v
             for k, v in self.hybrid_tensors().items()
@@ -232,9 +200,3 @@ class FedKSeed(LoraStrategy):
         self.apply_mean_delta(
             {keys.SEED_SUMS: aggregate_seed_scalars(steps, weights, self.pool_size), **hybrid}
         )
-
-    def aggregate_robustly(
-        self, updates: Sequence[Tensors], weights: Sequence[float], settings: RobustSettings
-    ) -> None:
-        self._observe(updates)
-        super().aggregate_robustly(updates, weights, settings)

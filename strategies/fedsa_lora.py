@@ -12,8 +12,10 @@ import torch
 
 from federated.protocol.round_plan import RoundPlan
 from strategies.fedavg import aggregate_fedavg
+from strategies.federated_strategy import Payload
+from strategies.global_model import GlobalModel, Tensors
 from strategies.lora_factors import normalised_weights
-from strategies.lora_strategy import GlobalModel, LoraStrategy, Payload, Tensors
+from strategies.lora_strategy import LoraStrategy
 
 
 def aggregate_fedsa_lora(

@@ -12,8 +12,10 @@ import torch
 
 from federated.protocol.round_plan import RoundPlan
 from strategies.fedavg import aggregate_fedavg
+from strategies.federated_strategy import Payload
+from strategies.global_model import GlobalModel, Tensors
 from strategies.lora_factors import Factors, check_same_modules, normalised_weights
-from strategies.lora_strategy import GlobalModel, LoraStrategy, Payload, Tensors, add_to_base_delta
+from strategies.lora_strategy import LoraStrategy, add_to_base_delta
 
 
 def aggregate_flora(clients: Sequence[Factors], weights: Sequence[float]) -> Factors:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from strategies.fedavg import aggregate_fedavg
+from strategies.global_model import GlobalModel, Tensors
 from strategies.lora_factors import (
     Factors,
     check_same_modules,
@@ -19,7 +20,7 @@ from strategies.lora_factors import (
     rank_of,
     weighted_mean,
 )
-from strategies.lora_strategy import GlobalModel, ServerRankStrategy, Tensors
+from strategies.lora_strategy import ServerRankStrategy
 
 
 def sparsity_weights(

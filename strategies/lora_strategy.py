@@ -1,69 +1,26 @@
-"""The Flower side shared by every LoRA strategy: global state, payloads, records in and out.
+"""The base of the LoRA strategies: factors in, factors out.
 
-Reply checks and metric averaging are Flower's own ``FedAvg``; a round's nodes are drawn by the
-strategy's sampler. A subclass says what its global model is, what each round sends
-(``train_payload``) and how replies combine (``aggregate``, which calls the strategy's pure
-function on tensors).
+Every LoRA strategy sends its clients adapter tensors and takes back what they trained; it
+differs from the others in what it sends (``train_payload``) and how replies combine
+(``aggregate``, which calls the strategy's pure function on tensors). What it shares with the
+seed-based strategy is ``federated_strategy``'s.
 """
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from logging import INFO
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
-from flwr.serverapp.strategy.strategy_utils import sample_nodes
-from flwr.supercore import log
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
-from federated.config import RobustSettings, RunConfig
-from federated.model.lora import LoraPair, lora_pairs
+from federated.config import RunConfig
 from federated.protocol import message_keys as keys
-from federated.protocol.round_plan import RoundPlan
-from federated.protocol.wire import record_to_tensors, tensors_to_record
-from strategies.client_dp import ClientLevelDp
+from federated.protocol.wire import tensors_to_record
+from strategies.federated_strategy import FederatedStrategy
+from strategies.global_model import GlobalModel, Tensors
 from strategies.lora_factors import Factors
-from strategies.node_pool import NodePool
 from strategies.partition_sampling import PartitionSampler
-from strategies.robust_aggregation import ROBUST_AGGREGATES
-
-Tensors = dict[str, torch.Tensor]
-
-
-@dataclass
-class GlobalModel:
-    """The server's model: trainable tensors at the server's rank, and dense additions to the
-    frozen base weight of adapted modules (by module name; empty for most strategies)."""
-
-    trainable: Tensors
-    base_delta: Tensors = field(default_factory=dict)
-
-    def flat(self) -> Tensors:
-        """One flat mapping, for checkpoints."""
-        return {
-            **self.trainable,
-            **{f"{keys.BASE_DELTA}/{m}": t for m, t in self.base_delta.items()},
-        }
-
-    @classmethod
-    def from_flat(cls, flat: Mapping[str, torch.Tensor]) -> GlobalModel:
-        """The model ``flat`` wrote, from a mapping that may hold other (``strategy/``) keys."""
-        prefix = f"{keys.BASE_DELTA}/"
-        trainable = {k: v for k, v in flat.items() if "/" not in k}
-        delta = {k.removeprefix(prefix): v for k, v in flat.items() if k.startswith(prefix)}
-        return cls(trainable, delta)
-
-
-def _shapes(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in tensors.items()}
-
-
-STATE_PREFIX = "strategy/"  # checkpoint tensors that are a strategy's state, not the model
 
 
 def add_to_base_delta(
@@ -78,19 +35,9 @@ def add_to_base_delta(
     return out
 
 
-@dataclass(frozen=True)
-class Payload:
-    """What a round sends each client: tensors to set, base deltas, and the plan."""
-
-    trainable: Tensors
-    base_delta: Tensors
-    plan: RoundPlan
-
-
-class LoraStrategy(FedAvg):
-    """Base of fedtune's strategies; how many nodes a round asks is configured like Flower's
-    ``FedAvg``, which ones its sampler decides (``training_messages``, ``evaluation_messages``:
-    Flower's own ``configure_train`` and ``configure_evaluate`` are not used).
+class LoraStrategy(FederatedStrategy):
+    """A strategy over LoRA factors (and a head): every client gets one content, and an upload
+    moves the model by its difference from it.
 
     Parameters
     ----------
@@ -104,11 +51,6 @@ class LoraStrategy(FedAvg):
         Flower ``FedAvg`` sampling settings (fraction_train, min_train_nodes, ...).
     """
 
-    name: ClassVar[str]
-    linear: ClassVar[bool]  # aggregation is a weighted sum of client updates (SecAgg-compatible)
-    mixed_ranks: ClassVar[bool] = False
-    reply_kind: ClassVar[str] = "tensors"  # or "seed-steps": what a training reply carries
-
     def __init__(
         self,
         initial: GlobalModel,
@@ -117,119 +59,38 @@ class LoraStrategy(FedAvg):
         sampler: PartitionSampler,
         **fedavg_kwargs: Any,
     ) -> None:
-        super().__init__(
-            weighted_by_key=keys.NUM_EXAMPLES,
-            arrayrecord_key=keys.ARRAYS,
-            configrecord_key=keys.CONFIG,
-            **fedavg_kwargs,
-        )
-        self.model = initial
+        super().__init__(initial, sampler=sampler, **fedavg_kwargs)
         self.scale = scale
-        self.pairs: list[LoraPair] = lora_pairs(initial.trainable)[0]
         self.initial = GlobalModel(dict(initial.trainable), dict(initial.base_delta))
-        self.client_dp: ClientLevelDp | None = (
-            None  # set by build_strategy for client-level dp.mode
-        )
-        self.robust: RobustSettings | None = None  # set by build_strategy for robust.method
-        self.sampler = sampler
-        self.run_key = ""  # names the files clients keep for the run (``client.node_files``)
 
     @classmethod
     def from_config(
         cls, config: RunConfig, initial: GlobalModel, **fedavg_kwargs: Any
     ) -> LoraStrategy:
-        """This strategy with its own options taken from the run config."""
         return cls(initial, scale=config.lora.scale, **fedavg_kwargs)
 
-    # -- what a round sends ------------------------------------------------------------------
-    def train_payload(self) -> Payload:
-        """The tensors and plan of a training round; by default the whole global model."""
-        return Payload(self.model.trainable, self.model.base_delta, RoundPlan())
+    def messages_to(
+        self, kind: str, server_round: int, nodes: Sequence[int], shared: ConfigRecord
+    ) -> list[Message]:
+        """One content for all of ``nodes``: the payload, the plan and ``shared``."""
+        payload = self.train_payload() if kind == "train" else self.eval_payload()
+        config = payload.plan.to_config(ConfigRecord())
+        config.update(shared)
+        config[keys.SERVER_ROUND] = server_round
+        content = RecordDict(
+            {keys.ARRAYS: tensors_to_record(payload.trainable), keys.CONFIG: config}
+        )
+        if payload.base_delta:
+            content[keys.BASE_DELTA] = tensors_to_record(payload.base_delta)
+        message_type = MessageType.TRAIN if kind == "train" else MessageType.EVALUATE
+        return list(self._construct_messages(content, list(nodes), message_type))
 
-    def eval_payload(self) -> Payload:
-        """What clients evaluate: the global model, with the plan's view of personal state."""
-        return Payload(self.model.trainable, self.model.base_delta, RoundPlan())
-
-    def reply_reference(self) -> Tensors:
-        """What a sound training reply carries: these names, at most these shapes."""
-        withheld = self.train_payload().plan.withheld(self.pairs)
-        return {k: v for k, v in self.model.trainable.items() if k not in withheld}
-
-    # -- linear strategies: the aggregate as the mean of client deltas ------------------------
     def client_delta(self, update: Mapping[str, torch.Tensor]) -> Tensors:
-        """How far one client's upload moves the global model. A linear strategy's aggregate is
-        the global model moved by the weighted mean of these (what client-level DP clips)."""
         return {k: v - self.model.trainable[k] for k, v in update.items()}
 
     def apply_mean_delta(self, delta: Mapping[str, torch.Tensor]) -> None:
-        """Move the global model by an aggregated delta (for linear strategies)."""
         trainable = {k: v + delta[k] if k in delta else v for k, v in self.model.trainable.items()}
         self.model = GlobalModel(trainable, self.model.base_delta)
-
-    def zero_delta(self) -> Tensors:
-        """A delta that moves nothing, in the names and shapes of a client's delta."""
-        return {k: torch.zeros_like(v) for k, v in self.reply_reference().items()}
-
-    def aggregate_secure(
-        self,
-        replies: Sequence[Message],
-        sums: Mapping[str, torch.Tensor],
-        weight: float,
-        centred_unclipped: float | None,
-        metrics: Mapping[str, float],
-    ) -> MetricRecord | None:
-        """Move the model by the mean update from SecAgg+'s sums alone: Σw·Δ and Σw (with
-        client-level DP the noise joins the sum here, and w is 1 for every client). The
-        round's statistics are ``metrics``, from the masked sum too (none under DP)."""
-        if self.client_dp is None:
-            mean = {k: v / weight for k, v in sums.items()}
-        else:
-            mean = self.client_dp.from_sum(sums, centred_unclipped)
-        self.apply_mean_delta({k: v.to(torch.float32) for k, v in mean.items()})
-        return MetricRecord(dict(metrics)) if metrics else None
-
-    def aggregate_secure_evaluation(
-        self, replies: Sequence[Message], metrics: Mapping[str, float]
-    ) -> MetricRecord | None:
-        """The round's held-out statistics from SecAgg+'s sum (``replies``: the summed
-        clients' collect replies, whose statistics are masked)."""
-        return MetricRecord(dict(metrics)) if metrics else None
-
-    # -- checkpoints -------------------------------------------------------------------------
-    def state_tensors(self) -> Tensors:
-        """The tensors a restarted server needs to go on: the global model, and what a subclass
-        adds under ``STATE_PREFIX``."""
-        return self.model.flat()
-
-    def state_info(self) -> dict[str, Any]:
-        """The rest of the strategy's state, as JSON: client-level DP's ledger and bound."""
-        return {"client-dp": self.client_dp.state()} if self.client_dp is not None else {}
-
-    def restore(self, tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> None:
-        """Take up the state ``state_tensors`` and ``state_info`` gave; a ``ValueError`` when
-        the model it holds is not this strategy's."""
-        model = GlobalModel.from_flat(tensors)
-        modules = {p.module for p in self.pairs}
-        if _shapes(model.trainable) != _shapes(self.model.trainable) or not (
-            set(model.base_delta) <= modules
-        ):
-            raise ValueError("the checkpoint's tensors are not this run's model")
-        self.model = model
-        if self.client_dp is not None:
-            self.client_dp.restore(info["client-dp"])
-
-    # -- the math ----------------------------------------------------------------------------
-    @abstractmethod
-    def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:
-        """Fold the clients' uploads into ``self.model``."""
-
-    def aggregate_robustly(
-        self, updates: Sequence[Tensors], weights: Sequence[float], settings: RobustSettings
-    ) -> None:
-        """Move the model by a robust combination of the client deltas instead of their mean
-        (linear strategies: their aggregate is the model moved by that mean)."""
-        deltas = [self.client_delta(u) for u in updates]
-        self.apply_mean_delta(ROBUST_AGGREGATES[settings.method](deltas, weights, settings))
 
     def factors_of(self, update: Mapping[str, torch.Tensor]) -> Factors:
         """The (A, B) pair of every adapted module in one client's upload."""
@@ -245,98 +106,6 @@ class LoraStrategy(FedAvg):
     def others_of(self, update: Mapping[str, torch.Tensor]) -> Tensors:
         factor_keys = {k for p in self.pairs for k in (p.a_key, p.b_key)}
         return {k: v for k, v in update.items() if k not in factor_keys}
-
-    # -- Flower ------------------------------------------------------------------------------
-    def summary(self) -> None:
-        log(INFO, "\t├──> Aggregation: %s (linear: %s)", self.name, self.linear)
-        super().summary()
-
-    def training_messages(self, server_round: int, grid: Grid, pool: NodePool) -> list[Message]:
-        return self.messages_to(
-            "train", server_round, self._sample("train", server_round, grid, pool)
-        )
-
-    def evaluation_messages(self, server_round: int, grid: Grid, pool: NodePool) -> list[Message]:
-        nodes = self._sample("evaluate", server_round, grid, pool)
-        return self.messages_to("evaluate", server_round, nodes)
-
-    def connected_nodes(self, grid: Grid) -> list[int]:
-        """The connected nodes, once ``min_available_nodes`` of them are (Flower's wait)."""
-        return sample_nodes(grid, self.min_available_nodes, 0)[1]
-
-    def _sample(self, kind: str, server_round: int, grid: Grid, pool: NodePool) -> list[int]:
-        """The round's nodes: Flower's ``FedAvg`` count (the fraction of connected nodes, at
-        least the minimum), drawn by partition from those ``pool`` has. Under client-level DP,
-        training instead takes each available node independently at the accounted rate, from
-        a secret generator (Poisson sampling)."""
-        if kind == "train" and self.client_dp is not None:
-            connected = pool.available(kind, server_round, self.connected_nodes(grid))
-            chosen = self.client_dp.sample(connected)
-            log(
-                INFO,
-                "configure_train: Poisson-sampled %s nodes (out of %s)",
-                len(chosen),
-                len(connected),
-            )
-            return chosen
-        fraction, minimum = (
-            (self.fraction_train, self.min_train_nodes)
-            if kind == "train"
-            else (self.fraction_evaluate, self.min_evaluate_nodes)
-        )
-        if fraction == 0.0:
-            return []
-        connected = self.connected_nodes(grid)
-        size = max(int(len(connected) * fraction), minimum)
-        chosen = self.sampler.sample(kind, server_round, connected, size, pool)
-        log(
-            INFO,
-            "configure_%s: sampled %s nodes by partition (out of %s)",
-            kind,
-            len(chosen),
-            len(connected),
-        )
-        return chosen
-
-    def messages_to(self, kind: str, server_round: int, nodes: Sequence[int]) -> list[Message]:
-        """The round's ``kind`` ("train" or "evaluate") message for each of ``nodes``: one
-        content for all, the payload and the plan."""
-        payload = self.train_payload() if kind == "train" else self.eval_payload()
-        config = payload.plan.to_config(ConfigRecord())
-        if self.run_key:
-            config[keys.RUN_KEY] = self.run_key
-        config[keys.SERVER_ROUND] = server_round
-        content = RecordDict(
-            {keys.ARRAYS: tensors_to_record(payload.trainable), keys.CONFIG: config}
-        )
-        if payload.base_delta:
-            content[keys.BASE_DELTA] = tensors_to_record(payload.base_delta)
-        message_type = MessageType.TRAIN if kind == "train" else MessageType.EVALUATE
-        return list(self._construct_messages(content, list(nodes), message_type))
-
-    def skip_train(self, replies: Sequence[Message]) -> None:
-        """The round's replies will not be aggregated (too few were sound); by default nothing
-        to do, but a strategy that tracks what each node holds learns it here."""
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        valid, _ = self._check_and_log_replies(replies, is_train=True)
-        if not valid and self.client_dp is None:
-            return None, None
-        contents = [msg.content for msg in valid]
-        updates = [record_to_tensors(c.array_records[keys.ARRAYS]) for c in contents]
-        weights = [float(c.metric_records[keys.METRICS][keys.NUM_EXAMPLES]) for c in contents]
-        if self.client_dp is None and self.robust is not None:
-            self.aggregate_robustly(updates, weights, self.robust)
-        elif self.client_dp is None:
-            self.aggregate(updates, weights)
-        else:  # every client weighs the same: each one's influence is bounded by the clip
-            deltas = [self.client_delta(u) for u in updates]
-            mean = self.client_dp.aggregate(deltas, self.zero_delta())
-            self.apply_mean_delta({k: v.to(torch.float32) for k, v in mean.items()})
-        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key) if contents else None
-        return tensors_to_record(self.model.trainable), metrics
 
 
 class ServerRankStrategy(LoraStrategy):

@@ -1,27 +1,34 @@
-"""Strategies by the name the run config uses (``strategy.name``), built from a run config."""
+"""Strategies by the name the run config uses (``strategy.name``), built from a run config and
+wrapped in what the config adds to any strategy that fits: client-level or distributed DP, or
+robust aggregation."""
 
 from __future__ import annotations
 
 from federated.config import ConfigError, RunConfig
 from federated.secagg.masking import rounding_margin, rounding_problem
 from strategies.client_dp import ClientLevelDp
+from strategies.client_dp_strategy import ClientLevelDpStrategy
 from strategies.distributed_dp import DistributedClientDp, update_dimension
+from strategies.distributed_dp_strategy import DistributedDpStrategy
 from strategies.fedavg import FedAvgLora
+from strategies.federated_strategy import FederatedStrategy
 from strategies.fedex_lora import FedExLora
 from strategies.fedkseed import FedKSeed
 from strategies.fedsa_lora import FedSaLora
 from strategies.ffa_lora import FfaLora
 from strategies.flexlora import FlexLora
 from strategies.flora import FLoRA
+from strategies.global_model import GlobalModel
 from strategies.hetlora import HetLora
 from strategies.lora_fair import LoraFair
-from strategies.lora_strategy import GlobalModel, LoraStrategy
 from strategies.partition_sampling import PartitionSampler
+from strategies.robust_strategy import RobustAggregation
+from strategies.strategy_wrapper import Strategy
 
-STRATEGIES: dict[str, type[LoraStrategy]] = {}
+STRATEGIES: dict[str, type[FederatedStrategy]] = {}
 
 
-def register(cls: type[LoraStrategy]) -> type[LoraStrategy]:
+def register(cls: type[FederatedStrategy]) -> type[FederatedStrategy]:
     if cls.name in STRATEGIES:
         raise ValueError(f"strategy name '{cls.name}' is registered twice")
     STRATEGIES[cls.name] = cls
@@ -42,7 +49,7 @@ for _cls in (
     register(_cls)
 
 
-def _needs_linear(cls: type[LoraStrategy], setting: str, why: str) -> None:
+def _needs_linear(cls: type[FederatedStrategy], setting: str, why: str) -> None:
     if not cls.linear:
         linear = ", ".join(name for name, c in STRATEGIES.items() if c.linear)
         raise ConfigError(
@@ -50,7 +57,7 @@ def _needs_linear(cls: type[LoraStrategy], setting: str, why: str) -> None:
         )
 
 
-def _check_robust(config: RunConfig, cls: type[LoraStrategy]) -> None:
+def _check_robust(config: RunConfig, cls: type[FederatedStrategy]) -> None:
     method = config.robust.method
     if method == "none":
         return
@@ -64,7 +71,7 @@ def _check_robust(config: RunConfig, cls: type[LoraStrategy]) -> None:
             raise ConfigError(f"run config {setting}: {what}; set robust.method = 'none'")
 
 
-def _rounding_margin(config: RunConfig, strategy: LoraStrategy) -> float:
+def _rounding_margin(config: RunConfig, strategy: FederatedStrategy) -> float:
     """Under SecAgg+ with client-level DP, how far rounding can move a client's clipped update
     (0 otherwise); a quantization that leaves a client less than half its clip bound is
     refused."""
@@ -81,8 +88,9 @@ def _rounding_margin(config: RunConfig, strategy: LoraStrategy) -> float:
     return rounding_margin(entries, s.clipping_range, s.quantization_bits)
 
 
-def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
-    """The configured strategy, starting from ``initial``.
+def build_strategy(config: RunConfig, initial: GlobalModel) -> Strategy:
+    """The configured strategy, starting from ``initial``, in the wrapper its DP mode or robust
+    method asks for.
 
     Raises
     ------
@@ -126,16 +134,18 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> LoraStrategy:
         min_available_nodes=s.min_available_nodes,
     )
     if config.robust.method != "none":
-        strategy.robust = config.robust
+        return RobustAggregation(strategy, config.robust)
     if config.dp.distributed_noise:
-        strategy.client_dp = DistributedClientDp(config, update_dimension(strategy, config))
-    elif config.dp.client_level:
+        dimension = update_dimension(strategy, config)
+        return DistributedDpStrategy(strategy, DistributedClientDp(config, dimension))
+    if config.dp.client_level:
         # Poisson sampling at fraction-train: the rate the accountant composes.
-        strategy.client_dp = ClientLevelDp(
+        mechanism = ClientLevelDp(
             config.dp,
             s.fraction_train,
             config.num_server_rounds,
             expected_clients=s.fraction_train * s.min_available_nodes,
             floor=2 * _rounding_margin(config, strategy),
         )
+        return ClientLevelDpStrategy(strategy, mechanism)
     return strategy

@@ -33,8 +33,9 @@ from federated.secagg import protocol as p
 from federated.secagg.distributed_dp import conditional_round, decode_sum, noised_vector
 from federated.secagg.keys import new_key_pair, new_signing_pair
 from federated.secagg.masking import mask, sum_masked, unmask
-from strategies.distributed_dp import DistributedClientDp, update_dimension
-from strategies.lora_strategy import GlobalModel
+from strategies.distributed_dp import update_dimension
+from strategies.distributed_dp_strategy import DistributedDpStrategy
+from strategies.global_model import GlobalModel
 from strategies.registry import build_strategy
 from tests.messages import message
 
@@ -156,8 +157,8 @@ def test_distributed_dp_without_what_it_needs_is_refused_in_one_line(change, rea
 def test_the_server_adds_no_noise_and_counts_every_round_until_the_budget() -> None:
     config = parse_run_config(DISTRIBUTED)
     strategy = build_strategy(config, GlobalModel(dict(lora_model(config).initial)))
-    dp = strategy.client_dp
-    assert isinstance(dp, DistributedClientDp)
+    assert isinstance(strategy, DistributedDpStrategy)
+    dp = strategy.mechanism
     assert dp.plan.dimension == update_dimension(strategy, config)
     assert dp.plan.min_clients == 4  # 0.25 of 20 nodes, of whom 20% may drop out
     dp.population = 20
@@ -176,7 +177,7 @@ def test_the_server_adds_no_noise_and_counts_every_round_until_the_budget() -> N
         server_round += 1
         dp.spend_round(server_round)
     assert dp.rounds == 6 and dp.report().epsilon <= 3.0 < dp.epsilon_after_round()
-    resumed = build_strategy(config, GlobalModel(dict(lora_model(config).initial))).client_dp
+    resumed = build_strategy(config, GlobalModel(dict(lora_model(config).initial))).mechanism
     resumed.restore(dp.state())
     assert resumed.rounds == 6 and not resumed.budget_allows()
 

@@ -18,7 +18,7 @@ from federated.protocol.wire import record_to_tensors, serialized_bytes, tensors
 from server.exchange import Exchange
 from server.reply_screen import TrainScreen
 from server.zo_factor_replies import zo_fallback_problem
-from strategies.lora_strategy import GlobalModel
+from strategies.global_model import GlobalModel
 from strategies.registry import STRATEGIES, build_strategy
 from tests.messages import message
 

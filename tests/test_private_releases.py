@@ -26,7 +26,7 @@ from federated.protocol.wire import record_to_tensors, serialized_bytes, tensors
 from server.exchange import Exchange
 from server.reply_screen import TrainScreen
 from strategies.fedkseed import FedKSeed
-from strategies.lora_strategy import GlobalModel
+from strategies.global_model import GlobalModel
 from strategies.registry import build_strategy
 from tests.messages import message
 

@@ -30,7 +30,7 @@ from server.reply_validation import (
     check_train_reply,
 )
 from server.update_bounds import ExampleBound
-from strategies.lora_strategy import GlobalModel
+from strategies.global_model import GlobalModel
 from strategies.registry import build_strategy
 from tests.test_reply_validation import REFERENCE, _reply
 

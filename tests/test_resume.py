@@ -13,7 +13,7 @@ from federated.protocol import message_keys as keys
 from server.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from server.resume import config_differences, resume_run
 from strategies.fedkseed import FedKSeed
-from strategies.lora_strategy import GlobalModel
+from strategies.global_model import GlobalModel
 from strategies.registry import build_strategy
 
 FACTORS = {"m.lora_A.weight": torch.randn(2, 4), "m.lora_B.weight": torch.randn(4, 2)}

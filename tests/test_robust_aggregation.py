@@ -18,6 +18,7 @@ from strategies.robust_aggregation import (
     norm_bounded_mean,
     trimmed_mean,
 )
+from strategies.robust_strategy import RobustAggregation
 from tests.test_client_dp import TINY, _dp_strategy, _uploads
 
 
@@ -115,11 +116,11 @@ def test_an_unbounded_norm_bound_is_the_strategy_s_own_mean(name: str) -> None:
         _dp_strategy(name, **{"dp.mode": "none"}),
         _dp_strategy(name, **{"dp.mode": "none"}, **raw),
     )
-    assert robust.robust is not None and plain.robust is None
+    assert isinstance(robust, RobustAggregation) and not isinstance(plain, RobustAggregation)
     uploads = _uploads(plain, 4)
     weights = [1.0, 2.0, 3.0, 4.0]
     plain.aggregate(uploads, weights)
-    robust.aggregate_robustly(uploads, weights, robust.robust)
+    robust.aggregate(uploads, weights)
     for key, value in plain.model.trainable.items():
         torch.testing.assert_close(robust.model.trainable[key], value, rtol=1e-5, atol=1e-6)
 
@@ -134,7 +135,7 @@ def test_an_unbounded_norm_bound_is_the_strategy_s_own_mean(name: str) -> None:
 )
 def test_robust_aggregation_is_refused_where_it_cannot_apply(extra: dict, message: str) -> None:
     from federated.model.workspace import lora_model
-    from strategies.lora_strategy import GlobalModel
+    from strategies.global_model import GlobalModel
     from strategies.registry import build_strategy
 
     config = parse_run_config({**TINY, "robust.method": "median", **extra})

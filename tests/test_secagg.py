@@ -25,7 +25,7 @@ from federated.secagg.masking import (
     unmask,
 )
 from strategies.distributed_dp import update_dimension
-from strategies.lora_strategy import GlobalModel
+from strategies.global_model import GlobalModel
 from strategies.registry import build_strategy
 
 RANGE, BITS, SIZE = 8.0, 22, 5000
@@ -204,7 +204,7 @@ def test_a_run_whose_quantization_cannot_keep_the_clip_bound_is_refused_at_start
     strategy = build_strategy(config, initial)
     entries = update_dimension(strategy, config)
     # Adaptive clipping never takes the bound where rounding would take over half of it.
-    assert strategy.client_dp.floor == pytest.approx(2 * rounding_margin(entries, RANGE, BITS))
+    assert strategy.mechanism.floor == pytest.approx(2 * rounding_margin(entries, RANGE, BITS))
     coarse = parse_run_config({**run, "secagg.quantization-bits": 8})
     with pytest.raises(
         ConfigError,

@@ -19,7 +19,7 @@ from federated.protocol import message_keys as keys
 from federated.secagg import protocol as p
 from federated.secagg.keys import new_key_pair, new_signing_pair, threshold
 from server.secure_round import SecureOutcome, secure_train_round
-from strategies.lora_strategy import GlobalModel
+from strategies.global_model import GlobalModel
 from strategies.node_pool import NodePool
 from strategies.registry import build_strategy
 from tests.in_process import InProcessGrid, server_identity
@@ -52,11 +52,11 @@ class Federation:
         initial = GlobalModel(dict(lora_model(self.config).initial))
         self.strategy = build_strategy(self.config, initial)
         self.pool = NodePool({n: i for i, n in enumerate(NODES)})
-        self.strategy.run_key = "ab" * 8
+        self.shared = ConfigRecord({keys.RUN_KEY: "ab" * 8})
 
     def round(self, round_try: tuple[int, int] = (1, 1)) -> SecureOutcome:
         with server_identity():
-            sent = self.strategy.training_messages(round_try[0], self.grid, self.pool)
+            sent = self.strategy.training_messages(round_try[0], self.grid, self.pool, self.shared)
             return secure_train_round(
                 self.grid, sent, self.strategy, self.config, round_try, _quiet
             )
@@ -122,7 +122,9 @@ def test_an_honest_round_gives_the_plain_mean_and_erases_every_secret() -> None:
     with server_identity():
         replies = [
             plain.grid.answer(plain.grid.arrived(m, f"p{i}"))
-            for i, m in enumerate(plain.strategy.training_messages(1, plain.grid, plain.pool))
+            for i, m in enumerate(
+                plain.strategy.training_messages(1, plain.grid, plain.pool, plain.shared)
+            )
         ]
     uploads = [r.content.array_records[keys.ARRAYS].to_torch_state_dict() for r in replies]
     weights = [r.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES] for r in replies]

@@ -7,7 +7,7 @@ import pytest
 from federated.config import ConfigError, parse_run_config
 from federated.model.workspace import lora_model
 from strategies.fedkseed import FedKSeed
-from strategies.lora_strategy import GlobalModel
+from strategies.global_model import GlobalModel
 from strategies.registry import STRATEGIES, build_strategy
 
 TINY = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 4, "lora.rank": 4}

@@ -157,7 +157,6 @@ def test_the_body_replays_bit_for_bit_in_another_process_and_leaves_the_head_out
 def _strategy(head: dict[str, torch.Tensor]) -> FedKSeed:
     return FedKSeed(
         FedKSeed.initial_model(16, head),
-        scale=1.0,
         sampler=PartitionSampler(0),
         pro=False,
         pro_clip=0.5,
