@@ -90,9 +90,9 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     ConfigError
         One line naming the key, the value and what is allowed.
     """
-    given = _given(raw)
-    check_mechanism_options(given, default_flat_config())
-    config = _build(RunConfig, "", {**given, **auto_values(given, default_flat_config())})
+    given, defaults = _given(raw), default_flat_config()
+    check_mechanism_options(given, defaults)
+    config = _build(RunConfig, "", {**given, **auto_values(given, defaults)})
     check_combinations(config)
     return config
 
