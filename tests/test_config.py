@@ -72,6 +72,8 @@ def test_strategy_choices_are_the_registered_strategies() -> None:
     [
         ({"lora.rnak": 8}, "unknown key 'lora.rnak'"),
         ({"rank": 8}, "did you mean 'lora.rank'"),
+        ({"dp.record-level": True}, "key 'dp.record-level' is gone: set dp.mode = 'record'"),
+        ({"dp.distributed": True}, "key 'dp.distributed' is gone: set dp.mode = 'distributed'"),
         ({"lora.rank": 0}, "'lora.rank' = 0: must be >= 1"),
         ({"lora.rank": "8"}, "'lora.rank' = '8': expected int, got str"),
         ({"lora.rank": True}, "expected int, got bool"),

@@ -11,6 +11,7 @@ from typing import Any
 from federated.config.checks import check_combinations, check_mechanism_options
 from federated.config.dp_defaults import auto_values, auto_values_line
 from federated.config.options import ConfigError
+from federated.config.privacy import REPLACED_SWITCHES
 from federated.config.run_config import RunConfig
 
 
@@ -73,6 +74,10 @@ def _given(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Every key of the run config, each value checked, auto values not yet resolved."""
     known = {key for key, _ in iter_options()}
     for key in raw:
+        if key in REPLACED_SWITCHES:
+            raise ConfigError(
+                f"run config key '{key}' is gone: set dp.mode = '{REPLACED_SWITCHES[key]}'"
+            )
         if key not in known:
             close = [k for k in sorted(known) if k.split(".")[-1] == key.split(".")[-1]]
             close = close or difflib.get_close_matches(key, sorted(known), n=1)
