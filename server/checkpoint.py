@@ -71,3 +71,10 @@ def load_checkpoint(folder: Path) -> Checkpoint:
         raise CheckpointError(f"{path} was written by another version of fedtune")
     state = {k: v for k, v in info.items() if k not in ("version", "round")}
     return Checkpoint(int(info["round"]), tensors, state)
+
+
+def kept_before(server_round: int) -> str:
+    """What a run that stops before ``server_round`` finishes leaves to resume from."""
+    if server_round > 1:
+        return f"the model of round {server_round - 1} is the run's last checkpoint"
+    return "no round finished, so there is no checkpoint to resume from"

@@ -5,13 +5,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from logging import INFO
 
 from flwr.app import Message
+from flwr.common import log
 from flwr.serverapp import Grid
 
 from federated.protocol.wire import serialized_bytes
 
 POLL_SECONDS = 0.5
+
+
+def progress(stage: str) -> Callable[[int, int], None]:
+    """A progress line per reply of ``stage`` ("train", "evaluate", a SecAgg+ stage)."""
+    return lambda done, total: log(INFO, "    %s: %d/%d clients done", stage, done, total)
 
 
 @dataclass

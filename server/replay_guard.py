@@ -27,10 +27,11 @@ def update_digest(msg: Message) -> str | None:
 
 
 class ReplayGuard:
-    """The digests of every update accepted so far in the run, with the round of each."""
+    """The digests of every update accepted so far in the run, with the round of each
+    (``accepted``: those of the rounds before a resume)."""
 
-    def __init__(self) -> None:
-        self.accepted: dict[str, int] = {}
+    def __init__(self, accepted: dict[str, int] | None = None) -> None:
+        self.accepted: dict[str, int] = {} if accepted is None else accepted
 
     def problem(self, digest: str | None) -> str | None:
         """Why an update of this digest (``update_digest``) is refused, or None."""

@@ -57,16 +57,28 @@ class TrainScreen:
     """The run's checks on training replies: the contract, the round's bounds, the weight a
     client may claim, and no update accepted twice."""
 
-    def __init__(self, strategy: Strategy, config: RunConfig) -> None:
+    def __init__(
+        self,
+        strategy: Strategy,
+        config: RunConfig,
+        *,
+        examples: ExampleBound | None = None,
+        partition_of: Mapping[int, int] | None = None,
+        zo_steps: Mapping[int, int] | None = None,
+        accepted: Mapping[str, int] | None = None,
+    ) -> None:
+        """``examples``: the weight each partition may claim (None: unbounded);
+        ``partition_of``: what each node said it holds; ``zo_steps``: in a mixed federation,
+        the partitions whose devices take zeroth-order steps on the factors, with the most
+        steps each may report; ``accepted``: the digests of updates accepted before a resume,
+        with their rounds."""
         self.strategy, self.config = strategy, config
         self.private = config.dp.record_level
         self.metric_keys = train_metric_keys(config.mode, computed_release(config))
-        self.replays = ReplayGuard()
-        self.examples: ExampleBound | None = None  # set once the run knows its clients
-        self.partition_of: Mapping[int, int] = {}  # what each node said it holds, at start
-        # A mixed federation: the partitions whose devices take zeroth-order steps on the
-        # factors, with the most steps each may report.
-        self.zo_steps: Mapping[int, int] = {}
+        self.replays = ReplayGuard(dict(accepted or {}))
+        self.examples = examples
+        self.partition_of: Mapping[int, int] = {} if partition_of is None else partition_of
+        self.zo_steps: Mapping[int, int] = {} if zo_steps is None else zo_steps
 
     def reply_check(self, server_round: int) -> ReplyCheck:
         """What a sound training reply of this round must be. In a mixed federation a

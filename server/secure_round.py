@@ -44,15 +44,12 @@ from federated.secagg.metric_sums import MAX_CLIENTS, statistics
 from server.exchange import Exchange, exchange
 from server.reply_validation import check_masked_reply
 from server.sum_checks import (
-    UpdateBounds,
     distributed_problem,
     honest_bounds,
     integer_problem,
     masked_sum_problem,
 )
-from strategies.client_dp_strategy import ClientLevelDpStrategy
 from strategies.distributed_dp import secure_layout
-from strategies.distributed_dp_strategy import DistributedDpStrategy
 from strategies.strategy_wrapper import Strategy
 
 Progress = Callable[[str], Callable[[int, int], None]]
@@ -106,14 +103,14 @@ class _SecureRound:
         self.group_id, self.progress, self.purpose = group_id, progress, purpose
         self.total = Exchange()
         self.stages: dict[str, dict[str, float]] = {}
-        self.private = strategy if isinstance(strategy, ClientLevelDpStrategy) else None
-        self.distributed = strategy if isinstance(strategy, DistributedDpStrategy) else None
+        self.clip_bound = strategy.clip_bound  # None: the clients do not clip
+        self.distributed = strategy.distributed_plan  # None: the clients add no noise
         if purpose == p.EVALUATE:  # statistics only: the held-out ones
             names = eval_metric_keys(config.task, strategy.eval_payload().plan.keep_b)
             self.shape = p.VectorLayout([], False, statistics(names))
             self.required: frozenset[str] = frozenset()
         else:
-            count_bit = self.private is not None and config.dp.client.adaptive_clip
+            count_bit = self.clip_bound is not None and config.dp.client.adaptive_clip
             spec = secure_layout(strategy, config)
             self.shape = p.VectorLayout(spec, count_bit, p.train_statistics(config))
             self.required = train_metric_keys(config.mode, train_release(config))
@@ -173,23 +170,7 @@ class _SecureRound:
         if size < s.min_group_size:
             raise _NoSum(f"sharing groups of {size}; secagg.min-group-size is {s.min_group_size}")
         self.threshold = threshold(size, s.reconstruction_threshold)
-
-        def share_values(node: int) -> dict:
-            group = self.groups[node]
-            return {
-                p.NODES: group,
-                **{
-                    listed: [self.public[n][key] for n in group]
-                    for listed, key in (
-                        (p.PK_MASKS, p.PK_MASK),
-                        (p.PK_ENCRYPTS, p.PK_ENCRYPT),
-                        (p.PK_SIGNS, p.PK_SIGN),
-                    )
-                },
-                p.THRESHOLD: self.threshold,
-            }
-
-        shared = self._ask(p.SHARE_KEYS, {n: share_values(n) for n in self.groups})
+        shared = self._ask(p.SHARE_KEYS, {n: self._share_values(n) for n in self.groups})
         self.shared = set(shared)
         self.forward: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
         for source, reply in shared.items():
@@ -198,32 +179,41 @@ class _SecureRound:
                 if int(dest) in shared:
                     self.forward[int(dest)].append((source, cipher))
 
+    def _share_values(self, node: int) -> dict:
+        """The share-keys stage's record for ``node``: its group's public keys."""
+        group = self.groups[node]
+        listed = ((p.PK_MASKS, p.PK_MASK), (p.PK_ENCRYPTS, p.PK_ENCRYPT), (p.PK_SIGNS, p.PK_SIGN))
+        return {
+            p.NODES: group,
+            **{name: [self.public[n][key] for n in group] for name, key in listed},
+            p.THRESHOLD: self.threshold,
+        }
+
+    def _collect_message(self, node: int, content: RecordDict) -> Message:
+        """The collect stage's message to ``node``: the round's ``content``, how to mask, and
+        the shares its neighbours encrypted for it."""
+        s = self.config.secagg
+        content = RecordDict(dict(content))
+        content[p.CONFIG] = ConfigRecord(
+            {
+                p.CLIPPING_RANGE: s.clipping_range,
+                p.BITS: s.quantization_bits,
+                p.MAX_WEIGHT: s.max_weight,
+                p.CLIP_NORM: self.clip_bound or 0.0,
+                p.COUNT_BIT: self.shape.count_bit,
+                p.POOL_SIZE: self.config.zo.pool_size,
+                p.PURPOSE: self.purpose,
+                p.SOURCES: [src for src, _ in self.forward[node]],
+                p.CIPHERTEXTS: [c for _, c in self.forward[node]],
+            }
+        )
+        return self._message(node, p.COLLECT, content)
+
     def collect(self, contents: dict[int, RecordDict], outcome: SecureOutcome) -> list[Message]:
         """Train (or evaluate) and collect the masked vectors; the sound ones, whose senders
         survive."""
-        s, private = self.config.secagg, self.private
-        values = {
-            p.CLIPPING_RANGE: s.clipping_range,
-            p.BITS: s.quantization_bits,
-            p.MAX_WEIGHT: s.max_weight,
-            p.CLIP_NORM: private.clip_bound if private else 0.0,
-            p.COUNT_BIT: self.shape.count_bit,
-            p.POOL_SIZE: self.config.zo.pool_size,
-            p.PURPOSE: self.purpose,
-        }
-
-        def collect_message(node: int) -> Message:
-            content = RecordDict(dict(contents[node]))
-            content[p.CONFIG] = ConfigRecord(
-                {
-                    **values,
-                    p.SOURCES: [src for src, _ in self.forward[node]],
-                    p.CIPHERTEXTS: [c for _, c in self.forward[node]],
-                }
-            )
-            return self._message(node, p.COLLECT, content)
-
-        messages = [collect_message(n) for n in sorted(self.shared)]  # one order every run
+        # One order every run.
+        messages = [self._collect_message(n, contents[n]) for n in sorted(self.shared)]
         outcome.exchange = self._run(p.COLLECT, messages)
         summed = []
         for reply in outcome.exchange.replies:
@@ -237,7 +227,7 @@ class _SecureRound:
             raise _NoSum(
                 f"{len(survivors)} masked updates arrived; the threshold is {self.threshold}"
             )
-        planned = self.distributed.plan.min_clients if self.distributed else 0
+        planned = self.distributed.min_clients if self.distributed else 0
         if len(survivors) < planned:
             raise _NoSum(
                 f"{len(survivors)} masked updates arrived; distributed DP's noise needs "
@@ -265,13 +255,11 @@ class _SecureRound:
     def shares(self, signed: dict[int, bytes]) -> dict[int, list[bytes]]:
         """The unmask stage: every signer gets its group's signatures, and answers with its
         shares; the shares by the node they belong to."""
-
-        def unmask_values(node: int) -> dict:
+        values = {}
+        for node in signed:
             signers = [n for n in self.groups[node] if n in signed]
-            return {p.SIGNERS: signers, p.SIGNATURES: [signed[n] for n in signers]}
-
-        answered = self._ask(p.UNMASK, {n: unmask_values(n) for n in signed})
-        return _shares_by_owner(answered)
+            values[node] = {p.SIGNERS: signers, p.SIGNATURES: [signed[n] for n in signers]}
+        return _shares_by_owner(self._ask(p.UNMASK, values))
 
     def unmasked(self, masked_sum, survivors: set[int], shares: dict[int, list[bytes]]):
         """The sum of the survivors' vectors, their masks removed."""
@@ -291,13 +279,9 @@ class _SecureRound:
         return unmask(masked_sum, seeds, orphans)
 
     def run(
-        self,
-        contents: dict[int, RecordDict],
-        outcome: SecureOutcome,
-        before_unmask: Callable[[], None] = lambda: None,
+        self, contents: dict[int, RecordDict], outcome: SecureOutcome, server_round: int
     ) -> tuple[np.ndarray, list[Message]]:
-        """Every stage: the unmasked sum of the survivors' vectors and their collect replies.
-        ``before_unmask`` runs once the shares asked for may reveal the sum."""
+        """Every stage: the unmasked sum of the survivors' vectors and their collect replies."""
         self.keys(list(contents))
         summed = self.collect(contents, outcome)
         survivors = {r.metadata.src_node_id for r in summed}
@@ -308,12 +292,59 @@ class _SecureRound:
         )
         outcome.aggregation_seconds += time.perf_counter() - started
         signed = self.signatures(survivors)
-        before_unmask()
+        if self.purpose == p.TRAIN:  # the shares asked for next may reveal the sum
+            self.strategy.sum_may_be_revealed(server_round)
         shares = self.shares(signed)
         started = time.perf_counter()
         total = self.unmasked(masked_sum, survivors, shares)
         outcome.aggregation_seconds += time.perf_counter() - started
         return total, summed
+
+    def aggregate(self, total: np.ndarray, summed: list[Message], server_round: int):
+        """Move the model by the unmasked sum, once it is one that honest clients can make; the
+        round's statistics from it."""
+        count, plan, strategy = len(summed), self.distributed, self.strategy
+        if plan is not None:
+            counted, sums = decode_sum(total, self.shape.spec, plan)
+            if counted != count:
+                raise _NoSum(f"the sum counts {counted} clients; {count} were summed")
+            if counted > 4 * plan.min_clients:
+                log(
+                    WARNING,
+                    "    distributed DP: %d clients in the sum, each with noise sized for %d: "
+                    "the sum carries %.2gx the planned noise; set strategy.min-available-nodes "
+                    "to the nodes the run has",
+                    counted,
+                    plan.min_clients,
+                    (counted / plan.min_clients) ** 0.5,
+                )
+            if problem := distributed_problem(sums, counted, plan):
+                raise _NoSum(_tampered(count, problem))
+            return strategy.aggregate_secure(summed, sums, float(counted), None, {})
+        s = self.config.secagg
+        parts = p.split_sum(total, self.shape, s.clipping_range, s.quantization_bits, count)
+        bounds = honest_bounds(strategy, self.config, server_round)
+        if problem := masked_sum_problem(total, parts, self.shape, count, self.config, bounds):
+            raise _NoSum(_tampered(count, problem))
+        centred = None if parts.unclipped is None else parts.unclipped - count / 2
+        return strategy.aggregate_secure(
+            summed, parts.tensors, parts.weight, centred, parts.metrics
+        )
+
+    def evaluation(self, total: np.ndarray, summed: list[Message]) -> MetricRecord | None:
+        """The held-out statistics from the unmasked sum, once honest clients can make it."""
+        s, count = self.config.secagg, len(summed)
+        if problem := integer_problem(total, self.shape, count, s.quantization_bits, False):
+            raise _NoSum(_tampered(count, problem))
+        parts = p.split_sum(total, self.shape, s.clipping_range, s.quantization_bits, count)
+        return self.strategy.aggregate_secure_evaluation(summed, parts.metrics)
+
+    def finish(self, outcome: SecureOutcome) -> SecureOutcome:
+        """``outcome`` with the bytes and seconds of every stage."""
+        collected = outcome.exchange
+        collected.bytes_down, collected.bytes_up = self.total.bytes_down, self.total.bytes_up
+        outcome.stages = self.stages
+        return outcome
 
 
 def secure_train_round(
@@ -330,23 +361,22 @@ def secure_train_round(
     secure = _SecureRound(grid, strategy, config, f"{server_round}.{attempt}", progress)
     contents = {m.metadata.dst_node_id: m.content for m in sent}
     outcome = SecureOutcome(exchange=Exchange())
-    distributed = secure.distributed
-    # The shares may reveal the sum: distributed DP's round counts from then on.
-    spend = (lambda: distributed.spend_round(server_round)) if distributed else (lambda: None)
+    plan = secure.distributed
     try:
-        if distributed is not None and len(contents) > distributed.plan.max_clients:
+        if plan is not None and len(contents) > plan.max_clients:
             raise _NoSum(
-                f"{len(contents)} clients sampled; distributed DP's field holds "
-                f"{distributed.plan.max_clients}"
+                f"{len(contents)} clients sampled; distributed DP's field holds {plan.max_clients}"
             )
-        total, summed = secure.run(contents, outcome, spend)
+        total, summed = secure.run(contents, outcome, server_round)
         started = time.perf_counter()
-        bounds = honest_bounds(strategy, config, server_round)
-        outcome.metrics = _aggregate(strategy, config, secure, total, summed, bounds)
+        outcome.metrics = secure.aggregate(total, summed, server_round)
         outcome.aggregation_seconds += time.perf_counter() - started
     except _NoSum as why:
         outcome.failure = str(why)
-    return _finish(secure, strategy, config, server_round, outcome)
+        log(WARNING, "    SecAgg+ round without a sum: %s", why)
+        if done := strategy.round_without_sum(server_round):
+            log(WARNING, "    %s", done)
+    return secure.finish(outcome)
 
 
 def secure_evaluate_round(
@@ -363,19 +393,13 @@ def secure_evaluate_round(
     secure = _SecureRound(grid, strategy, config, f"{server_round}.{purpose}", progress, purpose)
     outcome = SecureOutcome(exchange=Exchange())
     try:
-        total, summed = secure.run({m.metadata.dst_node_id: m.content for m in sent}, outcome)
-        s = config.secagg
-        if problem := integer_problem(total, secure.shape, len(summed), s.quantization_bits, False):
-            raise _NoSum(_tampered(len(summed), problem))
-        parts = p.split_sum(total, secure.shape, s.clipping_range, s.quantization_bits, len(summed))
-        outcome.metrics = strategy.aggregate_secure_evaluation(summed, parts.metrics)
+        contents = {m.metadata.dst_node_id: m.content for m in sent}
+        total, summed = secure.run(contents, outcome, server_round)
+        outcome.metrics = secure.evaluation(total, summed)
     except _NoSum as why:
         outcome.failure = str(why)
         log(WARNING, "    SecAgg+ evaluation without a sum: %s", why)
-    collected = outcome.exchange
-    collected.bytes_down, collected.bytes_up = secure.total.bytes_down, secure.total.bytes_up
-    outcome.stages = secure.stages
-    return outcome
+    return secure.finish(outcome)
 
 
 def _tampered(count: int, problem: str) -> str:
@@ -383,42 +407,6 @@ def _tampered(count: int, problem: str) -> str:
         f"the unmasked sum cannot come from {count} clients that follow the protocol ({problem}): "
         "one of them altered its masked vector; the sum is discarded"
     )
-
-
-def _aggregate(
-    strategy: Strategy,
-    config: RunConfig,
-    secure: _SecureRound,
-    total,
-    summed: list[Message],
-    bounds: UpdateBounds,
-) -> MetricRecord | None:
-    """Move the model by the unmasked sum, once it is one that honest clients can make; the
-    round's statistics from it."""
-    count, distributed = len(summed), secure.distributed
-    if distributed is not None:
-        counted, sums = decode_sum(total, secure.shape.spec, distributed.plan)
-        if counted != count:
-            raise _NoSum(f"the sum counts {counted} clients; {count} were summed")
-        if counted > 4 * distributed.plan.min_clients:
-            log(
-                WARNING,
-                "    distributed DP: %d clients in the sum, each with noise sized for %d: the sum "
-                "carries %.2gx the planned noise; set strategy.min-available-nodes to the nodes "
-                "the run has",
-                counted,
-                distributed.plan.min_clients,
-                (counted / distributed.plan.min_clients) ** 0.5,
-            )
-        if problem := distributed_problem(sums, counted, distributed.plan):
-            raise _NoSum(_tampered(count, problem))
-        return strategy.aggregate_secure(summed, sums, float(counted), None, {})
-    s = config.secagg
-    parts = p.split_sum(total, secure.shape, s.clipping_range, s.quantization_bits, count)
-    if problem := masked_sum_problem(total, parts, secure.shape, count, config, bounds):
-        raise _NoSum(_tampered(count, problem))
-    centred = None if parts.unclipped is None else parts.unclipped - count / 2
-    return strategy.aggregate_secure(summed, parts.tensors, parts.weight, centred, parts.metrics)
 
 
 def _shares_by_owner(answered: dict[int, Message]) -> dict[int, list[bytes]]:
@@ -435,26 +423,3 @@ def _shares_by_owner(answered: dict[int, Message]) -> dict[int, list[bytes]]:
         for owner, share in found:
             shares[owner].append(share)
     return shares
-
-
-def _finish(
-    secure: _SecureRound,
-    strategy: Strategy,
-    config: RunConfig,
-    server_round: int,
-    outcome: SecureOutcome,
-) -> SecureOutcome:
-    collected = outcome.exchange
-    collected.bytes_down, collected.bytes_up = secure.total.bytes_down, secure.total.bytes_up
-    outcome.stages = secure.stages
-    if outcome.failure:
-        log(WARNING, "    SecAgg+ round without a sum: %s", outcome.failure)
-        if isinstance(strategy, DistributedDpStrategy):
-            strategy.spend_round(server_round)
-            log(WARNING, "    distributed DP: nothing released; the round still counts")
-        elif isinstance(strategy, ClientLevelDpStrategy):
-            # Client-level DP releases every round: the noise alone, as for an empty draw.
-            centred = 0.0 if config.dp.client.adaptive_clip else None
-            strategy.aggregate_secure([], strategy.zero_delta(), 0.0, centred, {})
-            log(WARNING, "    client-level DP: the round's noise moves the model alone")
-    return outcome

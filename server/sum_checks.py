@@ -26,7 +26,6 @@ from federated.protocol import message_keys as keys
 from federated.secagg import metric_sums
 from federated.secagg.protocol import SecureSum, VectorLayout
 from server.update_bounds import move_bound
-from strategies.client_dp_strategy import ClientLevelDpStrategy
 from strategies.distributed_dp import secure_layout
 from strategies.strategy_wrapper import Strategy
 
@@ -59,10 +58,8 @@ def honest_bounds(strategy: Strategy, config: RunConfig, server_round: int) -> U
         names = [name for name, _ in secure_layout(strategy, config)]
         per_weight = {n: bound.per_weight for n in names if bound and n not in bound.exempt}
         norm = config.server.max_update_norm
-    private = isinstance(strategy, ClientLevelDpStrategy)
-    if private:
-        norm = strategy.clip_bound
-    return UpdateBounds(per_weight, norm, private)
+    clip = strategy.clip_bound  # client-level DP: each client clipped and weighs 1
+    return UpdateBounds(per_weight, norm if clip is None else clip, clip is not None)
 
 
 def masked_sum_problem(

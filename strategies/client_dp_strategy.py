@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from strategies.client_dp import ClientLevelDp, RoundReport
+from strategies.client_dp import ClientLevelDp
 from strategies.federated_strategy import FederatedStrategy
 from strategies.global_model import Tensors
 from strategies.node_pool import NodePool
@@ -33,6 +33,8 @@ class ClientLevelDpStrategy(StrategyWrapper):
     ``apply_mean_delta`` (move the model by a mean). ``strategies.registry`` refuses the
     others at build time.
     """
+
+    releases_every_round = True  # every draw releases, its noise alone if no reply is sound
 
     def __init__(self, inner: FederatedStrategy, mechanism: ClientLevelDp) -> None:
         super().__init__(inner)
@@ -101,9 +103,16 @@ class ClientLevelDpStrategy(StrategyWrapper):
         )
         return False
 
-    def report(self) -> RoundReport | None:
+    def round_report(self) -> dict[str, Any]:
         """What the last round released about itself, and the epsilon spent so far."""
-        return self.mechanism.report()
+        report = self.mechanism.report()
+        return {} if report is None else {f"client_dp_{k}": v for k, v in vars(report).items()}
+
+    def round_without_sum(self, server_round: int) -> str | None:
+        """Client-level DP releases every round: the noise alone, as for an empty draw."""
+        centred = 0.0 if self.mechanism.dp.client.adaptive_clip else None
+        self.aggregate_secure([], self.inner.zero_delta(), 0.0, centred, {})
+        return "client-level DP: the round's noise moves the model alone"
 
     def describe(self) -> str:
         """The mechanism in one line, for the log at start."""

@@ -22,16 +22,21 @@ class DistributedDpStrategy(ClientLevelDpStrategy):
     mechanism: DistributedClientDp
 
     @property
-    def plan(self) -> DistributedPlan:
+    def distributed_plan(self) -> DistributedPlan:
         """The noise each client adds, the clients it was sized for and the field's room."""
         return self.mechanism.plan
 
-    def spend_round(self, server_round: int) -> None:
-        """Count ``server_round``, released or not (once: counting it again changes nothing)."""
+    def sum_may_be_revealed(self, server_round: int) -> None:
+        """The round counts from here on, released or not (once: counting it again changes
+        nothing)."""
         self.mechanism.spend_round(server_round)
 
+    def round_without_sum(self, server_round: int) -> str | None:
+        self.mechanism.spend_round(server_round)
+        return "distributed DP: nothing released; the round still counts"
+
     def describe(self) -> str:
-        plan = self.plan
+        plan = self.distributed_plan
         return (
             f"distributed DP: each connected client joins a round with probability "
             f"{self.mechanism.sample_rate:.3g} (secret Poisson sampling), clips to "

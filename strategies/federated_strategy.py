@@ -29,6 +29,7 @@ from federated.protocol.wire import record_to_tensors, tensors_to_record
 from strategies.global_model import GlobalModel, Tensors
 from strategies.node_pool import NodePool
 from strategies.partition_sampling import PartitionSampler
+from strategies.privacy_hooks import PrivacyHooks
 
 STATE_PREFIX = "strategy/"  # checkpoint tensors that are a strategy's state, not the model
 
@@ -46,7 +47,7 @@ class Payload:
     plan: RoundPlan
 
 
-class FederatedStrategy(FedAvg):
+class FederatedStrategy(PrivacyHooks, FedAvg):
     """Base of fedtune's strategies; how many nodes a round asks is configured like Flower's
     ``FedAvg``, which ones its sampler decides (``training_messages``, ``evaluation_messages``:
     Flower's own ``configure_train`` and ``configure_evaluate`` are not used).

@@ -19,11 +19,13 @@ from federated.model.lora import LoraPair
 from strategies.federated_strategy import FederatedStrategy, Payload
 from strategies.global_model import GlobalModel, Tensors
 from strategies.node_pool import NodePool
+from strategies.privacy_hooks import PrivacyHooks
 
 
-class StrategyWrapper:
+class StrategyWrapper(PrivacyHooks):
     """Forwards everything the server asks of a strategy to ``inner``; a subclass overrides
-    what it changes."""
+    what it changes. Wrappers do not nest, so the privacy hooks are the wrapper's own (those of
+    no mechanism unless it is one)."""
 
     def __init__(self, inner: FederatedStrategy) -> None:
         self.inner = inner

@@ -18,7 +18,7 @@ from federated.config import (
 )
 from federated.config.dp_defaults import PLAIN
 from federated.model.workspace import corpus_for, lora_model
-from server.app import _loading
+from server.run import loading
 from strategies.registry import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def test_a_missing_data_file_stops_the_server_not_the_nodes() -> None:
     # A node that trains on its own data file needs no copy of the server's.
     config = parse_run_config({"data.name": "/nowhere/data.jsonl"})
     with pytest.raises(ConfigError) as err:
-        _loading("data.name", config.data.name, lambda: corpus_for(config))
+        loading("data.name", config.data.name, lambda: corpus_for(config))
     assert str(err.value).startswith("run config 'data.name' = '/nowhere/data.jsonl': ")
     assert "No such file" in str(err.value) and "\n" not in str(err.value)
 

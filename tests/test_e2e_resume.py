@@ -57,7 +57,7 @@ ENV = {INSECURE_SEED_ENV: "5"}
 # the checkpoint of the given round is on disk: nothing gets to finish or clean up.
 _KILLED_RUN = """
 import json, os, signal, sys
-import server.round_loop as loop
+import server.round_record as loop
 from tests.simulate import simulate
 config, clients, last = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 save = loop.save_checkpoint

@@ -65,9 +65,8 @@ def _client_round(config: dict, mode: str) -> tuple[Message, dict, dict]:
 def _screen(config: dict, sent: dict, reply: Message, zo_partitions: set[int]) -> str:
     parsed = parse_run_config(config)
     strategy = build_strategy(parsed, GlobalModel(sent))
-    screen = TrainScreen(strategy, parsed)
-    screen.partition_of = {NODE: PARTITION}
-    screen.zo_steps = {p: parsed.train.local_steps for p in zo_partitions}
+    zo_steps = {p: parsed.train.local_steps for p in zo_partitions}
+    screen = TrainScreen(strategy, parsed, partition_of={NODE: PARTITION}, zo_steps=zo_steps)
     ex = Exchange([reply], {NODE: 1000}, {NODE: serialized_bytes(reply)})
     valid, clients = screen.screen(ex, screen.reply_check(1), server_round=1)
     assert valid == ([reply] if clients[NODE].status == "ok" else [])

@@ -100,9 +100,7 @@ replies = st.one_of(
 def _screen() -> TrainScreen:
     config = parse_run_config({"model.name": "tiny-llama", "lora.rank": 2})
     strategy = build_strategy(config, GlobalModel({k: v.clone() for k, v in REFERENCE.items()}))
-    screen = TrainScreen(strategy, config)
-    screen.examples = ExampleBound((100.0, 100.0), 0.0)
-    return screen
+    return TrainScreen(strategy, config, examples=ExampleBound((100.0, 100.0), 0.0))
 
 
 SCREEN = _screen()

@@ -1,6 +1,6 @@
-"""The strategies that move the frozen base weights (flora, fedex-lora, flexlora), end to end on a
-GPT-2-style model, whose ``Conv1D`` layers store their weights transposed: the run trains, and
-the saved adapter with its base delta reproduces the server's final test loss."""
+"""The strategies that move the frozen base weights (flora, fedex-lora, flexlora), over whole runs
+in process on a GPT-2-style model, whose ``Conv1D`` layers store their weights transposed: the
+run trains, and the saved adapter with its base delta reproduces the server's final test loss."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from federated.model.evaluation import evaluate_model
 from federated.model.presets import load_base_model
 from federated.model.workspace import encode_indices, lora_model, server_test_indices
 from tests.gpt2_fixture import save_tiny_gpt2
+from tests.in_process import run_federation
 from tests.run_files import rounds
-from tests.simulate import simulate
 
 pytestmark = pytest.mark.slow
 
@@ -39,10 +39,8 @@ def test_base_delta_strategies_train_a_conv1d_model(
         "train.local-steps": 4,
         "eval.max-examples": 64,
         "strategy.fraction-evaluate": 0.0,
-        "output-dir": str(tmp_path),
-        "run-name": strategy,
     }
-    folder = simulate(config, num_clients=3)
+    folder = run_federation(tmp_path, strategy, config, clients=3)
     records = rounds(folder)
     assert all(r["clients_accepted"] == 3 for r in records[1:])
     assert records[-1]["test_loss"] < records[0]["test_loss"]
