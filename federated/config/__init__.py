@@ -16,10 +16,12 @@ from federated.config.reference import app_config_toml, config_reference_markdow
 from federated.config.robust import RobustSettings
 from federated.config.run_config import RunConfig
 from federated.config.schema import (
+    build_section,
     default_flat_config,
     iter_options,
     parse_run_config,
     run_config_to_flat,
+    unknown_key,
 )
 from federated.config.secagg import SecAggSettings
 from federated.config.server import ServerSettings
@@ -45,10 +47,12 @@ __all__ = [
     "TrainSettings",
     "ZoSettings",
     "app_config_toml",
+    "build_section",
     "config_reference_markdown",
     "default_flat_config",
     "iter_options",
     "option",
     "parse_run_config",
     "run_config_to_flat",
+    "unknown_key",
 ]

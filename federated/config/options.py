@@ -18,8 +18,10 @@ def option(
     minimum: float | None = None,
     maximum: float | None = None,
     above: float | None = None,
+    key: str | None = None,
 ) -> Any:
-    """A dataclass field that carries its documentation and its allowed range."""
+    """A dataclass field that carries its documentation and its allowed range. ``key``: its name
+    in the run config, where the field's own (underscores as hyphens) cannot be one (lambda)."""
     meta = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum}
-    meta["above"] = above
+    meta["above"], meta["key"] = above, key
     return field(default=default, metadata=meta)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 
+from federated.config.run_config import RunConfig
 from federated.config.schema import default_flat_config, iter_options
 
 
-def config_reference_markdown() -> str:
-    """docs/configuration.md's key table, generated from the schema so the two cannot drift."""
+def config_reference_markdown(cls: type = RunConfig, prefix: str = "") -> str:
+    """docs/configuration.md's key table, generated from the schema so the two cannot drift; of
+    ``cls``, a section of options whose keys start with ``prefix``, the same table of its own."""
     rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
-    for key, f in iter_options():
+    for key, f in iter_options(cls, prefix):
         meta = f.metadata
         if meta["choices"]:
             allowed = ", ".join(f"`{c}`" for c in meta["choices"])

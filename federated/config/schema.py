@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from federated.config.checks import check_combinations, check_mechanism_options
@@ -15,8 +15,8 @@ from federated.config.privacy import REPLACED_SWITCHES
 from federated.config.run_config import RunConfig
 
 
-def _key(prefix: str, name: str) -> str:
-    return prefix + name.replace("_", "-")
+def _key(prefix: str, f: dataclasses.Field) -> str:
+    return prefix + (f.metadata.get("key") or f.name.replace("_", "-"))
 
 
 def iter_options(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
@@ -24,9 +24,9 @@ def iter_options(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, dat
     leaves: list[tuple[str, dataclasses.Field]] = []
     for f in dataclasses.fields(cls):
         if f.default is dataclasses.MISSING:  # a section: built by its default_factory
-            leaves += iter_options(f.default_factory, _key(prefix, f.name) + ".")
+            leaves += iter_options(f.default_factory, _key(prefix, f) + ".")
         else:
-            leaves.append((_key(prefix, f.name), f))
+            leaves.append((_key(prefix, f), f))
     return leaves
 
 
@@ -59,15 +59,28 @@ def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
     return value
 
 
-def _build(cls: type, prefix: str, flat: Mapping[str, Any]) -> Any:
+def build_section(cls: type, prefix: str, flat: Mapping[str, Any]) -> Any:
+    """``cls``, the whole config or a section of options, from the keys of ``flat`` under
+    ``prefix``, each value checked against its option; an option ``flat`` lacks keeps its
+    default, and keys no option of ``cls`` has are left to the caller."""
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        key = _key(prefix, f.name)
+        key = _key(prefix, f)
         if f.default is dataclasses.MISSING:
-            kwargs[f.name] = _build(f.default_factory, key + ".", flat)
+            kwargs[f.name] = build_section(f.default_factory, key + ".", flat)
         elif key in flat:
             kwargs[f.name] = _check_value(key, f, flat[key])
     return cls(**kwargs)
+
+
+def unknown_key(key: str, known: Iterable[str]) -> ConfigError:
+    """The error for a key that is none of ``known``, with the one it most likely meant: the
+    same option in another section, else the closest spelling."""
+    known = sorted(known)
+    close = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
+    close = close or difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"run config has unknown key '{key}'{hint}")
 
 
 def _given(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,11 +92,8 @@ def _given(raw: Mapping[str, Any]) -> dict[str, Any]:
                 f"run config key '{key}' is gone: set dp.mode = '{REPLACED_SWITCHES[key]}'"
             )
         if key not in known:
-            close = [k for k in sorted(known) if k.split(".")[-1] == key.split(".")[-1]]
-            close = close or difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"run config has unknown key '{key}'{hint}")
-    return run_config_to_flat(_build(RunConfig, "", raw))
+            raise unknown_key(key, known)
+    return run_config_to_flat(build_section(RunConfig, "", raw))
 
 
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
@@ -97,7 +107,7 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     """
     given, defaults = _given(raw), default_flat_config()
     check_mechanism_options(given, defaults)
-    config = _build(RunConfig, "", {**given, **auto_values(given, defaults)})
+    config = build_section(RunConfig, "", {**given, **auto_values(given, defaults)})
     check_combinations(config)
     return config
 
@@ -116,9 +126,9 @@ def run_config_to_flat(config: RunConfig) -> dict[str, Any]:
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
             if dataclasses.is_dataclass(value):
-                walk(value, _key(prefix, f.name) + ".")
+                walk(value, _key(prefix, f) + ".")
             else:
-                flat[_key(prefix, f.name)] = value
+                flat[_key(prefix, f)] = value
 
     walk(config, "")
     return flat
