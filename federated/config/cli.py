@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from flwr.common.config import parse_config_args  # Flower's own parser of --run-config
 
-    raw = {**default_flat_config(), **parse_config_args([args.check])}
+    given = parse_config_args([args.check])
+    raw = {**default_flat_config(), **given}
     try:
         config = parse_run_config(raw)
     except ConfigError as err:
@@ -51,4 +52,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--clients {args.clients}: the data cannot be split across that many: {err}")
             return 2
     print(f"ok: {config.model.name} on {config.data.name}, {config.task}, {config.strategy.name}")
+    # The strategies are not federated's to import: their names and options are the server's.
+    if left := [key for key in given if key == "strategy.name" or key in config.strategy.options]:
+        print(
+            f"left to the server: {', '.join(left)}; it checks the strategy and its options "
+            "against those it registers when it starts"
+        )
     return 0
