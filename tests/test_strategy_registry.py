@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from federated.config import ConfigError, parse_run_config
@@ -9,7 +11,10 @@ from federated.model.workspace import lora_model
 from strategies.fedkseed import FedKSeed
 from strategies.global_model import GlobalModel
 from strategies.lora_fair import LoraFairOptions
+from strategies.reference import strategy_options_markdown
 from strategies.registry import STRATEGIES, build_strategy, strategy_options
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 4, "lora.rank": 4}
 
@@ -138,6 +143,11 @@ def test_a_strategy_and_its_options_are_checked_when_the_server_builds_it(
     with pytest.raises(ConfigError) as err:
         build_strategy(config, _initial(config))
     assert str(err.value) == expected
+
+
+def test_the_strategies_page_lists_every_strategys_options_with_the_generated_tables() -> None:
+    page = (ROOT / "docs" / "strategies.md").read_text()
+    assert strategy_options_markdown() in page
 
 
 @pytest.mark.parametrize("name", LORA_STRATEGIES)

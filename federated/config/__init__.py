@@ -12,7 +12,7 @@ from federated.config.lora import LoraSettings
 from federated.config.model import ModelSettings
 from federated.config.options import ConfigError, option
 from federated.config.privacy import PrivacySettings
-from federated.config.reference import app_config_toml, config_reference_markdown
+from federated.config.reference import app_config_toml, config_reference_markdown, toml_lines
 from federated.config.robust import RobustSettings
 from federated.config.run_config import RunConfig
 from federated.config.schema import (
@@ -54,5 +54,6 @@ __all__ = [
     "option",
     "parse_run_config",
     "run_config_to_flat",
+    "toml_lines",
     "unknown_key",
 ]

@@ -24,7 +24,12 @@ def main(argv: list[str] | None = None) -> int:
         help="with --check under record-level DP: the nodes' count, to split the data and state "
         "the epsilon each client spends as the run does at start",
     )
-    parser.add_argument("--toml", action="store_true", help="print pyproject's app config table")
+    parser.add_argument(
+        "--toml",
+        action="store_true",
+        help="print pyproject's app config table, but for the strategies' own options (python -m "
+        "strategies --toml)",
+    )
     args = parser.parse_args(argv)
     if args.clients is not None and args.clients < 1:
         parser.error(f"--clients {args.clients}: must be >= 1")
