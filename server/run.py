@@ -49,7 +49,7 @@ from simulation.driver import DeviceSimulator
 from strategies.fedkseed import FedKSeed
 from strategies.global_model import GlobalModel
 from strategies.node_pool import NodePool
-from strategies.registry import build_strategy
+from strategies.registry import build_strategy, strategy_options
 from strategies.strategy_wrapper import Strategy
 
 T = TypeVar("T")
@@ -79,6 +79,7 @@ def build_run(grid: Grid, context: Context) -> Run:
     config = parse_run_config(context.run_config)
     if auto := auto_settings_line(context.run_config):
         log(INFO, auto)
+    strategy_options(config)  # a strategy's bad option stops the run before the model loads
     strategy = build_strategy(config, _initial_model(config))
     bound = _partition_keys(config)  # a table that cannot be read stops the run at once
     resumed = resume_run(config, strategy) if config.resume else None

@@ -66,6 +66,9 @@ class FederatedStrategy(PrivacyHooks, FedAvg):
     linear: ClassVar[bool]  # aggregation is a weighted sum of client updates (SecAgg-compatible)
     mixed_ranks: ClassVar[bool] = False
     reply_kind: ClassVar[str] = "tensors"  # or "seed-steps": what a training reply carries
+    # The frozen dataclass of the strategy's own options (``federated.config.option`` fields), set
+    # as strategy.<name>.<option>; the registry checks them and hands them to ``from_config``.
+    options: ClassVar[type | None] = None
 
     def __init__(
         self, initial: GlobalModel, *, sampler: PartitionSampler, **fedavg_kwargs: Any
@@ -83,9 +86,10 @@ class FederatedStrategy(PrivacyHooks, FedAvg):
     @classmethod
     @abstractmethod
     def from_config(
-        cls, config: RunConfig, initial: GlobalModel, **fedavg_kwargs: Any
+        cls, config: RunConfig, initial: GlobalModel, options: Any, **fedavg_kwargs: Any
     ) -> FederatedStrategy:
-        """This strategy with its own options taken from the run config."""
+        """This strategy for the run ``config``, with ``options``: its ``options`` dataclass as
+        the run config sets it (None when it declares none)."""
 
     # -- what a round sends ------------------------------------------------------------------
     def train_payload(self) -> Payload:

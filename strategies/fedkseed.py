@@ -87,7 +87,9 @@ class FedKSeed(FederatedStrategy):
         self.sampled: dict[str, list[int]] = {"train": [], "evaluate": []}
 
     @classmethod
-    def from_config(cls, config: RunConfig, initial: GlobalModel, **fedavg_kwargs: Any) -> FedKSeed:
+    def from_config(
+        cls, config: RunConfig, initial: GlobalModel, options: Any, **fedavg_kwargs: Any
+    ) -> FedKSeed:
         z = config.zo
         return cls(
             initial,

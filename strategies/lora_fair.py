@@ -19,19 +19,37 @@ second for the effective lam·||E||/||dB|| (set the gradient to zero to see it).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from logging import INFO
 from typing import Any
 
 import torch
 from flwr.supercore import log
 
-from federated.config import RunConfig
+from federated.config import RunConfig, option
 from strategies.fedavg import aggregate_fedavg
 from strategies.global_model import GlobalModel, Tensors
 from strategies.lora_factors import Factors, check_same_modules, mean_of_products, weighted_mean
 from strategies.lora_strategy import LoraStrategy
 
 SOLVERS = ("iterative", "closed-form")
+
+
+@dataclass(frozen=True)
+class LoraFairOptions:
+    lam: float = option(
+        0.01,
+        "Weight of the penalty that keeps the corrected B near the mean B.",
+        minimum=0.0,
+        key="lambda",
+    )
+    solver: str = option(
+        "iterative",
+        "iterative (the paper's objective, first-order steps) or closed-form (the ridge "
+        "least-squares solution of the same problem).",
+        choices=SOLVERS,
+    )
+    steps: int = option(200, "Steps of the iterative solver.", minimum=1)
 
 
 def _residual_problem(
@@ -207,6 +225,7 @@ class LoraFair(LoraStrategy):
 
     name = "lora-fair"
     linear = False
+    options = LoraFairOptions
 
     def __init__(
         self,
@@ -224,14 +243,19 @@ class LoraFair(LoraStrategy):
         self.lam, self.solver, self.steps = lam, solver, steps
 
     @classmethod
-    def from_config(cls, config: RunConfig, initial: GlobalModel, **fedavg_kwargs: Any) -> LoraFair:
-        s = config.strategy
+    def from_config(
+        cls,
+        config: RunConfig,
+        initial: GlobalModel,
+        options: LoraFairOptions,
+        **fedavg_kwargs: Any,
+    ) -> LoraFair:
         return cls(
             initial,
             scale=config.lora.scale,
-            lam=s.lora_fair_lambda,
-            solver=s.lora_fair_solver,
-            steps=s.lora_fair_steps,
+            lam=options.lam,
+            solver=options.solver,
+            steps=options.steps,
             **fedavg_kwargs,
         )
 

@@ -65,7 +65,7 @@ class LoraStrategy(FederatedStrategy):
 
     @classmethod
     def from_config(
-        cls, config: RunConfig, initial: GlobalModel, **fedavg_kwargs: Any
+        cls, config: RunConfig, initial: GlobalModel, options: Any, **fedavg_kwargs: Any
     ) -> LoraStrategy:
         return cls(initial, scale=config.lora.scale, **fedavg_kwargs)
 
@@ -121,6 +121,6 @@ class ServerRankStrategy(LoraStrategy):
 
     @classmethod
     def from_config(
-        cls, config: RunConfig, initial: GlobalModel, **fedavg_kwargs: Any
+        cls, config: RunConfig, initial: GlobalModel, options: Any, **fedavg_kwargs: Any
     ) -> ServerRankStrategy:
         return cls(initial, scale=config.lora.scale, rank=config.lora.rank, **fedavg_kwargs)

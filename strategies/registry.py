@@ -1,10 +1,14 @@
 """Strategies by the name the run config uses (``strategy.name``), built from a run config and
 wrapped in what the config adds to any strategy that fits: client-level or distributed DP, or
-robust aggregation."""
+robust aggregation. A strategy's own options (its ``options`` dataclass) are checked here, as
+``strategy.<name>.<option>``: the run config passes them through, for a client has no strategies
+to check them against."""
 
 from __future__ import annotations
 
-from federated.config import ConfigError, RunConfig
+from typing import Any
+
+from federated.config import ConfigError, RunConfig, build_section, iter_options, unknown_key
 from federated.secagg.masking import rounding_margin, rounding_problem
 from strategies.client_dp import ClientLevelDp
 from strategies.client_dp_strategy import ClientLevelDpStrategy
@@ -47,6 +51,53 @@ for _cls in (
     FedKSeed,
 ):
     register(_cls)
+
+
+def options_prefix(name: str) -> str:
+    """Where the options of strategy ``name`` sit in the run config."""
+    return f"strategy.{name}."
+
+
+def option_defaults() -> dict[str, Any]:
+    """Every registered strategy's options by run-config key, with its default: what pyproject's
+    app config holds for them, since Flower takes no key it does not hold."""
+    return {
+        key: f.default
+        for name, cls in STRATEGIES.items()
+        if cls.options is not None
+        for key, f in iter_options(cls.options, options_prefix(name))
+    }
+
+
+def strategy_options(config: RunConfig) -> Any:
+    """The options of the run's strategy from its ``strategy.<name>.<option>`` keys, typed and
+    checked as every option is; None for a strategy that declares none.
+
+    Raises
+    ------
+    ConfigError
+        For a ``strategy.name`` that is not registered, a key no registered strategy has, the
+        option of another strategy set to other than its default (Flower hands every run all of
+        pyproject's), or a value the option does not allow.
+    """
+    name = config.strategy.name
+    if name not in STRATEGIES:
+        raise ConfigError(
+            f"run config 'strategy.name' = {name!r}: allowed values are the registered "
+            f"strategies, {', '.join(STRATEGIES)}"
+        )
+    defaults, given = option_defaults(), config.strategy.options
+    for key, value in given.items():
+        if key not in defaults:
+            raise unknown_key(key, [*defaults, *(k for k, _ in iter_options())])
+        owner = key.split(".")[1]  # strategy.<name>.<option>
+        if owner != name and value != defaults[key]:
+            raise ConfigError(
+                f"run config '{key}' = {value!r}: applies to strategy.name = {owner!r}, and this "
+                f"run's is {name!r}"
+            )
+    options = STRATEGIES[name].options
+    return None if options is None else build_section(options, options_prefix(name), given)
 
 
 def _needs_linear(cls: type[FederatedStrategy], setting: str, why: str) -> None:
@@ -95,8 +146,10 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> Strategy:
     Raises
     ------
     ConfigError
-        When the strategy cannot serve the configured clients (mixed ranks it cannot combine).
+        When the strategy or its options are not allowed (``strategy_options``), or it cannot
+        serve the configured clients (mixed ranks it cannot combine).
     """
+    options = strategy_options(config)
     cls = STRATEGIES[config.strategy.name]
     ranks = set(config.lora.ranks())
     if ranks != {config.lora.rank} and not cls.mixed_ranks:
@@ -126,6 +179,7 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> Strategy:
     strategy = cls.from_config(
         config,
         initial,
+        options,
         sampler=PartitionSampler(config.seed),
         fraction_train=s.fraction_train,
         fraction_evaluate=s.fraction_evaluate,

@@ -22,8 +22,8 @@ def _rows(path: Path, rows: list[dict]) -> str:
 
 def _table(folder: Path) -> dict[str, tuple[dict, str, int, Path]]:
     """Case -> (run config, the line expected, number of nodes, output folder): one case for
-    each way a run refuses at start past its config (the data file, the model, the split, the
-    output folder)."""
+    each way a run refuses at start past its parsed config (the data file, the model, the split,
+    the output folder, a strategy's options)."""
     classes = [
         {
             "text": f"definition {i}",
@@ -74,10 +74,19 @@ def _table(folder: Path) -> dict[str, tuple[dict, str, int, Path]]:
             2,
             folder / "a-file" / "results",
         ),
+        # The clients pass a strategy's options through; the server's registry refuses them.
+        "strategy option": (
+            {**TINY, "data.name": good, "strategy.lora-fair.lambda": 0.5},
+            "run config 'strategy.lora-fair.lambda' = 0.5: applies to strategy.name = 'lora-fair'",
+            2,
+            out,
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["encoding", "long line", "model path", "groups", "output-dir"])
+@pytest.mark.parametrize(
+    "case", ["encoding", "long line", "model path", "groups", "output-dir", "strategy option"]
+)
 def test_a_bad_input_stops_the_run_at_start_with_its_line(case: str, tmp_path: Path) -> None:
     config, line, nodes, out = _table(tmp_path)[case]
     with pytest.raises(RunFailure) as failure:

@@ -7,37 +7,42 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from flwr.common.config import flatten_dict
 
 from federated.config import (
     ConfigError,
     config_reference_markdown,
     default_flat_config,
-    iter_options,
     parse_run_config,
     run_config_to_flat,
 )
 from federated.config.dp_defaults import PLAIN
 from federated.model.workspace import corpus_for, lora_model
 from server.run import loading
-from strategies.registry import STRATEGIES
+from strategies.registry import option_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_pyproject_app_config_equals_schema_defaults() -> None:
+def _app_config() -> dict:
+    """pyproject's app config, flattened as Flower hands it to the apps."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    table = pyproject["tool"]["flwr"]["app"]["config"]
+    return flatten_dict(pyproject["tool"]["flwr"]["app"]["config"])
 
-    def flatten(node: dict, prefix: str = "") -> dict:
-        flat = {}
-        for key, value in node.items():
-            if isinstance(value, dict):
-                flat.update(flatten(value, f"{prefix}{key}."))
-            else:
-                flat[f"{prefix}{key}"] = value
-        return flat
 
-    assert flatten(table) == default_flat_config()
+def test_pyproject_app_config_equals_schema_and_strategy_option_defaults() -> None:
+    assert _app_config() == {**default_flat_config(), **option_defaults()}
+
+
+def test_a_client_passes_the_strategy_options_through() -> None:
+    # A client parses the whole run config, pyproject's strategy options included, and has no
+    # strategies to check them against: they reach the config as given.
+    raw = {**_app_config(), "strategy.name": "lora-fair", "strategy.lora-fair.lambda": 0.5}
+    config = parse_run_config(raw)
+    assert dict(config.strategy.options) == {**option_defaults(), "strategy.lora-fair.lambda": 0.5}
+    assert run_config_to_flat(config).items() >= config.strategy.options.items()
+    assert parse_run_config(run_config_to_flat(config)) == config
+    assert hash(config) == hash(parse_run_config(raw))  # a config still keys caches
 
 
 def test_the_configuration_page_documents_every_key_with_the_generated_table() -> None:
@@ -62,11 +67,6 @@ def test_overrides_reach_their_section() -> None:
     assert config.task == "classification"
 
 
-def test_strategy_choices_are_the_registered_strategies() -> None:
-    field = dict(iter_options())["strategy.name"]
-    assert set(field.metadata["choices"]) == set(STRATEGIES)
-
-
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
@@ -74,13 +74,24 @@ def test_strategy_choices_are_the_registered_strategies() -> None:
         ({"rank": 8}, "did you mean 'lora.rank'"),
         ({"dp.record-level": True}, "key 'dp.record-level' is gone: set dp.mode = 'record'"),
         ({"dp.distributed": True}, "key 'dp.distributed' is gone: set dp.mode = 'distributed'"),
+        (
+            {"strategy.lora-fair-lambda": 0.5},
+            "key 'strategy.lora-fair-lambda' is gone: set strategy.lora-fair.lambda",
+        ),
+        (
+            {"strategy.lora-fair-solver": "closed-form"},
+            "key 'strategy.lora-fair-solver' is gone: set strategy.lora-fair.solver",
+        ),
+        (
+            {"strategy.lora-fair-steps": 7},
+            "key 'strategy.lora-fair-steps' is gone: set strategy.lora-fair.steps",
+        ),
         ({"lora.rank": 0}, "'lora.rank' = 0: must be >= 1"),
         ({"lora.rank": "8"}, "'lora.rank' = '8': expected int, got str"),
         ({"lora.rank": True}, "expected int, got bool"),
         ({"train.lr": float("nan")}, "must be a finite number"),
         ({"train.lr": -0.1}, "'train.lr' = -0.1: must be >= 0.0"),
         ({"data.partitioner": "random"}, "allowed values are iid, dirichlet, natural"),
-        ({"strategy.name": "fedprox"}, "allowed values are fedavg"),
         ({"train.local-steps": 3, "train.local-epochs": 1.0}, "set exactly one of them above 0"),
         ({"data.name": "imagenet"}, "use chatterbot, wordnet or a .jsonl/.csv path"),
         ({"data.num-classes": 8}, "only applies to data.name = wordnet"),
@@ -134,6 +145,8 @@ def test_check_command_explains_a_run_config_string(capsys: pytest.CaptureFixtur
     assert "unknown key 'lora.rnak'; did you mean 'lora.rank'?" in capsys.readouterr().out
     assert main(["--check", "lora.rank=16 train.lr=5e-4"]) == 0
     assert capsys.readouterr().out.startswith("ok: smollm2-135m on chatterbot")
+    assert main(["--check", "strategy.name='lora-fair' strategy.lora-fair.steps=0"]) == 0
+    assert "left to the server: strategy.name, strategy.lora-fair.steps" in capsys.readouterr().out
 
 
 def test_learning_rate_schedules_across_rounds() -> None:

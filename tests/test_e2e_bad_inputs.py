@@ -20,8 +20,9 @@ def _rows(path: Path, rows: list[dict]) -> str:
 
 
 def _table(folder: Path) -> dict[str, tuple[str, str, int]]:
-    """Case name -> (run config, the line expected, number of nodes): a bad run config, and too
-    few nodes in Flower's simulation. Every other way a run refuses at start (the data file,
+    """Case name -> (run config, the line expected, number of nodes): a bad run config, a
+    strategy's option that Flower takes from pyproject and the server refuses, and too few nodes
+    in Flower's simulation. Every other way a run refuses at start (the data file,
     the model, the split, the output folder) takes the same path out of the ServerApp and is
     run in process (``test_bad_inputs_at_start``); each other reason on those ways is a unit
     test (``test_config``, ``test_data_corpus``, ``test_start_checks``)."""
@@ -31,6 +32,11 @@ def _table(folder: Path) -> dict[str, tuple[str, str, int]]:
     good = _rows(folder / "good.jsonl", classes)
     return {
         "seed": ("seed=-1", "run config 'seed' = -1: must be >= 0", 2),
+        "strategy option": (
+            f"{TINY} data.name='{good}' strategy.name='flexlora' strategy.lora-fair.lambda=0.5",
+            "run config 'strategy.lora-fair.lambda' = 0.5: applies to strategy.name = 'lora-fair'",
+            2,
+        ),
         "nodes": (
             f"{TINY} data.name='{good}' strategy.min-available-nodes=5 "
             "server.node-wait-timeout=3.0",

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from federated.config import ConfigError, parse_run_config
 from federated.model.workspace import lora_model
 from strategies.fedkseed import FedKSeed
 from strategies.global_model import GlobalModel
-from strategies.registry import STRATEGIES, build_strategy
+from strategies.lora_fair import LoraFairOptions
+from strategies.reference import strategy_options_markdown
+from strategies.registry import STRATEGIES, build_strategy, strategy_options
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 4, "lora.rank": 4}
 
@@ -71,13 +77,77 @@ def test_lora_fair_takes_its_options() -> None:
     raw = {
         **TINY,
         "strategy.name": "lora-fair",
-        "strategy.lora-fair-lambda": 0.5,
-        "strategy.lora-fair-solver": "closed-form",
-        "strategy.lora-fair-steps": 7,
+        "strategy.lora-fair.lambda": 0.5,
+        "strategy.lora-fair.solver": "closed-form",
+        "strategy.lora-fair.steps": 7,
     }
     config = parse_run_config(raw)
+    assert strategy_options(config) == LoraFairOptions(lam=0.5, solver="closed-form", steps=7)
     strategy = build_strategy(config, _initial(config))
     assert (strategy.lam, strategy.solver, strategy.steps) == (0.5, "closed-form", 7)
+
+
+def test_another_strategys_options_are_refused_unless_left_at_their_default() -> None:
+    # Flower hands every run all of pyproject's keys: a default is no one's choice.
+    assert strategy_options(parse_run_config({"strategy.lora-fair.lambda": 0.01})) is None
+    config = parse_run_config(
+        {**TINY, "strategy.name": "flexlora", "strategy.lora-fair.lambda": 0.5}
+    )
+    with pytest.raises(ConfigError) as err:
+        build_strategy(config, _initial(config))
+    assert str(err.value) == (
+        "run config 'strategy.lora-fair.lambda' = 0.5: applies to strategy.name = 'lora-fair', "
+        "and this run's is 'flexlora'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            {"strategy.name": "fedprox"},
+            "run config 'strategy.name' = 'fedprox': allowed values are the registered "
+            "strategies, fedavg, ffa-lora, fedsa-lora, flora, fedex-lora, flexlora, lora-fair, "
+            "hetlora, fedkseed",
+        ),
+        (
+            {"strategy.name": "lora-fair", "strategy.lora-fair.lamda": 0.5},
+            "run config has unknown key 'strategy.lora-fair.lamda'; did you mean "
+            "'strategy.lora-fair.lambda'?",
+        ),
+        (
+            {"strategy.fedavg.steps": 3},
+            "run config has unknown key 'strategy.fedavg.steps'; did you mean "
+            "'strategy.lora-fair.steps'?",
+        ),
+        (
+            {"strategy.name": "lora-fair", "strategy.lora-fair.steps": 0},
+            "run config 'strategy.lora-fair.steps' = 0: must be >= 1",
+        ),
+        (
+            {"strategy.name": "lora-fair", "strategy.lora-fair.lambda": "high"},
+            "run config 'strategy.lora-fair.lambda' = 'high': expected float, got str",
+        ),
+        (
+            {"strategy.name": "lora-fair", "strategy.lora-fair.solver": "svd"},
+            "run config 'strategy.lora-fair.solver' = 'svd': allowed values are iterative, "
+            "closed-form",
+        ),
+    ],
+)
+def test_a_strategy_and_its_options_are_checked_when_the_server_builds_it(
+    raw: dict, expected: str
+) -> None:
+    # A client's parse passes them (it has no strategies to check them against).
+    config = parse_run_config({**TINY, **raw})
+    with pytest.raises(ConfigError) as err:
+        build_strategy(config, _initial(config))
+    assert str(err.value) == expected
+
+
+def test_the_strategies_page_lists_every_strategys_options_with_the_generated_tables() -> None:
+    page = (ROOT / "docs" / "strategies.md").read_text()
+    assert strategy_options_markdown() in page
 
 
 @pytest.mark.parametrize("name", LORA_STRATEGIES)

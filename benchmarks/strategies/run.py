@@ -67,7 +67,7 @@ SETTINGS = {
 # Settings of a registered strategy compared as a strategy of their own. fedsa-lora is judged by
 # its personalised models: every client evaluates its own B on its held-out data each round.
 VARIANTS = {
-    "lora-fair-closed-form": ("lora-fair", {"strategy.lora-fair-solver": "closed-form"}),
+    "lora-fair-closed-form": ("lora-fair", {"strategy.lora-fair.solver": "closed-form"}),
     "fedsa-lora-personalised": ("fedsa-lora", {"strategy.fraction-evaluate": 1.0}),
 }
 

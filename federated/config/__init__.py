@@ -12,14 +12,16 @@ from federated.config.lora import LoraSettings
 from federated.config.model import ModelSettings
 from federated.config.options import ConfigError, option
 from federated.config.privacy import PrivacySettings
-from federated.config.reference import app_config_toml, config_reference_markdown
+from federated.config.reference import app_config_toml, config_reference_markdown, toml_lines
 from federated.config.robust import RobustSettings
 from federated.config.run_config import RunConfig
 from federated.config.schema import (
+    build_section,
     default_flat_config,
     iter_options,
     parse_run_config,
     run_config_to_flat,
+    unknown_key,
 )
 from federated.config.secagg import SecAggSettings
 from federated.config.server import ServerSettings
@@ -45,10 +47,13 @@ __all__ = [
     "TrainSettings",
     "ZoSettings",
     "app_config_toml",
+    "build_section",
     "config_reference_markdown",
     "default_flat_config",
     "iter_options",
     "option",
     "parse_run_config",
     "run_config_to_flat",
+    "toml_lines",
+    "unknown_key",
 ]

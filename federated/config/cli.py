@@ -24,7 +24,12 @@ def main(argv: list[str] | None = None) -> int:
         help="with --check under record-level DP: the nodes' count, to split the data and state "
         "the epsilon each client spends as the run does at start",
     )
-    parser.add_argument("--toml", action="store_true", help="print pyproject's app config table")
+    parser.add_argument(
+        "--toml",
+        action="store_true",
+        help="print pyproject's app config table, but for the strategies' own options (python -m "
+        "strategies --toml)",
+    )
     args = parser.parse_args(argv)
     if args.clients is not None and args.clients < 1:
         parser.error(f"--clients {args.clients}: must be >= 1")
@@ -36,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from flwr.common.config import parse_config_args  # Flower's own parser of --run-config
 
-    raw = {**default_flat_config(), **parse_config_args([args.check])}
+    given = parse_config_args([args.check])
+    raw = {**default_flat_config(), **given}
     try:
         config = parse_run_config(raw)
     except ConfigError as err:
@@ -51,4 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--clients {args.clients}: the data cannot be split across that many: {err}")
             return 2
     print(f"ok: {config.model.name} on {config.data.name}, {config.task}, {config.strategy.name}")
+    # The strategies are not federated's to import: their names and options are the server's.
+    if left := [key for key in given if key == "strategy.name" or key in config.strategy.options]:
+        print(
+            f"left to the server: {', '.join(left)}; it checks the strategy and its options "
+            "against those it registers when it starts"
+        )
     return 0

@@ -17,11 +17,11 @@ from federated.config.dp_defaults import auto_help
 from federated.config.options import option
 
 MODES = ("none", "record", "client", "distributed")
-# The switches dp.mode replaced, and the mode each one meant: a config written for them is told so.
+# The switches dp.mode replaced, and the mode each one meant: a config that sets one is told so.
 REPLACED_SWITCHES = {
-    "dp.record-level": "record",
-    "dp.client-level": "client",
-    "dp.distributed": "distributed",
+    "dp.record-level": "set dp.mode = 'record'",
+    "dp.client-level": "set dp.mode = 'client'",
+    "dp.distributed": "set dp.mode = 'distributed'",
 }
 # The modes each option section serves: distributed DP is client-level DP, noised elsewhere.
 SECTION_MODES = {

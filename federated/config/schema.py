@@ -5,29 +5,50 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from federated.config.checks import check_combinations, check_mechanism_options
 from federated.config.dp_defaults import auto_values, auto_values_line
-from federated.config.options import ConfigError
+from federated.config.options import ConfigError, Entries
 from federated.config.privacy import REPLACED_SWITCHES
 from federated.config.run_config import RunConfig
+from federated.config.strategy import MOVED_OPTIONS
+
+# Keys the schema once had: a config that still sets one is told what to set instead.
+REPLACED_KEYS = {**REPLACED_SWITCHES, **MOVED_OPTIONS}
 
 
-def _key(prefix: str, name: str) -> str:
-    return prefix + name.replace("_", "-")
+def _key(prefix: str, f: dataclasses.Field) -> str:
+    return prefix + (f.metadata.get("key") or f.name.replace("_", "-"))
+
+
+def _is_entries(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("entries"))
+
+
+def _is_entry(key: str, prefix: str) -> bool:
+    """Whether ``key`` is one of the entries (``options.entries``) of the section at ``prefix``."""
+    return key.startswith(prefix) and key.removeprefix(prefix).count(".") == 1
+
+
+def _walk(cls: type, prefix: str) -> list[tuple[str, dataclasses.Field]]:
+    """Every leaf option as (flat key, field), and every entries field as (its section's prefix,
+    field), in declaration order."""
+    found: list[tuple[str, dataclasses.Field]] = []
+    for f in dataclasses.fields(cls):
+        if _is_entries(f):
+            found.append((prefix, f))
+        elif f.default is dataclasses.MISSING:  # a section: built by its default_factory
+            found += _walk(f.default_factory, _key(prefix, f) + ".")
+        else:
+            found.append((_key(prefix, f), f))
+    return found
 
 
 def iter_options(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
     """Every leaf option as (flat key, field), in declaration order."""
-    leaves: list[tuple[str, dataclasses.Field]] = []
-    for f in dataclasses.fields(cls):
-        if f.default is dataclasses.MISSING:  # a section: built by its default_factory
-            leaves += iter_options(f.default_factory, _key(prefix, f.name) + ".")
-        else:
-            leaves.append((_key(prefix, f.name), f))
-    return leaves
+    return [(key, f) for key, f in _walk(cls, prefix) if not _is_entries(f)]
 
 
 def default_flat_config() -> dict[str, Any]:
@@ -59,31 +80,42 @@ def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
     return value
 
 
-def _build(cls: type, prefix: str, flat: Mapping[str, Any]) -> Any:
+def build_section(cls: type, prefix: str, flat: Mapping[str, Any]) -> Any:
+    """``cls``, the whole config or a section of options, from the keys of ``flat`` under
+    ``prefix``, each value checked against its option; an option ``flat`` lacks keeps its
+    default, and keys no option of ``cls`` has are left to the caller."""
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        key = _key(prefix, f.name)
-        if f.default is dataclasses.MISSING:
-            kwargs[f.name] = _build(f.default_factory, key + ".", flat)
+        key = _key(prefix, f)
+        if _is_entries(f):
+            kwargs[f.name] = Entries({k: v for k, v in flat.items() if _is_entry(k, prefix)})
+        elif f.default is dataclasses.MISSING:
+            kwargs[f.name] = build_section(f.default_factory, key + ".", flat)
         elif key in flat:
             kwargs[f.name] = _check_value(key, f, flat[key])
     return cls(**kwargs)
 
 
+def unknown_key(key: str, known: Iterable[str]) -> ConfigError:
+    """The error for a key that is none of ``known``, with the one it most likely meant: the
+    same option in another section, else the closest spelling."""
+    known = sorted(known)
+    close = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
+    close = close or difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"run config has unknown key '{key}'{hint}")
+
+
 def _given(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Every key of the run config, each value checked, auto values not yet resolved."""
     known = {key for key, _ in iter_options()}
+    sections = [prefix for prefix, f in _walk(RunConfig, "") if _is_entries(f)]
     for key in raw:
-        if key in REPLACED_SWITCHES:
-            raise ConfigError(
-                f"run config key '{key}' is gone: set dp.mode = '{REPLACED_SWITCHES[key]}'"
-            )
-        if key not in known:
-            close = [k for k in sorted(known) if k.split(".")[-1] == key.split(".")[-1]]
-            close = close or difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"run config has unknown key '{key}'{hint}")
-    return run_config_to_flat(_build(RunConfig, "", raw))
+        if key in REPLACED_KEYS:
+            raise ConfigError(f"run config key '{key}' is gone: {REPLACED_KEYS[key]}")
+        if key not in known and not any(_is_entry(key, prefix) for prefix in sections):
+            raise unknown_key(key, known)
+    return run_config_to_flat(build_section(RunConfig, "", raw))
 
 
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
@@ -97,7 +129,7 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     """
     given, defaults = _given(raw), default_flat_config()
     check_mechanism_options(given, defaults)
-    config = _build(RunConfig, "", {**given, **auto_values(given, defaults)})
+    config = build_section(RunConfig, "", {**given, **auto_values(given, defaults)})
     check_combinations(config)
     return config
 
@@ -115,10 +147,12 @@ def run_config_to_flat(config: RunConfig) -> dict[str, Any]:
     def walk(obj: Any, prefix: str) -> None:
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                walk(value, _key(prefix, f.name) + ".")
+            if _is_entries(f):
+                flat.update(value)
+            elif dataclasses.is_dataclass(value):
+                walk(value, _key(prefix, f) + ".")
             else:
-                flat[_key(prefix, f.name)] = value
+                flat[_key(prefix, f)] = value
 
     walk(config, "")
     return flat

@@ -1,28 +1,31 @@
-"""The strategy section: which aggregation, how many clients a round, its own options."""
+"""The strategy section: which aggregation, and how many clients a round.
+
+A strategy's own options are its own: declared beside it in ``strategies/`` and set as
+``strategy.<name>.<option>``. This section passes them through as given (a client parses the run
+config and has no strategies to check them against); the server checks them when it builds the
+run's strategy.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from federated.config.options import option
+from federated.config.options import Scalar, entries, option
+
+# The keys lora-fair's options had before they moved under its name, and what to set instead.
+MOVED_OPTIONS = {
+    f"strategy.lora-fair-{name}": f"set strategy.lora-fair.{name}"
+    for name in ("lambda", "solver", "steps")
+}
 
 
 @dataclass(frozen=True)
 class StrategySettings:
     name: str = option(
         "fedavg",
-        "Aggregation strategy; see docs/strategies.md.",
-        choices=(
-            "fedavg",
-            "ffa-lora",
-            "fedsa-lora",
-            "flora",
-            "fedex-lora",
-            "flexlora",
-            "lora-fair",
-            "hetlora",
-            "fedkseed",
-        ),
+        "Aggregation strategy, one of those the server registers; see docs/strategies.md, with "
+        "each strategy's own options (strategy.NAME.OPTION).",
     )
     fraction_train: float = option(
         1.0, "Share of connected clients sampled to train each round.", above=0.0, maximum=1.0
@@ -35,15 +38,5 @@ class StrategySettings:
     )
     min_train_nodes: int = option(2, "Train with at least this many clients.", minimum=1)
     min_available_nodes: int = option(2, "Wait until this many clients are connected.", minimum=1)
-    lora_fair_lambda: float = option(
-        0.01,
-        "lora-fair: weight of the penalty that keeps the corrected B near the mean B.",
-        minimum=0.0,
-    )
-    lora_fair_solver: str = option(
-        "iterative",
-        "lora-fair: iterative (the paper's objective, first-order steps) or closed-form "
-        "(the ridge least-squares solution of the same problem).",
-        choices=("iterative", "closed-form"),
-    )
-    lora_fair_steps: int = option(200, "lora-fair: steps of the iterative solver.", minimum=1)
+    # strategy.<name>.<option> -> its value, as given.
+    options: Mapping[str, Scalar] = entries()

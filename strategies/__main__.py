@@ -1,0 +1,5 @@
+"""``python -m strategies``."""
+
+from strategies.reference import main
+
+raise SystemExit(main())
