@@ -7,6 +7,8 @@ fedtune commands --address HOST:PORT --nodes N ...  the deployment's exact comma
 fedtune check-link --superlink HOST:PORT ...        can a device reach its SuperLink, or why not
 fedtune results RUN_DIR                             what a run did
 fedtune ledger [--state-dir DIR]                    a device's privacy ledgers, per data source
+fedtune plan MODEL (--gpu-gb N | --memory-gb N | --device PROFILE) ...
+                                                    will its training fit, and what would
 
 Each command imports what it needs when it runs: ``check-link`` runs before every SuperNode
 starts, and the ledger's imports (opacus) alone take seconds.
@@ -75,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="the node's state folder (default: $FEDTUNE_STATE_DIR, else ~/.local/state/fedtune)",
     )
+    plan = commands.add_parser(
+        "plan", help="will a model's training fit a device (from its config), and what would"
+    )
+    from federated.cli.plan_command import add_arguments
+
+    add_arguments(plan)
     return parser
 
 
@@ -123,6 +131,12 @@ def _command(args: argparse.Namespace) -> int:
         if (table := deployment.write_partition_table()) is not None:
             print(f"# wrote {table}: partition i goes to node-<i>.key.pub's key alone")
         print(text)
+    elif args.command == "plan":
+        from federated.cli.plan_command import plan_command
+
+        report, fits = plan_command(args)
+        print(report)
+        return 0 if fits else 1
     elif args.command == "ledger":
         from federated.cli.ledger_report import describe_ledgers
         from federated.node_state import default_state_root

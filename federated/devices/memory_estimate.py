@@ -19,12 +19,19 @@ except in ghost mode). Zeroth-order: weights + the forward's transients, no save
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
 
 from federated.config import RunConfig
+from federated.devices.numerics import (
+    PLAIN_FP32,
+    Numerics,
+    blocks,
+    quantized_bytes,
+    stand_in_for_kbit,
+)
 from federated.devices.runtime_memory import runtime_bytes
 from federated.model.losses import loss_terms
 from federated.model.presets import skeleton_model
@@ -76,16 +83,22 @@ class MemoryEstimate:
         return self.runtime + self.job
 
 
-@lru_cache(maxsize=8)
-def skeleton(config: RunConfig, rank: int) -> torch.nn.Module:
+def build_skeleton(
+    config: RunConfig, rank: int, dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
+    """The run's model with its LoRA adapter at ``rank`` on torch's meta device."""
     if config.verbalized:  # which rows score the classes changes no memory
-        lm = skeleton_model(config.model.name, TASK_CAUSAL_LM)
+        lm = skeleton_model(config.model.name, TASK_CAUSAL_LM, dtype=dtype)
         base = VerbalizedClassifier(lm, range(num_labels(config) or 1))
     else:
-        base = skeleton_model(config.model.name, config.task, num_labels(config))
+        base = skeleton_model(config.model.name, config.task, num_labels(config), dtype)
     if config.mode == "zo" and config.zo.params == "full":
         return base
     return wrapped(base, config.model, config.lora, rank, config.task, config.seed)
+
+
+# Planning many devices builds the same skeleton again and again; it is never changed in place.
+skeleton = lru_cache(maxsize=8)(build_skeleton)
 
 
 def _bytes(tensors: list[torch.Tensor]) -> float:
@@ -100,32 +113,104 @@ def meta_batch(config: RunConfig, batch: int, length: int) -> dict[str, torch.Te
     return {"input_ids": ids, "attention_mask": None, "labels": labels}
 
 
-def _saved_for_backward(model: torch.nn.Module, config: RunConfig, batch: int, length: int):
+@dataclass
+class _Saved:
+    """What one training forward saves for the backward pass, by where it was saved."""
+
+    outside: float = 0.0  # outside every transformer block
+    per_block: list[float] = field(default_factory=list)
+    block_inputs: float = 0.0  # what each block was given: all gradient checkpointing keeps
+    largest: float = 0.0
+
+    def kept(self, checkpointing: bool) -> float:
+        """Bytes held at the backward pass's start (with checkpointing, the block inputs and
+        one block's recomputed tensors at a time)."""
+        if checkpointing and self.per_block:
+            return self.outside + self.block_inputs + max(self.per_block)
+        return self.outside + sum(self.per_block)
+
+
+def _saved_for_backward(
+    model: torch.nn.Module, config: RunConfig, batch: int, length: int
+) -> _Saved:
     """The distinct storages autograd saves in one training forward, other than the model's
     own weights (a matmul saves its weight for the input's gradient; it is counted once, as a
-    weight)."""
+    weight), by transformer block."""
     own = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
-    saved: dict[int, torch.Tensor] = {}
+    # Each storage counted once; held until the end, so that no later one takes its address.
+    seen: dict[int, torch.Tensor] = {}
+    saved, current = _Saved(), [None]
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
-        if storage._cdata not in own:
-            saved.setdefault(storage._cdata, tensor)
+        if storage._cdata not in own and storage._cdata not in seen:
+            seen[storage._cdata] = tensor
+            size = float(storage.nbytes())
+            saved.largest = max(saved.largest, size)
+            if current[0] is None:
+                saved.outside += size
+            else:
+                saved.per_block[current[0]] += size
         return tensor
 
+    def enter(index: int):
+        def hook(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            current[0] = index
+            hidden = args[0] if args else kwargs.get("hidden_states")
+            if isinstance(hidden, torch.Tensor):
+                saved.block_inputs += hidden.numel() * hidden.element_size()
+
+        return hook
+
+    def leave(_module: torch.nn.Module, _args: tuple, _output: object) -> None:
+        current[0] = None
+
+    handles = []
+    for index, block in enumerate(blocks(model)):
+        saved.per_block.append(0.0)
+        handles.append(block.register_forward_pre_hook(enter(index), with_kwargs=True))
+        handles.append(block.register_forward_hook(leave))
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss_terms(model, meta_batch(config, batch, length), config.task).mean_loss()
-    return [t.untyped_storage() for t in saved.values()]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss_terms(model, meta_batch(config, batch, length), config.task).mean_loss()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return saved
 
 
-def estimate_memory(config: RunConfig, batch: int, length: int, rank: int) -> MemoryEstimate:
+def _weight_bytes(
+    model: torch.nn.Module, quantized: list[torch.nn.Linear], numerics: Numerics
+) -> float:
+    """The model's weights: quantized layers at their k-bit size, the rest as they are."""
+    if not quantized:
+        return _bytes(list(model.parameters())) + _bytes(list(model.buffers()))
+    kept = {id(m.weight) for m in quantized}
+    rest = [p for p in model.parameters() if id(p) not in kept]
+    return (
+        quantized_bytes(quantized, numerics.quantization)
+        + _bytes(rest)
+        + _bytes(list(model.buffers()))
+    )
+
+
+def estimate_memory(
+    config: RunConfig, batch: int, length: int, rank: int, numerics: Numerics = PLAIN_FP32
+) -> MemoryEstimate:
     """The peak memory of one client's round: ``config``'s model, mode and privacy, at this
-    LoRA ``rank``, ``batch`` examples of ``length`` tokens a step."""
-    model = skeleton(config, rank)
+    LoRA ``rank``, ``batch`` examples of ``length`` tokens a step, its base model held and
+    computed as ``numerics`` says."""
+    if numerics.quantized:  # the stand-in changes the model: a fresh one, not the cached
+        model = build_skeleton(config, rank, numerics.dtype)
+        quantized = stand_in_for_kbit(model, numerics)
+    else:
+        model, quantized = skeleton(config, rank, numerics.dtype), []
     params = list(model.parameters())
-    weights = _bytes(params) + _bytes(list(model.buffers()))
+    weights = _weight_bytes(model, quantized, numerics)
     trainable = _bytes([p for p in params if p.requires_grad])
+    # A quantized layer's weight is dequantized for each matmul, forward and backward.
+    dequantized = max((m.weight.numel() * m.weight.element_size() for m in quantized), default=0)
     if config.mode == "zo":
         largest_output = _largest_output(model, config, batch, length)
         perturbed = max(
@@ -136,17 +221,15 @@ def estimate_memory(config: RunConfig, batch: int, length: int, rank: int) -> Me
             ),
             default=0,
         )
-        transient = ZO_TRANSIENT_FACTOR * largest_output + perturbed
+        transient = ZO_TRANSIENT_FACTOR * largest_output + perturbed + dequantized
         return MemoryEstimate(runtime_bytes(), weights, 0.0, 0.0, transient)
-    storages = _saved_for_backward(model, config, batch, length)
-    activations = float(sum(s.nbytes() for s in storages))
-    largest = max((s.nbytes() for s in storages), default=0)
+    saved = _saved_for_backward(model, config, batch, length)
+    activations = saved.kept(numerics.gradient_checkpointing)
     optimizer = 3 * trainable  # a gradient and AdamW's two moments per trainable weight
     if config.dp.record_level and config.dp.record.grad_sample_mode != "ghost":
         optimizer += batch * trainable
-    return MemoryEstimate(
-        runtime_bytes(), weights, optimizer, activations, TRANSIENT_FACTOR * largest
-    )
+    transient = TRANSIENT_FACTOR * saved.largest + dequantized
+    return MemoryEstimate(runtime_bytes(), weights, optimizer, activations, transient)
 
 
 def _largest_output(model: torch.nn.Module, config: RunConfig, batch: int, length: int) -> float:

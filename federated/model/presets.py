@@ -237,15 +237,17 @@ def base_model_config(name: str, task: str, num_labels: int | None = None) -> Pr
         return AutoConfig.from_pretrained(source, **extra)
 
 
-def skeleton_model(name: str, task: str, num_labels: int | None = None) -> PreTrainedModel:
-    """The base model on torch's meta device: every shape and dtype of the real one, no memory
-    and no compute, for planning what a device can hold."""
+def skeleton_model(
+    name: str, task: str, num_labels: int | None = None, dtype: torch.dtype = torch.float32
+) -> PreTrainedModel:
+    """The base model on torch's meta device: every shape of the real one in ``dtype``, no
+    memory and no compute, for planning what a device can hold."""
     config = base_model_config(name, task, num_labels)
     auto_class = (
         AutoModelForCausalLM if task == TASK_CAUSAL_LM else AutoModelForSequenceClassification
     )
     with torch.device("meta"):
-        return auto_class.from_config(config, dtype=torch.float32)
+        return auto_class.from_config(config, dtype=dtype)
 
 
 def _check_task_arguments(name: str, task: str, num_labels: int | None) -> None:

@@ -1,0 +1,130 @@
+"""Will a training job fit a device, and if not, what would: the question ``fedtune plan`` answers
+for a model that need not be on the machine (its config is enough; the estimate runs on torch's
+meta device, ``federated.devices.memory_estimate``).
+
+A CPU device holds the client's runtime beside the job (measured on this machine). A GPU holds
+the job's tensors (what ``torch.cuda.max_memory_allocated`` counts) plus the CUDA context, which
+the allocator does not count; ``CUDA_CONTEXT_BYTES`` is that context's typical size, not
+measured here (this machine has no GPU; ``benchmarks/accelerator`` measures it where one is).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from federated.config import RunConfig
+from federated.devices.memory_estimate import MemoryEstimate, estimate_memory
+from federated.devices.numerics import Numerics
+from federated.devices.planner import as_mode
+
+CUDA_CONTEXT_BYTES = 0.5e9
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where the job runs: ``memory_bytes`` for it, on a GPU or in a CPU's RAM."""
+
+    name: str
+    memory_bytes: float
+    gpu: bool
+
+    def need(self, estimate: MemoryEstimate) -> float:
+        """What ``estimate`` takes on this device."""
+        if self.gpu:
+            return estimate.total - estimate.runtime + CUDA_CONTEXT_BYTES
+        return estimate.total
+
+
+@dataclass(frozen=True)
+class Job:
+    """One client's training step: the run config's model, mode, LoRA and privacy, this batch
+    of sequences of this length, the base model held as ``numerics`` says."""
+
+    config: RunConfig
+    batch: int
+    length: int
+    numerics: Numerics
+
+    @property
+    def rank(self) -> int:
+        return self.config.lora.rank
+
+    def estimate(self) -> MemoryEstimate:
+        return estimate_memory(self.config, self.batch, self.length, self.rank, self.numerics)
+
+    def describe(self) -> str:
+        what = (
+            "zeroth-order"
+            if self.config.mode == "zo"
+            else f"LoRA rank {self.rank}" + (", DP-SGD" if self.config.dp.record_level else "")
+        )
+        return f"{what}, batch {self.batch} x {self.length} tokens, {self.numerics.describe()}"
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """The job's estimate on the device, and the changed jobs that fit when it does not."""
+
+    job: Job
+    device: Device
+    estimate: MemoryEstimate
+    alternatives: list[tuple[str, Job, MemoryEstimate]]
+
+    @property
+    def need(self) -> float:
+        return self.device.need(self.estimate)
+
+    @property
+    def fits(self) -> bool:
+        return self.need <= self.device.memory_bytes
+
+
+def _changes(job: Job) -> list[tuple[str, Job]]:
+    """Jobs that take less memory than ``job``, each with what changed, cheapest change first:
+    recomputing activations, then 4-bit weights, then smaller batches, then zeroth-order."""
+    n, changes = job.numerics, []
+    if job.config.mode == "lora" and not n.gradient_checkpointing:
+        changes.append(
+            (
+                "gradient checkpointing",
+                replace(job, numerics=replace(n, gradient_checkpointing=True)),
+            )
+        )
+    if n.quantization != "4bit":
+        precision = "bf16" if n.precision == "fp32" else n.precision
+        four = replace(n, quantization="4bit", precision=precision, gradient_checkpointing=True)
+        changes.append(
+            (
+                f"4-bit weights ({precision} compute), gradient checkpointing",
+                replace(job, numerics=four),
+            )
+        )
+    batch = job.batch // 2
+    while batch >= 1:
+        changes.append((f"batch {batch}", replace(job, batch=batch)))
+        batch //= 2
+    if job.config.mode == "lora" and not job.config.dp.record_level:
+        changes.append(
+            (
+                "zeroth-order steps on the LoRA factors",
+                replace(job, config=as_mode(job.config, "zo")),
+            )
+        )
+    return changes
+
+
+def plan_job(job: Job, device: Device, alternatives: int = 3) -> JobPlan:
+    """``job`` on ``device``; when it does not fit, up to ``alternatives`` changed jobs that
+    do, in the order ``_changes`` tries them."""
+    estimate = job.estimate()
+    plan = JobPlan(job, device, estimate, [])
+    if plan.fits:
+        return plan
+    found = []
+    for what, changed in _changes(job):
+        changed_estimate = changed.estimate()
+        if device.need(changed_estimate) <= device.memory_bytes:
+            found.append((what, changed, changed_estimate))
+            if len(found) == alternatives:
+                break
+    return replace(plan, alternatives=found)
