@@ -8,7 +8,6 @@ from typing import Any
 
 from flwr.common import log
 
-from federated.config import run_config_to_flat
 from federated.model.evaluation import EvalResult
 from federated.protocol import message_keys as keys
 from server.checkpoint import Checkpoint, save_checkpoint
@@ -36,11 +35,10 @@ def record_round(
 ) -> None:
     """Append the round's record, checkpoint the run after it and log what it publishes
     (``started``: when the round began, on ``time.perf_counter``)."""
-    record = _record(run, server_round, training, evaluation)
-    record["round_seconds"] = time.perf_counter() - started
+    record = _record(run, server_round, training, evaluation, started)
     run.results.append_round(record)
     state = {
-        "config": run_config_to_flat(run.config),
+        "config": run.flat_config,
         "run-key": run.run_key,
         "strategy": run.strategy.state_info(),
         "replays": run.screen.replays.accepted,
@@ -69,7 +67,7 @@ def _clients(run: Run, training: Training, evaluation: Evaluation) -> dict[int, 
 
 
 def _record(
-    run: Run, server_round: int, training: Training, evaluation: Evaluation
+    run: Run, server_round: int, training: Training, evaluation: Evaluation, started: float
 ) -> dict[str, Any]:
     clients = _clients(run, training, evaluation)
     train_ex, eval_ex, verdicts = training.exchange, evaluation.exchange, evaluation.verdicts
@@ -94,7 +92,7 @@ def _record(
         "eval_bytes_up": sum(eval_ex.bytes_up.values()),
         "aggregation_seconds": training.aggregation_seconds,
         "test_seconds": evaluation.test_seconds,
-        "round_seconds": None,  # set once the round is done
+        "round_seconds": time.perf_counter() - started,
         "clients": [vars(c) for c in sorted(clients.values(), key=_partition_order)],
     }
     if training.clock is not None:

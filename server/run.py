@@ -13,16 +13,17 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from logging import INFO
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from flwr.app import ConfigRecord, Context
 from flwr.common import log
 from flwr.serverapp import Grid
 
-from federated.config import ConfigError, RunConfig, parse_run_config
+from federated.config import ConfigError, RunConfig, parse_run_config, run_config_to_flat
 from federated.config.schema import auto_settings_line
 from federated.devices.profiles import ProfileError
 from federated.model.workspace import corpus_for, lora_model
@@ -49,7 +50,7 @@ from simulation.driver import DeviceSimulator
 from strategies.fedkseed import FedKSeed
 from strategies.global_model import GlobalModel
 from strategies.node_pool import NodePool
-from strategies.registry import build_strategy, strategy_options
+from strategies.registry import build_strategy, check_strategy
 from strategies.strategy_wrapper import Strategy
 
 T = TypeVar("T")
@@ -72,6 +73,11 @@ class Run:
     clock: RunClock
     resumed: Checkpoint | None  # the checkpoint the run goes on from
 
+    @cached_property
+    def flat_config(self) -> dict[str, Any]:
+        """The config as flat keys, as every checkpoint records it."""
+        return run_config_to_flat(self.config)
+
 
 def build_run(grid: Grid, context: Context) -> Run:
     """The run the ServerApp's context describes, once its nodes have joined; a
@@ -79,15 +85,16 @@ def build_run(grid: Grid, context: Context) -> Run:
     config = parse_run_config(context.run_config)
     if auto := auto_settings_line(context.run_config):
         log(INFO, auto)
-    strategy_options(config)  # a strategy's bad option stops the run before the model loads
+    check_strategy(config)  # what the config alone refuses, before the model loads
     strategy = build_strategy(config, _initial_model(config))
     bound = _partition_keys(config)  # a table that cannot be read stops the run at once
     resumed = resume_run(config, strategy) if config.resume else None
+    checkpoint = resumed[1] if resumed else None
     if resumed is None:
         check_writable(Path(config.output_dir).expanduser().resolve(), "output-dir")
     else:
         check_writable(resumed[0], "resume")
-    saved = resumed[1].state["config"] if resumed else None
+    saved = checkpoint.state["config"] if checkpoint else None
     config = resolve_zo_lr(config, run_mask(config), saved)
     torch.set_num_threads(1)
     corpus = loading("data.name", config.data.name, lambda: corpus_for(config))
@@ -96,12 +103,11 @@ def build_run(grid: Grid, context: Context) -> Run:
     log(INFO, "model %s (%s), mode %s, strategy %s", *described)
     _log_privacy(config, strategy)
     partitions = _partitions(grid, config, strategy, len(corpus.examples), bound)
-    if resumed is not None:
-        check_partition_count(config, resumed[1], partitions.num_partitions)
+    if checkpoint is not None:
+        check_partition_count(config, checkpoint, partitions.num_partitions)
     if config.dp.record_level:  # from the partitions' sizes, known once the nodes have said
         log(INFO, planned_epsilon_line(config, partitions.num_partitions))
     devices = _device_simulator(config, partitions.num_partitions, strategy)
-    checkpoint = resumed[1] if resumed else None
     results, run_key = _results(config, resumed)
     replays = checkpoint.state["replays"] if checkpoint else {}
     screen = TrainScreen(

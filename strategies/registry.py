@@ -139,15 +139,16 @@ def _rounding_margin(config: RunConfig, strategy: FederatedStrategy) -> float:
     return rounding_margin(entries, s.clipping_range, s.quantization_bits)
 
 
-def build_strategy(config: RunConfig, initial: GlobalModel) -> Strategy:
-    """The configured strategy, starting from ``initial``, in the wrapper its DP mode or robust
-    method asks for.
+def check_strategy(config: RunConfig) -> Any:
+    """The run's strategy options (``strategy_options``), once the strategy is one the run
+    config can serve: its options, mixed ranks, DP mode, robust method and SecAgg+ are read
+    from the config alone, so a run refuses them before its model loads.
 
     Raises
     ------
     ConfigError
-        When the strategy or its options are not allowed (``strategy_options``), or it cannot
-        serve the configured clients (mixed ranks it cannot combine).
+        When the strategy or its options are not allowed, or it cannot serve the configured
+        clients (mixed ranks it cannot combine) or mechanisms (non-linear aggregation).
     """
     options = strategy_options(config)
     cls = STRATEGIES[config.strategy.name]
@@ -159,7 +160,6 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> Strategy:
             f"'{cls.name}' needs every client at lora.rank ({config.lora.rank}); "
             f"mixed ranks work with {mixed}"
         )
-    s = config.strategy
     if config.dp.client_level:
         _needs_linear(
             cls,
@@ -176,6 +176,21 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> Strategy:
             "the sum of the clients' updates, and this strategy needs each update on "
             "its own",
         )
+    return options
+
+
+def build_strategy(config: RunConfig, initial: GlobalModel) -> Strategy:
+    """The configured strategy, starting from ``initial``, in the wrapper its DP mode or robust
+    method asks for.
+
+    Raises
+    ------
+    ConfigError
+        What ``check_strategy`` refuses, and a SecAgg+ quantization too coarse for client-level
+        DP's clip bound.
+    """
+    options = check_strategy(config)
+    cls, s = STRATEGIES[config.strategy.name], config.strategy
     strategy = cls.from_config(
         config,
         initial,
