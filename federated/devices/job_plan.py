@@ -31,7 +31,7 @@ class Device:
     def need(self, estimate: MemoryEstimate) -> float:
         """What ``estimate`` takes on this device."""
         if self.gpu:
-            return estimate.total - estimate.runtime + CUDA_CONTEXT_BYTES
+            return estimate.job + CUDA_CONTEXT_BYTES
         return estimate.total
 
 

@@ -57,12 +57,18 @@ HEADROOM_FRACTION = 0.08
 class MemoryEstimate:
     """Bytes of each part of a training job's peak."""
 
-    runtime: float
     weights: float
     optimizer: float  # trainable gradients and AdamW moments; per-sample gradients under DP
     activations: float  # saved for the backward pass
     transient: float
     overhead: float = JOB_OVERHEAD_BYTES
+
+    @property
+    def runtime(self) -> float:
+        """The client's runtime on this machine, which a CPU device holds beside the job. Asked
+        for, not computed with the job: a GPU plan leaves it out, and measuring it imports the
+        ClientApp, so a GPU machine without Flower can still plan (``benchmarks/accelerator``)."""
+        return runtime_bytes()
 
     @property
     def counted(self) -> float:
@@ -222,14 +228,14 @@ def estimate_memory(
             default=0,
         )
         transient = ZO_TRANSIENT_FACTOR * largest_output + perturbed + dequantized
-        return MemoryEstimate(runtime_bytes(), weights, 0.0, 0.0, transient)
+        return MemoryEstimate(weights, 0.0, 0.0, transient)
     saved = _saved_for_backward(model, config, batch, length)
     activations = saved.kept(numerics.gradient_checkpointing)
     optimizer = 3 * trainable  # a gradient and AdamW's two moments per trainable weight
     if config.dp.record_level and config.dp.record.grad_sample_mode != "ghost":
         optimizer += batch * trainable
     transient = TRANSIENT_FACTOR * saved.largest + dequantized
-    return MemoryEstimate(runtime_bytes(), weights, optimizer, activations, transient)
+    return MemoryEstimate(weights, optimizer, activations, transient)
 
 
 def _largest_output(model: torch.nn.Module, config: RunConfig, batch: int, length: int) -> float:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from flwr.app import ConfigRecord
 from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis import rdp as rdp_analysis
+
+if TYPE_CHECKING:  # Flower is imported where a ledger is recorded (see to_record)
+    from flwr.app import ConfigRecord
 
 _NOISE, _RATE, _STEPS = "noise-multipliers", "sample-rates", "steps"
 # The search for a budget's noise: opacus's own bounds and tolerance (get_noise_multiplier).
@@ -71,6 +74,10 @@ class PrivacyLedger:
             self.events.append((noise, sample_rate, steps))
 
     def to_record(self) -> ConfigRecord:
+        # Imported here: the run config's checks and the trainers use the ledger where Flower is
+        # not installed (a GPU machine running benchmarks/accelerator).
+        from flwr.app import ConfigRecord
+
         return ConfigRecord(
             {
                 _NOISE: [e[0] for e in self.events],

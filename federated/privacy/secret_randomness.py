@@ -17,22 +17,23 @@ depends only on that value and its purpose. A run with it set has no privacy and
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from functools import cache
-from logging import WARNING
 
 import numpy as np
 import torch
-from flwr.common import log
+
+# Flower's own logger, by name: the trainers draw from here where Flower is not installed.
+_FLOWER_LOG = logging.getLogger("flwr")
 
 INSECURE_SEED_ENV = "FEDTUNE_INSECURE_DP_SEED"
 
 
 @cache
 def _warn_insecure(value: str) -> None:
-    log(
-        WARNING,
+    _FLOWER_LOG.warning(
         "%s=%s: privacy noise and sampling are replayable; this process has no privacy",
         INSECURE_SEED_ENV,
         value,
