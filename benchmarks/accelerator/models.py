@@ -108,6 +108,8 @@ def quantize_nf4_(model: torch.nn.Module, compute_dtype: torch.dtype) -> int:
             if child.bias is not None:
                 layer.bias = child.bias
             setattr(parent, name, layer.to(child.weight.device))  # the move quantizes
+    # What transformers' 4-bit quantizer marks: peft then wraps these layers with its bnb LoRA.
+    model.is_loaded_in_4bit = True
     return len(chosen)
 
 
