@@ -52,7 +52,7 @@ def test_the_quick_dry_run_writes_every_part(tmp_path: Path) -> None:
     }
     assert all(r["seconds_per_step"] > 0 for r in results["step_time"])
     for row in results["replay"]:  # CPU against CPU: the same weights, though replay moved them
-        assert row["perturb_bit_exact"] and row["replay_bit_exact"]
+        assert row["draw_bit_exact"] and row["perturb_bit_exact"] and row["replay_bit_exact"]
         assert row["replay_max_abs_diff"] == 0 < row["replay_max_abs_change"]
 
 

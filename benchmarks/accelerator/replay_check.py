@@ -10,7 +10,7 @@ product per weight, whose summation order is the device's own.
 Two copies of one model with its LoRA adapter, one on each device, take the same steps: one
 seed's perturbation (``perturb_``) and then the replay of a pool's sums of scalars (``replay_``);
 after each, the largest absolute difference between the copies' weights, and whether they are
-equal bit for bit.
+equal bit for bit. The draw alone is compared too: the same perturbation of zeros, at scale 1.
 """
 
 from __future__ import annotations
@@ -59,6 +59,13 @@ def replay_rows(cases: tuple[tuple[str, str, int], ...], device: torch.device) -
                 "entries": sum(t.size for t in pairs[0]),
                 "device": device.type,
             }
+            zeros = tuple(
+                [Target(torch.zeros_like(t.tensor), t.indices) for t in targets]
+                for targets in pairs
+            )
+            for targets in zeros:  # 0 + 1·z: the draw itself, as it reaches each device
+                perturb_(targets, pool[0], 1.0, structure)
+            row["draw_max_abs_diff"], row["draw_bit_exact"] = _difference(*zeros)
             for targets in pairs:
                 perturb_(targets, pool[0], EPS, structure)
             row["perturb_max_abs_diff"], row["perturb_bit_exact"] = _difference(*pairs)

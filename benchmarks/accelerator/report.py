@@ -55,11 +55,12 @@ def _steps(ax: plt.Axes, rows: list[dict]) -> None:
 
 def _replay(ax: plt.Axes, rows: list[dict]) -> None:
     ax.axis("off")
-    lines = ["model / params / structure: max |CPU - other| after perturb, after replay"]
+    lines = ["model / params / structure: max |CPU - other| of the draw, after perturb, replay"]
     for r in rows:
         case = f"{r['model']} / {r['params']} / {r['structure']}"
         lines.append(
             f"{case} ({r['seeds']} seeds, vs {r['device']}): "
+            f"{r['draw_max_abs_diff']:.3g}{' (bit-exact)' if r['draw_bit_exact'] else ''}, "
             f"{r['perturb_max_abs_diff']:.3g}{' (bit-exact)' if r['perturb_bit_exact'] else ''}, "
             f"{r['replay_max_abs_diff']:.3g}{' (bit-exact)' if r['replay_bit_exact'] else ''}"
             f" of a change up to {r['replay_max_abs_change']:.3g}"
