@@ -104,6 +104,7 @@ class _Round:
             self.config.task,
             batch_size=self.config.eval.batch_size,
             pad_token_id=self.local.tokenizer.pad_token_id,
+            precision=self.config.train.precision,
         )
 
 

@@ -65,6 +65,9 @@ class FederatedStrategy(PrivacyHooks, FedAvg):
     name: ClassVar[str]
     linear: ClassVar[bool]  # aggregation is a weighted sum of client updates (SecAgg-compatible)
     mixed_ranks: ClassVar[bool] = False
+    # The global model includes a dense delta merged into the frozen base weights (which k-bit
+    # weights cannot take).
+    merges_into_base: ClassVar[bool] = False
     reply_kind: ClassVar[str] = "tensors"  # or "seed-steps": what a training reply carries
     # The frozen dataclass of the strategy's own options (``federated.config.option`` fields), set
     # as strategy.<name>.<option>; the registry checks them and hands them to ``from_config``.

@@ -96,6 +96,11 @@ def wrap_with_lora(
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
+    # A head copied from bf16 or fp16 base weights trains, is sent and aggregated in float32,
+    # as the LoRA factors are (peft casts those itself).
+    for param in peft_model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
     _check_trainable_names(peft_model, head)
     return peft_model
 

@@ -17,11 +17,13 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from huggingface_hub import is_offline_mode
@@ -39,6 +41,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from federated.devices.numerics import PLAIN_FP32, Numerics
+from federated.model.numerics_loading import prepared, weight_kwargs
 from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
 
 logger = logging.getLogger(__name__)
@@ -171,9 +175,14 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
 
 
 def load_base_model(
-    name: str, task: str, num_labels: int | None = None, seed: int = 0
+    name: str,
+    task: str,
+    num_labels: int | None = None,
+    seed: int = 0,
+    numerics: Numerics = PLAIN_FP32,
+    device: str = "cpu",
 ) -> PreTrainedModel:
-    """Load a base model in fp32, before any LoRA wrapping.
+    """Load a base model, before any LoRA wrapping.
 
     Every weight that is not read from a checkpoint (the tiny presets' weights, a new
     classification head) is drawn under ``seed`` in a scoped RNG, so the same arguments give the
@@ -189,11 +198,16 @@ def load_base_model(
         Number of classes; required for classification, refused for causal LM.
     seed : int
         Seed of the randomly initialised weights.
+    numerics : Numerics
+        The weights' precision, k-bit quantization and gradient checkpointing
+        (`federated.model.numerics_loading`); float32 by default.
+    device : str
+        A resolved device (`federated.model.compute.resolve_device`).
 
     Returns
     -------
     PreTrainedModel
-        The model, fp32, on the CPU, in whatever train/eval mode transformers leaves it.
+        The model on ``device``, in whatever train/eval mode transformers leaves it.
 
     Raises
     ------
@@ -202,24 +216,42 @@ def load_base_model(
         ``num_labels``, or a name that is neither a preset nor loadable.
     """
     _check_task_arguments(name, task, num_labels)
+    weights = weight_kwargs(numerics, device)
     with _scoped_seed(seed):
-        if name == "smollm2-135m":
-            return LlamaForCausalLM.from_pretrained(_smollm2_checkpoint(), dtype=torch.float32)
-        if name == "minilm-l6":
-            return AutoModelForSequenceClassification.from_pretrained(
-                _minilm_dir(), dtype=torch.float32, **_classification_kwargs(num_labels)
-            )
-        if name == "tiny-llama":
-            return LlamaForCausalLM(_tiny_llama_config(load_tokenizer("tiny-llama"))).float()
-        if name == "tiny-bert":
-            config = _tiny_bert_config(load_tokenizer("tiny-bert"), num_labels)
-            return BertForSequenceClassification(config).float()
-        auto_class = (
-            AutoModelForCausalLM if task == TASK_CAUSAL_LM else AutoModelForSequenceClassification
+        model = _load_weights(name, task, num_labels, weights)
+    return prepared(model, numerics, device)
+
+
+def _load_weights(
+    name: str, task: str, num_labels: int | None, weights: dict[str, Any]
+) -> PreTrainedModel:
+    if name == "smollm2-135m":
+        return LlamaForCausalLM.from_pretrained(_smollm2_checkpoint(), **weights)
+    if name == "minilm-l6":
+        return AutoModelForSequenceClassification.from_pretrained(
+            _minilm_dir(), **weights, **_classification_kwargs(num_labels)
         )
-        extra = _classification_kwargs(num_labels) if task == TASK_CLASSIFICATION else {}
-        with _explain_load_failure(name):
-            return auto_class.from_pretrained(_local_or_hub(name), dtype=torch.float32, **extra)
+    if name == "tiny-llama":
+        return _random(LlamaForCausalLM(_tiny_llama_config(load_tokenizer(name))), weights)
+    if name == "tiny-bert":
+        config = _tiny_bert_config(load_tokenizer(name), num_labels)
+        return _random(BertForSequenceClassification(config), weights)
+    auto_class = (
+        AutoModelForCausalLM if task == TASK_CAUSAL_LM else AutoModelForSequenceClassification
+    )
+    extra = _classification_kwargs(num_labels) if task == TASK_CLASSIFICATION else {}
+    with _explain_load_failure(name):
+        return auto_class.from_pretrained(_local_or_hub(name), **weights, **extra)
+
+
+def _random(model: PreTrainedModel, weights: dict[str, Any]) -> PreTrainedModel:
+    """A randomly initialised preset in the weights' form: bitsandbytes quantizes a model only
+    as ``from_pretrained`` loads it, so a k-bit one goes through a folder."""
+    if "quantization_config" not in weights:
+        return model.to(weights["dtype"])
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        return type(model).from_pretrained(folder, **weights)
 
 
 def base_model_config(name: str, task: str, num_labels: int | None = None) -> PretrainedConfig:

@@ -23,6 +23,8 @@ from federated.data.encode import encode_examples
 from federated.data.files import load_table
 from federated.data.partition import FederatedSplit, federated_split, global_test_indices
 from federated.data.wordnet import load_wordnet
+from federated.devices.numerics import PLAIN_FP32, Numerics
+from federated.model.compute import resolve_device
 from federated.model.local_model import LocalModel
 from federated.model.lora import ALL_LINEAR, wrap_with_lora
 from federated.model.presets import PRESETS, load_base_model, load_tokenizer
@@ -120,27 +122,61 @@ def class_prompt(config: RunConfig) -> str | None:
     return class_prompt_template(config.model.prompt, config.data.name)
 
 
+def numerics_of(config: RunConfig) -> Numerics:
+    """How the run holds and computes its base model (precision, k bits, recomputation)."""
+    return Numerics(
+        config.train.precision, config.model.quantization, config.train.gradient_checkpointing
+    )
+
+
+def device_of(config: RunConfig) -> str:
+    """The device this process computes on, resolved from ``train.device`` on this machine."""
+    return resolve_device(config.train.device)
+
+
 def base_model(
-    model: ModelSettings, task: str, labels: int | None, seed: int, tokens: tuple[int, ...] | None
-) -> torch.nn.Module:
-    """The pretrained model: for classification posed as generation (``tokens``, see
-    `label_tokens`), the causal LM that scores those tokens."""
-    if tokens is None:
-        return load_base_model(model.name, task, num_labels=labels, seed=seed)
-    return VerbalizedClassifier(load_base_model(model.name, TASK_CAUSAL_LM, seed=seed), tokens)
-
-
-@lru_cache(maxsize=2)
-def _lora_model(
     model: ModelSettings,
-    lora: LoraSettings,
-    rank: int,
     task: str,
     labels: int | None,
     seed: int,
     tokens: tuple[int, ...] | None,
+    numerics: Numerics = PLAIN_FP32,
+    device: str = "cpu",
+) -> torch.nn.Module:
+    """The pretrained model: for classification posed as generation (``tokens``, see
+    `label_tokens`), the causal LM that scores those tokens."""
+    if tokens is None:
+        return load_base_model(model.name, task, labels, seed, numerics, device)
+    lm = load_base_model(model.name, TASK_CAUSAL_LM, None, seed, numerics, device)
+    return VerbalizedClassifier(lm, tokens)
+
+
+def base_arguments(config: RunConfig) -> tuple:
+    """What `base_model` builds the run's base model from, in this process."""
+    return (
+        config.model,
+        config.task,
+        num_labels(config),
+        config.seed,
+        label_tokens(config),
+        numerics_of(config),
+        device_of(config),
+    )
+
+
+@lru_cache(maxsize=2)
+def _lora_model(
+    lora: LoraSettings,
+    rank: int,
+    model: ModelSettings,
+    task: str,
+    labels: int | None,
+    seed: int,
+    tokens: tuple[int, ...] | None,
+    numerics: Numerics,
+    device: str,
 ) -> LocalModel:
-    base = base_model(model, task, labels, seed, tokens)
+    base = base_model(model, task, labels, seed, tokens, numerics, device)
     peft_model = wrapped(base, model, lora, rank, task, seed)
     return LocalModel.wrap(peft_model, load_tokenizer(model.name), rank)
 
@@ -183,15 +219,7 @@ def lora_model(config: RunConfig, rank: int | None = None, fresh: bool = False) 
     """
     build = _lora_model.__wrapped__ if fresh else _lora_model
     rank = rank or config.lora.rank
-    return build(
-        config.model,
-        config.lora,
-        rank,
-        config.task,
-        num_labels(config),
-        config.seed,
-        label_tokens(config),
-    )
+    return build(config.lora, rank, *base_arguments(config))
 
 
 def encode_indices(
