@@ -26,8 +26,9 @@ from federated.data.wordnet import load_wordnet
 from federated.devices.numerics import PLAIN_FP32, Numerics
 from federated.model.compute import resolve_device
 from federated.model.local_model import LocalModel
-from federated.model.lora import ALL_LINEAR, wrap_with_lora
-from federated.model.presets import PRESETS, load_base_model, load_tokenizer
+from federated.model.lora import wrap_with_lora
+from federated.model.lora_targets import lora_targets
+from federated.model.presets import load_base_model, load_tokenizer
 from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from federated.model.verbalizer import (
     VerbalizedClassifier,
@@ -189,12 +190,7 @@ def wrapped(
     task: str,
     seed: int,
 ) -> PeftModel:
-    """``base`` with the run's LoRA adapter at ``rank`` (targets: the setting, else the preset's,
-    else every linear layer)."""
-    targets = lora.targets
-    if targets is None:
-        preset = PRESETS.get(model.name)
-        targets = preset.default_target_modules if preset else (ALL_LINEAR,)
+    """``base`` with the run's LoRA adapter at ``rank``, on the modules `lora_targets` picks."""
     try:
         return wrap_with_lora(
             base,
@@ -202,10 +198,10 @@ def wrapped(
             rank=rank,
             alpha=lora.scale * rank,
             dropout=lora.dropout,
-            target_modules=targets,
+            target_modules=lora_targets(base, model.name, lora.targets),
             seed=seed,
         )
-    except ValueError as err:  # a target that is missing or an embedding: the user's setting
+    except ValueError as err:  # targets missing, an embedding, or none for auto: the setting's
         key = f"run config 'lora.target-modules' = {lora.target_modules!r}"
         raise ConfigError(f"{key}: {err}") from None
 
