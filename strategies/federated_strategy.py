@@ -58,6 +58,9 @@ class FederatedStrategy(PrivacyHooks, FedAvg):
         The global model before the first round.
     sampler
         Draws each round's nodes by partition.
+    wire_dtype
+        What floating tensors of its messages travel as (``wire.dtype``; replies decode to
+        float32, and the model stays float32 here).
     **fedavg_kwargs
         Flower ``FedAvg`` sampling settings (fraction_train, min_train_nodes, ...).
     """
@@ -74,7 +77,12 @@ class FederatedStrategy(PrivacyHooks, FedAvg):
     options: ClassVar[type | None] = None
 
     def __init__(
-        self, initial: GlobalModel, *, sampler: PartitionSampler, **fedavg_kwargs: Any
+        self,
+        initial: GlobalModel,
+        *,
+        sampler: PartitionSampler,
+        wire_dtype: str = "float32",
+        **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(
             weighted_by_key=keys.NUM_EXAMPLES,
@@ -85,6 +93,7 @@ class FederatedStrategy(PrivacyHooks, FedAvg):
         self.model = initial
         self.pairs: list[LoraPair] = lora_pairs(initial.trainable)[0]  # none for seed sums
         self.sampler = sampler
+        self.wire_dtype = wire_dtype
 
     @classmethod
     @abstractmethod

@@ -205,6 +205,7 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> Strategy:
         initial,
         options,
         sampler=PartitionSampler(config.seed),
+        wire_dtype=config.wire.dtype,
         fraction_train=s.fraction_train,
         fraction_evaluate=s.fraction_evaluate,
         min_train_nodes=s.min_train_nodes,

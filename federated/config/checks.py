@@ -57,6 +57,11 @@ def check_combinations(config: RunConfig) -> None:
         )
     _check_zo(config)
     _check_numerics(config)
+    if config.wire.dtype != "float32" and config.mode == "zo":
+        raise ConfigError(
+            f"run config 'wire.dtype' = {config.wire.dtype!r}: applies to mode = lora; mode zo "
+            "sends seed indices and scalars (a few KB), which travel as they are"
+        )
     _check_privacy(config)
     if config.strategy.min_available_nodes < config.strategy.min_train_nodes:
         raise ConfigError(
