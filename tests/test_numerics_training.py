@@ -4,9 +4,12 @@ they quantize, the refusals of what a trainer cannot do, and the device a proces
 
 from __future__ import annotations
 
+import json
+
 import bitsandbytes as bnb
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from client.dp_lora_trainer import train_lora_dp
 from client.lora_trainer import train_lora
@@ -18,6 +21,7 @@ from federated.model.evaluation import evaluate_model
 from federated.model.losses import loss_terms
 from federated.model.workspace import client_indices, encode_indices, lora_model
 from strategies.registry import check_strategy
+from tests.in_process import run_federation
 
 
 def _config(**settings):
@@ -216,3 +220,28 @@ def test_the_device_is_resolved_on_the_machine_that_runs() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="'train.device' = 'cuda': this machine has no CUDA"):
             resolve_device("cuda")
+
+
+def test_a_federation_of_4_bit_clients_in_bf16_learns_and_sends_float32_factors(
+    tmp_path,
+) -> None:
+    """QLoRA's form in a whole run: every client and the server's evaluation hold 4-bit NF4
+    base weights computing in bf16, and the adapter they exchange and save is float32."""
+    run = {
+        "model.name": "tiny-llama",
+        "model.quantization": "4bit",
+        "train.precision": "bf16",
+        "train.gradient-checkpointing": True,
+        "num-server-rounds": 2,
+        "lora.rank": 16,
+        "train.lr": 0.02,
+        "train.local-steps": 3,
+        "strategy.fraction-evaluate": 0.0,
+        "eval.max-examples": 8,
+    }
+    folder = run_federation(tmp_path, "qlora", run, clients=2)
+    rounds = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [r["clients_accepted"] for r in rounds[1:]] == [2, 2]
+    assert rounds[-1]["test_loss"] < rounds[0]["test_loss"]
+    saved = load_file(folder / "adapter" / "adapter_model.safetensors")
+    assert saved and {t.dtype for t in saved.values()} == {torch.float32}
