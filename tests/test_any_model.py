@@ -92,7 +92,6 @@ def _byte_level_bpe() -> PreTrainedTokenizerFast:
     )
 
 
-LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # family: its config from the tokenizer, whose tokenizer (decoders a byte-level BPE, encoders
 # MiniLM's WordPiece), the adapted modules auto picks, the head.
 FAMILIES = {
@@ -104,7 +103,7 @@ FAMILIES = {
     "phi": (_decoder(PhiConfig), "bpe", ["q_proj", "v_proj", "fc1", "fc2"], "score"),
     "phi3": (_decoder(Phi3Config, pad_token_id=None), "bpe", ["qkv_proj"], "score"),
     "gpt2": (_gpt2, "bpe", ["c_attn"], "score"),
-    "olmo2": (_decoder(Olmo2Config), "bpe", LLAMA_LINEAR, "score"),  # not in the table
+    "olmo2": (_decoder(Olmo2Config), "bpe", ["q_proj", "v_proj"], "score"),  # by Llama's names
     "bert": (_encoder(BertConfig), "tiny-bert", ["query", "value"], "classifier"),
     "roberta": (_encoder(RobertaConfig), "tiny-bert", ["query", "value"], "classifier"),
     "distilbert": (_distilbert, "tiny-bert", ["q_lin", "v_lin"], "pre_classifier,classifier"),

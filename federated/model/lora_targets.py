@@ -3,7 +3,9 @@ architecture.
 
 ``auto`` takes a preset's own targets; for any other model, the attention projections that peft
 knows for its ``model_type`` (peft's own table, plus the few families it lacks); for an
-architecture neither knows, every linear layer (``all-linear``). A model with nothing to adapt is
+architecture neither knows, its ``q_proj`` and ``v_proj`` where it names them as Llama does (most
+decoders since: OLMo 2, Granite, StarCoder2, SmolLM3, ...), else every linear layer
+(``all-linear``). A model with nothing to adapt is
 refused in one line. Training (``federated.model.workspace.wrapped``) and ``fedtune plan`` both
 resolve here, so the plan counts the adapter that training builds.
 """
@@ -24,6 +26,10 @@ EXTRA_TARGETS: dict[str, tuple[str, ...]] = {
     "distilbert": ("q_lin", "v_lin"),
     "phi3": ("qkv_proj",),
 }
+
+
+# The attention projections as Llama names them, which most later decoders kept.
+LLAMA_TARGETS = ("q_proj", "v_proj")
 
 
 def known_targets() -> dict[str, tuple[str, ...] | str]:
@@ -52,7 +58,8 @@ def lora_targets(model: nn.Module, name: str, setting: tuple[str, ...] | None) -
     -------
     tuple of str
         The setting as given; for ``auto`` the preset's targets, else the architecture's known
-        targets, else ``("all-linear",)``.
+        targets, else Llama's attention projections where it has them, else
+        ``("all-linear",)``.
 
     Raises
     ------
@@ -75,6 +82,9 @@ def lora_targets(model: nn.Module, name: str, setting: tuple[str, ...] | None) -
                 f"{type(model).__name__}; set lora.target-modules to the modules to adapt"
             )
         return targets
+    llama_like = _matching(model, LLAMA_TARGETS)
+    if llama_like == LLAMA_TARGETS:
+        return LLAMA_TARGETS
     if not adaptable_linear_layers(model):
         raise ValueError(
             f"model_type {model_type!r} has no known LoRA targets and no linear layer to adapt; "
