@@ -34,8 +34,10 @@ from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClippi
 from client.lora_trainer import TrainResult
 from federated.config import TrainSettings
 from federated.data.encode import collate
+from federated.model.compute import autocast, model_device
 from federated.model.losses import loss_terms
 from federated.privacy.sampling import poisson_batches
+from federated.privacy.secret_randomness import on_device
 from federated.protocol.optimizer_bound import ADAMW_BETAS
 
 
@@ -82,6 +84,7 @@ def private_gradient(
     chunks: Sequence[dict],
     task: str,
     mode: str,
+    precision: str = "fp32",
 ) -> float | None:
     """Leave the privatised gradient of one logical batch in each trained parameter's
     ``.grad``: per-example gradients clipped, summed over the batch's ``chunks`` (its physical
@@ -93,14 +96,15 @@ def private_gradient(
             if mode == "ghost":
                 param.grad = torch.zeros_like(param)
             else:
-                param.grad_sample = torch.zeros((0, *param.shape), dtype=param.dtype)
+                param.grad_sample = param.new_zeros((0, *param.shape))
         dp_optimizer.pre_step()
         return None
     losses = []
     for k, batch in enumerate(chunks):
         if k:
             dp_optimizer.zero_grad(set_to_none=True)  # the clipped sum so far stays
-        per_example = loss_terms(wrapped, batch, task).per_example()
+        with autocast(model_device(wrapped), precision):
+            per_example = loss_terms(wrapped, batch, task).per_example()
         if mode == "ghost":
             DPTensorFastGradientClipping(wrapped, dp_optimizer, per_example).backward()
         else:
@@ -141,7 +145,8 @@ def train_lora_dp(
     """``settings.local_steps`` DP-SGD steps (AdamW on the privatised gradient), in place, each
     batch taken ``physical_batch`` examples at a time (0: whole).
 
-    ``generator`` drives sampling and noise: a secret one (see the module doc).
+    ``generator`` drives sampling and noise: a secret one (see the module doc); the noise is
+    drawn on the model's device, from a generator there that ``generator`` seeds.
     """
     if not encoded:
         raise ValueError("this client has no training examples")
@@ -150,6 +155,7 @@ def train_lora_dp(
         params, lr=settings.lr, weight_decay=settings.weight_decay, betas=ADAMW_BETAS
     )
     expected = max(1, round(expected_batch))
+    noise = on_device(generator, model_device(model))
     model.train()
     start = time.perf_counter()
     losses: list[float] = []
@@ -158,9 +164,7 @@ def train_lora_dp(
     # every step; the per-sample gradients of the trained layers are unaffected.
     with (
         warnings.catch_warnings(),
-        private_model(
-            model, optimizer, mode, max_grad_norm, noise_multiplier, expected, generator
-        ) as (
+        private_model(model, optimizer, mode, max_grad_norm, noise_multiplier, expected, noise) as (
             wrapped,
             dp_optimizer,
         ),
@@ -168,7 +172,7 @@ def train_lora_dp(
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         for chosen in poisson_batches(len(encoded), sample_rate, settings.local_steps, generator):
             chunks = physical_batches(encoded, chosen, physical_batch, pad_token_id)
-            loss = private_gradient(wrapped, dp_optimizer, chunks, task, mode)
+            loss = private_gradient(wrapped, dp_optimizer, chunks, task, mode, settings.precision)
             optimizer.step()  # AdamW on the clipped, noised mean gradient in .grad
             if loss is not None:
                 losses.append(loss)

@@ -104,6 +104,7 @@ class _Round:
             self.config.task,
             batch_size=self.config.eval.batch_size,
             pad_token_id=self.local.tokenizer.pad_token_id,
+            precision=self.config.train.precision,
         )
 
 
@@ -176,7 +177,9 @@ def _train(msg: Message, context: Context, r: _Round, encoded: Encoded) -> Messa
     }
     if private is not None:
         values[keys.DP_EPSILON] = private.spent()
-    upload = tensors_to_record({k: v for k, v in state.items() if k not in withheld})
+    # Under SecAgg+ this reply is masked here and never travels as it is: nothing to round.
+    wire = "float32" if r.config.secagg.enabled else r.config.wire.dtype
+    upload = tensors_to_record({k: v for k, v in state.items() if k not in withheld}, wire)
     metrics = train_metrics(values, r.config.mode, r.config)
     return Message(content=RecordDict({keys.ARRAYS: upload, keys.METRICS: metrics}), reply_to=msg)
 

@@ -11,6 +11,7 @@ import torch
 
 from federated.config import TrainSettings
 from federated.data.encode import batches
+from federated.model.compute import autocast, loss_scaler, model_device
 from federated.model.losses import loss_terms
 from federated.protocol.optimizer_bound import ADAMW_BETAS
 
@@ -49,6 +50,8 @@ def train_lora(
 
     A fresh optimizer each round: its state would otherwise leak across the simulated clients
     that share this process, and FedAvg-style methods restart it on the new global model anyway.
+    The forward runs under ``settings.precision``'s autocast on the model's device; fp16 scales
+    the loss (and skips a step whose gradients overflowed).
     """
     if not encoded:
         raise ValueError("this client has no training examples")
@@ -62,14 +65,23 @@ def train_lora(
     losses: list[float] = []
     seen = 0
     stream = _endless_batches(encoded, settings.batch_size, generator, pad_token_id)
+    device = model_device(model)
+    scaler = loss_scaler(device, settings.precision)
     for _ in range(steps):
         batch = next(stream)
-        loss = loss_terms(model, batch, task).mean_loss()
+        with autocast(device, settings.precision):
+            loss = loss_terms(model, batch, task).mean_loss()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
         if settings.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
         losses.append(float(loss.detach()))
         seen += int(batch["input_ids"].shape[0])
     optimizer.zero_grad(set_to_none=True)  # the round is over: keep no gradient memory

@@ -1,1 +1,10 @@
-"""federated."""
+"""federated: the parts every process of a run shares (config, protocol, model, privacy, ...)."""
+
+import logging
+
+# bitsandbytes' CPU backend, imported by peft in every process, warns at import that it cannot
+# fetch an optional faster kernel from the hub (a run has no network, and the plain kernel
+# works): a warning on every client's start that asks users for nothing.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# LLM.int8 computes in float16 by design; bitsandbytes says so on every forward of every layer.
+logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)

@@ -7,12 +7,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from logging import INFO, WARNING
 
+import torch
 from flwr.app import Message, MetricRecord
 from flwr.common import log
 
 from federated.config import RunConfig
 from federated.protocol import message_keys as keys
 from federated.protocol.reply_contract import computed_release, train_metric_keys
+from federated.protocol.wire import as_received
 from server.exchange import Exchange
 from server.replay_guard import ReplayGuard, update_digest
 from server.reply_validation import (
@@ -96,9 +98,15 @@ class TrainScreen:
             )
         reference, payload = strategy.reply_reference(), strategy.train_payload()
         bound = move_bound(config, server_round, payload.plan, strategy.pairs, payload.trainable)
-        max_norm = config.server.max_update_norm
+        max_norm, wire = config.server.max_update_norm, config.wire.dtype
+        received = as_received(payload.trainable, wire)
 
-        def factors(reply: Message, move: MoveBound | None = bound) -> str | None:
+        def factors(
+            reply: Message,
+            move: MoveBound | None = bound,
+            wire: str = wire,
+            sent: Mapping[str, torch.Tensor] = received,
+        ) -> str | None:
             return check_train_reply(
                 reply,
                 reference,
@@ -106,7 +114,8 @@ class TrainScreen:
                 metric_keys,
                 allow_lower_rank=strategy.mixed_ranks,
                 move=move,
-                sent=payload.trainable,
+                sent=sent,
+                wire=wire,
             )
 
         if not self.zo_steps:
@@ -124,8 +133,9 @@ class TrainScreen:
             rank = config.lora.rank_of(partition)
             reply.content = as_factor_reply(reply, payload.trainable, rank, config)
             # Zeroth-order steps move weights by their scalars, not by AdamW's bounded steps:
-            # server.max-update-norm bounds them.
-            return factors(reply, move=None)
+            # server.max-update-norm bounds them. The server rebuilt the factors in float32
+            # from its own model.
+            return factors(reply, move=None, wire="float32", sent=payload.trainable)
 
         return mixed
 

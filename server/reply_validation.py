@@ -21,11 +21,9 @@ from federated.protocol.reply_contract import (
     PARTITION_METRIC_KEYS,
     metric_key_problem,
 )
-from federated.protocol.wire import WIRE_DTYPE, record_to_tensors
+from federated.protocol.wire import WIRE_DTYPES, record_to_tensors, rounding_room
 from federated.secagg.protocol import MASKED
 from server.update_bounds import MoveBound
-
-_WIRE_NAME = str(WIRE_DTYPE).removeprefix("torch.")
 
 
 def client_failure(msg: Message) -> str:
@@ -73,7 +71,8 @@ def _array_problem(name: str, array: Array, shape: tuple[int, ...], dtype: str) 
         return f"'{name}' has dtype {array.dtype}, expected {dtype}"
     if tuple(array.shape) != tuple(shape):
         return f"'{name}' has shape {tuple(array.shape)}, expected {tuple(shape)}"
-    if len(array.data) > math.prod(shape) * np.dtype(dtype).itemsize + _ARRAY_HEADER_BYTES:
+    itemsize = WIRE_DTYPES[dtype].itemsize if dtype in WIRE_DTYPES else np.dtype(dtype).itemsize
+    if len(array.data) > math.prod(shape) * itemsize + _ARRAY_HEADER_BYTES:
         return f"'{name}' holds {len(array.data)} bytes, more than its shape {tuple(shape)}"
     return None
 
@@ -119,16 +118,19 @@ def check_train_reply(
     allow_lower_rank: bool = False,
     move: MoveBound | None = None,
     sent: Mapping[str, torch.Tensor] | None = None,
+    wire: str = "float32",
 ) -> str | None:
     """Why this training reply must be rejected, or None when it is sound.
 
     ``reference`` holds what the client should send back: the reply must report exactly
     ``metric_keys`` (``federated.protocol.reply_contract``) and carry the same tensor names, the
-    same shapes (or, with ``allow_lower_rank``, LoRA factors of a smaller rank), fp32, only finite
-    values, and move no further from the reference than ``max_update_norm`` (L2 over all tensors,
-    the reference cut to the reply's rank) nor any weight further than ``move`` allows; a tensor
-    the round ``sent`` is measured from what was sent, which is where the client started. Names,
-    shapes, dtypes and sizes are checked from the arrays' headers, before anything is decoded.
+    same shapes (or, with ``allow_lower_rank``, LoRA factors of a smaller rank), in the ``wire``
+    dtype, only finite values, and move no further from the reference than ``max_update_norm``
+    (L2 over all tensors, the reference cut to the reply's rank, plus what rounding to ``wire``
+    can add) nor any weight further than ``move`` allows; a tensor the round ``sent`` is
+    measured from what was sent, as the client decoded it, which is where the client started.
+    Names, shapes, dtypes and sizes are checked from the arrays' headers, before anything is
+    decoded.
     """
     problem = _content_problem(msg, metric_keys, arrays=True)
     if problem:
@@ -142,16 +144,16 @@ def check_train_reply(
         factor = factor_of(name) if allow_lower_rank else None
         problem = _shape_problem(torch.Size(array.shape), ref.shape, factor[1] if factor else None)
         problem = problem and f"'{name}' {problem}"
-        problem = problem or _array_problem(name, array, tuple(array.shape), _WIRE_NAME)
+        problem = problem or _array_problem(name, array, tuple(array.shape), wire)
         if problem:
             return problem
     update, problem = _decoded(msg)
     if problem:
         return problem
-    squared = 0.0
+    squared, size, count = 0.0, 0.0, 0
     for name, ref in reference.items():
         tensor = update[name]
-        if tensor.shape != torch.Size(record[name].shape) or tensor.dtype != WIRE_DTYPE:
+        if tensor.shape != torch.Size(record[name].shape) or tensor.dtype != torch.float32:
             return f"'{name}' decodes to {tensor.dtype} {tuple(tensor.shape)}, not its header's"
         if not torch.isfinite(tensor).all():
             return f"'{name}' has non-finite values"
@@ -162,11 +164,14 @@ def check_train_reply(
             if problem:
                 return problem
         squared += float(delta.pow(2).sum())
+        size += float(tensor.double().pow(2).sum())
+        count += tensor.numel()
     problem = _rank_mismatch(update)
     if problem:
         return problem
     norm = math.sqrt(squared)
-    if norm > max_update_norm:
+    # The client's values before its own rounding moved no further than the bound.
+    if norm > max_update_norm + rounding_room(wire, math.sqrt(size), count):
         return f"update norm {norm:.3g} exceeds server.max-update-norm {max_update_norm:.3g}"
     return None
 
@@ -197,12 +202,12 @@ def check_seed_reply(
     pairs = tuple(record[keys.SEED_INDICES].shape)
     if len(pairs) != 1 or pairs[0] > max_steps:
         return f"{pairs} steps reported, at most ({max_steps},) (train.local-steps) allowed"
-    for name, dtype in ((keys.SEED_INDICES, "int64"), (keys.SEED_SCALARS, _WIRE_NAME)):
+    for name, dtype in ((keys.SEED_INDICES, "int64"), (keys.SEED_SCALARS, "float32")):
         problem = _array_problem(name, record[name], pairs, dtype)
         if problem:
             return problem
     for name, sent in hybrid.items():
-        problem = _array_problem(name, record[name], tuple(sent.shape), _WIRE_NAME)
+        problem = _array_problem(name, record[name], tuple(sent.shape), "float32")
         if problem:
             return problem
     steps, problem = _decoded(msg)

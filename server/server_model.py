@@ -69,6 +69,7 @@ class ServerModel:
             self.config.task,
             batch_size=self.config.eval.batch_size,
             pad_token_id=self.tokenizer.pad_token_id,
+            precision=self.config.train.precision,
         )
 
     def save(self, model: GlobalModel, folder: Path) -> None:

@@ -21,6 +21,7 @@ from federated.privacy.planned_epsilon import partition_record_counts
 from federated.privacy.record_count import COUNT_NOISE_SIGMAS
 from federated.protocol.optimizer_bound import adamw_max_move
 from federated.protocol.round_plan import RoundPlan
+from federated.protocol.wire import rounding_room
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ def move_bound(
     start = max((float(t.abs().max()) for t in reference.values() if t.numel()), default=0.0)
     lr = train.lr_at(server_round, config.num_server_rounds)
     limit = adamw_max_move(lr, train.local_steps, train.weight_decay, start)
+    # A weight's reply is rounded to wire.dtype after its steps: an honest one may land past
+    # the exact bound by that rounding.
+    limit += rounding_room(config.wire.dtype, start + limit)
     return MoveBound(limit, frozenset(exempt))
 
 

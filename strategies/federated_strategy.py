@@ -58,6 +58,9 @@ class FederatedStrategy(PrivacyHooks, FedAvg):
         The global model before the first round.
     sampler
         Draws each round's nodes by partition.
+    wire_dtype
+        What floating tensors of its messages travel as (``wire.dtype``; replies decode to
+        float32, and the model stays float32 here).
     **fedavg_kwargs
         Flower ``FedAvg`` sampling settings (fraction_train, min_train_nodes, ...).
     """
@@ -65,13 +68,21 @@ class FederatedStrategy(PrivacyHooks, FedAvg):
     name: ClassVar[str]
     linear: ClassVar[bool]  # aggregation is a weighted sum of client updates (SecAgg-compatible)
     mixed_ranks: ClassVar[bool] = False
+    # The global model includes a dense delta merged into the frozen base weights (which k-bit
+    # weights cannot take).
+    merges_into_base: ClassVar[bool] = False
     reply_kind: ClassVar[str] = "tensors"  # or "seed-steps": what a training reply carries
     # The frozen dataclass of the strategy's own options (``federated.config.option`` fields), set
     # as strategy.<name>.<option>; the registry checks them and hands them to ``from_config``.
     options: ClassVar[type | None] = None
 
     def __init__(
-        self, initial: GlobalModel, *, sampler: PartitionSampler, **fedavg_kwargs: Any
+        self,
+        initial: GlobalModel,
+        *,
+        sampler: PartitionSampler,
+        wire_dtype: str = "float32",
+        **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(
             weighted_by_key=keys.NUM_EXAMPLES,
@@ -82,6 +93,7 @@ class FederatedStrategy(PrivacyHooks, FedAvg):
         self.model = initial
         self.pairs: list[LoraPair] = lora_pairs(initial.trainable)[0]  # none for seed sums
         self.sampler = sampler
+        self.wire_dtype = wire_dtype
 
     @classmethod
     @abstractmethod

@@ -58,6 +58,7 @@ class FedExLora(LoraStrategy):
     carries, accumulated, as one dense delta per module."""
 
     name = "fedex-lora"
+    merges_into_base = True
     linear = False
 
     def aggregate(self, updates: Sequence[Tensors], weights: Sequence[float]) -> None:

@@ -66,6 +66,7 @@ class FlexLora(ServerRankStrategy):
     """
 
     name = "flexlora"
+    merges_into_base = True
     linear = False
 
     def __init__(self, initial: GlobalModel, **kwargs: Any) -> None:

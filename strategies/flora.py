@@ -66,6 +66,7 @@ class FLoRA(LoraStrategy):
     """
 
     name = "flora"
+    merges_into_base = True
     linear = False
     mixed_ranks = True
 

@@ -77,11 +77,10 @@ class LoraStrategy(FederatedStrategy):
         config = payload.plan.to_config(ConfigRecord())
         config.update(shared)
         config[keys.SERVER_ROUND] = server_round
-        content = RecordDict(
-            {keys.ARRAYS: tensors_to_record(payload.trainable), keys.CONFIG: config}
-        )
+        arrays = tensors_to_record(payload.trainable, self.wire_dtype)
+        content = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: config})
         if payload.base_delta:
-            content[keys.BASE_DELTA] = tensors_to_record(payload.base_delta)
+            content[keys.BASE_DELTA] = tensors_to_record(payload.base_delta, self.wire_dtype)
         message_type = MessageType.TRAIN if kind == "train" else MessageType.EVALUATE
         return list(self._construct_messages(content, list(nodes), message_type))
 

@@ -168,6 +168,15 @@ def check_strategy(config: RunConfig) -> Any:
             "clipped client updates, and this strategy combines updates non-linearly",
         )
     _check_robust(config, cls)
+    if cls.merges_into_base and config.model.quantization != "none":
+        kept = ", ".join(
+            n for n, c in STRATEGIES.items() if c.reply_kind == "tensors" and not c.merges_into_base
+        )
+        raise ConfigError(
+            f"run config 'model.quantization' = {config.model.quantization!r}: strategy "
+            f"'{cls.name}' merges a dense delta into the base weights, which k-bit weights "
+            f"cannot take; use {kept}, or model.quantization = none"
+        )
     if config.secagg.enabled:
         _needs_linear(
             cls,
@@ -196,6 +205,7 @@ def build_strategy(config: RunConfig, initial: GlobalModel) -> Strategy:
         initial,
         options,
         sampler=PartitionSampler(config.seed),
+        wire_dtype=config.wire.dtype,
         fraction_train=s.fraction_train,
         fraction_evaluate=s.fraction_evaluate,
         min_train_nodes=s.min_train_nodes,

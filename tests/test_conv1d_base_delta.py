@@ -19,7 +19,9 @@ def gpt2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_base_delta_on_conv1d_layers_equals_the_factors_it_replaces(gpt2_folder: Path) -> None:
-    config = parse_run_config({"model.name": str(gpt2_folder), "lora.rank": 2})
+    config = parse_run_config(
+        {"model.name": str(gpt2_folder), "lora.rank": 2, "lora.target-modules": "all-linear"}
+    )
     local = lora_model(config, fresh=True)
     local.model.eval()  # no dropout
     modules = {p.module.rsplit(".", 1)[-1] for p in local.pairs}

@@ -35,6 +35,7 @@ def test_base_delta_strategies_train_a_conv1d_model(
         "strategy.name": strategy,
         "num-server-rounds": 2,
         "lora.rank": 4,
+        "lora.target-modules": "all-linear",  # every Conv1D layer, square and not
         "train.lr": 0.02,
         "train.local-steps": 4,
         "eval.max-examples": 64,

@@ -13,6 +13,7 @@ from peft import PeftModel, get_peft_model_state_dict
 
 from federated.model.lora import (
     LoraPair,
+    adapted_names,
     load_trainable_state,
     lora_pairs,
     save_adapter,
@@ -21,6 +22,7 @@ from federated.model.lora import (
 )
 from federated.model.presets import load_base_model
 from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.model.verbalizer import VerbalizedClassifier
 from tests.model_fixtures import TINY_NUM_LABELS, perturb_trainable, tiny_inputs, tiny_lora_model
 
 torch.set_num_threads(1)
@@ -81,6 +83,27 @@ def test_all_linear_adapts_every_linear_but_not_the_output_layer() -> None:
     projections = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     assert names == {f"{i}.{kind}.{p}" for i in range(2) for kind, p in _kinds(projections)}
     assert not any("lm_head" in p.module or "embed" in p.module for p in pairs)
+
+
+def test_all_linear_spares_the_output_layer_that_scores_a_verbalized_classifier() -> None:
+    classifier = VerbalizedClassifier(_base(TASK_CAUSAL_LM), [5, 6])
+    model = wrap_with_lora(
+        classifier,
+        TASK_CLASSIFICATION,
+        rank=2,
+        alpha=4.0,
+        dropout=0.0,
+        target_modules=("all-linear",),
+    )
+    assert adapted_names(model) == [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
 
 
 def _kinds(projections: tuple[str, ...]) -> list[tuple[str, str]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -32,18 +31,21 @@ MINILM = {**CLASSIFIER, "model.name": "minilm-l6", "data.num-classes": 8}
 MOST_ABOVE_PEAK = 1.2
 
 
-@pytest.fixture
-def default_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+@pytest.fixture(scope="module")
+def default_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The environment a node has unless its operator tunes the allocator, and a runtime
-    measured now, beside the job's measurement: a runtime's resident set holds the pages of
-    torch's libraries that the page cache lets a fault map, so one cached from another
-    checkout (or a colder cache) can differ by tens of MB from the same software's now."""
-    for key in [k for k in os.environ if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"]:
-        monkeypatch.delenv(key)
-    monkeypatch.setattr(runtime_memory, "cache_dir", lambda: tmp_path)
-    runtime_memory.runtime_bytes.cache_clear()
-    yield
-    runtime_memory.runtime_bytes.cache_clear()
+    measured now (once for the module's measurements), beside the jobs' measurements: a
+    runtime's resident set holds the pages of torch's libraries that the page cache lets a
+    fault map, so one cached from another checkout (or a colder cache) can differ by tens of
+    MB from the same software's now."""
+    folder = tmp_path_factory.mktemp("runtime")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for key in [k for k in os.environ if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"]:
+            monkeypatch.delenv(key)
+        monkeypatch.setattr(runtime_memory, "cache_dir", lambda: folder)
+        runtime_memory.runtime_bytes.cache_clear()
+        yield
+        runtime_memory.runtime_bytes.cache_clear()
 
 
 def _check_estimate_against_peak(config: dict, batch: int, length: int) -> None:

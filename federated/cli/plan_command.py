@@ -27,8 +27,8 @@ def add_arguments(plan: argparse.ArgumentParser) -> None:
     plan.add_argument(
         "--targets",
         default="auto",
-        help="LoRA target modules, comma-separated, or all-linear (default: the preset's, "
-        "else all-linear)",
+        help="LoRA target modules, comma-separated, or all-linear (default auto: chosen by "
+        "architecture, as lora.target-modules=auto is in training)",
     )
     plan.add_argument("--batch", type=int, default=8, help="sequences a step (default 8)")
     plan.add_argument("--length", type=int, default=256, help="tokens a sequence (default 256)")
@@ -91,17 +91,6 @@ def _job(args: argparse.Namespace, source: str) -> Job:
     return Job(config, args.batch, args.length, numerics)
 
 
-def _targets(job: Job) -> str:
-    from federated.model.lora import ALL_LINEAR
-    from federated.model.presets import PRESETS
-
-    targets = job.config.lora.targets
-    if targets is None:
-        preset = PRESETS.get(job.config.model.name)
-        targets = preset.default_target_modules if preset else (ALL_LINEAR,)
-    return ", ".join(targets)
-
-
 def _gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB"
 
@@ -109,6 +98,7 @@ def _gb(n: float) -> str:
 def _report(model: str, plan: JobPlan) -> str:
     from federated.devices.job_plan import CUDA_CONTEXT_BYTES
     from federated.devices.memory_estimate import skeleton
+    from federated.model.lora import adapted_names
 
     job, estimate, device = plan.job, plan.estimate, plan.device
     skeleton_model = skeleton(job.config, job.rank)
@@ -121,8 +111,9 @@ def _report(model: str, plan: JobPlan) -> str:
         f"job: {job.describe()}",
     ]
     if job.config.mode == "lora":
+        targets = ", ".join(adapted_names(skeleton_model))
         lines.append(
-            f"  trainable: {trainable / 1e6:.1f} M LoRA weights on {_targets(job)} "
+            f"  trainable: {trainable / 1e6:.1f} M LoRA weights on {targets} "
             f"({trainable * 4 / 1e6:.1f} MB each way in float32)"
         )
     parts = [

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from federated.cli.gpu_share import check_gpu_share
 from federated.cli.local_superlink import ForeignSuperLink, superlink_in_use
 from federated.cli.run_config_merge import merge_run_configs
 from federated.deploy.shell_line import shell_line
@@ -207,6 +208,9 @@ def run(argv: list[str]) -> int:
         return 2
     if in_use is not None:
         print(f"fedtune run: {in_use}", file=sys.stderr)
+    if problem := check_gpu_share(Path(args.app), options):
+        print(f"fedtune run: {problem}", file=sys.stderr)
+        return 2
     signals = _Signals()
     command = [_flwr(), "run", args.app, *superlink, "--stream", *merge_run_configs(options)]
     stream = _Stream(command)

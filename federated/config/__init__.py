@@ -28,6 +28,7 @@ from federated.config.server import ServerSettings
 from federated.config.simulation import SimulationSettings
 from federated.config.strategy import StrategySettings
 from federated.config.train import EvalSettings, TrainSettings
+from federated.config.wire import WireSettings
 from federated.config.zo import ZoSettings
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "SimulationSettings",
     "StrategySettings",
     "TrainSettings",
+    "WireSettings",
     "ZoSettings",
     "app_config_toml",
     "build_section",

@@ -56,6 +56,12 @@ def check_combinations(config: RunConfig) -> None:
             "change the accounted sampling) or SecAgg+ yet"
         )
     _check_zo(config)
+    _check_numerics(config)
+    if config.wire.dtype != "float32" and config.mode == "zo":
+        raise ConfigError(
+            f"run config 'wire.dtype' = {config.wire.dtype!r}: applies to mode = lora; mode zo "
+            "sends seed indices and scalars (a few KB), which travel as they are"
+        )
     _check_privacy(config)
     if config.strategy.min_available_nodes < config.strategy.min_train_nodes:
         raise ConfigError(
@@ -144,6 +150,41 @@ def _check_zo(config: RunConfig) -> None:
     if config.train.local_steps < 1:
         raise ConfigError(
             "run config 'train.local-steps' = 0: mode zo counts its steps; set it above 0"
+        )
+
+
+def _check_numerics(config: RunConfig) -> None:
+    """Precision, k bits and recomputation where the trainer that would use them cannot."""
+    train, quantization = config.train, config.model.quantization
+    if config.mode == "zo":
+        if train.precision != "fp32":
+            raise ConfigError(
+                f"run config 'train.precision' = {train.precision!r}: mode zo compares two "
+                "losses a tiny step apart, a difference below what bf16 and fp16 resolve; "
+                "zo.frozen-dtype halves the frozen weights instead"
+            )
+        if train.gradient_checkpointing:
+            raise ConfigError(
+                "run config 'train.gradient-checkpointing' = True: mode zo runs no backward "
+                "pass, so there is nothing to recompute"
+            )
+        if quantization != "none" and config.zo.params != "lora":
+            raise ConfigError(
+                f"run config 'model.quantization' = {quantization!r}: mode zo with zo.params = "
+                f"{config.zo.params!r} moves the base weights, which k-bit weights cannot take; "
+                "use zo.params = lora"
+            )
+    if not config.dp.record_level:
+        return
+    if train.gradient_checkpointing:
+        raise ConfigError(
+            "run config 'train.gradient-checkpointing' = True: record-level DP computes each "
+            "example's gradient from opacus's hooks, which a recomputed forward would run twice"
+        )
+    if train.precision == "fp16":
+        raise ConfigError(
+            "run config 'train.precision' = 'fp16': record-level DP clips each example's "
+            "gradient, and fp16's loss scaling would clip scaled ones; use bf16"
         )
 
 

@@ -14,8 +14,9 @@ class LoraSettings:
     dropout: float = option(0.05, "Dropout on the LoRA input.", minimum=0.0, maximum=0.9)
     target_modules: str = option(
         "auto",
-        "Comma-separated module names to adapt, all-linear, or auto: the preset's attention "
-        "query and value projections (all-linear for other models).",
+        "Comma-separated module names to adapt, all-linear, or auto: the attention query and "
+        "value projections of the preset or the architecture (peft's table by model_type), "
+        "all-linear for an architecture it does not know.",
     )
     client_ranks: str = option(
         "",

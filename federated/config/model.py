@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from federated.config.options import option
+from federated.devices.numeric_names import QUANTIZATIONS
 from federated.model.tasks import (
     TASK_CAUSAL_LM,
     TASK_CLASSIFICATION,
@@ -37,3 +38,10 @@ class ModelSettings:
         "different tokens.",
     )
     max_length: int = option(96, "Tokens per example after truncation.", minimum=8)
+    quantization: str = option(
+        "none",
+        "The frozen base linear layers in k bits through bitsandbytes: none, 8bit (LLM.int8) or "
+        "4bit (NF4 with double quantization), prepared as peft prepares k-bit models; they "
+        "compute in train.precision. LoRA factors stay float32.",
+        choices=QUANTIZATIONS,
+    )

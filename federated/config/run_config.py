@@ -17,6 +17,7 @@ from federated.config.server import ServerSettings
 from federated.config.simulation import SimulationSettings
 from federated.config.strategy import StrategySettings
 from federated.config.train import EvalSettings, TrainSettings
+from federated.config.wire import WireSettings
 from federated.config.zo import ZoSettings
 from federated.model.presets import PRESETS
 from federated.model.tasks import (
@@ -57,6 +58,7 @@ class RunConfig:
     dp: PrivacySettings = field(default_factory=PrivacySettings)
     secagg: SecAggSettings = field(default_factory=SecAggSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    wire: WireSettings = field(default_factory=WireSettings)
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from federated.config.dp_defaults import auto_help
 from federated.config.options import option
+from federated.devices.numeric_names import DEVICES, PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,23 @@ class TrainSettings:
     )
     max_grad_norm: float = option(
         1.0, "Clip the gradient norm of a step to this (0: off).", minimum=0.0
+    )
+    device: str = option(
+        "auto",
+        "Where each process trains and evaluates: auto (CUDA, else Apple's MPS, else the CPU, "
+        "on each machine for itself), cpu, cuda or mps. Tensors travel as CPU arrays.",
+        choices=DEVICES,
+    )
+    precision: str = option(
+        "fp32",
+        "The base weights' dtype and the autocast dtype of first-order training and "
+        "evaluation: fp32, bf16 or fp16 (with a loss scaler). LoRA factors stay float32.",
+        choices=PRECISIONS,
+    )
+    gradient_checkpointing: bool = option(
+        False,
+        "Keep each transformer block's input only and recompute the rest in the backward pass: "
+        "activation memory of about one block, for about a third more compute.",
     )
     lr_schedule: str = option(
         "constant",

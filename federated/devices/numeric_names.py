@@ -2,3 +2,4 @@
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 QUANTIZATIONS = ("none", "8bit", "4bit")
+DEVICES = ("auto", "cpu", "cuda", "mps")

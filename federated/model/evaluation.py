@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from federated.data.encode import batches
+from federated.model.compute import autocast, model_device
 from federated.model.losses import loss_terms
 from federated.model.tasks import TASK_CAUSAL_LM
 
@@ -38,14 +39,16 @@ def evaluate_model(
     *,
     batch_size: int,
     pad_token_id: int,
+    precision: str = "fp32",
 ) -> EvalResult:
-    """Evaluate in inference mode over every example, in order."""
+    """Evaluate in inference mode over every example, in order, under ``precision``'s autocast
+    (a trained head in float32 meets the hidden states of bf16 or fp16 base weights)."""
     if not encoded:
         raise ValueError("cannot evaluate on an empty set")
     was_training = model.training
     model.eval()
     loss_sum, count, correct = 0.0, 0, 0
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(model_device(model), precision):
         for batch in batches(encoded, batch_size, generator=None, pad_token_id=pad_token_id):
             terms = loss_terms(model, batch, task)
             loss_sum += float(terms.loss_sum.sum())

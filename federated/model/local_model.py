@@ -56,7 +56,13 @@ class LocalModel:
         initial = trainable_state(model)
         params = dict(model.named_parameters())
         pairs, _ = lora_pairs(initial)
-        original = {p.module: params[base_weight_key(p.module)].detach().clone() for p in pairs}
+        # k-bit base weights (bitsandbytes' packed integers) take no delta: nothing to restore.
+        weights = {p.module: params[base_weight_key(p.module)] for p in pairs}
+        original = {
+            module: weight.detach().clone()
+            for module, weight in weights.items()
+            if weight.is_floating_point()
+        }
         return cls(model, tokenizer, rank, initial, original)
 
     @property
@@ -82,6 +88,8 @@ class LocalModel:
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for pair in self.pairs:
+                if pair.module not in self.original_base:
+                    continue
                 weight = params[base_weight_key(pair.module)]
                 original = self.original_base[pair.module]
                 delta = base_delta.get(pair.module)

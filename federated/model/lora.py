@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model, get_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.pytorch_utils import Conv1D
 
 from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from federated.model.verbalizer import VerbalizedClassifier
@@ -25,8 +27,10 @@ ALL_LINEAR = "all-linear"
 _LORA_A = "lora_A"
 _LORA_B = "lora_B"
 _PEFT_TASK_TYPES = {TASK_CAUSAL_LM: TaskType.CAUSAL_LM, TASK_CLASSIFICATION: TaskType.SEQ_CLS}
-# Names transformers gives the classification head (BERT-like models and decoder-only models).
-HEAD_NAMES = ("classifier", "score")
+# Names transformers gives the classification head (BERT-like models and decoder-only models),
+# and the layer DistilBERT puts before its head, as new as the head itself: peft matches
+# modules_to_save by suffix, so "classifier" trains "pre_classifier" too.
+HEAD_NAMES = ("classifier", "score", "pre_classifier")
 
 
 def wrap_with_lora(
@@ -47,11 +51,13 @@ def wrap_with_lora(
         The base model; peft modifies it in place.
     task : str
         ``TASK_CAUSAL_LM`` or ``TASK_CLASSIFICATION``. For classification the head
-        (``classifier`` or ``score``) is trained in full through peft's ``modules_to_save``.
+        (``classifier`` or ``score``, with DistilBERT's ``pre_classifier``) is trained in full
+        through peft's ``modules_to_save``.
     rank, alpha, dropout : int, float, float
         LoRA rank r, scaling numerator (the update is scaled by alpha / r) and dropout on its input.
     target_modules : tuple of str
-        Module names matched as peft does (exact name or ``.name`` suffix), or ``("all-linear",)``.
+        Module names matched as peft does (exact name or ``.name`` suffix), or ``("all-linear",)``:
+        every linear (and ``Conv1D``) layer but the output layer and the classification head.
     seed : int
         Seed of the random initialisation of the A factors (B starts at zero, so the wrapped model
         computes exactly what the base model does).
@@ -79,7 +85,7 @@ def wrap_with_lora(
     # A causal LM classifying by label words has no head: its classes are rows of the output
     # layer, which stays frozen, and peft wraps it as a plain module.
     verbalized = isinstance(model, VerbalizedClassifier)
-    head = _classification_head(model) if task == TASK_CLASSIFICATION and not verbalized else None
+    heads = _classification_head(model) if task == TASK_CLASSIFICATION and not verbalized else ()
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
@@ -96,7 +102,12 @@ def wrap_with_lora(
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
-    _check_trainable_names(peft_model, head)
+    # A head copied from bf16 or fp16 base weights trains, is sent and aggregated in float32,
+    # as the LoRA factors are (peft casts those itself).
+    for param in peft_model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    _check_trainable_names(peft_model, heads)
     return peft_model
 
 
@@ -240,6 +251,18 @@ def in_weight_layout(model: nn.Module, module: str, delta: torch.Tensor) -> torc
     return delta.T if getattr(model.get_submodule(module), "fan_in_fan_out", False) else delta
 
 
+def adapted_names(model: PeftModel) -> list[str]:
+    """The names of the modules the adapter is on (a path's last part), each once, in the
+    model's order: what ``lora.target-modules`` came to."""
+    return list(
+        dict.fromkeys(
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, LoraLayer)
+        )
+    )
+
+
 def save_adapter(model: PeftModel, path: Path) -> None:
     """Save the adapter in peft's own format, loadable with ``PeftModel.from_pretrained``.
 
@@ -255,7 +278,21 @@ def save_adapter(model: PeftModel, path: Path) -> None:
     model.save_pretrained(str(path), save_embedding_layers=False)
 
 
-def _check_targets(model: nn.Module, target_modules: tuple[str, ...]) -> str | list[str]:
+def adaptable_linear_layers(model: nn.Module) -> list[str]:
+    """The linear layers that ``all-linear`` adapts: all but the output layer and the head."""
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    heads = tuple(f"{head}." for head in HEAD_NAMES)
+    return [
+        module_name
+        for module_name, module in model.named_modules()
+        if isinstance(module, nn.Linear | Conv1D)
+        and module is not output
+        and module_name not in HEAD_NAMES
+        and not module_name.startswith(heads)
+    ]
+
+
+def _check_targets(model: nn.Module, target_modules: tuple[str, ...]) -> list[str]:
     if isinstance(target_modules, str) or not target_modules:
         raise ValueError(
             f"lora target modules must be a non-empty tuple of names, got {target_modules!r}"
@@ -263,8 +300,12 @@ def _check_targets(model: nn.Module, target_modules: tuple[str, ...]) -> str | l
     if ALL_LINEAR in target_modules:
         if len(target_modules) != 1:
             raise ValueError(f"'{ALL_LINEAR}' must be the only lora target, got {target_modules}")
-        # peft's all-linear covers nn.Linear layers only and leaves the output layer out.
-        return ALL_LINEAR
+        # By path rather than peft's own all-linear, which spares the output layer of a
+        # PreTrainedModel alone: a VerbalizedClassifier's output layer scores its classes.
+        layers = adaptable_linear_layers(model)
+        if not layers:
+            raise ValueError(f"'{ALL_LINEAR}' finds no linear layer besides the output and head")
+        return layers
     for name, module in model.named_modules():
         if isinstance(module, nn.Embedding) and any(
             name == target or name.endswith(f".{target}") for target in target_modules
@@ -276,14 +317,14 @@ def _check_targets(model: nn.Module, target_modules: tuple[str, ...]) -> str | l
     return list(target_modules)
 
 
-def _classification_head(model: nn.Module) -> str:
+def _classification_head(model: nn.Module) -> tuple[str, ...]:
     children = dict(model.named_children())
-    for name in HEAD_NAMES:
-        if name in children:
-            return name
-    raise ValueError(
-        f"{type(model).__name__} has no classification head named {' or '.join(HEAD_NAMES)}"
-    )
+    heads = tuple(name for name in HEAD_NAMES if name in children)
+    if not heads:
+        raise ValueError(
+            f"{type(model).__name__} has no classification head named {' or '.join(HEAD_NAMES)}"
+        )
+    return heads
 
 
 def trainable_parameters(model: PeftModel) -> dict[str, nn.Parameter]:
@@ -311,7 +352,7 @@ def _strip_adapter_name(name: str, adapter: str) -> str:
     return ".".join(kept)
 
 
-def _check_trainable_names(model: PeftModel, head: str | None) -> None:
+def _check_trainable_names(model: PeftModel, heads: tuple[str, ...]) -> None:
     # The rest of fedtune trusts these keys to match peft's saved adapters and to consist of LoRA
     # factors plus the head; a peft upgrade that changes either must fail here, not in aggregation.
     ours = set(trainable_parameters(model))
@@ -322,9 +363,10 @@ def _check_trainable_names(model: PeftModel, head: str | None) -> None:
     pairs, others = lora_pairs(ours)
     if not pairs:
         raise RuntimeError("wrapping produced no LoRA factors")
-    head_keys = [key for key in others if head is not None and f".{head}." in key]
+    head_keys = [key for key in others if any(f".{head}." in key for head in heads)]
     if len(head_keys) != len(others):
         stray = sorted(set(others) - set(head_keys))
         raise RuntimeError(f"unexpected trainable tensor {stray[0]!r} besides LoRA and the head")
-    if head is not None and not head_keys:
-        raise RuntimeError(f"the classification head {head!r} is not trainable after wrapping")
+    for head in heads:
+        if not any(f".{head}." in key for key in head_keys):
+            raise RuntimeError(f"the classification head {head!r} is not trainable after wrapping")

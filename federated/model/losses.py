@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from federated.data.encode import IGNORE_INDEX
+from federated.model.compute import model_device
 from federated.model.tasks import TASK_CAUSAL_LM
 
 
@@ -37,9 +38,15 @@ class LossTerms:
 
 
 def loss_terms(model: torch.nn.Module, batch: dict[str, torch.Tensor], task: str) -> LossTerms:
-    """Run the model on a collated batch and split its loss per example."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    labels = batch["labels"]
+    """Run the model on a collated batch (moved to the model's device) and split its loss per
+    example."""
+    device = model_device(model)
+    mask = batch["attention_mask"]
+    logits = model(
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=None if mask is None else mask.to(device),
+    ).logits
+    labels = batch["labels"].to(device)
     if task == TASK_CAUSAL_LM:
         # Position t predicts token t+1.
         logits, labels = logits[:, :-1, :], labels[:, 1:]

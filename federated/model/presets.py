@@ -17,11 +17,13 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from huggingface_hub import is_offline_mode
@@ -38,8 +40,20 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+)
 
+from federated.devices.numerics import PLAIN_FP32, Numerics
+from federated.model.numerics_loading import prepared, weight_kwargs
 from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
+
+# The architectures (config model_type) transformers has a class for, by task.
+_TASK_CLASSES = {
+    TASK_CAUSAL_LM: MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    TASK_CLASSIFICATION: MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+}
 
 logger = logging.getLogger(__name__)
 
@@ -171,9 +185,14 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
 
 
 def load_base_model(
-    name: str, task: str, num_labels: int | None = None, seed: int = 0
+    name: str,
+    task: str,
+    num_labels: int | None = None,
+    seed: int = 0,
+    numerics: Numerics = PLAIN_FP32,
+    device: str = "cpu",
 ) -> PreTrainedModel:
-    """Load a base model in fp32, before any LoRA wrapping.
+    """Load a base model, before any LoRA wrapping.
 
     Every weight that is not read from a checkpoint (the tiny presets' weights, a new
     classification head) is drawn under ``seed`` in a scoped RNG, so the same arguments give the
@@ -189,11 +208,16 @@ def load_base_model(
         Number of classes; required for classification, refused for causal LM.
     seed : int
         Seed of the randomly initialised weights.
+    numerics : Numerics
+        The weights' precision, k-bit quantization and gradient checkpointing
+        (`federated.model.numerics_loading`); float32 by default.
+    device : str
+        A resolved device (`federated.model.compute.resolve_device`).
 
     Returns
     -------
     PreTrainedModel
-        The model, fp32, on the CPU, in whatever train/eval mode transformers leaves it.
+        The model on ``device``, in whatever train/eval mode transformers leaves it.
 
     Raises
     ------
@@ -202,24 +226,44 @@ def load_base_model(
         ``num_labels``, or a name that is neither a preset nor loadable.
     """
     _check_task_arguments(name, task, num_labels)
+    weights = weight_kwargs(numerics, device)
     with _scoped_seed(seed):
-        if name == "smollm2-135m":
-            return LlamaForCausalLM.from_pretrained(_smollm2_checkpoint(), dtype=torch.float32)
-        if name == "minilm-l6":
-            return AutoModelForSequenceClassification.from_pretrained(
-                _minilm_dir(), dtype=torch.float32, **_classification_kwargs(num_labels)
-            )
-        if name == "tiny-llama":
-            return LlamaForCausalLM(_tiny_llama_config(load_tokenizer("tiny-llama"))).float()
-        if name == "tiny-bert":
-            config = _tiny_bert_config(load_tokenizer("tiny-bert"), num_labels)
-            return BertForSequenceClassification(config).float()
-        auto_class = (
-            AutoModelForCausalLM if task == TASK_CAUSAL_LM else AutoModelForSequenceClassification
+        model = _load_weights(name, task, num_labels, weights)
+    return prepared(model, numerics, device)
+
+
+def _load_weights(
+    name: str, task: str, num_labels: int | None, weights: dict[str, Any]
+) -> PreTrainedModel:
+    if name == "smollm2-135m":
+        return LlamaForCausalLM.from_pretrained(_smollm2_checkpoint(), **weights)
+    if name == "minilm-l6":
+        return AutoModelForSequenceClassification.from_pretrained(
+            _minilm_dir(), **weights, **_classification_kwargs(num_labels)
         )
-        extra = _classification_kwargs(num_labels) if task == TASK_CLASSIFICATION else {}
-        with _explain_load_failure(name):
-            return auto_class.from_pretrained(_local_or_hub(name), dtype=torch.float32, **extra)
+    if name == "tiny-llama":
+        return _random(LlamaForCausalLM(_tiny_llama_config(load_tokenizer(name))), weights)
+    if name == "tiny-bert":
+        config = _tiny_bert_config(load_tokenizer(name), num_labels)
+        return _random(BertForSequenceClassification(config), weights)
+    auto_class = (
+        AutoModelForCausalLM if task == TASK_CAUSAL_LM else AutoModelForSequenceClassification
+    )
+    base_model_config(name, task, num_labels)  # one line for a model unfit for the task
+    extra = _classification_kwargs(num_labels) if task == TASK_CLASSIFICATION else {}
+    with _explain_load_failure(name):
+        model = auto_class.from_pretrained(_local_or_hub(name), **weights, **extra)
+    return _pads_as_batched(model, name) if task == TASK_CLASSIFICATION else model
+
+
+def _random(model: PreTrainedModel, weights: dict[str, Any]) -> PreTrainedModel:
+    """A randomly initialised preset in the weights' form: bitsandbytes quantizes a model only
+    as ``from_pretrained`` loads it, so a k-bit one goes through a folder."""
+    if "quantization_config" not in weights:
+        return model.to(weights["dtype"])
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        return type(model).from_pretrained(folder, **weights)
 
 
 def base_model_config(name: str, task: str, num_labels: int | None = None) -> PretrainedConfig:
@@ -234,7 +278,9 @@ def base_model_config(name: str, task: str, num_labels: int | None = None) -> Pr
     extra = _classification_kwargs(num_labels) if task == TASK_CLASSIFICATION else {}
     with _explain_load_failure(name):
         source = str(folder()) if folder else _local_or_hub(name)
-        return AutoConfig.from_pretrained(source, **extra)
+        config = AutoConfig.from_pretrained(source, **extra)
+    _check_fit_for_task(config, name, task)
+    return config
 
 
 def skeleton_model(
@@ -261,6 +307,42 @@ def _check_task_arguments(name: str, task: str, num_labels: int | None) -> None:
             raise ValueError(f"classification needs num_labels >= 2, got {num_labels!r}")
     elif num_labels is not None:
         raise ValueError(f"num_labels applies to classification only, got {num_labels} for {task}")
+
+
+def _check_fit_for_task(config: PretrainedConfig, name: str, task: str) -> None:
+    # transformers has no class for some architectures and tasks, and would load an encoder
+    # (BERT, RoBERTa) as a causal LM that sees every token at once, with only a warning.
+    model_type = config.model_type
+    other = TASK_CLASSIFICATION if task == TASK_CAUSAL_LM else TASK_CAUSAL_LM
+    encoder = (
+        task == TASK_CAUSAL_LM
+        and hasattr(type(config), "is_decoder")  # declared by encoders that can act as decoders
+        and not config.is_decoder
+        and not config.is_encoder_decoder
+    )
+    if model_type in _TASK_CLASSES[task] and not encoder:
+        return
+    why = (
+        "is an encoder: it sees the whole text at once and cannot learn the next token"
+        if encoder
+        else f"has no {task} model class in transformers"
+    )
+    fix = (
+        f"set model.task='{other}'"
+        if model_type in _TASK_CLASSES[other]
+        else "choose a model of another architecture"
+    )
+    raise ValueError(f"model {name!r} ({model_type}) {why}; {fix}")
+
+
+def _pads_as_batched(model: PreTrainedModel, name: str) -> PreTrainedModel:
+    # A decoder-only classifier (Llama, GPT-2) takes each row's last token that is not
+    # config.pad_token_id, in every forward pass: it must be the id batches are padded with, the
+    # tokenizer's (its EOS where it has none); without one it refuses batches of two or more.
+    # Encoders read it only where their embeddings are built, before this.
+    text_config = model.config.get_text_config()
+    text_config.pad_token_id = load_tokenizer(name).pad_token_id
+    return model
 
 
 def _classification_kwargs(num_labels: int | None) -> dict[str, object]:

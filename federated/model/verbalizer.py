@@ -158,5 +158,5 @@ class VerbalizedClassifier(nn.Module):
         return SequenceClassifierOutput(logits=logits[:, self.label_tokens.to(logits.device)])
 
     def get_output_embeddings(self) -> nn.Module:
-        """The LM's output layer: what peft's all-linear leaves alone."""
+        """The LM's output layer: what all-linear leaves alone."""
         return self.lm.get_output_embeddings()

@@ -23,9 +23,12 @@ from federated.data.encode import encode_examples
 from federated.data.files import load_table
 from federated.data.partition import FederatedSplit, federated_split, global_test_indices
 from federated.data.wordnet import load_wordnet
+from federated.devices.numerics import PLAIN_FP32, Numerics
+from federated.model.compute import resolve_device
 from federated.model.local_model import LocalModel
-from federated.model.lora import ALL_LINEAR, wrap_with_lora
-from federated.model.presets import PRESETS, load_base_model, load_tokenizer
+from federated.model.lora import wrap_with_lora
+from federated.model.lora_targets import lora_targets
+from federated.model.presets import load_base_model, load_tokenizer
 from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from federated.model.verbalizer import (
     VerbalizedClassifier,
@@ -120,27 +123,61 @@ def class_prompt(config: RunConfig) -> str | None:
     return class_prompt_template(config.model.prompt, config.data.name)
 
 
+def numerics_of(config: RunConfig) -> Numerics:
+    """How the run holds and computes its base model (precision, k bits, recomputation)."""
+    return Numerics(
+        config.train.precision, config.model.quantization, config.train.gradient_checkpointing
+    )
+
+
+def device_of(config: RunConfig) -> str:
+    """The device this process computes on, resolved from ``train.device`` on this machine."""
+    return resolve_device(config.train.device)
+
+
 def base_model(
-    model: ModelSettings, task: str, labels: int | None, seed: int, tokens: tuple[int, ...] | None
-) -> torch.nn.Module:
-    """The pretrained model: for classification posed as generation (``tokens``, see
-    `label_tokens`), the causal LM that scores those tokens."""
-    if tokens is None:
-        return load_base_model(model.name, task, num_labels=labels, seed=seed)
-    return VerbalizedClassifier(load_base_model(model.name, TASK_CAUSAL_LM, seed=seed), tokens)
-
-
-@lru_cache(maxsize=2)
-def _lora_model(
     model: ModelSettings,
-    lora: LoraSettings,
-    rank: int,
     task: str,
     labels: int | None,
     seed: int,
     tokens: tuple[int, ...] | None,
+    numerics: Numerics = PLAIN_FP32,
+    device: str = "cpu",
+) -> torch.nn.Module:
+    """The pretrained model: for classification posed as generation (``tokens``, see
+    `label_tokens`), the causal LM that scores those tokens."""
+    if tokens is None:
+        return load_base_model(model.name, task, labels, seed, numerics, device)
+    lm = load_base_model(model.name, TASK_CAUSAL_LM, None, seed, numerics, device)
+    return VerbalizedClassifier(lm, tokens)
+
+
+def base_arguments(config: RunConfig) -> tuple:
+    """What `base_model` builds the run's base model from, in this process."""
+    return (
+        config.model,
+        config.task,
+        num_labels(config),
+        config.seed,
+        label_tokens(config),
+        numerics_of(config),
+        device_of(config),
+    )
+
+
+@lru_cache(maxsize=2)
+def _lora_model(
+    lora: LoraSettings,
+    rank: int,
+    model: ModelSettings,
+    task: str,
+    labels: int | None,
+    seed: int,
+    tokens: tuple[int, ...] | None,
+    numerics: Numerics,
+    device: str,
 ) -> LocalModel:
-    base = base_model(model, task, labels, seed, tokens)
+    base = base_model(model, task, labels, seed, tokens, numerics, device)
     peft_model = wrapped(base, model, lora, rank, task, seed)
     return LocalModel.wrap(peft_model, load_tokenizer(model.name), rank)
 
@@ -153,12 +190,7 @@ def wrapped(
     task: str,
     seed: int,
 ) -> PeftModel:
-    """``base`` with the run's LoRA adapter at ``rank`` (targets: the setting, else the preset's,
-    else every linear layer)."""
-    targets = lora.targets
-    if targets is None:
-        preset = PRESETS.get(model.name)
-        targets = preset.default_target_modules if preset else (ALL_LINEAR,)
+    """``base`` with the run's LoRA adapter at ``rank``, on the modules `lora_targets` picks."""
     try:
         return wrap_with_lora(
             base,
@@ -166,10 +198,10 @@ def wrapped(
             rank=rank,
             alpha=lora.scale * rank,
             dropout=lora.dropout,
-            target_modules=targets,
+            target_modules=lora_targets(base, model.name, lora.targets),
             seed=seed,
         )
-    except ValueError as err:  # a target that is missing or an embedding: the user's setting
+    except ValueError as err:  # targets missing, an embedding, or none for auto: the setting's
         key = f"run config 'lora.target-modules' = {lora.target_modules!r}"
         raise ConfigError(f"{key}: {err}") from None
 
@@ -183,15 +215,7 @@ def lora_model(config: RunConfig, rank: int | None = None, fresh: bool = False) 
     """
     build = _lora_model.__wrapped__ if fresh else _lora_model
     rank = rank or config.lora.rank
-    return build(
-        config.model,
-        config.lora,
-        rank,
-        config.task,
-        num_labels(config),
-        config.seed,
-        label_tokens(config),
-    )
+    return build(config.lora, rank, *base_arguments(config))
 
 
 def encode_indices(

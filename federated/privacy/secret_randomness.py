@@ -61,6 +61,15 @@ def secret_generator(*purpose: object) -> torch.Generator:
     )
 
 
+def on_device(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded with 64 bits of ``generator`` (itself on the CPU): torch
+    draws on a device only from a generator there. On the CPU, ``generator`` itself."""
+    if device.type == "cpu":
+        return generator
+    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def secret_numpy_generator(*purpose: object) -> np.random.Generator:
     """A numpy generator for integer noise (distributed DP): PCG64 seeded with 256 bits from the
     OS, or fixed by ``FEDTUNE_INSECURE_DP_SEED`` as ``secret_generator`` is."""

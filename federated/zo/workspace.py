@@ -14,12 +14,11 @@ from federated.config import ConfigError, RunConfig
 from federated.data.encode import batches
 from federated.model.presets import load_tokenizer
 from federated.model.workspace import (
+    base_arguments,
     base_model,
     corpus_for,
     encode_indices,
-    label_tokens,
     lora_model,
-    num_labels,
     server_test_indices,
 )
 from federated.zo.frozen_precision import store_frozen_
@@ -53,9 +52,7 @@ def _zo_model(config: RunConfig) -> ZoModel:
         local = lora_model(config, fresh=True)
         model, tokenizer = local.model, local.tokenizer
     else:
-        model = base_model(
-            config.model, config.task, num_labels(config), config.seed, label_tokens(config)
-        )
+        model = base_model(*base_arguments(config))
         tokenizer = load_tokenizer(config.model.name)
     try:
         hybrid = hybrid_parameters(model, z.hybrid)

@@ -1,0 +1,82 @@
+"""Several simulated clients on one GPU, checked before ``fedtune run`` starts the simulation.
+
+Flower's ``client-resources-num-gpus`` (``--federation-config``) gives each Ray actor a share of a
+GPU: 0.25 puts four clients on each. Ray places actors by that number alone, whatever their
+memory: too many on one GPU run out of memory mid-run, and a share on a machine without a GPU
+leaves every actor waiting for one forever. The run's job is planned as ``fedtune plan`` plans
+it (its model's config on torch's meta device) against the GPU torch sees, and a share that
+cannot hold its clients is refused with the share that can.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+
+FEDERATION_CONFIG = "--federation-config"
+NUM_GPUS = "client-resources-num-gpus"
+
+
+def _values(options: list[str], flag: str) -> dict[str, object]:
+    """The key=value pairs of every ``flag`` option, as flwr parses them."""
+    from flwr.common.config import parse_config_args
+
+    given = [options[i + 1] for i, arg in enumerate(options[:-1]) if arg == flag] + [
+        arg.partition("=")[2] for arg in options if arg.startswith(f"{flag}=")
+    ]
+    return parse_config_args(given) if given else {}
+
+
+def clients_per_gpu(num_gpus: float) -> int:
+    """How many actors Ray places on one GPU at this share (at least one)."""
+    return max(1, math.floor(1 / num_gpus + 1e-9))
+
+
+def share_problem(num_gpus: float, gpu_bytes: float, client_bytes: float) -> str | None:
+    """Why ``num_gpus`` per client overfills a GPU of ``gpu_bytes``, or None."""
+    placed = clients_per_gpu(num_gpus)
+    if placed * client_bytes <= gpu_bytes:
+        return None
+    fit = math.floor(gpu_bytes / client_bytes)
+    advice = (
+        f"use {NUM_GPUS}={1 / fit:g} ({fit} a GPU)"
+        if fit >= 1
+        else "one client alone does not fit: see fedtune plan for what would"
+    )
+    return (
+        f"{NUM_GPUS}={num_gpus:g} places {placed} clients on each GPU, each planned at "
+        f"{client_bytes / 1e9:.1f} GB: {placed * client_bytes / 1e9:.1f} GB on a "
+        f"{gpu_bytes / 1e9:.1f} GB GPU; {advice}"
+    )
+
+
+def check_gpu_share(app: Path, options: list[str]) -> str | None:
+    """The line that refuses this simulation's GPU share, or None (no share, or it fits)."""
+    share = float(_values(options, FEDERATION_CONFIG).get(NUM_GPUS, 0) or 0)
+    if share <= 0:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return (
+            f"{NUM_GPUS}={share:g}: this machine has no CUDA GPU that torch can use, so Ray "
+            "would wait forever to place a client; leave it out to train on the CPU"
+        )
+    gpu_bytes = torch.cuda.get_device_properties(0).total_memory
+    return share_problem(share, gpu_bytes, _client_bytes(app, options))
+
+
+def _client_bytes(app: Path, options: list[str]) -> float:
+    """One client's planned GPU memory for the run the options configure."""
+    from flwr.common.config import flatten_dict
+
+    from federated.config import parse_run_config
+    from federated.devices.job_plan import Device, Job
+    from federated.model.workspace import numerics_of
+
+    pyproject = tomllib.loads((app / "pyproject.toml").read_text())
+    defaults = flatten_dict(pyproject["tool"]["flwr"]["app"]["config"])
+    config = parse_run_config({**defaults, **_values(options, "--run-config")})
+    job = Job(config, config.train.batch_size, config.model.max_length, numerics_of(config))
+    return Device("gpu", float("inf"), True).need(job.estimate())
