@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from benchmarks.accelerator.models import build, random_examples, run_config, set_checkpointing
+from benchmarks.accelerator.models import build, random_examples, run_config
 from client.lora_trainer import train_lora
 from federated.config import TrainSettings
 from federated.devices.job_plan import Device, Job
@@ -43,7 +43,8 @@ def numerics_of(quantization: str) -> list[Numerics]:
 def estimate_row(model: str, numerics: Numerics, batch: int, length: int) -> dict:
     """The planner's estimate of one job, by part; "tensors" is what an allocator holds at its
     peak: the estimate less the process's overhead."""
-    estimate = Job(run_config(model, batch, length), batch, length, numerics).estimate()
+    config = run_config(model, batch, length, numerics)
+    estimate = Job(config, batch, length, numerics).estimate()
     return {
         "model": model,
         "quantization": numerics.quantization,
@@ -59,11 +60,14 @@ def estimate_row(model: str, numerics: Numerics, batch: int, length: int) -> dic
     }
 
 
-def measure_round(model: torch.nn.Module, batch: int, length: int, device: torch.device) -> dict:
-    """Two ``train_lora`` steps on random tokens; on a GPU, the allocator's counts around them."""
+def measure_round(
+    model: torch.nn.Module, numerics: Numerics, batch: int, length: int, device: torch.device
+) -> dict:
+    """Two ``train_lora`` steps on random tokens, in ``numerics``' precision (a run's autocast);
+    on a GPU, the allocator's counts around them."""
     vocab = model.get_input_embeddings().num_embeddings
     encoded = random_examples(2 * batch, length, vocab, torch.Generator().manual_seed(0))
-    settings = TrainSettings(local_steps=2, lr=1e-4, batch_size=batch)
+    settings = TrainSettings(local_steps=2, lr=1e-4, batch_size=batch, precision=numerics.precision)
     cuda = device.type == "cuda"
     if cuda:  # the cache emptied, so that the reserved peak is this round's own
         torch.cuda.synchronize(device)
@@ -116,48 +120,39 @@ def memory_rows(
     length: int = LENGTH,
 ) -> Iterator[dict]:
     """An estimate row for every size and numerics; for ``measured_sizes`` the round measured on
-    ``device`` too (the model built once for each quantization, measured without and then with
-    checkpointing), but for the quantizations ``unmeasured`` gives a reason for, and until
-    ``deadline`` (``time.monotonic``) has passed."""
+    ``device`` too (a model built for each row), but for the quantizations ``unmeasured`` gives a
+    reason for, and until ``deadline`` (``time.monotonic``) has passed."""
     for model in sizes:
         for quantization in QUANTIZATIONS:
-            rows = [estimate_row(model, n, batch, length) for n in numerics_of(quantization)]
-            if model not in measured_sizes:
-                yield from rows
-            elif quantization in unmeasured:
-                yield from ({**r, "skipped": unmeasured[quantization]} for r in rows)
-            elif time.monotonic() > deadline:
-                yield from ({**r, "skipped": "past the time budget"} for r in rows)
-            else:
-                yield from _measured(model, quantization, rows, device, context_gb, batch, length)
+            for numerics in numerics_of(quantization):
+                row = estimate_row(model, numerics, batch, length)
+                if model not in measured_sizes:
+                    yield row
+                elif quantization in unmeasured:
+                    yield {**row, "skipped": unmeasured[quantization]}
+                elif time.monotonic() > deadline:
+                    yield {**row, "skipped": "past the time budget"}
+                else:
+                    yield _measured(model, numerics, row, device, context_gb, batch, length)
 
 
 def _measured(
     model_name: str,
-    quantization: str,
-    rows: list[dict],
+    numerics: Numerics,
+    row: dict,
     device: torch.device,
     context_gb: Callable[[], float | None],
     batch: int,
     length: int,
-) -> Iterator[dict]:
-    # One failure (out of memory, a library missing) is that row's result, not the run's end.
-    model, config = None, run_config(model_name, batch, length)
+) -> dict:
+    # A failure (out of memory, a library missing) is that row's result, not the run's end.
+    model = None
     try:
-        try:
-            model = build(config, numerics_of(quantization)[0], device)
-        except Exception as err:
-            yield from ({**r, "error": describe(err)} for r in rows)
-            return
-        for row, numerics in zip(rows, numerics_of(quantization), strict=True):
-            try:
-                set_checkpointing(model, numerics.gradient_checkpointing)
-                measured = measure_round(model, batch, length, device)
-            except Exception as err:
-                model.zero_grad(set_to_none=True)
-                yield {**row, "error": describe(err)}
-                continue
-            yield compare(row, measured, context_gb())
+        model = build(run_config(model_name, batch, length, numerics), numerics, device)
+        measured = measure_round(model, numerics, batch, length, device)
+        return compare(row, measured, context_gb())
+    except Exception as err:
+        return {**row, "error": describe(err)}
     finally:
         del model
         gc.collect()

@@ -1,25 +1,27 @@
 """The models the accelerator benchmark trains: built from config files with random weights (no
-weights travel to the GPU machine), held and computed as a ``Numerics`` says, with FlowerTune
-LLM's LoRA adapter, fed random token ids.
+weights travel to the GPU machine) on the device, held and computed as a ``Numerics`` says, with
+FlowerTune LLM's LoRA adapter, fed random token ids.
 
-The base linear layers of a 4-bit model are replaced by bitsandbytes' NF4 layers (double
-quantization, bf16 compute), the set and the storage that transformers'
-``BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)``
-loads, then prepared by peft's ``prepare_model_for_kbit_training``: what the planner's estimate
-models (``federated.devices.numerics``).
+A run loads a 4-bit model through transformers' ``BitsAndBytesConfig`` (NF4, double quantization,
+compute in ``train.precision``), which quantizes only weights read from files: a random model
+would go through a folder (``federated.model.presets``), 16 GB written and read for the 8B. Here
+the same layers (the blocks' linear layers, ``quantized_linears``) are replaced by bitsandbytes'
+``Linear4bit`` in that form, quantized where they are, and the model is marked as transformers'
+quantizer marks it. From there on it is a run's path: ``prepared`` (peft's k-bit preparation,
+gradient checkpointing) and the run's LoRA adapter (``wrapped``).
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
-from peft import PeftModel, prepare_model_for_kbit_training
+from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from federated.config import RunConfig, parse_run_config
-from federated.devices.numerics import Numerics, quantized_linears
+from federated.devices.numerics import PLAIN_FP32, Numerics, quantized_linears
+from federated.model.numerics_loading import prepared
 from federated.model.presets import base_model_config
 from federated.model.tasks import TASK_CAUSAL_LM
 from federated.model.workspace import wrapped
@@ -32,26 +34,29 @@ TINY, SMALL = "tiny-llama", "smollm2-135m"  # the tiny preset's shape and SmolLM
 RANK, ALPHA, DROPOUT, TARGETS = 32, 64.0, 0.075, "q_proj,v_proj"
 
 
-def run_config(model: str, batch: int, length: int) -> RunConfig:
+def run_config(model: str, batch: int, length: int, numerics: Numerics = PLAIN_FP32) -> RunConfig:
     """The run config of a causal-LM job on ``model`` (a name in ``CONFIGS``) with FlowerTune's
-    LoRA, as the planner's benchmark plans it."""
+    LoRA, as the planner's benchmark plans it, its base model held as ``numerics`` says."""
     return parse_run_config(
         {
             "model.name": str(CONFIGS / f"{model}.json"),
             "model.task": TASK_CAUSAL_LM,
             "model.max-length": length,
+            "model.quantization": numerics.quantization,
             "lora.rank": RANK,
             "lora.alpha": ALPHA,
             "lora.dropout": DROPOUT,
             "lora.target-modules": TARGETS,
             "train.batch-size": batch,
+            "train.precision": numerics.precision,
+            "train.gradient-checkpointing": numerics.gradient_checkpointing,
         }
     )
 
 
 def build(config: RunConfig, numerics: Numerics, device: torch.device) -> PeftModel:
-    """``config``'s model with random weights on ``device``, held as ``numerics`` says, with its
-    LoRA adapter; gradient checkpointing as ``numerics`` says (``set_checkpointing``)."""
+    """``config``'s model with random weights on ``device``, held as ``numerics`` says, prepared
+    and wrapped with its LoRA adapter as a run's model is."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         with torch.device(device):
@@ -60,26 +65,10 @@ def build(config: RunConfig, numerics: Numerics, device: torch.device) -> PeftMo
             )
     if numerics.quantization == "4bit":
         quantize_nf4_(base, numerics.dtype)
-        prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     elif numerics.quantized:
         raise ValueError(f"{numerics.quantization}: this benchmark measures 4-bit NF4 only")
-    model = wrapped(base, config.model, config.lora, config.lora.rank, config.task, config.seed)
-    set_checkpointing(model, numerics.gradient_checkpointing)
-    return model
-
-
-def set_checkpointing(model: PeftModel, on: bool) -> None:
-    """Recompute each block in the backward pass, or keep its activations. Non-reentrant: the
-    frozen embeddings' output needs no gradient for the adapters inside the blocks to get one."""
-    # Every transformers 5 has this name (the GPU machine's is 5.17); 5.23 deprecates it.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*gradient_checkpointing_.* is deprecated")
-        if on:
-            model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
-        else:
-            model.gradient_checkpointing_disable()
+    base = prepared(base, numerics, device.type)
+    return wrapped(base, config.model, config.lora, config.lora.rank, config.task, config.seed)
 
 
 def quantize_nf4_(model: torch.nn.Module, compute_dtype: torch.dtype) -> int:
@@ -108,7 +97,8 @@ def quantize_nf4_(model: torch.nn.Module, compute_dtype: torch.dtype) -> int:
             if child.bias is not None:
                 layer.bias = child.bias
             setattr(parent, name, layer.to(child.weight.device))  # the move quantizes
-    # What transformers' 4-bit quantizer marks: peft then wraps these layers with its bnb LoRA.
+    # What transformers' 4-bit quantizer marks: peft then prepares the model as k-bit and wraps
+    # these layers with its bitsandbytes LoRA layer.
     model.is_loaded_in_4bit = True
     return len(chosen)
 
