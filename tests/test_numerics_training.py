@@ -5,8 +5,8 @@ they quantize, the refusals of what a trainer cannot do, and the device a proces
 from __future__ import annotations
 
 import json
+from functools import cache
 
-import bitsandbytes as bnb
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -19,6 +19,7 @@ from federated.data.encode import batches
 from federated.model.compute import autocast, resolve_device
 from federated.model.evaluation import evaluate_model
 from federated.model.losses import loss_terms
+from federated.model.numerics_loading import bitsandbytes
 from federated.model.workspace import client_indices, encode_indices, lora_model
 from strategies.registry import check_strategy
 from tests.in_process import run_federation
@@ -32,6 +33,14 @@ def _model_and_data(config, examples: int = 16):
     local = lora_model(config, fresh=True)
     train, _ = client_indices(config, 0, 4)
     return local, encode_indices(config, local.tokenizer, train[:examples])
+
+
+@cache
+def _float32_gradients() -> dict[str, torch.Tensor]:
+    """The gradient of the first four examples in float32, which each form is held to."""
+    exact = _config(**{"lora.dropout": 0.0})
+    local, encoded = _model_and_data(exact, examples=4)
+    return _gradients(local, encoded, exact)
 
 
 def _gradients(local, encoded, config) -> dict[str, torch.Tensor]:
@@ -78,11 +87,9 @@ def test_each_form_trains_float32_factors_along_the_float32_gradient(
 ) -> None:
     """After an evaluation (as every round has), a step's gradient is float32's within the
     form's error: rounding (bf16, fp16) or the base's quantization (4 and 8 bits)."""
-    exact = _config(**{"lora.dropout": 0.0})
-    local, encoded = _model_and_data(exact)
-    expected = _gradients(local, encoded, exact)
+    expected = _float32_gradients()
     config = _config(**{"lora.dropout": 0.0, **settings})
-    local, encoded = _model_and_data(config)
+    local, encoded = _model_and_data(config, examples=4)
     params = dict(local.model.named_parameters())
     q = "base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"
     assert params[q].dtype == base_dtype  # the base as the setting holds it
@@ -126,6 +133,7 @@ def test_fp16_steps_scale_the_loss_and_move_the_factors() -> None:
 def test_k_bit_weights_are_the_float32_ones_within_the_quantization_error(bits) -> None:
     exact = lora_model(_config(), fresh=True).model
     quantized = lora_model(_config(**{"model.quantization": bits}), fresh=True).model
+    bnb = bitsandbytes()
     name = "base_model.model.model.layers.1.mlp.down_proj"
     weight = dict(exact.named_modules())[name].weight.detach()
     layer = dict(quantized.named_modules())[name]

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM
 
 from federated.config import RunConfig, parse_run_config
 from federated.devices.numerics import PLAIN_FP32, Numerics, quantized_linears
-from federated.model.numerics_loading import prepared
+from federated.model.numerics_loading import bitsandbytes, prepared
 from federated.model.presets import base_model_config
 from federated.model.tasks import TASK_CAUSAL_LM
 from federated.model.workspace import wrapped
@@ -75,7 +75,7 @@ def quantize_nf4_(model: torch.nn.Module, compute_dtype: torch.dtype) -> int:
     """Replace, in place, the base linear layers a k-bit model quantizes by NF4 layers with
     double quantization computing in ``compute_dtype``, each quantized where its weight is;
     returns how many."""
-    import bitsandbytes as bnb  # not a dependency: only a k-bit measurement needs it
+    bnb = bitsandbytes()  # beside the environment: only a k-bit measurement needs it
 
     chosen = {id(m) for m in quantized_linears(model)}
     for parent in list(model.modules()):

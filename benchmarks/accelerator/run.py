@@ -33,6 +33,7 @@ from benchmarks.accelerator.step_time import BATCH as STEP_BATCH
 from benchmarks.accelerator.step_time import LENGTH as STEP_LENGTH
 from benchmarks.accelerator.step_time import step_rows
 from federated.devices.job_plan import CUDA_CONTEXT_BYTES
+from federated.model.numerics_loading import bitsandbytes
 
 HERE = Path(__file__).resolve().parent
 PACKAGES = ("torch", "transformers", "peft", "opacus", "bitsandbytes", "numpy")
@@ -113,8 +114,8 @@ def _settings(dry: bool, quick: bool) -> dict:
 
 def _unmeasured() -> dict[str, str]:
     try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as err:
+        bitsandbytes()
+    except (ImportError, ValueError) as err:
         return {"4bit": f"bitsandbytes does not import: {err}"}
     return {}
 

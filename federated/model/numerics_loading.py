@@ -9,6 +9,9 @@ activations recomputed.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from transformers import PreTrainedModel
@@ -20,19 +23,44 @@ from federated.devices.numerics import Numerics
 _CHECKPOINTING = {"use_reentrant": False}
 
 
+# Where setup.sh installs bitsandbytes: beside the environment (<venv>/kbit), not in it.
+KBIT_FOLDER = "kbit"
+
+
+def bitsandbytes() -> ModuleType:
+    """bitsandbytes, from the environment or from the folder beside it (`KBIT_FOLDER`).
+
+    Installed in the environment, bitsandbytes is imported by peft in every process (about 2 s
+    of each process's start on 2 cores: every Ray actor's, every node's), and only k-bit runs
+    use it; setup.sh keeps it beside the environment, and a k-bit run puts it on the path.
+    """
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        folder = Path(sys.prefix) / KBIT_FOLDER
+        if not (folder / "bitsandbytes").is_dir():
+            raise ValueError(
+                "model.quantization needs bitsandbytes: ./setup.sh installs it beside the "
+                f"environment ({folder}), or pip install bitsandbytes==0.50.2"
+            ) from None
+        sys.path.append(str(folder))
+        import bitsandbytes as bnb
+        from peft import import_utils
+
+        # peft remembers whether bitsandbytes was there when it first asked.
+        import_utils.is_bnb_available.cache_clear()
+        import_utils.is_bnb_4bit_available.cache_clear()
+    return bnb
+
+
 def weight_kwargs(numerics: Numerics, device: str) -> dict[str, Any]:
     """``from_pretrained``'s arguments for the weights: their dtype, and for a k-bit model its
     bitsandbytes config and the device it is quantized on."""
     if not numerics.quantized:
         return {"dtype": numerics.dtype}
-    try:
-        import bitsandbytes  # noqa: F401  (transformers' own message names no version)
-        from transformers import BitsAndBytesConfig
-    except ImportError as err:
-        raise ValueError(
-            f"model.quantization = {numerics.quantization} needs bitsandbytes "
-            f"(pip install bitsandbytes==0.50.2): {err}"
-        ) from None
+    from transformers import BitsAndBytesConfig
+
+    bitsandbytes()
     if numerics.quantization == "4bit":
         config = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -50,8 +78,9 @@ def prepared(model: PreTrainedModel, numerics: Numerics, device: str) -> PreTrai
     ``prepare_model_for_kbit_training`` (its other weights in float32, base frozen), with
     gradient checkpointing when asked for."""
     if numerics.quantized:
-        import bitsandbytes as bnb
         from peft import prepare_model_for_kbit_training
+
+        bnb = bitsandbytes()
 
         for module in model.modules():
             if isinstance(module, bnb.nn.Linear4bit):
