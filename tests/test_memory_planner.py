@@ -4,8 +4,10 @@ memory: the configured job, a smaller rank or batch, zeroth-order, or left out w
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from federated.devices import runtime_memory
 from federated.devices.memory_estimate import estimate_memory
 from federated.devices.planner import plan_device
 from federated.devices.profiles import load_profiles
+from federated.model.numerics_loading import KBIT_FOLDER
 
 LM = {
     "model.name": "tiny-llama",
@@ -43,6 +46,11 @@ def default_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         for key in [k for k in os.environ if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"]:
             monkeypatch.delenv(key)
         monkeypatch.setattr(runtime_memory, "cache_dir", lambda: folder)
+        # A k-bit test earlier in the session put bitsandbytes' folder on the path, and the
+        # runtime's child searches this process's path: it would import bitsandbytes (about
+        # 48 MB), which a default node's client never loads.
+        kbit = str(Path(sys.prefix) / KBIT_FOLDER)
+        monkeypatch.setattr(sys, "path", [p for p in sys.path if p != kbit])
         runtime_memory.runtime_bytes.cache_clear()
         yield
         runtime_memory.runtime_bytes.cache_clear()
