@@ -34,10 +34,12 @@ def test_a_share_that_overfills_the_gpu_names_the_share_that_fits() -> None:
 
 def test_a_client_is_planned_as_the_run_configures_it() -> None:
     small = _client_bytes(ROOT, ["--run-config", "model.name='tiny-llama'"])
-    bigger = _client_bytes(
-        ROOT, ["--run-config", "model.name='tiny-llama' train.batch-size=64 model.max-length=256"]
+    bigger = _client_bytes(  # flwr run's short name for the option, as fedtune run takes it
+        ROOT, ["-c", "model.name='tiny-llama' train.batch-size=64 model.max-length=256"]
     )
     assert CUDA_CONTEXT_BYTES < small < bigger
+    assert _client_bytes(ROOT, ["--run-config", "model.name='tiny-llama'"]) == small
+    assert _client_bytes(ROOT, ["-c", "model.name='tiny-llama'"]) == small
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for a machine without GPU")

@@ -18,12 +18,12 @@ FEDERATION_CONFIG = "--federation-config"
 NUM_GPUS = "client-resources-num-gpus"
 
 
-def _values(options: list[str], flag: str) -> dict[str, object]:
-    """The key=value pairs of every ``flag`` option, as flwr parses them."""
+def _values(options: list[str], flags: tuple[str, ...]) -> dict[str, object]:
+    """The key=value pairs of every option named by one of ``flags``, as flwr parses them."""
     from flwr.common.config import parse_config_args
 
-    given = [options[i + 1] for i, arg in enumerate(options[:-1]) if arg == flag] + [
-        arg.partition("=")[2] for arg in options if arg.startswith(f"{flag}=")
+    given = [options[i + 1] for i, arg in enumerate(options[:-1]) if arg in flags] + [
+        arg.partition("=")[2] for arg in options if arg.startswith(tuple(f"{f}=" for f in flags))
     ]
     return parse_config_args(given) if given else {}
 
@@ -53,7 +53,7 @@ def share_problem(num_gpus: float, gpu_bytes: float, client_bytes: float) -> str
 
 def check_gpu_share(app: Path, options: list[str]) -> str | None:
     """The line that refuses this simulation's GPU share, or None (no share, or it fits)."""
-    share = float(_values(options, FEDERATION_CONFIG).get(NUM_GPUS, 0) or 0)
+    share = float(_values(options, (FEDERATION_CONFIG,)).get(NUM_GPUS, 0) or 0)
     if share <= 0:
         return None
     import torch
@@ -71,12 +71,13 @@ def _client_bytes(app: Path, options: list[str]) -> float:
     """One client's planned GPU memory for the run the options configure."""
     from flwr.common.config import flatten_dict
 
+    from federated.cli.run_config_merge import RUN_CONFIG
     from federated.config import parse_run_config
     from federated.devices.job_plan import Device, Job
     from federated.model.workspace import numerics_of
 
     pyproject = tomllib.loads((app / "pyproject.toml").read_text())
     defaults = flatten_dict(pyproject["tool"]["flwr"]["app"]["config"])
-    config = parse_run_config({**defaults, **_values(options, "--run-config")})
+    config = parse_run_config({**defaults, **_values(options, RUN_CONFIG)})
     job = Job(config, config.train.batch_size, config.model.max_length, numerics_of(config))
     return Device("gpu", float("inf"), True).need(job.estimate())
