@@ -4,10 +4,8 @@ memory: the configured job, a smaller rank or batch, zeroth-order, or left out w
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +15,6 @@ from federated.devices import runtime_memory
 from federated.devices.memory_estimate import estimate_memory
 from federated.devices.planner import plan_device
 from federated.devices.profiles import load_profiles
-from federated.model.numerics_loading import KBIT_FOLDER
 
 LM = {
     "model.name": "tiny-llama",
@@ -26,8 +23,9 @@ LM = {
     "model.max-length": 128,
     "strategy.name": "hetlora",
 }
-# Planning only estimates (a meta-device model): a real model's sizes cost nothing here.
-PLANNED = {**LM, "model.name": "smollm2-135m"}
+# Zeroth-order needs less than backpropagation where the model's weights are most of a job: a
+# pretrained model's sizes (planning only estimates, on a meta-device model).
+PRETRAINED = {**LM, "model.name": "smollm2-135m"}
 CLASSIFIER = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 3}
 MINILM = {**CLASSIFIER, "model.name": "minilm-l6", "data.num-classes": 8}
 # The planner promises that a job fits; a promise this much above the peak wastes a device.
@@ -46,11 +44,6 @@ def default_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         for key in [k for k in os.environ if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"]:
             monkeypatch.delenv(key)
         monkeypatch.setattr(runtime_memory, "cache_dir", lambda: folder)
-        # A k-bit test earlier in the session put bitsandbytes' folder on the path, and the
-        # runtime's child searches this process's path: it would import bitsandbytes (about
-        # 48 MB), which a default node's client never loads.
-        kbit = str(Path(sys.prefix) / KBIT_FOLDER)
-        monkeypatch.setattr(sys, "path", [p for p in sys.path if p != kbit])
         runtime_memory.runtime_bytes.cache_clear()
         yield
         runtime_memory.runtime_bytes.cache_clear()
@@ -68,9 +61,16 @@ def _check_estimate_against_peak(config: dict, batch: int, length: int) -> None:
     ("config", "batch", "length"),
     [
         (LM, 8, 96),
-        ({**LM, "mode": "zo", "strategy.name": "fedkseed"}, 8, 96),
-        ({**LM, "dp.mode": "record", "dp.noise-multiplier": 1.0, "strategy.name": "fedavg"}, 8, 96),
         (CLASSIFIER, 32, 128),
+        # A subprocess each (about 10 s): the end-to-end layer's.
+        pytest.param(
+            {**LM, "mode": "zo", "strategy.name": "fedkseed"}, 8, 96, marks=pytest.mark.slow
+        ),
+        pytest.param(
+            {**LM, "dp.mode": "record", "dp.noise-multiplier": 1.0, "strategy.name": "fedavg"},
+            *(8, 96),
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_the_estimate_covers_the_measured_peak_of_a_default_node(
@@ -98,7 +98,7 @@ def _device(memory_gb: float):
 
 
 def test_the_planner_keeps_the_job_that_fits_and_shrinks_the_one_that_does_not() -> None:
-    config = parse_run_config(PLANNED)
+    config = parse_run_config(LM)
     full = estimate_memory(config, 16, 128, 8).total
     keep = plan_device(config, _device(full / 1e9 + 0.01), smaller_ranks=True, zo_fallback=True)
     assert (keep.mode, keep.rank, keep.batch) == ("lora", 8, 16)
@@ -109,7 +109,7 @@ def test_the_planner_keeps_the_job_that_fits_and_shrinks_the_one_that_does_not()
 
 
 def test_zeroth_order_takes_a_device_that_cannot_backpropagate_and_else_it_is_left_out() -> None:
-    config = parse_run_config(PLANNED)
+    config = parse_run_config(PRETRAINED)
     zo_need = estimate_memory(replace(config, mode="zo"), 1, 128, 8).total
     lora_need = estimate_memory(config, 1, 128, 1).total
     assert zo_need < lora_need
@@ -122,7 +122,7 @@ def test_zeroth_order_takes_a_device_that_cannot_backpropagate_and_else_it_is_le
 
 def test_a_dp_run_with_physical_chunks_keeps_its_logical_batch_where_a_chunk_fits() -> None:
     private = {
-        **PLANNED,
+        **LM,
         "dp.mode": "record",
         "dp.noise-multiplier": 1.0,
         "strategy.name": "fedavg",

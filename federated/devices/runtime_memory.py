@@ -21,6 +21,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from federated.model.numerics_loading import KBIT_FOLDER
 from federated.model.presets import cache_dir
 
 # The ClientApp's module, as pyproject.toml's [tool.flwr.app.components] names it: imported by
@@ -49,8 +50,12 @@ def software_key() -> str:
 
 def measure_runtime_bytes() -> float:
     """The resident set of a fresh interpreter that has imported a ClientApp process's modules."""
-    # The child searches the modules where this process does, installed app or checkout alike.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    # The child searches the modules where this process does, installed app or checkout alike,
+    # less bitsandbytes' folder: a process that loaded k-bit weights put it on the path, and a
+    # default client (no model.quantization) never imports it (about 48 MB).
+    kbit = str(Path(sys.prefix) / KBIT_FOLDER)
+    path = os.pathsep.join(p for p in sys.path if p and p != kbit)
+    env = {**os.environ, "PYTHONPATH": path}
     done = subprocess.run(
         [sys.executable, "-c", _MEASURE], env=env, capture_output=True, text=True, check=False
     )
