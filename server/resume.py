@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from federated.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from federated.config import ConfigError, RunConfig, run_config_to_flat
-from server.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from strategies.strategy_wrapper import Strategy
 
 FREE_KEYS = frozenset(

@@ -8,14 +8,14 @@ from logging import INFO
 from flwr.common import log
 from flwr.serverapp import Grid
 
+from federated.checkpoint import kept_before
+from federated.model.global_model import GlobalModel
 from federated.protocol.stop_request import take_stop_request
-from server.checkpoint import kept_before
 from server.evaluate_stage import evaluate_round
 from server.round_record import prefixed, record_round
 from server.run import Run
 from server.start_checks import RunFailure
 from server.train_stage import train_round
-from strategies.global_model import GlobalModel
 
 
 def run_rounds(grid: Grid, run: Run) -> GlobalModel:

@@ -8,9 +8,9 @@ from typing import Any
 
 from flwr.common import log
 
+from federated.checkpoint import Checkpoint, save_checkpoint
 from federated.model.evaluation import EvalResult
 from federated.protocol import message_keys as keys
-from server.checkpoint import Checkpoint, save_checkpoint
 from server.evaluate_stage import Evaluation
 from server.reply_screen import ClientRound
 from server.round_outcomes import EVALUATED_ONLY, round_counts
@@ -46,7 +46,7 @@ def record_round(
         **run.clock.state(),
     }
     checkpoint = Checkpoint(server_round, run.strategy.state_tensors(), state)
-    save_checkpoint(run.results.folder, checkpoint)
+    save_checkpoint(run.results.folder, checkpoint, keep=run.config.server.keep_checkpoints)
     withhold = run.results.withhold
     published = withhold(record) if withhold else record
     log(INFO, "%s", round_line(published, run.config.num_server_rounds))

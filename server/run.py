@@ -23,9 +23,12 @@ from flwr.app import ConfigRecord, Context
 from flwr.common import log
 from flwr.serverapp import Grid
 
+from federated.checkpoint import Checkpoint
 from federated.config import ConfigError, RunConfig, parse_run_config, run_config_to_flat
 from federated.config.schema import auto_settings_line
 from federated.devices.profiles import ProfileError
+from federated.model.global_model import GlobalModel
+from federated.model.trained_model import run_mask
 from federated.model.workspace import corpus_for, lora_model
 from federated.privacy.planned_epsilon import planned_epsilon_line
 from federated.protocol import message_keys as keys
@@ -35,20 +38,18 @@ from federated.results import RunResults
 from federated.zo.factor_steps import factor_steps_problem
 from federated.zo.hybrid import hybrid_state
 from federated.zo.workspace import save_mask, zo_model
-from server.checkpoint import Checkpoint
 from server.node_partitions import NodePartitions
 from server.released_record import withhold_for
 from server.reply_screen import TrainScreen
 from server.resume import check_partition_count, resume_run
 from server.run_clock import RunClock
-from server.server_model import ServerModel, run_mask
+from server.server_model import ServerModel
 from server.start_checks import check_partitions, check_split, check_writable, wait_for_nodes
 from server.update_bounds import example_bound
 from server.zo_factor_replies import zo_fallback_problem
 from server.zo_rate import resolve_zo_lr
 from simulation.driver import DeviceSimulator
 from strategies.fedkseed import FedKSeed
-from strategies.global_model import GlobalModel
 from strategies.node_pool import NodePool
 from strategies.registry import build_strategy, check_strategy
 from strategies.strategy_wrapper import Strategy

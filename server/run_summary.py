@@ -9,6 +9,7 @@ from typing import Any
 from flwr.common import log
 
 from federated.config import RunConfig, run_config_to_flat
+from federated.model.global_model import GlobalModel
 from federated.results import RunResults
 from server.audit import run_audit
 from server.loss_plot import plot_losses
@@ -18,7 +19,6 @@ from server.run_clock import RunClock
 from server.server_model import ServerModel, model_files
 from simulation.clock_plots import plot_round_timeline, plot_test_against_hours
 from simulation.driver import clock_summary
-from strategies.global_model import GlobalModel
 
 
 def finish_run(run: Run, final: GlobalModel) -> None:

@@ -6,24 +6,16 @@ import json
 from logging import INFO
 from pathlib import Path
 
-import torch
 from flwr.common import log
 from safetensors.torch import save_file
 
 from federated.config import RunConfig
 from federated.model.adapter_files import save_global_adapter
 from federated.model.evaluation import EvalResult, evaluate_model
-from federated.model.workspace import encode_indices, lora_model, server_test_indices
-from federated.protocol import message_keys as keys
-from federated.zo.hybrid import load_hybrid_
-from federated.zo.sensitive import Mask
-from federated.zo.workspace import MASK_FILE, sensitive_mask, zo_model
-from strategies.global_model import GlobalModel
-
-
-def run_mask(config: RunConfig) -> Mask | None:
-    """zo.params = sensitive: the entries that train (computed once per process)."""
-    return sensitive_mask(config) if config.zo.params == "sensitive" else None
+from federated.model.global_model import GlobalModel
+from federated.model.trained_model import TrainedModel
+from federated.model.workspace import encode_indices, server_test_indices
+from federated.zo.workspace import MASK_FILE
 
 
 def model_files(config: RunConfig) -> tuple[str, ...]:
@@ -34,12 +26,11 @@ def model_files(config: RunConfig) -> tuple[str, ...]:
     return ("zo_sums.safetensors", "zo_model.json", *mask)
 
 
-class ServerModel:
+class ServerModel(TrainedModel):
     """The global model loaded into a model the server can run, with the server's test set."""
 
     def __init__(self, config: RunConfig) -> None:
-        self.config = config
-        self.zo = zo_model(config, run_mask(config)) if config.mode == "zo" else None
+        super().__init__(config)
         if self.zo is not None and self.zo.frozen_bytes_saved:
             log(
                 INFO,
@@ -47,20 +38,10 @@ class ServerModel:
                 config.zo.frozen_dtype,
                 self.zo.frozen_bytes_saved / 2**20,
             )
-        self.local = None if self.zo else lora_model(config)
-        self.tokenizer = self.zo.tokenizer if self.zo else self.local.tokenizer
         indices = server_test_indices(config)
         self.test_set = encode_indices(
             config, self.tokenizer, indices, limit=config.eval.max_examples
         )
-
-    def load(self, model: GlobalModel) -> torch.nn.Module:
-        if self.zo:
-            self.zo.load(model.trainable[keys.SEED_SUMS])
-            load_hybrid_(self.zo.hybrid, model.trainable)
-            return self.zo.model
-        self.local.load(model.trainable, model.base_delta)
-        return self.local.model
 
     def evaluate(self, model: GlobalModel) -> EvalResult:
         return evaluate_model(

@@ -11,7 +11,7 @@ from flwr.app import Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 
-from server.checkpoint import kept_before
+from federated.checkpoint import kept_before
 from server.exchange import Exchange, exchange, progress
 from server.reply_screen import ClientRound
 from server.run import Run

@@ -16,9 +16,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from federated.model.global_model import Tensors
 from strategies.client_dp import ClientLevelDp
 from strategies.federated_strategy import FederatedStrategy
-from strategies.global_model import Tensors
 from strategies.node_pool import NodePool
 from strategies.strategy_wrapper import StrategyWrapper
 

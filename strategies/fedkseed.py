@@ -15,13 +15,13 @@ import torch
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
 from federated.config import RunConfig
+from federated.model.global_model import GlobalModel, Tensors
 from federated.protocol import message_keys as keys
 from federated.protocol.wire import tensors_to_record
 from federated.zo.sensitive import Mask, mask_arrays
 from federated.zo.sums_sync import SumsLedger
 from federated.zo.workspace import sensitive_mask
 from strategies.federated_strategy import STATE_PREFIX, FederatedStrategy
-from strategies.global_model import GlobalModel, Tensors
 from strategies.lora_factors import normalised_weights, weighted_mean
 
 

@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from federated.model.global_model import GlobalModel, Tensors
 from federated.protocol.round_plan import RoundPlan
 from strategies.fedavg import aggregate_fedavg
 from strategies.federated_strategy import Payload
-from strategies.global_model import GlobalModel, Tensors
 from strategies.lora_factors import normalised_weights
 from strategies.lora_strategy import LoraStrategy
 

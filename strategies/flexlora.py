@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
+from federated.model.global_model import GlobalModel, Tensors
 from federated.protocol.round_plan import RoundPlan
 from strategies.fedavg import aggregate_fedavg
 from strategies.federated_strategy import STATE_PREFIX, Payload
-from strategies.global_model import GlobalModel, Tensors
 from strategies.lora_factors import Factors, best_rank_approximation, mean_of_products
 from strategies.lora_strategy import ServerRankStrategy, add_to_base_delta
 

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 import torch
 
+from federated.model.global_model import GlobalModel, Tensors
 from federated.protocol.round_plan import RoundPlan
 from strategies.fedavg import aggregate_fedavg
 from strategies.federated_strategy import Payload
-from strategies.global_model import GlobalModel, Tensors
 from strategies.lora_factors import Factors, check_same_modules, normalised_weights
 from strategies.lora_strategy import LoraStrategy, add_to_base_delta
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
+from federated.model.global_model import GlobalModel, Tensors
 from strategies.fedavg import aggregate_fedavg
-from strategies.global_model import GlobalModel, Tensors
 from strategies.lora_factors import (
     Factors,
     check_same_modules,

@@ -15,10 +15,10 @@ import torch
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
 from federated.config import RunConfig
+from federated.model.global_model import GlobalModel, Tensors
 from federated.protocol import message_keys as keys
 from federated.protocol.wire import tensors_to_record
 from strategies.federated_strategy import FederatedStrategy
-from strategies.global_model import GlobalModel, Tensors
 from strategies.lora_factors import Factors
 from strategies.partition_sampling import PartitionSampler
 

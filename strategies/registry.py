@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from federated.config import ConfigError, RunConfig, build_section, iter_options, unknown_key
+from federated.model.global_model import GlobalModel
 from federated.secagg.masking import rounding_margin, rounding_problem
 from strategies.client_dp import ClientLevelDp
 from strategies.client_dp_strategy import ClientLevelDpStrategy
@@ -22,7 +23,6 @@ from strategies.fedsa_lora import FedSaLora
 from strategies.ffa_lora import FfaLora
 from strategies.flexlora import FlexLora
 from strategies.flora import FLoRA
-from strategies.global_model import GlobalModel
 from strategies.hetlora import HetLora
 from strategies.lora_fair import LoraFair
 from strategies.partition_sampling import PartitionSampler

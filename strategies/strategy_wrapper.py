@@ -15,9 +15,9 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
+from federated.model.global_model import GlobalModel, Tensors
 from federated.model.lora import LoraPair
 from strategies.federated_strategy import FederatedStrategy, Payload
-from strategies.global_model import GlobalModel, Tensors
 from strategies.node_pool import NodePool
 from strategies.privacy_hooks import PrivacyHooks
 

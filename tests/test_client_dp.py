@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from federated.config import ConfigError, parse_run_config
+from federated.model.global_model import GlobalModel
 from federated.model.workspace import lora_model
 from federated.privacy.accounting import PrivacyLedger
 from federated.privacy.clipping import clip_update, update_norm
 from strategies.client_dp import ClientLevelDp
 from strategies.fedkseed import FedKSeed
-from strategies.global_model import GlobalModel
 from strategies.registry import STRATEGIES, build_strategy
 
 TINY = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 4, "lora.rank": 4}

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 from flwr.common.config import parse_config_args
 
+from federated.checkpoint import CHECKPOINT_INFO
 from federated.cli.main import main
 from federated.cli.run_config_merge import merge_run_configs
 from federated.deploy.certificates import make_certificates
@@ -23,7 +24,6 @@ from federated.deploy.commands import Deployment, deployment_commands
 from federated.deploy.node_keys import make_node_key
 from federated.protocol.partition_keys import fingerprint, read_partition_keys
 from federated.results import RunResults
-from server.checkpoint import CHECKPOINT_INFO
 from tests.deploy_doc import fenced_bash, on_this_machine
 
 

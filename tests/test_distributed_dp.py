@@ -16,6 +16,7 @@ from opacus.accountants.analysis import rdp as rdp_analysis
 from client import secure_aggregation
 from federated.config import ConfigError, parse_run_config
 from federated.config.schema import default_flat_config
+from federated.model.global_model import GlobalModel
 from federated.model.workspace import lora_model
 from federated.privacy.discrete_gaussian import discrete_gaussian
 from federated.privacy.distributed_noise import (
@@ -35,7 +36,6 @@ from federated.secagg.keys import new_key_pair, new_signing_pair
 from federated.secagg.masking import mask, sum_masked, unmask
 from strategies.distributed_dp import update_dimension
 from strategies.distributed_dp_strategy import DistributedDpStrategy
-from strategies.global_model import GlobalModel
 from strategies.registry import build_strategy
 from tests.messages import message
 

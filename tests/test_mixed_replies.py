@@ -10,6 +10,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from client import lora_round
 from federated.config import parse_run_config
+from federated.model.global_model import GlobalModel
 from federated.model.lora import trainable_state
 from federated.model.workspace import client_indices, encode_indices, lora_model
 from federated.protocol import message_keys as keys
@@ -18,7 +19,6 @@ from federated.protocol.wire import record_to_tensors, serialized_bytes, tensors
 from server.exchange import Exchange
 from server.reply_screen import TrainScreen
 from server.zo_factor_replies import zo_fallback_problem
-from strategies.global_model import GlobalModel
 from strategies.registry import STRATEGIES, build_strategy
 from tests.messages import message
 

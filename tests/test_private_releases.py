@@ -14,6 +14,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from client import app as client_app
 from client import lora_round, zo_round
 from federated.config import ConfigError, parse_run_config
+from federated.model.global_model import GlobalModel
 from federated.model.presets import load_tokenizer
 from federated.model.workspace import client_indices, encode_indices, lora_model
 from federated.node_state import STATE_DIR_ENV
@@ -26,7 +27,6 @@ from federated.protocol.wire import record_to_tensors, serialized_bytes, tensors
 from server.exchange import Exchange
 from server.reply_screen import TrainScreen
 from strategies.fedkseed import FedKSeed
-from strategies.global_model import GlobalModel
 from strategies.registry import build_strategy
 from tests.messages import message
 

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from federated.config import parse_run_config
+from federated.model.global_model import GlobalModel
 from federated.protocol import message_keys as keys
 from federated.protocol.reply_contract import (
     DECLINED_METRIC_KEYS,
@@ -30,7 +31,6 @@ from server.reply_validation import (
     check_train_reply,
 )
 from server.update_bounds import ExampleBound
-from strategies.global_model import GlobalModel
 from strategies.registry import build_strategy
 from tests.test_reply_validation import REFERENCE, _reply
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from federated.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from federated.config import ConfigError, parse_run_config, run_config_to_flat
+from federated.model.global_model import GlobalModel
 from federated.protocol import message_keys as keys
-from server.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from server.resume import config_differences, resume_run
 from strategies.fedkseed import FedKSeed
-from strategies.global_model import GlobalModel
 from strategies.registry import build_strategy
 
 FACTORS = {"m.lora_A.weight": torch.randn(2, 4), "m.lora_B.weight": torch.randn(4, 2)}

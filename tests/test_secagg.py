@@ -10,6 +10,7 @@ from flwr.app import ConfigRecord, MetricRecord
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares, create_shares
 
 from federated.config import ConfigError, parse_run_config
+from federated.model.global_model import GlobalModel
 from federated.model.workspace import lora_model
 from federated.protocol import message_keys
 from federated.secagg import protocol as p
@@ -25,7 +26,6 @@ from federated.secagg.masking import (
     unmask,
 )
 from strategies.distributed_dp import update_dimension
-from strategies.global_model import GlobalModel
 from strategies.registry import build_strategy
 
 RANGE, BITS, SIZE = 8.0, 22, 5000

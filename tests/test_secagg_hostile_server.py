@@ -14,12 +14,12 @@ from flwr.clientapp import ClientApp
 
 from client.app import register
 from federated.config import parse_run_config
+from federated.model.global_model import GlobalModel
 from federated.model.workspace import lora_model
 from federated.protocol import message_keys as keys
 from federated.secagg import protocol as p
 from federated.secagg.keys import new_key_pair, new_signing_pair, threshold
 from server.secure_round import SecureOutcome, secure_train_round
-from strategies.global_model import GlobalModel
 from strategies.node_pool import NodePool
 from strategies.registry import build_strategy
 from tests.in_process import InProcessGrid, server_identity

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from federated.config import ConfigError, parse_run_config
+from federated.model.global_model import GlobalModel
 from federated.model.workspace import lora_model
 from strategies.fedkseed import FedKSeed
-from strategies.global_model import GlobalModel
 from strategies.lora_fair import LoraFairOptions
 from strategies.reference import strategy_options_markdown
 from strategies.registry import STRATEGIES, build_strategy, strategy_options

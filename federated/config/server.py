@@ -47,3 +47,8 @@ class ServerSettings:
         "writes partition-keys.json): a claim made under another key is refused. Needs node "
         "authentication; without it, a partition that two nodes claim goes to neither.",
     )
+    keep_checkpoints: bool = option(
+        False,
+        "Keep every round's checkpoint as checkpoints/round-<N>.safetensors beside the last one "
+        "(fedtune generate, evaluate and export then take --round N).",
+    )

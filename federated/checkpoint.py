@@ -24,6 +24,8 @@ from federated.atomic_file import replace_file
 from federated.results import CHECKPOINT_INFO
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
+# server.keep-checkpoints: every round's, as round-<N>.safetensors.
+ROUND_CHECKPOINTS = "checkpoints"
 _METADATA_KEY = "fedtune"
 _VERSION = 2
 
@@ -41,14 +43,19 @@ class Checkpoint:
     state: dict[str, Any]
 
 
-def save_checkpoint(folder: Path, checkpoint: Checkpoint) -> Path:
-    """Replace the run's checkpoint, atomically."""
+def save_checkpoint(folder: Path, checkpoint: Checkpoint, *, keep: bool = False) -> Path:
+    """Replace the run's checkpoint, atomically; with ``keep``, keep this round's as well."""
     path = folder / CHECKPOINT_FILE
     tmp = folder / (CHECKPOINT_FILE + ".tmp")
     info = {"version": _VERSION, "round": checkpoint.round, **checkpoint.state}
     # Strategies may hold one tensor under two names (flexlora's head); safetensors refuses that.
     tensors = {k: v.detach().clone().contiguous() for k, v in checkpoint.tensors.items()}
     save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(info, sort_keys=True)})
+    if keep:
+        kept = round_checkpoint(folder, checkpoint.round)
+        kept.parent.mkdir(exist_ok=True)
+        kept.unlink(missing_ok=True)  # a resumed run records the rounds after its checkpoint again
+        os.link(tmp, kept)  # the same file: os.replace below gives the last one a new name only
     os.replace(tmp, path)
     replace_file(
         folder / CHECKPOINT_INFO, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
@@ -56,11 +63,27 @@ def save_checkpoint(folder: Path, checkpoint: Checkpoint) -> Path:
     return path
 
 
+def round_checkpoint(folder: Path, server_round: int) -> Path:
+    """Where server.keep-checkpoints keeps round ``server_round``'s checkpoint."""
+    return folder / ROUND_CHECKPOINTS / f"round-{server_round}.safetensors"
+
+
+def kept_rounds(folder: Path) -> list[int]:
+    """The rounds whose checkpoints ``folder`` keeps (server.keep-checkpoints), in order."""
+    names = (folder / ROUND_CHECKPOINTS).glob("round-*.safetensors")
+    stems = (p.name.removeprefix("round-").removesuffix(".safetensors") for p in names)
+    return sorted(int(s) for s in stems if s.isdigit())
+
+
 def load_checkpoint(folder: Path) -> Checkpoint:
     """The last checkpoint written in ``folder``; a ``CheckpointError`` saying why not."""
-    path = folder / CHECKPOINT_FILE
+    return read_checkpoint(folder / CHECKPOINT_FILE)
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint in the file ``path``; a ``CheckpointError`` saying why not."""
     if not path.is_file():
-        raise CheckpointError(f"{folder} holds no {CHECKPOINT_FILE}: nothing to resume from")
+        raise CheckpointError(f"{path.parent} holds no {path.name}: nothing to resume from")
     try:
         with safe_open(str(path), framework="pt") as handle:
             info = json.loads((handle.metadata() or {})[_METADATA_KEY])

@@ -1,0 +1,47 @@
+"""A run's model as a module that runs: the base model with the run's LoRA adapter (and the base
+delta some strategies fold into the frozen weights), or the base model with a zeroth-order run's
+seeds replayed (and its hybrid head). The server tests and saves through it; ``fedtune generate``,
+``evaluate`` and ``export`` load a run's checkpoint into it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from federated.config import RunConfig
+from federated.model.global_model import GlobalModel
+from federated.model.local_model import LocalModel
+from federated.model.workspace import lora_model
+from federated.protocol import message_keys as keys
+from federated.zo.hybrid import load_hybrid_
+from federated.zo.sensitive import Mask
+from federated.zo.workspace import ZoModel, sensitive_mask, zo_model
+
+
+def run_mask(config: RunConfig) -> Mask | None:
+    """zo.params = sensitive: the entries that train (computed once per process)."""
+    return sensitive_mask(config) if config.zo.params == "sensitive" else None
+
+
+class TrainedModel:
+    """The run's model architecture, ready to take any of its global models."""
+
+    def __init__(self, config: RunConfig, mask: Mask | None = None) -> None:
+        self.config = config
+        self.zo: ZoModel | None = None
+        self.local: LocalModel | None = None
+        if config.mode == "zo":
+            self.zo = zo_model(config, mask if mask is not None else run_mask(config))
+        else:
+            self.local = lora_model(config)
+        self.tokenizer: Any = self.zo.tokenizer if self.zo else self.local.tokenizer
+
+    def load(self, model: GlobalModel) -> torch.nn.Module:
+        """The module with ``model``'s tensors in it (seeds replayed, for zeroth-order)."""
+        if self.zo:
+            self.zo.load(model.trainable[keys.SEED_SUMS])
+            load_hybrid_(self.zo.hybrid, model.trainable)
+            return self.zo.model
+        self.local.load(model.trainable, model.base_delta)
+        return self.local.model
