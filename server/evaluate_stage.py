@@ -27,6 +27,7 @@ class Evaluation:
     metrics: MetricRecord | None = None  # the clients' aggregated held-out statistics
     verdicts: dict[int, str] = field(default_factory=dict)  # node -> ok, or why not counted
     stages: dict | None = None  # SecAgg+: what each stage cost
+    generated: dict[str, float] = field(default_factory=dict)  # eval.generate, last round
 
 
 def evaluate_round(grid: Grid, run: Run, server_round: int) -> Evaluation:
@@ -57,4 +58,8 @@ def evaluate_round(grid: Grid, run: Run, server_round: int) -> Evaluation:
         verdicts.setdefault(node, reason)
     started = time.perf_counter()
     test = run.server_model.evaluate(strategy.model)
-    return Evaluation(test, time.perf_counter() - started, ex, metrics, verdicts, stages)
+    generated = {}
+    if config.eval.generate and server_round == config.num_server_rounds:
+        generated = run.server_model.answer_test(strategy.model, run.results.folder)
+    seconds = time.perf_counter() - started
+    return Evaluation(test, seconds, ex, metrics, verdicts, stages, generated)

@@ -86,6 +86,7 @@ def _record(
             if name in _HELD_OUT_METRICS
         },
         **prefixed("test", evaluation.test),
+        **{f"test_{name}": value for name, value in evaluation.generated.items()},
         "train_bytes_down": sum(train_ex.bytes_down.values()),
         "train_bytes_up": sum(train_ex.bytes_up.values()),
         "eval_bytes_down": sum(eval_ex.bytes_down.values()),

@@ -27,7 +27,7 @@ from federated.checkpoint import Checkpoint
 from federated.config import ConfigError, RunConfig, parse_run_config, run_config_to_flat
 from federated.config.schema import auto_settings_line
 from federated.devices.profiles import ProfileError
-from federated.model.global_model import GlobalModel
+from federated.model.global_model import GlobalModel, zo_initial_model
 from federated.model.trained_model import run_mask
 from federated.model.workspace import corpus_for, lora_model
 from federated.privacy.planned_epsilon import planned_epsilon_line
@@ -49,7 +49,6 @@ from server.update_bounds import example_bound
 from server.zo_factor_replies import zo_fallback_problem
 from server.zo_rate import resolve_zo_lr
 from simulation.driver import DeviceSimulator
-from strategies.fedkseed import FedKSeed
 from strategies.node_pool import NodePool
 from strategies.registry import build_strategy, check_strategy
 from strategies.strategy_wrapper import Strategy
@@ -144,7 +143,7 @@ def build_run(grid: Grid, context: Context) -> Run:
 def _initial_model(config: RunConfig) -> GlobalModel:
     if config.mode == "zo":
         zo = loading("model.name", config.model.name, lambda: zo_model(config, run_mask(config)))
-        return FedKSeed.initial_model(config.zo.pool_size, hybrid_state(zo.hybrid))
+        return zo_initial_model(config.zo.pool_size, hybrid_state(zo.hybrid))
     local = loading("model.name", config.model.name, lambda: lora_model(config))
     return GlobalModel(dict(local.initial))
 

@@ -9,12 +9,17 @@ from pathlib import Path
 from flwr.common import log
 from safetensors.torch import save_file
 
+from federated.atomic_file import replace_file
 from federated.config import RunConfig
+from federated.data.corpus import evenly_spread
+from federated.inference.evaluation_report import GENERATIONS_FILE
+from federated.inference.generation import Decoding
+from federated.inference.scoring import generation_scores
 from federated.model.adapter_files import save_global_adapter
 from federated.model.evaluation import EvalResult, evaluate_model
 from federated.model.global_model import GlobalModel
 from federated.model.trained_model import TrainedModel
-from federated.model.workspace import encode_indices, server_test_indices
+from federated.model.workspace import corpus_for, encode_records, server_test_indices
 from federated.zo.workspace import MASK_FILE
 
 
@@ -38,10 +43,11 @@ class ServerModel(TrainedModel):
                 config.zo.frozen_dtype,
                 self.zo.frozen_bytes_saved / 2**20,
             )
-        indices = server_test_indices(config)
-        self.test_set = encode_indices(
-            config, self.tokenizer, indices, limit=config.eval.max_examples
+        corpus = corpus_for(config).examples
+        self.test_examples = evenly_spread(
+            [corpus[i] for i in server_test_indices(config)], config.eval.max_examples
         )
+        self.test_set = encode_records(config, self.tokenizer, self.test_examples)
 
     def evaluate(self, model: GlobalModel) -> EvalResult:
         return evaluate_model(
@@ -52,6 +58,21 @@ class ServerModel(TrainedModel):
             pad_token_id=self.tokenizer.pad_token_id,
             precision=self.config.train.precision,
         )
+
+    def answer_test(self, model: GlobalModel, folder: Path) -> dict[str, float]:
+        """eval.generate: the model's greedy answers to the test prompts, scored against the
+        references (Rouge-L, exact match) and written to ``generations.jsonl`` in ``folder``."""
+        decoding = Decoding(self.config.eval.max_new_tokens, seed=self.config.seed)
+        module = self.load(model)
+        metrics, answers = generation_scores(
+            module, self.tokenizer, self.config, self.test_examples, decoding
+        )
+        lines = (
+            json.dumps({"prompt": e.text, "reference": e.target, "answer": a}) + "\n"
+            for e, a in zip(self.test_examples, answers, strict=True)
+        )
+        replace_file(folder / GENERATIONS_FILE, "".join(lines).encode())
+        return metrics
 
     def save(self, model: GlobalModel, folder: Path) -> None:
         """The adapter in peft's format (LoRA), or the seed sums and how to replay them (zo)."""

@@ -100,13 +100,6 @@ class FedKSeed(FederatedStrategy):
             **fedavg_kwargs,
         )
 
-    @staticmethod
-    def initial_model(
-        pool_size: int, hybrid: Mapping[str, torch.Tensor] | None = None
-    ) -> GlobalModel:
-        """Zero seed sums, and the hybrid modules' seeded initial values (``zo.hybrid``)."""
-        return GlobalModel({keys.SEED_SUMS: torch.zeros(pool_size), **(hybrid or {})})
-
     def hybrid_tensors(self) -> Tensors:
         """The global values of the modules that train first-order; empty without zo.hybrid."""
         return {k: v for k, v in self.model.trainable.items() if k != keys.SEED_SUMS}

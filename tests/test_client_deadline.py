@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.simulate import ROOT
 
 _HANDLE = """
@@ -38,6 +40,8 @@ def _handle(ttl: float, how: str) -> subprocess.CompletedProcess:
     )
 
 
+# A child process of its own (about 8 s): the end-to-end layer's.
+@pytest.mark.slow
 def test_a_handler_hanging_past_the_ttl_ends_its_process() -> None:
     started = time.monotonic()
     hung = _handle(1.0, "hang")
@@ -45,6 +49,8 @@ def test_a_handler_hanging_past_the_ttl_ends_its_process() -> None:
     assert time.monotonic() - started < 30
 
 
+# A child process of its own (about 8 s): the end-to-end layer's.
+@pytest.mark.slow
 def test_a_handler_that_answers_in_time_keeps_its_process() -> None:
     answered = _handle(1.0, "answer")
     assert answered.returncode == 0 and "answered" in answered.stdout

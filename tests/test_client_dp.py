@@ -9,12 +9,11 @@ import pytest
 import torch
 
 from federated.config import ConfigError, parse_run_config
-from federated.model.global_model import GlobalModel
+from federated.model.global_model import GlobalModel, zo_initial_model
 from federated.model.workspace import lora_model
 from federated.privacy.accounting import PrivacyLedger
 from federated.privacy.clipping import clip_update, update_norm
 from strategies.client_dp import ClientLevelDp
-from strategies.fedkseed import FedKSeed
 from strategies.registry import STRATEGIES, build_strategy
 
 TINY = {"model.name": "tiny-bert", "data.name": "wordnet", "data.num-classes": 4, "lora.rank": 4}
@@ -83,7 +82,7 @@ def _dp_strategy(name: str, **extra):
     if name == "fedkseed":
         raw |= {"mode": "zo", "zo.pool-size": 32}
         config = parse_run_config(raw)
-        return build_strategy(config, FedKSeed.initial_model(32))
+        return build_strategy(config, zo_initial_model(32))
     config = parse_run_config(raw)
     return build_strategy(config, GlobalModel(dict(lora_model(config).initial)))
 

@@ -14,7 +14,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from client import app as client_app
 from client import lora_round, zo_round
 from federated.config import ConfigError, parse_run_config
-from federated.model.global_model import GlobalModel
+from federated.model.global_model import GlobalModel, zo_initial_model
 from federated.model.presets import load_tokenizer
 from federated.model.workspace import client_indices, encode_indices, lora_model
 from federated.node_state import STATE_DIR_ENV
@@ -26,7 +26,6 @@ from federated.protocol.round_plan import RoundPlan
 from federated.protocol.wire import record_to_tensors, serialized_bytes, tensors_to_record
 from server.exchange import Exchange
 from server.reply_screen import TrainScreen
-from strategies.fedkseed import FedKSeed
 from strategies.registry import build_strategy
 from tests.messages import message
 
@@ -89,7 +88,7 @@ def _train_on(config: dict, records: list[dict]) -> Message:
 def _server_record(config: dict, reply: Message) -> dict:
     parsed = parse_run_config(config)
     if parsed.mode == "zo":
-        strategy = build_strategy(parsed, FedKSeed.initial_model(parsed.zo.pool_size))
+        strategy = build_strategy(parsed, zo_initial_model(parsed.zo.pool_size))
     else:
         strategy = build_strategy(parsed, GlobalModel(dict(lora_model(parsed).initial)))
     ex = Exchange([reply], {NODE: 1000}, {NODE: serialized_bytes(reply)})

@@ -10,10 +10,9 @@ import torch
 
 from federated.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from federated.config import ConfigError, parse_run_config, run_config_to_flat
-from federated.model.global_model import GlobalModel
+from federated.model.global_model import GlobalModel, zo_initial_model
 from federated.protocol import message_keys as keys
 from server.resume import config_differences, resume_run
-from strategies.fedkseed import FedKSeed
 from strategies.registry import build_strategy
 
 FACTORS = {"m.lora_A.weight": torch.randn(2, 4), "m.lora_B.weight": torch.randn(4, 2)}
@@ -22,7 +21,7 @@ RUN = {"model.name": "tiny-llama", "lora.rank": 2, "num-server-rounds": 4}
 
 def _strategy(config: dict):
     parsed = parse_run_config(config)
-    initial = FedKSeed.initial_model(8) if parsed.mode == "zo" else GlobalModel(dict(FACTORS))
+    initial = zo_initial_model(8) if parsed.mode == "zo" else GlobalModel(dict(FACTORS))
     return parsed, build_strategy(parsed, initial)
 
 

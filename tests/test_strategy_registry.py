@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from federated.config import ConfigError, parse_run_config
-from federated.model.global_model import GlobalModel
+from federated.model.global_model import GlobalModel, zo_initial_model
 from federated.model.workspace import lora_model
-from strategies.fedkseed import FedKSeed
 from strategies.lora_fair import LoraFairOptions
 from strategies.reference import strategy_options_markdown
 from strategies.registry import STRATEGIES, build_strategy, strategy_options
@@ -38,7 +37,7 @@ def test_fedkseed_is_the_zeroth_order_strategy() -> None:
     config = parse_run_config(
         {**TINY, "mode": "zo", "strategy.name": "fedkseed", "zo.pool-size": 16}
     )
-    strategy = build_strategy(config, FedKSeed.initial_model(16))
+    strategy = build_strategy(config, zo_initial_model(16))
     assert strategy.reply_kind == "seed-steps" and strategy.pool_size == 16
     with pytest.raises(ConfigError, match="mode zo aggregates seed scalars"):
         parse_run_config({**TINY, "mode": "zo"})

@@ -15,6 +15,7 @@ from flwr.app import Message, MetricRecord, RecordDict
 
 from federated.config import ConfigError, parse_run_config
 from federated.data.encode import collate
+from federated.model.global_model import zo_initial_model
 from federated.model.losses import loss_terms
 from federated.model.presets import load_base_model
 from federated.model.tasks import TASK_CLASSIFICATION
@@ -134,6 +135,8 @@ def replayed_body(config: dict) -> list[torch.Tensor]:
     return out
 
 
+# A child process of its own (about 8 s): the end-to-end layer's.
+@pytest.mark.slow
 def test_the_body_replays_bit_for_bit_in_another_process_and_leaves_the_head_out(
     tmp_path: Path,
 ) -> None:
@@ -156,7 +159,7 @@ def test_the_body_replays_bit_for_bit_in_another_process_and_leaves_the_head_out
 
 def _strategy(head: dict[str, torch.Tensor]) -> FedKSeed:
     return FedKSeed(
-        FedKSeed.initial_model(16, head),
+        zo_initial_model(16, head),
         sampler=PartitionSampler(0),
         pro=False,
         pro_clip=0.5,

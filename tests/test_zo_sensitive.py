@@ -102,6 +102,8 @@ print(mask_digest(sensitive_mask(parse_run_config(json.loads(sys.argv[1])))))
 """
 
 
+# A child process of its own (about 8 s): the end-to-end layer's.
+@pytest.mark.slow
 def test_the_servers_mask_is_the_same_in_another_process() -> None:
     config = parse_run_config(SENSITIVE)
     there = subprocess.run(

@@ -9,6 +9,12 @@ fedtune results RUN_DIR                             what a run did
 fedtune ledger [--state-dir DIR]                    a device's privacy ledgers, per data source
 fedtune plan MODEL (--gpu-gb N | --memory-gb N | --device PROFILE) ...
                                                     will its training fit, and what would
+fedtune generate RUN_DIR (--prompt TEXT | --prompts FILE | --chat) [--base]
+                                                    what a run's language model answers
+fedtune predict RUN_DIR (--text TEXT | --texts FILE) [--base]
+                                                    the class a run's classifier gives
+fedtune evaluate RUN_DIR [--data FILE] [--per-partition]
+                                                    base and fine-tuned model measured side by side
 
 Each command imports what it needs when it runs: ``check-link`` runs before every SuperNode
 starts, and the ledger's imports (opacus) alone take seconds.
@@ -83,6 +89,16 @@ def _parser() -> argparse.ArgumentParser:
     from federated.cli.plan_command import add_arguments
 
     add_arguments(plan)
+    from federated.cli.evaluate_command import add_evaluate_arguments
+    from federated.cli.generate_command import add_generate_arguments, add_predict_arguments
+
+    add_generate_arguments(
+        commands.add_parser("generate", help="what a run's language model answers (or chat)")
+    )
+    add_predict_arguments(commands.add_parser("predict", help="what a run's classifier says"))
+    add_evaluate_arguments(
+        commands.add_parser("evaluate", help="the base and fine-tuned model on the same examples")
+    )
     return parser
 
 
@@ -137,6 +153,16 @@ def _command(args: argparse.Namespace) -> int:
         report, fits = plan_command(args)
         print(report)
         return 0 if fits else 1
+    elif args.command in ("generate", "predict", "evaluate"):
+        from federated.cli.evaluate_command import evaluate_command
+        from federated.cli.generate_command import generate_command, predict_command
+
+        commands = {
+            "generate": generate_command,
+            "predict": predict_command,
+            "evaluate": evaluate_command,
+        }
+        return commands[args.command](args)
     elif args.command == "ledger":
         from federated.cli.ledger_report import describe_ledgers
         from federated.node_state import default_state_root

@@ -82,3 +82,12 @@ class EvalSettings:
         "Evaluate on at most N examples (evenly spread) of each held-out and test set (0: all).",
         minimum=0,
     )
+    generate: bool = option(
+        False,
+        "Causal LM: the last round's server test also answers each test prompt (greedy) and "
+        "scores the answers against the references: test_rouge_l and test_exact_match, the "
+        "answers in the run folder's generations.jsonl.",
+    )
+    max_new_tokens: int = option(
+        64, "Tokens a generated answer may have (eval.generate).", minimum=1
+    )

@@ -7,10 +7,22 @@ of ints and never copies text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 # The task names have one home, beside the model presets; re-exported here for the loaders.
 from federated.model.tasks import TASK_CLASSIFICATION, TASKS
+
+T = TypeVar("T")
+
+
+def evenly_spread(items: Sequence[T], limit: int) -> list[T]:
+    """At most ``limit`` of ``items`` (0: all), evenly spread: data sets come category by
+    category, and the first ``limit`` would cover the first categories only."""
+    if not limit or len(items) <= limit:
+        return list(items)
+    return [items[i * len(items) // limit] for i in range(limit)]
 
 
 @dataclass(frozen=True)

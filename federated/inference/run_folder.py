@@ -23,7 +23,7 @@ from federated.checkpoint import (
 from federated.config import RunConfig, parse_run_config
 from federated.model.global_model import GlobalModel
 from federated.model.trained_model import TrainedModel
-from federated.zo.workspace import MASK_FILE
+from federated.zo.workspace import MASK_FILE, forget_zo_model
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class TrainedRun:
     round: int
     model: GlobalModel
     run_key: str | None
+    num_partitions: int | None
 
 
 def open_run(path: Path, server_round: int | None = None) -> TrainedRun:
@@ -71,13 +72,18 @@ def open_run(path: Path, server_round: int | None = None) -> TrainedRun:
     except ValueError as err:
         raise ValueError(f"{file}: its run config does not parse in this version ({err})") from None
     model = GlobalModel.from_flat(checkpoint.tensors)
-    return TrainedRun(folder, config, checkpoint.round, model, checkpoint.state.get("run-key"))
+    state = checkpoint.state
+    return TrainedRun(
+        folder, config, checkpoint.round, model, state.get("run-key"), state.get("num-partitions")
+    )
 
 
 def trained_model(run: TrainedRun) -> TrainedModel:
     """The run's model architecture with ``run.model`` loaded (a sensitive zeroth-order run's
     mask read from its folder)."""
     mask = None
+    if run.config.mode == "zo":
+        forget_zo_model()  # a model cached in this process may hold other seeds' weights
     if run.config.mode == "zo" and run.config.zo.params == "sensitive":
         path = run.folder / MASK_FILE
         if not path.is_file():

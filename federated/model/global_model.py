@@ -35,3 +35,11 @@ class GlobalModel:
         trainable = {k: v for k, v in flat.items() if "/" not in k}
         delta = {k.removeprefix(prefix): v for k, v in flat.items() if k.startswith(prefix)}
         return cls(trainable, delta)
+
+
+def zo_initial_model(
+    pool_size: int, hybrid: Mapping[str, torch.Tensor] | None = None
+) -> GlobalModel:
+    """A zeroth-order run's model before any round: zero seed sums, and the hybrid modules'
+    seeded initial values (``zo.hybrid``)."""
+    return GlobalModel({keys.SEED_SUMS: torch.zeros(pool_size), **(hybrid or {})})

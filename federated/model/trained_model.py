@@ -10,11 +10,11 @@ from typing import Any
 import torch
 
 from federated.config import RunConfig
-from federated.model.global_model import GlobalModel
+from federated.model.global_model import GlobalModel, zo_initial_model
 from federated.model.local_model import LocalModel
 from federated.model.workspace import lora_model
 from federated.protocol import message_keys as keys
-from federated.zo.hybrid import load_hybrid_
+from federated.zo.hybrid import hybrid_state, load_hybrid_
 from federated.zo.sensitive import Mask
 from federated.zo.workspace import ZoModel, sensitive_mask, zo_model
 
@@ -36,6 +36,12 @@ class TrainedModel:
         else:
             self.local = lora_model(config)
         self.tokenizer: Any = self.zo.tokenizer if self.zo else self.local.tokenizer
+        # The model before any round: the base model for LoRA (every B factor zero), w0 for
+        # zeroth-order; the run's seeded heads and hybrid modules as the run started them.
+        if self.zo:
+            self.initial = zo_initial_model(config.zo.pool_size, hybrid_state(self.zo.hybrid))
+        else:
+            self.initial = GlobalModel(dict(self.local.initial))
 
     def load(self, model: GlobalModel) -> torch.nn.Module:
         """The module with ``model``'s tensors in it (seeds replayed, for zeroth-order)."""

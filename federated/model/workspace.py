@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 
 from federated.config import ConfigError, DataSettings, LoraSettings, ModelSettings, RunConfig
 from federated.data.chatterbot import load_chatterbot
-from federated.data.corpus import Corpus, Example
+from federated.data.corpus import Corpus, Example, evenly_spread
 from federated.data.encode import encode_examples
 from federated.data.files import load_table
 from federated.data.partition import FederatedSplit, federated_split, global_test_indices
@@ -234,9 +234,10 @@ def encode_records(
     Examples come in data order, which runs category by category: taking the first ``limit``
     would evaluate on the first categories only.
     """
-    chosen = list(examples)
-    if limit and len(chosen) > limit:
-        chosen = [chosen[i * len(chosen) // limit] for i in range(limit)]
     return encode_examples(
-        chosen, tokenizer, config.task, config.model.max_length, prompt=class_prompt(config)
+        evenly_spread(examples, limit),
+        tokenizer,
+        config.task,
+        config.model.max_length,
+        prompt=class_prompt(config),
     )
