@@ -18,9 +18,8 @@ from client.node import (
     train_metrics,
 )
 from client.node_config import node_job, node_settings
-from client.node_files import run_key
+from client.node_files import run_key, state_root
 from client.node_records import node_records
-from client.personal_factors import PersonalFactors
 from client.privacy_budget import PrivateClient
 from federated.config import parse_run_config
 from federated.data.corpus import Example
@@ -29,6 +28,7 @@ from federated.model.evaluation import EvalResult, evaluate_model
 from federated.model.local_model import LocalModel
 from federated.model.lora import trainable_parameters, trainable_state
 from federated.model.workspace import Encoded, encode_records, lora_model
+from federated.personal_factors import PersonalFactors
 from federated.privacy.secret_randomness import secret_generator
 from federated.protocol import message_keys as keys
 from federated.protocol.round_plan import RoundPlan
@@ -64,7 +64,7 @@ class _Round:
         delta = content.array_records.get(keys.BASE_DELTA)
         self.base_delta = record_to_tensors(delta) if delta is not None else {}
         self.personal = PersonalFactors(
-            context, run_key(msg, context), (self.partition_id, self.num_partitions)
+            state_root(context), run_key(msg, context), (self.partition_id, self.num_partitions)
         )
         self.personal_since: int | None = None
         self.message_type = msg.metadata.message_type

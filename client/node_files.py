@@ -15,7 +15,7 @@ from pathlib import Path
 
 from flwr.app import Context, Message
 
-from federated.node_state import default_state_root
+from federated.node_state import default_state_root, run_file
 from federated.protocol import message_keys as keys
 
 NODE_CONFIG_KEY = "state-dir"
@@ -41,6 +41,4 @@ def state_root(context: Context) -> Path:
 
 def node_file(context: Context, kind: str, key: str, partition: tuple[int, int], ext: str) -> Path:
     """The file of one ``kind`` of state of this node's partition (id, count) in run ``key``."""
-    partition_id, num_partitions = partition
-    name = f"run-{key}-partition-{partition_id}-of-{num_partitions}.{ext}"
-    return state_root(context) / kind / name
+    return run_file(state_root(context), kind, key, partition, ext)

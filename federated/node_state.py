@@ -14,6 +14,13 @@ from federated.privacy.lifetime_ledger import LifetimeLedger
 STATE_DIR_ENV = "FEDTUNE_STATE_DIR"
 
 
+def run_file(root: Path, kind: str, key: str, partition: tuple[int, int], ext: str) -> Path:
+    """The file of one ``kind`` of a node's state for its partition (id, count) in run ``key``,
+    under the node's state folder ``root``."""
+    partition_id, num_partitions = partition
+    return root / kind / f"run-{key}-partition-{partition_id}-of-{num_partitions}.{ext}"
+
+
 def default_state_root() -> Path:
     """The state folder of a node whose config names none."""
     root = os.environ.get(STATE_DIR_ENV)

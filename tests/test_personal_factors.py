@@ -6,15 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from flwr.app import Context, RecordDict
 
-from client.node_files import NODE_CONFIG_KEY
-from client.personal_factors import PersonalFactors
+from federated.personal_factors import PersonalFactors
 
 
 def _factors(tmp_path: Path, key: str = "ab" * 8) -> PersonalFactors:
-    context = Context(1, 7, {NODE_CONFIG_KEY: str(tmp_path)}, RecordDict(), {})
-    return PersonalFactors(context, key, (2, 5))
+    return PersonalFactors(tmp_path, key, (2, 5))
 
 
 def test_a_round_starts_from_the_newest_factors_of_an_earlier_round(tmp_path: Path) -> None:

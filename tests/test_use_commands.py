@@ -47,6 +47,16 @@ ZO_CLASSIFIER = {
 
 
 @pytest.fixture(scope="module")
+def fedsa_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two clients keeping their personal factors in one state folder."""
+    state = tmp_path_factory.mktemp("node-state")
+    run = {**LM, "strategy.name": "fedsa-lora", "eval.generate": False}
+    nodes = {p: {"state-dir": str(state)} for p in range(2)}
+    folder = run_federation(tmp_path_factory.mktemp("use"), "fedsa", run, 2, node_configs=nodes)
+    return folder, state
+
+
+@pytest.fixture(scope="module")
 def lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_federation(tmp_path_factory.mktemp("use"), "lm", LM, clients=2)
 
@@ -103,6 +113,37 @@ def test_evaluate_gives_the_runs_own_test_numbers_for_the_base_and_the_last_mode
     assert [s["name"] for s in report["sets"]] == ["all", "partition 0", "partition 1"]
     lines = (tmp_path / "generations.jsonl").read_text().splitlines()
     assert {"prompt", "reference", "base", "tuned"} <= set(json.loads(lines[0]))
+
+
+def test_a_personalised_run_is_measured_with_each_partitions_own_factors(
+    fedsa_run: tuple[Path, Path], capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    folder, state = fedsa_run
+    code, out, _ = _fedtune(
+        capsys,
+        "evaluate",
+        folder,
+        "--per-partition",
+        "--state-dir",
+        state,
+        "--no-base",
+        "--max-examples",
+        LM["eval.max-examples"],
+        "--max-new-tokens",
+        2,
+        "--out",
+        tmp_path,
+    )
+    assert code == 0 and "personal" in out
+    partitions = json.loads((tmp_path / "evaluation.json").read_text())["sets"][1:]
+    # Each client evaluated as many examples of its held-out split: the round's held-out
+    # numbers are the mean of the two partitions' own (personal) and global models'.
+    last = _rounds(folder)[-1]
+    personal = [p["personal"]["loss"] for p in partitions]
+    assert sum(personal) / 2 == pytest.approx(last["held_out_loss"], rel=1e-6)
+    tuned = [p["tuned"]["loss"] for p in partitions]
+    assert sum(tuned) / 2 == pytest.approx(last["held_out_global_loss"], rel=1e-6)
+    assert personal != tuned
 
 
 def test_evaluate_reads_a_file_and_a_kept_round(

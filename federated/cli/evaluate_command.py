@@ -32,6 +32,13 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-base", action="store_true", help="measure the fine-tuned model alone")
     parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="with --per-partition: the nodes' state folder, for each partition's personal "
+        "factors (fedsa-lora); default: $FEDTUNE_STATE_DIR, else ~/.local/state/fedtune, where "
+        "a simulation's nodes keep them",
+    )
+    parser.add_argument(
         "--out", type=Path, help="report folder (default: RUN_DIR/evaluation/round-<N>)"
     )
     add_decoding_arguments(parser, max_new_tokens=64)
@@ -41,6 +48,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from federated.inference.evaluation_report import evaluate_run, report_table, write_report
     from federated.inference.evaluation_sets import evaluation_sets
     from federated.inference.run_folder import open_run
+    from federated.node_state import default_state_root
 
     if args.max_examples < 0:
         raise ValueError(f"--max-examples {args.max_examples}: must be 0 (all) or more")
@@ -49,7 +57,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     what, sets = evaluation_sets(
         run, args.data, per_partition=args.per_partition, max_examples=args.max_examples
     )
-    found = evaluate_run(run, sets, decoding, base=not args.no_base)
+    state_root = args.state_dir or default_state_root()
+    found = evaluate_run(run, sets, decoding, base=not args.no_base, state_root=state_root)
     out = args.out or run.folder / REPORT_FOLDER / f"round-{run.round}"
     report = write_report(run, what, sets, found, decoding, out)
     print(f"# {run.config.model.name}, round {run.round} of {run.folder}, on {what}")

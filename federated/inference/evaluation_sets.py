@@ -21,6 +21,7 @@ class EvaluationSet:
 
     name: str
     examples: tuple[Example, ...]
+    partition: int | None = None  # a partition's held-out split: its personal factors apply
 
 
 def _spread(examples: Sequence[Example], limit: int) -> tuple[Example, ...]:
@@ -53,7 +54,7 @@ def evaluation_sets(
                 )
             for p in range(run.num_partitions):
                 held_out = [corpus[i] for i in client_indices(config, p, run.num_partitions)[1]]
-                sets.append(EvaluationSet(f"partition {p}", _spread(held_out, max_examples)))
+                sets.append(EvaluationSet(f"partition {p}", _spread(held_out, max_examples), p))
         return what, sets
     path = Path(data).expanduser()
     if not path.is_file():

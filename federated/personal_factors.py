@@ -1,9 +1,10 @@
 """A client's own B factors (fedsa-lora), kept on the node between the rounds it trains.
 
-They go to a file per round (``client.node_files``), not only to Flower's node state, which
-dies with the process: a resumed run finds the factors its uninterrupted self would have used,
-the newest from a round before the current one, even when the server died after this client
-had already trained the round again."""
+They go to a file per round in the node's state folder (``federated.node_state``), not only to
+Flower's node state, which dies with the process: a resumed run finds the factors its
+uninterrupted self would have used, the newest from a round before the current one, even when the
+server died after this client had already trained the round again. ``fedtune evaluate`` reads
+them to measure each partition's personalised model."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import re
 from pathlib import Path
 
 import torch
-from flwr.app import Context
 from safetensors.torch import load_file, save
 
-from client.node_files import node_file
 from federated.atomic_file import replace_file
+from federated.node_state import run_file
 
 _ROUND = re.compile(r"\.round-(\d+)\.safetensors$")
 
@@ -23,8 +23,10 @@ _ROUND = re.compile(r"\.round-(\d+)\.safetensors$")
 class PersonalFactors:
     """This node's personal B factors in one run, one file per round it trained."""
 
-    def __init__(self, context: Context, key: str, partition: tuple[int, int]) -> None:
-        template = node_file(context, "personal", key, partition, "round-0.safetensors")
+    def __init__(self, root: Path, key: str, partition: tuple[int, int]) -> None:
+        """The factors of ``partition`` (id, count) in run ``key``, under the state folder
+        ``root``."""
+        template = run_file(root, "personal", key, partition, "round-0.safetensors")
         self.folder, self.stem = template.parent, template.name.removesuffix(".round-0.safetensors")
 
     def _files(self) -> dict[int, Path]:
