@@ -31,6 +31,7 @@ RUN = {
     "num-server-rounds": 2,
     "train.local-steps": 2,
     "eval.max-examples": 8,
+    "strategy.fraction-evaluate": 0.0,  # no client evaluates: a third of each round's time
 }
 
 
@@ -132,7 +133,7 @@ def test_a_failing_tracker_costs_one_warning_and_the_tracker_not_the_run(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
     _, first = request.getfixturevalue(f"{backend}_run")
-    assert first["warnings"] == [
+    assert [line for line in first["warnings"] if line.startswith("fedtune:")] == [
         f"fedtune: tracking with {backend} stopped (logging round 1 failed: database is "
         "locked); the run goes on, and metrics.jsonl holds every round (a resume logs what "
         "the tracker lacks)"
