@@ -6,6 +6,7 @@ from metrics.jsonl, then round 2, into the same log folder or MLflow run, no ste
 
 from __future__ import annotations
 
+import ast
 import errno
 import json
 import logging
@@ -25,7 +26,10 @@ from server.start_checks import RunFailure
 from server.tensorboard_tracker import FOLDER, TensorBoardBackend
 from server.tracking import numbers
 from tests.in_process import run_federation
+from tests.simulate import ROOT
+from tests.test_package_imports import PACKAGES
 
+TRACKER_MODULES = ("server.mlflow_tracker", "server.tensorboard_tracker")
 RUN = {
     "model.name": "tiny-llama",
     "num-server-rounds": 2,
@@ -200,3 +204,24 @@ def test_a_backend_not_installed_stops_the_run_at_start_naming_the_pip_command(
     assert str(err.value).startswith(f"run config 'tracking.backend' = '{backend}': the {backend}")
     assert command in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "run").exists()  # before the run wrote anything
+
+
+def test_a_run_that_does_not_track_imports_no_tracker() -> None:
+    """The trackers (and the modules that use them) are imported inside the functions that
+    use them: no module imports them where it is itself imported."""
+    lazy = {"mlflow", "tensorboard", "torch.utils.tensorboard", *TRACKER_MODULES}
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.parse(path.read_text()).body:
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                found += [f"{path.relative_to(ROOT)}: {n}" for n in names if _under(n, lazy)]
+    assert found == []
+
+
+def _under(name: str, modules: set[str]) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in modules)
