@@ -20,7 +20,7 @@ $PIP install -q --upgrade pip
 # torch first, pinned: this exact version is the local CPU wheel; any other resolves to the
 # registry's newest build with several GB of CUDA packages.
 $PIP install -q torch==2.13.0
-$PIP install -q -e ".[test]"
+$PIP install -q -e ".[test,tracking]"
 # bitsandbytes (model.quantization) beside the environment, not in it: peft imports it in every
 # process where it is installed, about 2 s each; k-bit runs put .venv/kbit on their path.
 if [ ! -d .venv/kbit/bitsandbytes ]; then

@@ -61,11 +61,13 @@ class RunResults:
         return results
 
     def append_round(self, record: Mapping[str, Any]) -> None:
-        if self.withhold is None:
-            _append(self.metrics_path, record)
-            return
-        _append(self.operator_path, record)
-        _append(self.metrics_path, self.withhold(record))
+        if self.withhold is not None:
+            _append(self.operator_path, record)
+        _append(self.metrics_path, self.published(record))
+
+    def published(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
+        """What the run publishes of a round's record: what ``metrics.jsonl`` gets."""
+        return record if self.withhold is None else self.withhold(record)
 
     def rounds(self) -> list[dict[str, Any]]:
         """The rounds as the run publishes them."""

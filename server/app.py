@@ -21,7 +21,8 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     try:
         run = build_run(grid, context)
-        finish_run(run, run_rounds(grid, run))
+        with run.tracking:  # its run ends as finished, or failed when this one raises
+            finish_run(run, run_rounds(grid, run))
     except (ConfigError, RunFailure, FileExistsError) as err:
         log(ERROR, "fedtune: %s", err)
         raise RunFailure(str(err)) from None  # Flower records the run as failed

@@ -2,7 +2,8 @@
 
 A resumed run must give what the uninterrupted one would have: its config must be the run's in
 every key that changes the result. Only where the run is written (``run-name``, ``output-dir``,
-``resume`` itself) and how long the server waits (its timeouts and retries) may differ.
+``resume`` itself), where its numbers are also logged (``tracking.*``) and how long the server
+waits (its timeouts and retries) may differ.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ FREE_KEYS = frozenset(
         "server.round-timeout",
         "server.node-wait-timeout",
         "server.round-retries",
+        # Where the run's numbers are also logged: a resumed run catches its tracker up.
+        "tracking.backend",
+        "tracking.uri",
+        "tracking.experiment",
     }
 )
 

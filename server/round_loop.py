@@ -28,7 +28,9 @@ def run_rounds(grid: Grid, run: Run) -> GlobalModel:
         left_out = [
             {"node_id": n, "reason": why} for n, why in sorted(run.partitions.refused.items())
         ]
-        results.append_round({"round": 0, **prefixed("test", initial), "nodes_left_out": left_out})
+        record = {"round": 0, **prefixed("test", initial), "nodes_left_out": left_out}
+        results.append_round(record)
+        run.tracking.round(results.published(record))
         log(INFO, "[round 0/%d] initial model: test loss %.4f", rounds, initial.loss)
     first = run.resumed.round + 1 if run.resumed else 1
     for server_round in range(first, rounds + 1):

@@ -1,8 +1,10 @@
-"""A round's record stage: one line of ``metrics.jsonl``, the checkpoint, the progress line."""
+"""A round's record stage: one line of ``metrics.jsonl``, the checkpoint, the tracker's step,
+the progress line."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from logging import INFO
 from typing import Any
 
@@ -12,6 +14,7 @@ from federated.checkpoint import Checkpoint, save_checkpoint
 from federated.model.evaluation import EvalResult
 from federated.protocol import message_keys as keys
 from server.evaluate_stage import Evaluation
+from server.progress import duration
 from server.reply_screen import ClientRound
 from server.round_outcomes import EVALUATED_ONLY, round_counts
 from server.run import Run
@@ -47,9 +50,12 @@ def record_round(
     }
     checkpoint = Checkpoint(server_round, run.strategy.state_tensors(), state)
     save_checkpoint(run.results.folder, checkpoint, keep=run.config.server.keep_checkpoints)
-    withhold = run.results.withhold
-    published = withhold(record) if withhold else record
-    log(INFO, "%s", round_line(published, run.config.num_server_rounds))
+    published = run.results.published(record)
+    run.tracking.round(published)  # after the checkpoint: never a round the run will do again
+    run.round_times.add(published)
+    rounds = run.config.num_server_rounds
+    left = run.round_times.left(rounds - server_round)
+    log(INFO, "%s", round_line(published, rounds, left))
 
 
 def _clients(run: Run, training: Training, evaluation: Evaluation) -> dict[int, ClientRound]:
@@ -115,8 +121,9 @@ def _partition_order(client: ClientRound) -> tuple[float, int]:
     return (float("inf") if partition is None else partition), client.node_id
 
 
-def round_line(record: dict[str, Any], rounds: int) -> str:
-    """The round's progress line, from what the run publishes about it."""
+def round_line(record: Mapping[str, Any], rounds: int, left: float | None = None) -> str:
+    """The round's progress line, from what the run publishes about it; ``left``: the
+    estimated seconds the run has left."""
 
     def number(key: str) -> str:
         value = record.get(key)
@@ -139,6 +146,8 @@ def round_line(record: dict[str, Any], rounds: int) -> str:
         line += f" | record-level epsilon up to {max(spent):.3g}"
     if "client_dp_epsilon" in record:
         line += f" | client-level epsilon {record['client_dp_epsilon']:.3g}"
+    if left is not None:
+        line += f" | about {duration(left)} left"
     return line
 
 

@@ -39,12 +39,14 @@ from federated.zo.factor_steps import factor_steps_problem
 from federated.zo.hybrid import hybrid_state
 from federated.zo.workspace import save_mask, zo_model
 from server.node_partitions import NodePartitions
+from server.progress import RoundTimes
 from server.released_record import withhold_for
 from server.reply_screen import TrainScreen
 from server.resume import check_partition_count, resume_run
 from server.run_clock import RunClock
 from server.server_model import ServerModel
 from server.start_checks import check_partitions, check_split, check_writable, wait_for_nodes
+from server.tracking import RunTracking, check_tracking_installed
 from server.update_bounds import example_bound
 from server.zo_factor_replies import zo_fallback_problem
 from server.zo_rate import resolve_zo_lr
@@ -72,6 +74,8 @@ class Run:
     shared: ConfigRecord  # what every message of the run carries
     clock: RunClock
     resumed: Checkpoint | None  # the checkpoint the run goes on from
+    round_times: RoundTimes  # the published rounds' times, for the time the run has left
+    tracking: RunTracking  # tracking.backend's tracker, or none
 
     @cached_property
     def flat_config(self) -> dict[str, Any]:
@@ -86,6 +90,7 @@ def build_run(grid: Grid, context: Context) -> Run:
     if auto := auto_settings_line(context.run_config):
         log(INFO, auto)
     check_strategy(config)  # what the config alone refuses, before the model loads
+    check_tracking_installed(config.tracking)
     strategy = build_strategy(config, _initial_model(config))
     bound = _partition_keys(config)  # a table that cannot be read stops the run at once
     resumed = resume_run(config, strategy) if config.resume else None
@@ -124,6 +129,8 @@ def build_run(grid: Grid, context: Context) -> Run:
         if devices is not None
         else NodePool(partitions.of)
     )
+    rounds = results.rounds()  # a resumed run's, up to its checkpoint
+    tracking = RunTracking.open(config, results.folder, run_config_to_flat(config), rounds)
     return Run(
         config=config,
         strategy=strategy,
@@ -137,6 +144,8 @@ def build_run(grid: Grid, context: Context) -> Run:
         shared=_shared_config(config, run_key),
         clock=RunClock.resumed_from(checkpoint.state) if checkpoint else RunClock(),
         resumed=checkpoint,
+        round_times=RoundTimes(rounds),
+        tracking=tracking,
     )
 
 

@@ -10,7 +10,7 @@ from flwr.common import log
 
 from federated.config import RunConfig, run_config_to_flat
 from federated.model.global_model import GlobalModel
-from federated.results import RunResults
+from federated.results import METRICS_FILE, SUMMARY_FILE, RunResults
 from server.audit import run_audit
 from server.loss_plot import plot_losses
 from server.round_outcomes import run_counts
@@ -20,6 +20,9 @@ from server.server_model import ServerModel, model_files
 from simulation.clock_plots import plot_round_timeline, plot_test_against_hours
 from simulation.driver import clock_summary
 
+LOSS_PLOT, TIME_PLOT, TIMELINE_PLOT = "loss.png", "simulated_time.png", "round_timeline.png"
+AUDIT_FILE = "audit.json"
+
 
 def finish_run(run: Run, final: GlobalModel) -> None:
     """Save ``final``, audit it if asked, plot the run and write its summary."""
@@ -27,7 +30,7 @@ def finish_run(run: Run, final: GlobalModel) -> None:
     run.server_model.save(final, results.folder)
     audit = _audit(config, run.server_model, final, results)
     title = f"{config.model.name} on {config.data.name}, {config.strategy.name}"
-    plot_losses(results.rounds(), results.folder / "loss.png", title)
+    plot_losses(results.rounds(), results.folder / LOSS_PLOT, title)
     if run.devices is not None:
         _plot_clock(results, config, title)
     summary = _summary(config, results, run.clock)
@@ -39,6 +42,9 @@ def finish_run(run: Run, final: GlobalModel) -> None:
     if run.devices is not None:
         summary["devices"] = run.devices.profiles()
     results.write_summary(summary)
+    plots = (LOSS_PLOT, TIME_PLOT, TIMELINE_PLOT)  # those drawn exist
+    names = (*model_files(config), *plots, AUDIT_FILE, METRICS_FILE, SUMMARY_FILE)
+    run.tracking.finish(results.folder / name for name in names)
     log(INFO, "fedtune: done. %s", json.dumps(summary["final_test"]))
     log(INFO, "fedtune: results, metrics.jsonl, summary.json, loss.png in %s", results.folder)
 
@@ -81,12 +87,10 @@ def _summary(config: RunConfig, results: RunResults, clock: RunClock) -> dict[st
 def _plot_clock(results: RunResults, config: RunConfig, title: str) -> None:
     """``simulated_time.png`` and ``round_timeline.png`` (the first trained round)."""
     rounds = results.rounds()
-    plot_test_against_hours(rounds, results.folder / "simulated_time.png", title)
+    plot_test_against_hours(rounds, results.folder / TIME_PLOT, title)
     timed = [r for r in rounds if r.get("simulation", {}).get("devices")]
     if timed:
-        plot_round_timeline(
-            timed[0], config.simulation.deadline, results.folder / "round_timeline.png"
-        )
+        plot_round_timeline(timed[0], config.simulation.deadline, results.folder / TIMELINE_PLOT)
 
 
 def _audit(
@@ -96,7 +100,7 @@ def _audit(
     if not config.audit.canaries:
         return None
     record = run_audit(server_model.load(final), server_model.tokenizer, config, results.rounds())
-    (results.folder / "audit.json").write_text(json.dumps(record, indent=2) + "\n")
+    (results.folder / AUDIT_FILE).write_text(json.dumps(record, indent=2) + "\n")
     log(
         INFO,
         "privacy audit: %d of %d guesses right on %d canaries: epsilon >= %.3g (95%%), "

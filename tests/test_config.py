@@ -112,6 +112,14 @@ def test_overrides_reach_their_section() -> None:
         ),
         ({"dp.record.grad-sample-mode": "ew"}, "allowed values are hooks, functorch, ghost"),
         ({"audit.canaries": 10**9}, "must be <= 10000"),
+        ({"tracking.backend": "wandb"}, "allowed values are none, tensorboard, mlflow"),
+        ({"tracking.uri": "sqlite:///x.db"}, "'tracking.uri' = 'sqlite:///x.db': applies to"),
+        (
+            {"tracking.backend": "tensorboard", "tracking.experiment": "x"},
+            "'tracking.experiment' = 'x': applies to tracking.backend = mlflow",
+        ),
+        ({"tracking.backend": "mlflow", "tracking.uri": "runs/mlflow.db"}, "must be a URI"),
+        ({"tracking.backend": "mlflow", "tracking.experiment": " "}, "name an MLflow experiment"),
     ],
 )
 def test_bad_values_name_key_value_and_what_is_allowed(raw: dict, expected: str) -> None:

@@ -12,9 +12,11 @@ import json
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from federated.privacy.secret_randomness import INSECURE_SEED_ENV
 from server.loss_plot import SERIES
+from server.tracking import numbers
 from tests.in_process import run_federation
 
 pytestmark = pytest.mark.slow  # whole runs of the apps, in process
@@ -103,6 +105,7 @@ def test_under_client_level_dp_one_client_more_changes_only_noised_values(
         "dp.noise-multiplier": 1.0,
         "strategy.fraction-train": 0.75,
         "dp.client.clip-norm": 0.05,
+        "tracking.backend": "tensorboard",
     }
     with_rows, with_summary = _run(tmp_path, "with", private, _rows(20))
     without_rows, without_summary = _run(tmp_path, "without", private, [])
@@ -130,6 +133,10 @@ def test_under_client_level_dp_one_client_more_changes_only_noised_values(
     }
     plotted = _differing(_plotted(with_rows), _plotted(without_rows))
     assert plotted <= {"test_loss"}
-    # The operator's own record keeps what was withheld.
+    # The operator's own record keeps what was withheld; the tracker gets what is published.
     operator = (tmp_path / "with" / "operator.jsonl").read_text().splitlines()
     assert "clients" in json.loads(operator[1])
+    events = EventAccumulator(str(tmp_path / "with" / "tensorboard"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == set().union(*(numbers(r) for r in with_rows))
+    assert "clients_sampled" in json.loads(operator[1])

@@ -27,6 +27,7 @@ from federated.config.secagg import SecAggSettings
 from federated.config.server import ServerSettings
 from federated.config.simulation import SimulationSettings
 from federated.config.strategy import StrategySettings
+from federated.config.tracking import TrackingSettings
 from federated.config.train import EvalSettings, TrainSettings
 from federated.config.wire import WireSettings
 from federated.config.zo import ZoSettings
@@ -45,6 +46,7 @@ __all__ = [
     "ServerSettings",
     "SimulationSettings",
     "StrategySettings",
+    "TrackingSettings",
     "TrainSettings",
     "WireSettings",
     "ZoSettings",

@@ -10,6 +10,7 @@ from federated.config.lora import LoraSettings
 from federated.config.options import ConfigError
 from federated.config.privacy import SECTION_MODES
 from federated.config.run_config import RunConfig
+from federated.config.tracking import check_tracking
 from federated.data.encode import PROMPT_FIELD
 from federated.data.files import TABLE_SUFFIXES
 from federated.model.presets import PRESETS
@@ -68,6 +69,7 @@ def check_combinations(config: RunConfig) -> None:
             "sends seed indices and scalars (a few KB), which travel as they are"
         )
     _check_privacy(config)
+    check_tracking(config.tracking)
     if config.strategy.min_available_nodes < config.strategy.min_train_nodes:
         raise ConfigError(
             f"run config 'strategy.min-available-nodes' = {config.strategy.min_available_nodes}: "

@@ -16,6 +16,7 @@ from federated.config.secagg import SecAggSettings
 from federated.config.server import ServerSettings
 from federated.config.simulation import SimulationSettings
 from federated.config.strategy import StrategySettings
+from federated.config.tracking import TrackingSettings
 from federated.config.train import EvalSettings, TrainSettings
 from federated.config.wire import WireSettings
 from federated.config.zo import ZoSettings
@@ -45,7 +46,8 @@ class RunConfig:
     resume: str = option(
         "",
         "A run folder to go on from, after its last checkpointed round; the config must be the "
-        "run's, but for resume, run-name, output-dir and the server's timeouts and retries.",
+        "run's, but for resume, run-name, output-dir, tracking and the server's timeouts and "
+        "retries.",
     )
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
@@ -61,6 +63,7 @@ class RunConfig:
     wire: WireSettings = field(default_factory=WireSettings)
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
 
     @property
     def task(self) -> str:
