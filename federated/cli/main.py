@@ -9,6 +9,8 @@ fedtune results RUN_DIR                             what a run did
 fedtune ledger [--state-dir DIR]                    a device's privacy ledgers, per data source
 fedtune plan MODEL (--gpu-gb N | --memory-gb N | --device PROFILE) ...
                                                     will its training fit, and what would
+fedtune export RUN_DIR [--round N] [--out DIR] [--gguf TYPE ...]
+                                                    the trained model for other runtimes
 
 Each command imports what it needs when it runs: ``check-link`` runs before every SuperNode
 starts, and the ledger's imports (opacus) alone take seconds.
@@ -83,6 +85,34 @@ def _parser() -> argparse.ArgumentParser:
     from federated.cli.plan_command import add_arguments
 
     add_arguments(plan)
+    export = commands.add_parser(
+        "export",
+        help="write a run's model merged, in transformers' format (and GGUF files for "
+        "llama.cpp-based runtimes)",
+    )
+    export.add_argument("run_dir", type=Path, help="the run's folder (or one checkpoint file)")
+    export.add_argument(
+        "--round",
+        type=int,
+        dest="server_round",
+        metavar="N",
+        help="a round whose checkpoint the run kept (server.keep-checkpoints); default: the last",
+    )
+    export.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="the folder to write (default: RUN_DIR/export, made if missing)",
+    )
+    export.add_argument(
+        "--gguf",
+        action="append",
+        default=[],
+        choices=("f16", "q8_0", "q4_0"),
+        metavar="TYPE",
+        help="also write <model>-TYPE.gguf, TYPE one of f16, q8_0, q4_0 (repeat for several); "
+        "llama-family causal LMs only",
+    )
     return parser
 
 
@@ -137,6 +167,10 @@ def _command(args: argparse.Namespace) -> int:
         report, fits = plan_command(args)
         print(report)
         return 0 if fits else 1
+    elif args.command == "export":
+        from federated.cli.export_report import export_command
+
+        print(export_command(args.run_dir, args.server_round, args.out, tuple(args.gguf)))
     elif args.command == "ledger":
         from federated.cli.ledger_report import describe_ledgers
         from federated.node_state import default_state_root
