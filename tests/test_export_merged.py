@@ -43,12 +43,13 @@ TEXTS = ["Hello, how are you?", "What is the meaning of life? Tell me in a few w
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("runs")
+    one_round = {**QUICK, "num-server-rounds": 1}
     configs = {
-        "fedavg": QUICK,
-        "flexlora": {**QUICK, "strategy.name": "flexlora"},
-        "fedkseed": {**QUICK, **ZO},
+        "fedavg": QUICK,  # two rounds, both kept: --round picks one
+        "flexlora": {**one_round, "strategy.name": "flexlora"},
+        "fedkseed": {**one_round, **ZO},
     }
-    return {name: run_federation(out, name, config, clients=3) for name, config in configs.items()}
+    return {name: run_federation(out, name, config, clients=2) for name, config in configs.items()}
 
 
 def _logits(model: torch.nn.Module, tokenizer, texts=TEXTS) -> torch.Tensor:
