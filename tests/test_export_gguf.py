@@ -22,7 +22,7 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType, GGUFReader, LlamaFileType
 from gguf.quants import dequantize
-from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, MistralForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, Qwen2Config
 
 from federated.export.gguf_file import write_gguf
 from federated.export.gguf_llama import llama_tensors
@@ -175,20 +175,30 @@ def test_each_tensor_is_stored_in_its_type_or_f16_where_rows_do_not_split_into_b
 
 
 @SLOW
-def test_a_mistral_model_is_written_as_llama(tmp_path: Path) -> None:
+@pytest.mark.parametrize("config_class", [MistralConfig, Qwen2Config])
+def test_mistral_and_qwen2_models_are_written_as_llama_cpp_reads_them(
+    config_class: type, tmp_path: Path
+) -> None:
     tokenizer = load_tokenizer("tiny-llama")
     tiny = base_model_config("tiny-llama", TASK_CAUSAL_LM)
     shape = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers")
     heads = ("num_attention_heads", "num_key_value_heads")
-    config = MistralConfig(
+    config = config_class(
         **{key: getattr(tiny, key) for key in shape + heads}, tie_word_embeddings=False
     )
     torch.manual_seed(0)
-    model = MistralForCausalLM(config).eval()
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():  # Qwen2's query, key and value biases start at zero: make them count
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.normal_(0, 0.5)
     tokenizer.save_pretrained(tmp_path)
     write_gguf(model, tokenizer, tmp_path, tmp_path / "m.gguf", "f16", "m")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf")
-    assert "output.weight" in {t.name for t in GGUFReader(tmp_path / "m.gguf").tensors}
+    reader = GGUFReader(tmp_path / "m.gguf")
+    names = {t.name for t in reader.tensors}
+    assert "output.weight" in names
+    assert ("blk.0.attn_q.bias" in names) == (config.model_type == "qwen2")
     expected = _logits(model, tokenizer)
     error = (_logits(loaded, tokenizer) - expected).abs().max()
     assert error <= 4 * SHARE["f16"] * expected.abs().max()
@@ -199,6 +209,9 @@ def test_an_architecture_outside_the_family_is_refused_in_one_line(tmp_path: Pat
 
     tokenizer = load_tokenizer("tiny-llama")
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2))
-    with pytest.raises(ValueError, match=r"llama family \(llama, mistral.*'gpt2'$"):
+    with pytest.raises(
+        ValueError,
+        match=r"llama family \(llama, mistral, qwen2 causal LMs\); this model is 'gpt2'$",
+    ):
         write_gguf(model, tokenizer, tmp_path, tmp_path / "g.gguf", "f16", "g")
     assert not list(tmp_path.glob("*.gguf*"))

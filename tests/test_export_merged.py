@@ -12,7 +12,6 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from federated.cli.main import main
 from federated.config import parse_run_config
-from federated.export.merged import check_mergeable
 from federated.export.run_export import check_gguf, export_run
 from federated.inference.run_folder import open_run, trained_model
 from federated.model.presets import load_base_model
@@ -111,15 +110,40 @@ def test_the_command_says_in_one_line_what_it_cannot_export(
     assert "fedtune run folder" in errors[1]
 
 
-def test_gguf_is_refused_for_a_classifier_and_a_k_bit_merge_for_k_bit_runs() -> None:
+def test_gguf_is_refused_for_a_classifier_and_unknown_types() -> None:
     classifier = parse_run_config({"model.name": "tiny-bert", "data.name": "wordnet"})
-    with pytest.raises(ValueError, match=r"llama family \(llama, mistral\).*classifier"):
+    with pytest.raises(ValueError, match=r"llama family \(llama, mistral, qwen2\).*classifier"):
         check_gguf(classifier, ("f16",))
     with pytest.raises(ValueError, match="not one of f16, q8_0, q4_0"):
         check_gguf(parse_run_config({"model.name": "tiny-llama"}), ("q2_k",))
-    k_bit = parse_run_config({"model.name": "tiny-llama", "model.quantization": "4bit"})
-    with pytest.raises(ValueError, match="4bit: merging into bitsandbytes weights"):
-        check_mergeable(k_bit)
+
+
+@pytest.mark.parametrize(
+    ("bits", "tolerance"),
+    [
+        ("4bit", 1e-5),
+        # LLM.int8 also rounds each layer's input rows to 8 bits, which the float32 export
+        # does not: within a few times that rounding (1/254) of the largest logit.
+        pytest.param("8bit", 4 / 254, marks=pytest.mark.slow),
+    ],
+)
+def test_a_k_bit_run_exports_its_dequantized_base_plus_adapter(
+    bits: str, tolerance: float, tmp_path: Path
+) -> None:
+    config = {**QUICK, "num-server-rounds": 1, "model.quantization": bits}
+    folder = run_federation(tmp_path, bits, config, clients=2)
+    trained = trained_model(open_run(folder))
+    expected = _logits(trained.local.model.eval(), trained.tokenizer)
+
+    export_run(folder)
+
+    loaded = AutoModelForCausalLM.from_pretrained(folder / "export")
+    assert (
+        loaded.dtype == torch.float32
+        and getattr(loaded.config, "quantization_config", None) is None
+    )
+    error = (_logits(loaded, trained.tokenizer) - expected).abs().max()
+    assert error <= tolerance * expected.abs().max()
 
 
 def test_a_classifier_exports_with_its_class_names(tmp_path: Path) -> None:

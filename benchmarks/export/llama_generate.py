@@ -1,7 +1,7 @@
 """Greedy continuations of prompts by llama.cpp (llama-cpp-python), for each GGUF file.
 
 Reads ``{"files": {type: path}, "prompts": [...], "new": N}`` as JSON on standard input and
-prints ``{type: [{"prompt", "text", "first_token"}]}``; imports nothing of fedtune, so that any
+prints ``{type: [{"prompt", "text"}]}``; imports nothing of fedtune, so that any
 Python with ``llama_cpp`` runs it.
 """
 

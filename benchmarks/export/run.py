@@ -69,7 +69,19 @@ def compare(reference: list[torch.Tensor], other: list[torch.Tensor]) -> dict:
     }
 
 
-def llama_cpp_generations(python: str, files: dict[str, Path], texts: list[str]) -> dict:
+def greedy(model, tokenizer, texts: list[str]) -> list[str]:
+    """The float32 model's greedy continuations, as llama.cpp is asked for them."""
+    outs = []
+    for text in texts:
+        ids = tokenizer(text, return_tensors="pt").input_ids
+        out = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False)
+        outs.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+    return outs
+
+
+def llama_cpp_generations(
+    python: str, files: dict[str, Path], texts: list[str], reference: list[str]
+) -> dict:
     check = subprocess.run([python, "-c", "import llama_cpp"], capture_output=True, text=True)
     if check.returncode != 0:
         last = (check.stderr.strip().splitlines() or ["?"])[-1]
@@ -82,7 +94,15 @@ def llama_cpp_generations(python: str, files: dict[str, Path], texts: list[str])
         text=True,
         check=True,
     )
-    return json.loads(done.stdout)
+    generated = json.loads(done.stdout)
+    for gguf_type in files:
+        rows = generated[gguf_type]
+        for row, expected in zip(rows, reference, strict=True):
+            row["float32_text"] = expected
+        generated[f"{gguf_type}_same_text_as_float32"] = sum(
+            row["text"] == row["float32_text"] for row in rows
+        )
+    return generated
 
 
 def plot(results: dict, path: Path) -> None:
@@ -107,10 +127,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     folder = HERE / "runs" / "quick"
-    started = time.perf_counter()
     if not (folder / "summary.json").is_file():
         run_federation(HERE / "runs", "quick", RUN, CLIENTS)
-    trained_s = time.perf_counter() - started
+    trained_s = json.loads((folder / "summary.json").read_text())["wall_seconds"]
     started = time.perf_counter()
     exported = export_run(folder, gguf_types=TYPES)
     export_s = time.perf_counter() - started
@@ -132,7 +151,8 @@ def main() -> None:
     for gguf_type, path in files.items():
         model = AutoModelForCausalLM.from_pretrained(out, gguf_file=path.name, dtype=torch.float32)
         results["gguf"][gguf_type] = compare(reference, logits(model, tokenizer, texts))
-    results["llama_cpp"] = llama_cpp_generations(args.llama_python, files, texts)
+    reference_texts = greedy(merged, tokenizer, texts)
+    results["llama_cpp"] = llama_cpp_generations(args.llama_python, files, texts, reference_texts)
     plot(results, HERE / "export.png")
     (HERE / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(results, indent=2, ensure_ascii=False))

@@ -1,4 +1,5 @@
-"""One GGUF file of a merged causal LM of the llama family, with its tokenizer embedded."""
+"""One GGUF file of a merged causal LM of the llama family (Llama, Mistral, Qwen2), with its
+tokenizer embedded."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from transformers import PreTrainedModel
 
 from federated.export.gguf_llama import (
     add_llama_parameters,
+    arch_name,
     check_llama_family,
-    llama_arch_name,
     llama_tensors,
 )
 from federated.export.gguf_types import GGUF_TYPES, encoded, tensor_type
@@ -33,7 +34,7 @@ def write_gguf(
         raise ValueError(f"GGUF type {gguf_type!r} is not one of {', '.join(GGUF_TYPES)}")
     check_llama_family(model.config)
     partial = path.with_name(f".{path.name}.partial")
-    writer = GGUFWriter(partial, llama_arch_name())
+    writer = GGUFWriter(partial, arch_name(model.config))
     try:
         writer.add_name(name)
         writer.add_file_type(GGUF_TYPES[gguf_type][1])

@@ -1,12 +1,13 @@
-"""The llama family in GGUF: hyperparameters and tensors as llama.cpp's ``llama`` architecture
-reads them.
+"""The llama family in GGUF: hyperparameters and tensors as llama.cpp's ``llama`` and ``qwen2``
+architectures read them.
 
 transformers' Llama rotates the two halves of each attention head (``rotate_half``); llama.cpp's
 ``llama`` architecture rotates adjacent pairs. The same rotation on permuted rows gives the same
 attention, so the query and key matrices are written with each head's rows reordered from
 (half, i) to (i, half), as llama.cpp's converter does and transformers' GGUF loader undoes.
 Mistral is the same network (its sliding window aside, which llama.cpp's converter also drops:
-it matters only past 4096 tokens of context).
+it matters only past 4096 tokens of context). llama.cpp's ``qwen2`` rotates halves as
+transformers does, so Qwen2's rows go unchanged, with its query, key and value biases.
 """
 
 from __future__ import annotations
@@ -18,13 +19,19 @@ import torch
 from gguf import MODEL_ARCH, MODEL_ARCH_NAMES, GGUFWriter, TensorNameMap
 from transformers import PretrainedConfig, PreTrainedModel
 
-ARCHITECTURES = ("llama", "mistral")  # transformers' model_type values written as llama
+# transformers' model_type -> (llama.cpp's architecture, whether q and k rows are permuted)
+_ARCHITECTURES = {
+    "llama": (MODEL_ARCH.LLAMA, True),
+    "mistral": (MODEL_ARCH.LLAMA, True),
+    "qwen2": (MODEL_ARCH.QWEN2, False),
+}
+ARCHITECTURES = tuple(_ARCHITECTURES)
 
 
 def check_llama_family(config: PretrainedConfig) -> None:
     """A ``ValueError`` in one line unless ``config`` is a model this converter writes exactly."""
     kind = config.model_type
-    if kind not in ARCHITECTURES:
+    if kind not in _ARCHITECTURES:
         raise ValueError(
             f"GGUF export supports the llama family ({', '.join(ARCHITECTURES)} causal LMs); "
             f"this model is {kind!r}"
@@ -43,8 +50,13 @@ def check_llama_family(config: PretrainedConfig) -> None:
         raise ValueError(f"GGUF export of {kind} supports none of: {', '.join(unsupported)}")
 
 
+def arch_name(config: PretrainedConfig) -> str:
+    """llama.cpp's name of the architecture ``config`` is written as."""
+    return MODEL_ARCH_NAMES[_ARCHITECTURES[config.model_type][0]]
+
+
 def add_llama_parameters(writer: GGUFWriter, config: PretrainedConfig) -> None:
-    """The ``llama.*`` hyperparameters llama.cpp builds the network from."""
+    """The ``<arch>.*`` hyperparameters llama.cpp builds the network from."""
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     writer.add_context_length(config.max_position_embeddings)
@@ -63,29 +75,26 @@ def add_llama_parameters(writer: GGUFWriter, config: PretrainedConfig) -> None:
 
 
 def llama_tensors(model: PreTrainedModel) -> Iterator[tuple[str, np.ndarray]]:
-    """Every tensor by its GGUF name, float32, query and key rows permuted; a tied output
-    matrix is left out (llama.cpp then reads the token embedding for it)."""
+    """Every tensor by its GGUF name, float32, query and key rows permuted where the
+    architecture wants it; a tied output matrix is left out (llama.cpp then reads the token
+    embedding for it)."""
     config = model.config
-    names = TensorNameMap(MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    arch, permuted = _ARCHITECTURES[config.model_type]
+    names = TensorNameMap(arch, config.num_hidden_layers)
     heads = config.num_attention_heads
     kv_heads = config.num_key_value_heads or heads
-    state = model.state_dict()
-    for key, tensor in state.items():
+    for key, tensor in model.state_dict().items():
         if key == "lm_head.weight" and config.tie_word_embeddings:
             continue
         name = names.get_name(key, try_suffixes=(".weight", ".bias"))
         if name is None:
             raise ValueError(f"GGUF export: no llama.cpp tensor for {key!r}")
         data = tensor.detach().to(torch.float32)
-        if key.endswith("q_proj.weight"):
+        if permuted and key.endswith("q_proj.weight"):
             data = _pairs_adjacent(data, heads)
-        elif key.endswith("k_proj.weight"):
+        elif permuted and key.endswith("k_proj.weight"):
             data = _pairs_adjacent(data, kv_heads)
         yield name, data.numpy()
-
-
-def llama_arch_name() -> str:
-    return MODEL_ARCH_NAMES[MODEL_ARCH.LLAMA]
 
 
 def _pairs_adjacent(weight: torch.Tensor, heads: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ from federated.config import RunConfig
 from federated.export.gguf_file import write_gguf
 from federated.export.gguf_llama import ARCHITECTURES, check_llama_family
 from federated.export.gguf_types import GGUF_TYPES
-from federated.export.merged import check_mergeable, merged_model
+from federated.export.merged import merged_model
 from federated.inference.run_folder import open_run, trained_model
 from federated.model.presets import base_model_config
 from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
@@ -46,7 +46,6 @@ def export_run(
     """Export the run at ``run_dir`` (its last round, or ``server_round``) into ``out``
     (default ``RUN_DIR/export``); a ``ValueError`` in one line for what cannot be exported."""
     run = open_run(run_dir, server_round)
-    check_mergeable(run.config)
     if gguf_types:
         check_gguf(run.config, gguf_types)
     trained = trained_model(run)
