@@ -164,3 +164,29 @@ def test_a_classifier_exports_with_its_class_names(tmp_path: Path) -> None:
     loaded = AutoModelForSequenceClassification.from_pretrained(folder / "export")
     torch.testing.assert_close(_logits(loaded, trained.tokenizer), expected, rtol=1e-5, atol=1e-5)
     assert sorted(loaded.config.id2label.values())[0].startswith(("adj.", "adv.", "noun.", "verb."))
+
+
+def test_classification_as_generation_exports_the_language_model(tmp_path: Path) -> None:
+    config = {
+        **QUICK,
+        "model.task": "classification-as-generation",
+        "data.name": "wordnet",
+        "data.num-classes": 3,
+        "data.max-per-class": 20,
+        "num-server-rounds": 1,
+    }
+    folder = run_federation(tmp_path, "verbalized", config, clients=2)
+    trained = trained_model(open_run(folder))
+    classifier = trained.local.model.eval()
+    batch = trained.tokenizer(["Which kind of word is this? A dog."], return_tensors="pt")
+    with torch.no_grad():
+        expected = classifier(**batch).logits
+
+    check_gguf(trained.config, ("f16",))  # a language model: GGUF is written for it too
+    export_run(folder)
+
+    loaded = AutoModelForCausalLM.from_pretrained(folder / "export")
+    with torch.no_grad():
+        next_token = loaded(**batch).logits[:, -1]
+    label_tokens = classifier.get_base_model().label_tokens
+    torch.testing.assert_close(next_token[:, label_tokens], expected, rtol=1e-5, atol=1e-5)
