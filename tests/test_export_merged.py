@@ -36,6 +36,13 @@ ZO = {
     "zo.perturbation": "low-rank",
     "zo.hybrid": "norm",  # the final norm trains first-order and must reach the export
 }
+WORDNET = {
+    **QUICK,
+    "data.name": "wordnet",
+    "data.num-classes": 3,
+    "data.max-per-class": 20,
+    "num-server-rounds": 1,
+}
 TEXTS = ["Hello, how are you?", "What is the meaning of life? Tell me in a few words."]
 
 
@@ -147,14 +154,7 @@ def test_a_k_bit_run_exports_its_dequantized_base_plus_adapter(
 
 
 def test_a_classifier_exports_with_its_class_names(tmp_path: Path) -> None:
-    config = {
-        **QUICK,
-        "model.name": "tiny-bert",
-        "data.name": "wordnet",
-        "data.num-classes": 3,
-        "data.max-per-class": 20,
-        "num-server-rounds": 1,
-    }
+    config = {**WORDNET, "model.name": "tiny-bert"}
     folder = run_federation(tmp_path, "classifier", config, clients=2)
     trained = trained_model(open_run(folder))
     expected = _logits(trained.local.model.eval(), trained.tokenizer)
@@ -167,14 +167,7 @@ def test_a_classifier_exports_with_its_class_names(tmp_path: Path) -> None:
 
 
 def test_classification_as_generation_exports_the_language_model(tmp_path: Path) -> None:
-    config = {
-        **QUICK,
-        "model.task": "classification-as-generation",
-        "data.name": "wordnet",
-        "data.num-classes": 3,
-        "data.max-per-class": 20,
-        "num-server-rounds": 1,
-    }
+    config = {**WORDNET, "model.task": "classification-as-generation"}
     folder = run_federation(tmp_path, "verbalized", config, clients=2)
     trained = trained_model(open_run(folder))
     classifier = trained.local.model.eval()
