@@ -15,6 +15,8 @@ fedtune predict RUN_DIR (--text TEXT | --texts FILE) [--base]
                                                     the class a run's classifier gives
 fedtune evaluate RUN_DIR [--data FILE] [--per-partition]
                                                     base and fine-tuned model measured side by side
+fedtune export RUN_DIR [--round N] [--out DIR] [--gguf TYPE ...]
+                                                    the trained model for other runtimes
 
 Each command imports what it needs when it runs: ``check-link`` runs before every SuperNode
 starts, and the ledger's imports (opacus) alone take seconds.
@@ -91,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     add_arguments(plan)
     from federated.cli.evaluate_command import add_evaluate_arguments
     from federated.cli.generate_command import add_generate_arguments, add_predict_arguments
+    from federated.cli.use_arguments import add_run_arguments
 
     add_generate_arguments(
         commands.add_parser("generate", help="what a run's language model answers (or chat)")
@@ -98,6 +101,27 @@ def _parser() -> argparse.ArgumentParser:
     add_predict_arguments(commands.add_parser("predict", help="what a run's classifier says"))
     add_evaluate_arguments(
         commands.add_parser("evaluate", help="the base and fine-tuned model on the same examples")
+    )
+    export = commands.add_parser(
+        "export",
+        help="write a run's model merged, in transformers' format (and GGUF files for "
+        "llama.cpp-based runtimes)",
+    )
+    add_run_arguments(export)
+    export.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="the folder to write (default: RUN_DIR/export, made if missing)",
+    )
+    export.add_argument(
+        "--gguf",
+        action="append",
+        default=[],
+        choices=("f16", "q8_0", "q4_0"),
+        metavar="TYPE",
+        help="also write <model>-TYPE.gguf, TYPE one of f16, q8_0, q4_0 (repeat for several); "
+        "llama-family causal LMs only",
     )
     return parser
 
@@ -163,6 +187,10 @@ def _command(args: argparse.Namespace) -> int:
             "evaluate": evaluate_command,
         }
         return commands[args.command](args)
+    elif args.command == "export":
+        from federated.cli.export_report import export_command
+
+        print(export_command(args.run_dir, args.server_round, args.out, tuple(args.gguf)))
     elif args.command == "ledger":
         from federated.cli.ledger_report import describe_ledgers
         from federated.node_state import default_state_root
