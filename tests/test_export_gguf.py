@@ -30,26 +30,16 @@ from federated.export.gguf_types import encoded, tensor_type
 from federated.export.run_export import export_run
 from federated.model.presets import base_model_config, load_tokenizer
 from federated.model.tasks import TASK_CAUSAL_LM
-from tests.in_process import run_federation
 
 TYPES = ("f16", "q8_0", "q4_0")
 SLOW = pytest.mark.slow  # each load through transformers' GGUF reader takes seconds
 SHARE = {"f16": 2.0**-11, "q8_0": 1 / 254, "q4_0": 1 / 16}
 TEXTS = ["Hello, how are you?", "What is 3333 + 12? Tell me, café owner 🚀."]
-RUN = {
-    "model.name": "tiny-llama",
-    "num-server-rounds": 1,
-    "train.local-steps": 2,
-    "train.lr": 0.05,
-    "strategy.fraction-evaluate": 0.0,
-    "eval.max-examples": 8,
-}
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = run_federation(tmp_path_factory.mktemp("runs"), "lora", RUN, clients=2)
-    return export_run(run, gguf_types=TYPES).folder
+def export(lora_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_run(lora_run, out=tmp_path_factory.mktemp("gguf"), gguf_types=TYPES).folder
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,9 @@ from federated.inference.run_folder import open_run, trained_model
 from federated.model.presets import load_base_model
 from federated.model.tasks import TASK_CAUSAL_LM
 from federated.protocol import message_keys as keys
+from tests.finished_runs import TINY_LM as QUICK
 from tests.in_process import run_federation
 
-QUICK = {
-    "model.name": "tiny-llama",
-    "num-server-rounds": 2,
-    "server.keep-checkpoints": True,
-    "train.local-steps": 2,
-    "train.lr": 0.05,
-    "strategy.fraction-evaluate": 0.0,
-    "eval.max-examples": 8,
-}
 ZO = {
     "mode": "zo",
     "strategy.name": "fedkseed",
@@ -47,15 +39,15 @@ TEXTS = ["Hello, how are you?", "What is the meaning of life? Tell me in a few w
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(tmp_path_factory: pytest.TempPathFactory, lora_run: Path) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("runs")
     one_round = {**QUICK, "num-server-rounds": 1}
     configs = {
-        "fedavg": QUICK,  # two rounds, both kept: --round picks one
         "flexlora": {**one_round, "strategy.name": "flexlora"},
         "fedkseed": {**one_round, **ZO},
     }
-    return {name: run_federation(out, name, config, clients=2) for name, config in configs.items()}
+    made = {name: run_federation(out, name, config, clients=2) for name, config in configs.items()}
+    return {"fedavg": lora_run, **made}  # fedavg's: two rounds, both kept: --round picks one
 
 
 def _logits(model: torch.nn.Module, tokenizer, texts=TEXTS) -> torch.Tensor:

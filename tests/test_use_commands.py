@@ -18,17 +18,9 @@ import pytest
 from federated.cli.main import main
 from federated.inference.run_folder import open_run
 from federated.inference.text_metrics import exact_match, rouge_l
+from tests.finished_runs import LORA_RUN as LM
 from tests.in_process import run_federation
 
-LM = {
-    "model.name": "tiny-llama",
-    "num-server-rounds": 2,
-    "server.keep-checkpoints": True,
-    "eval.generate": True,
-    "eval.max-new-tokens": 6,
-    "eval.max-examples": 8,
-    "train.local-steps": 2,
-}
 ZO_CLASSIFIER = {
     "mode": "zo",
     "strategy.name": "fedkseed",
@@ -50,15 +42,15 @@ ZO_CLASSIFIER = {
 def fedsa_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two clients keeping their personal factors in one state folder."""
     state = tmp_path_factory.mktemp("node-state")
-    run = {**LM, "strategy.name": "fedsa-lora", "eval.generate": False}
+    run = {**LM, "strategy.name": "fedsa-lora", "strategy.fraction-evaluate": 1.0}
     nodes = {p: {"state-dir": str(state)} for p in range(2)}
     folder = run_federation(tmp_path_factory.mktemp("use"), "fedsa", run, 2, node_configs=nodes)
     return folder, state
 
 
 @pytest.fixture(scope="module")
-def lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return run_federation(tmp_path_factory.mktemp("use"), "lm", LM, clients=2)
+def lm_run(lora_run: Path) -> Path:
+    return lora_run
 
 
 @pytest.fixture(scope="module")
