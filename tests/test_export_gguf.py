@@ -123,9 +123,7 @@ def test_each_weight_is_within_its_types_rounding(
             assert error.max() > 0, name
 
 
-@pytest.mark.parametrize(
-    "gguf_type", ["f16", pytest.param("q8_0", marks=SLOW), pytest.param("q4_0", marks=SLOW)]
-)
+@pytest.mark.parametrize("gguf_type", [pytest.param(t, marks=SLOW) for t in TYPES])
 def test_transformers_rebuilds_the_model_within_the_types_rounding(
     export: Path, gguf_type: str
 ) -> None:

@@ -120,7 +120,7 @@ def test_gguf_is_refused_for_a_classifier_and_unknown_types() -> None:
 @pytest.mark.parametrize(
     ("bits", "tolerance"),
     [
-        ("4bit", 1e-5),
+        pytest.param("4bit", 1e-5, marks=pytest.mark.slow),  # a run of its own
         # LLM.int8 also rounds each layer's input rows to 8 bits, which the float32 export
         # does not: within a few times that rounding (1/254) of the largest logit.
         pytest.param("8bit", 4 / 254, marks=pytest.mark.slow),

@@ -107,6 +107,7 @@ def test_evaluate_gives_the_runs_own_test_numbers_for_the_base_and_the_last_mode
     assert {"prompt", "reference", "base", "tuned"} <= set(json.loads(lines[0]))
 
 
+@pytest.mark.slow  # a run of its own
 def test_a_personalised_run_is_measured_with_each_partitions_own_factors(
     fedsa_run: tuple[Path, Path], capsys: pytest.CaptureFixture, tmp_path: Path
 ) -> None:
