@@ -55,14 +55,17 @@ def test_macro_f1_and_the_matrix_agree_with_scikit_learn() -> None:
         matrix = confusion_matrix(labels, predicted, classes)
         expected = sk_confusion(labels, predicted, labels=range(classes))
         assert matrix.tolist() == expected.tolist()
-        assert macro_f1(matrix) == pytest.approx(
-            f1_score(labels, predicted, labels=range(classes), average="macro", zero_division=0)
-        )
+        assert macro_f1(matrix) == pytest.approx(f1_score(labels, predicted, average="macro"))
         assert accuracy(matrix) == pytest.approx(
             sum(a == b for a, b in zip(labels, predicted, strict=True)) / 60
         )
-    never = confusion_matrix([0, 0, 1], [0, 0, 1], 3)  # class 2: never true, never predicted
-    assert macro_f1(never) == pytest.approx(2 / 3)
+    few, guessed = [0, 1, 1, 0, 1], [0, 1, 3, 0, 0]  # a partition holding 2 of 8 classes
+    assert macro_f1(confusion_matrix(few, guessed, 8)) == pytest.approx(
+        f1_score(few, guessed, average="macro")
+    )
+    # Class 2 is neither held nor predicted: it does not count; class 1 predicted, never true: 0.
+    assert macro_f1(confusion_matrix([0, 0, 0], [0, 0, 0], 3)) == 1.0
+    assert macro_f1(confusion_matrix([0, 0, 0], [0, 0, 1], 3)) == pytest.approx((0.8 + 0) / 2)
 
 
 def test_the_confusion_picture_is_written(tmp_path) -> None:

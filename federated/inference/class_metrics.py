@@ -19,13 +19,15 @@ def confusion_matrix(
 
 
 def macro_f1(matrix: torch.Tensor) -> float:
-    """The unweighted mean over classes of each class's F1 (a class never true nor predicted
-    scores 0, as scikit-learn's ``f1_score(average="macro", zero_division=0)`` counts it)."""
+    """The unweighted mean of each class's F1 over the classes the examples hold or the model
+    predicts (scikit-learn's ``f1_score(average="macro")``): a partition that holds two of eight
+    classes is scored on what it holds, and a class predicted but never true counts 0."""
     hits = matrix.diag().double()
     predicted, true = matrix.sum(0).double(), matrix.sum(1).double()
-    denominator = predicted + true
-    f1 = torch.where(denominator > 0, 2 * hits / denominator.clamp(min=1), torch.zeros_like(hits))
-    return float(f1.mean())
+    seen = (predicted + true) > 0
+    if not bool(seen.any()):
+        return 0.0
+    return float((2 * hits[seen] / (predicted + true)[seen]).mean())
 
 
 def accuracy(matrix: torch.Tensor) -> float:
