@@ -6,8 +6,9 @@ examples with the same greedy decoding.
   rounds, LoRA r=8 on q and v, 3 of the 10 evaluating): loss, Rouge-L and exact match on the
   server's test set (chatterbot answers no client trained on), and a few answers side by side.
 - MiniLM-L6 on WordNet (8 largest categories, 400 definitions each, Dirichlet 0.3 over 10
-  clients, 5 rounds), with fedavg and with fedsa-lora: accuracy and macro-F1 on the test set and
-  on each partition's held-out split, fedsa-lora's partitions also with their own B factors.
+  clients, 5 rounds of 8 local steps at lr 3e-3), with fedavg and with fedsa-lora: accuracy and
+  macro-F1 on the test set and on each partition's held-out split, fedsa-lora's partitions also
+  with their own B factors.
 
 Runs go through the real ServerApp and ClientApps in one process (``tests.in_process``: every
 message crosses Flower's wire format), as the quick start runs them on the simulation engine.
