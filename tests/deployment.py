@@ -9,6 +9,7 @@ import contextlib
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -95,7 +96,20 @@ class LocalDeployment:
         """The SuperLink, from ``fedtune commands``' line, or ``command``."""
         line = command or superlink_command(self.deployment)
         self.superlink = self._start(line, "superlink.log")
-        time.sleep(3)  # its HTTP API up before anyone calls it
+        self._wait_until_listening()
+
+    def _wait_until_listening(self, timeout: float = 60) -> None:
+        """Its HTTP API up before anyone calls it: uvicorn listens once the app has started."""
+        host, _, port = self.deployment.address.rpartition(":")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                return
+            except OSError:
+                assert self.superlink.poll() is None, self.log("superlink.log")[-2000:]
+                assert time.monotonic() < deadline, "the SuperLink never listened"
+                time.sleep(0.1)
 
     def register(self, node: int) -> subprocess.CompletedProcess:
         public = self.deployment.node_key(node).with_suffix(".key.pub")

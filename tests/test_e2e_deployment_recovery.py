@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 NODES = 3
 RUN = {
     "model.name": "tiny-llama",
-    "num-server-rounds": 3,
+    "num-server-rounds": 2,
     "train.lr": 0.02,
     "train.local-steps": 3,
     "eval.max-examples": 16,
@@ -75,15 +75,17 @@ def test_a_restarted_supernode_takes_part_again(tmp_path: Path) -> None:
         out = federation.folder / "results"
         config = {**RUN, "output-dir": str(out), "run-name": "node"}
         run = federation.run(run_config_text(config))
-        _wait_for_round(out / "node", 1)
+        # Round 1 starts as round 0 is recorded: node 1 dies with round 1's message sent to it,
+        # and comes back (under a new node ID) in time for round 2.
+        _wait_for_round(out / "node", 0)
         federation.kill(federation.nodes[1])  # a crash: no goodbye to the SuperLink
         federation.start_node(1)
         assert run.wait(timeout=900) == 0, federation.log("run.log")[-3000:]
     finally:
         federation.close()
     rounds = _rounds(out / "node")
-    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
-    lost = [c for r in rounds[2:] for c in r["clients"] if c["status"] != "ok"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    lost = [c for r in rounds[1:] for c in r["clients"] if c["status"] != "ok"]
     assert lost and all(c["status"].startswith(("unreachable", "no reply")) for c in lost)
     last = {c["partition_id"]: c for c in rounds[-1]["clients"] if c["status"] == "ok"}
     assert set(last) == {0, 1, 2}, rounds[-1]["clients"]
@@ -138,7 +140,7 @@ def test_a_run_resumes_after_its_superlink_dies(federation: LocalDeployment, tmp
     resumed = federation.run(run_config_text({**config, "resume": str(out / "link")}))
     assert resumed.wait(timeout=900) == 0, federation.log("run.log")[-3000:]
     rounds = _rounds(out / "link")
-    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
     assert rounds[: len(finished)] == _rounds(out / "link")[: len(finished)]
     elapsed = time.monotonic() - launched
     summary = json.loads((out / "link" / "summary.json").read_text())

@@ -22,8 +22,8 @@ RUN = {
     "model.name": "'tiny-llama'",
     "num-server-rounds": "2",
     "train.lr": "0.02",
-    "train.local-steps": "6",
-    "eval.max-examples": "32",
+    "train.local-steps": "3",
+    "eval.max-examples": "16",
 }
 
 

@@ -1,6 +1,6 @@
 """Node configs on a real deployment: one SuperNode trains on its own JSONL file, one takes
 zeroth-order steps on the LoRA factors by its own config, and one names a file it cannot read,
-whose error replies the server logs while the run goes on with the others."""
+whose error reply the server logs while the run goes on with the others."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ NODES = 3
 OWN_ROWS = 30
 RUN = {
     "model.name": "tiny-llama",
-    "num-server-rounds": 2,
+    "num-server-rounds": 1,
     "train.lr": 0.02,
     "train.local-steps": 4,
     "eval.max-examples": 8,
@@ -58,7 +58,7 @@ def test_nodes_bring_their_own_data_and_mode_and_a_bad_file_stops_only_its_node(
         federation.close()
 
     rounds = [json.loads(line) for line in (out / "n" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert [r["round"] for r in rounds] == [0, 1]
     for record in rounds[1:]:
         clients = {c["partition_id"]: c for c in record["clients"]}
         assert clients[0]["status"] == "ok" and clients[1]["status"] == "ok", clients
@@ -66,6 +66,6 @@ def test_nodes_bring_their_own_data_and_mode_and_a_bad_file_stops_only_its_node(
         assert clients[1]["bytes_up"] < 3000  # (seed, scalar) pairs, not factors
         assert clients[2]["status"].startswith("rejected: client failed:"), clients[2]
         assert f"node config 'data-file' = '{missing}': No such file" in clients[2]["status"]
-    assert rounds[2]["test_loss"] < rounds[0]["test_loss"]
+    assert rounds[1]["test_loss"] < rounds[0]["test_loss"]
     log = federation.log("run.log")
     assert "rejected the reply of node" in log and "No such file" in log

@@ -124,7 +124,6 @@ def test_zeroth_order_clients_train_under_dp_and_report_epsilon(tmp_path: Path) 
         "zo.perturbation": "low-rank",
         "zo.pool-size": 256,
         "zo.lr": 2e-3,
-        "train.local-steps": 10,
         "output-dir": str(tmp_path),
         "run-name": "dp-zo",
     }

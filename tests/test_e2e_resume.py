@@ -61,8 +61,8 @@ import server.round_record as loop
 from tests.simulate import simulate
 config, clients, last = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 save = loop.save_checkpoint
-def save_then_die(folder, checkpoint):
-    save(folder, checkpoint)
+def save_then_die(folder, checkpoint, **options):
+    save(folder, checkpoint, **options)
     if checkpoint.round == last:
         os.killpg(0, signal.SIGKILL)
 loop.save_checkpoint = save_then_die

@@ -18,7 +18,7 @@ RUN = {
     "mode": "zo",
     "strategy.name": "fedkseed",
     "model.name": "tiny-llama",
-    "num-server-rounds": 3,
+    "num-server-rounds": 2,
     "zo.params": "full",
     "zo.perturbation": "low-rank",
     "zo.pool-size": POOL,
@@ -40,9 +40,9 @@ def zo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
 
 def test_zeroth_order_rounds_lower_the_test_loss(zo_run) -> None:
     _, rounds = zo_run
-    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
     assert all(r["clients_accepted"] == 4 for r in rounds[1:])
-    assert rounds[3]["test_loss"] < rounds[0]["test_loss"]
+    assert rounds[2]["test_loss"] < rounds[0]["test_loss"]
 
 
 def test_messages_are_a_few_kilobytes(zo_run) -> None:

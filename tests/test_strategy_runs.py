@@ -28,7 +28,8 @@ BASE = {
     "lora.rank": 4,
     "lora.alpha": 8.0,
     "train.lr": 0.02,
-    "train.local-steps": 6,
+    "train.local-steps": 3,
+    "eval.max-examples": 16,
 }
 MIXED_RANKS = "2,4"
 CLIENTS = 3  # partitions 0, 1, 2: both mixed ranks take part
