@@ -20,7 +20,7 @@ from tests.simulate import ROOT, simulate
 
 pytestmark = pytest.mark.slow
 
-CLIENTS, ROUNDS, KILLED_AFTER = 4, 3, 1
+CLIENTS, ROUNDS, KILLED_AFTER = 4, 2, 1
 BASE = {
     "model.name": "tiny-bert",
     "data.name": "wordnet",
