@@ -6,11 +6,12 @@ import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from client import lora_round, secure_aggregation, zo_round
+from client import lora_round, secure_aggregation, split_round, zo_round
 from client.deadline import end_past_deadline
 from client.node import describe
 from client.planned_memory import allocator_for_planned_memory
 from federated.config import parse_run_config
+from federated.protocol import split_keys
 from federated.secagg import protocol
 from simulation import ray_workers
 
@@ -20,8 +21,11 @@ torch.set_num_threads(1)
 ray_workers.install()
 
 
+_ROUNDS = {"lora": lora_round, "zo": zo_round, "split": split_round}
+
+
 def _mode(context: Context):
-    return zo_round if parse_run_config(context.run_config).mode == "zo" else lora_round
+    return _ROUNDS[parse_run_config(context.run_config).mode]
 
 
 def train(msg: Message, context: Context) -> Message:
@@ -46,6 +50,9 @@ def register(app: ClientApp) -> ClientApp:
     app.train(protocol.COLLECT)(collect)
     app.train(protocol.CONSISTENCY)(secure_aggregation.consistency)
     app.train(protocol.UNMASK)(secure_aggregation.unmask)
+    app.train(split_keys.START)(split_round.start)
+    app.train(split_keys.LOSS)(split_round.loss_gradient)
+    app.train(split_keys.BACKWARD)(split_round.backward)
     return app
 
 

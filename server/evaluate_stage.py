@@ -36,7 +36,8 @@ def evaluate_round(grid: Grid, run: Run, server_round: int) -> Evaluation:
     strategy, config = run.strategy, run.config
     ex, metrics, verdicts, stages = Exchange(), None, {}, None
     sent = []
-    if not config.dp.quiet_clients:
+    # A split device cannot run the whole model to evaluate it.
+    if not config.dp.quiet_clients and config.mode != "split":
         sent = strategy.evaluation_messages(server_round, grid, run.pool, run.shared)
     if sent and config.secagg.enabled:  # the held-out statistics travel masked too
         secure = secure_evaluate_round(grid, sent, strategy, config, server_round, progress)

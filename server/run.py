@@ -35,6 +35,7 @@ from federated.protocol import message_keys as keys
 from federated.protocol.partition_keys import read_partition_keys
 from federated.protocol.stop_request import take_stop_request
 from federated.results import RunResults
+from federated.split.split_workspace import split_model
 from federated.zo.factor_steps import factor_steps_problem
 from federated.zo.hybrid import hybrid_state
 from federated.zo.workspace import save_mask, zo_model
@@ -153,6 +154,9 @@ def _initial_model(config: RunConfig) -> GlobalModel:
     if config.mode == "zo":
         zo = loading("model.name", config.model.name, lambda: zo_model(config, run_mask(config)))
         return zo_initial_model(config.zo.pool_size, hybrid_state(zo.hybrid))
+    if config.mode == "split":
+        split = loading("model.name", config.model.name, lambda: split_model(config))
+        return GlobalModel(dict(split.initial))
     local = loading("model.name", config.model.name, lambda: lora_model(config))
     return GlobalModel(dict(local.initial))
 

@@ -75,8 +75,12 @@ class ServerModel(TrainedModel):
         return metrics
 
     def save(self, model: GlobalModel, folder: Path) -> None:
-        """The adapter in peft's format (LoRA), or the seed sums and how to replay them (zo)."""
-        self.load(model)
+        """The adapter in peft's format (LoRA, or a split run's prompt tuning), or the seed sums
+        and how to replay them (zo)."""
+        module = self.load(model)
+        if self.split:  # peft's prompt-tuning adapter: PeftModel.from_pretrained loads it
+            module.save_pretrained(str(folder / "adapter"))
+            return
         if self.local:
             save_global_adapter(self.local, model.base_delta, folder / "adapter")
             return

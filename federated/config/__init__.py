@@ -26,6 +26,7 @@ from federated.config.schema import (
 from federated.config.secagg import SecAggSettings
 from federated.config.server import ServerSettings
 from federated.config.simulation import SimulationSettings
+from federated.config.split import SplitSettings
 from federated.config.strategy import StrategySettings
 from federated.config.tracking import TrackingSettings
 from federated.config.train import EvalSettings, TrainSettings
@@ -45,6 +46,7 @@ __all__ = [
     "SecAggSettings",
     "ServerSettings",
     "SimulationSettings",
+    "SplitSettings",
     "StrategySettings",
     "TrackingSettings",
     "TrainSettings",

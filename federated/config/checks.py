@@ -10,6 +10,7 @@ from federated.config.lora import LoraSettings
 from federated.config.options import ConfigError
 from federated.config.privacy import SECTION_MODES
 from federated.config.run_config import RunConfig
+from federated.config.split_checks import check_split
 from federated.config.tracking import check_tracking
 from federated.data.encode import PROMPT_FIELD
 from federated.data.files import TABLE_SUFFIXES
@@ -57,6 +58,7 @@ def check_combinations(config: RunConfig) -> None:
             "change the accounted sampling) or SecAgg+ yet"
         )
     _check_zo(config)
+    check_split(config)
     _check_numerics(config)
     if config.eval.generate and config.task != TASK_CAUSAL_LM:
         raise ConfigError(

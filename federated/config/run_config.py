@@ -15,6 +15,7 @@ from federated.config.robust import RobustSettings
 from federated.config.secagg import SecAggSettings
 from federated.config.server import ServerSettings
 from federated.config.simulation import SimulationSettings
+from federated.config.split import SplitSettings
 from federated.config.strategy import StrategySettings
 from federated.config.tracking import TrackingSettings
 from federated.config.train import EvalSettings, TrainSettings
@@ -32,8 +33,9 @@ from federated.model.tasks import (
 class RunConfig:
     mode: str = option(
         "lora",
-        "lora (first-order LoRA training) or zo (zeroth-order, seed-based: FedKSeed).",
-        choices=("lora", "zo"),
+        "lora (first-order LoRA training), zo (zeroth-order, seed-based: FedKSeed) or split "
+        "(split learning of a soft prompt, SFPrompt: for devices that cannot hold the model).",
+        choices=("lora", "zo", "split"),
     )
     num_server_rounds: int = option(3, "Federated rounds.", minimum=1)
     seed: int = option(
@@ -54,6 +56,7 @@ class RunConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     zo: ZoSettings = field(default_factory=ZoSettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     strategy: StrategySettings = field(default_factory=StrategySettings)
     robust: RobustSettings = field(default_factory=RobustSettings)

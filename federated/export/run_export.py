@@ -46,6 +46,11 @@ def export_run(
     """Export the run at ``run_dir`` (its last round, or ``server_round``) into ``out``
     (default ``RUN_DIR/export``); a ``ValueError`` in one line for what cannot be exported."""
     run = open_run(run_dir, server_round)
+    if run.config.mode == "split":
+        raise ValueError(
+            "a split run trained a soft prompt, which merges into no weight of the model: its "
+            "adapter/ folder is a peft prompt-tuning adapter (PeftModel.from_pretrained)"
+        )
     if gguf_types:
         check_gguf(run.config, gguf_types)
     trained = trained_model(run)

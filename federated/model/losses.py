@@ -48,17 +48,24 @@ def loss_terms(model: torch.nn.Module, batch: dict[str, torch.Tensor], task: str
     ).logits
     labels = batch["labels"].to(device)
     if task == TASK_CAUSAL_LM:
-        # Position t predicts token t+1.
-        logits, labels = logits[:, :-1, :], labels[:, 1:]
-        token_loss = F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)).float(),
-            labels.reshape(-1),
-            ignore_index=IGNORE_INDEX,
-            reduction="none",
-        ).view(labels.shape)
-        scored = labels != IGNORE_INDEX
-        right = (logits.argmax(-1) == labels) & scored
-        return LossTerms(token_loss.sum(1), scored.sum(1), right.sum(1))
+        return lm_loss_terms(logits, labels)
     example_loss = F.cross_entropy(logits.float(), labels, reduction="none")
     ones = torch.ones_like(labels)
     return LossTerms(example_loss, ones, (logits.argmax(-1) == labels).long())
+
+
+def lm_loss_terms(logits: torch.Tensor, labels: torch.Tensor) -> LossTerms:
+    """A causal LM's terms from its logits; a prompt-tuned model's (peft, or the split model's
+    tail) start with its virtual tokens' positions, which predict nothing."""
+    logits = logits[:, logits.size(1) - labels.size(1) :, :]
+    # Position t predicts token t+1.
+    logits, labels = logits[:, :-1, :], labels[:, 1:]
+    token_loss = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(),
+        labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(labels.shape)
+    scored = labels != IGNORE_INDEX
+    right = (logits.argmax(-1) == labels) & scored
+    return LossTerms(token_loss.sum(1), scored.sum(1), right.sum(1))

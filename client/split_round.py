@@ -1,0 +1,260 @@
+"""A split device's round (mode = split, SFPrompt): its side of the dialogue the server leads
+(``federated.protocol.split_keys``). The device holds the head and the tail and keeps its
+labels; between messages its prompt, optimizer state and pruned examples stay in the node state.
+It recomputes its head's forward for each backward instead of keeping it across messages (a
+process may serve each message afresh)."""
+
+from __future__ import annotations
+
+import resource
+import time
+from functools import lru_cache
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+from client.node import run_seed, train_metrics
+from client.node_config import NodeSettings, node_settings
+from client.node_records import node_records
+from federated.config import RunConfig, parse_run_config
+from federated.data.encode import collate
+from federated.model.losses import lm_loss_terms
+from federated.model.presets import load_tokenizer
+from federated.model.workspace import Encoded, encode_records
+from federated.privacy.secret_randomness import secret_generator
+from federated.protocol import message_keys as keys
+from federated.protocol import split_keys as sk
+from federated.protocol.wire import record_to_tensors, tensors_to_record
+from federated.split.activation_noise import clipped, noise_like
+from federated.split.local_update import el2n_scores, keep_hardest, local_loss_terms
+from federated.split.parts import SplitModel
+from federated.split.prompt_model import PROMPT_KEY, set_prompt
+from federated.split.split_workspace import split_model
+
+STATE_TENSORS = "split-tensors"  # node state: the prompt and its optimizer's moments
+STATE_PROGRESS = "split-progress"  # node state: round, step, kept examples, losses, time
+
+
+@lru_cache(maxsize=4)
+def _encoded(config: RunConfig, node: NodeSettings) -> tuple[Any, Encoded]:
+    """This node's tokenizer and training examples, tokenized once per process: every message
+    of the exchange reads them."""
+    records, _ = node_records(config, node)
+    tokenizer = load_tokenizer(config.model.name)
+    return tokenizer, encode_records(config, tokenizer, records)
+
+
+class _Device:
+    """This node's split model and data, and its round's progress from the node state."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.config: RunConfig = parse_run_config(context.run_config)
+        self.node = node_settings(context)
+        self.split: SplitModel = split_model(self.config)
+        self.tokenizer, self.encoded = _encoded(self.config, self.node)
+
+    # -- the round's state, kept between messages --------------------------------------------
+    def restore(self, server_round: int, step: int) -> None:
+        progress = self.context.state.config_records.get(STATE_PROGRESS)
+        if progress is None or int(progress["round"]) != server_round:
+            raise ValueError(f"no split exchange of round {server_round} under way on this node")
+        if int(progress["step"]) != step:
+            raise ValueError(
+                f"the server asked for split step {step}; this node is at {progress['step']}"
+            )
+        self.progress = progress
+        tensors = record_to_tensors(self.context.state.array_records[STATE_TENSORS])
+        set_prompt(self.split.prompted, {PROMPT_KEY: tensors[PROMPT_KEY]})
+        self.optimizer = self._optimizer()
+        if int(progress["adam-steps"]) > 0:
+            self.optimizer.state[self.split.prompt] = {
+                "step": torch.tensor(float(progress["adam-steps"])),
+                "exp_avg": tensors["exp-avg"],
+                "exp_avg_sq": tensors["exp-avg-sq"],
+            }
+
+    def save(self) -> None:
+        state = self.optimizer.state.get(self.split.prompt, {})
+        prompt = self.split.prompt.detach().clone()
+        tensors = {
+            PROMPT_KEY: prompt,
+            "exp-avg": state.get("exp_avg", torch.zeros_like(prompt)),
+            "exp-avg-sq": state.get("exp_avg_sq", torch.zeros_like(prompt)),
+        }
+        self.progress["adam-steps"] = int(state["step"]) if state else 0
+        self.context.state[STATE_TENSORS] = tensors_to_record(tensors)
+        self.context.state[STATE_PROGRESS] = self.progress
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        train, rounds = self.config.train, self.config.num_server_rounds
+        lr = train.lr_at(int(self.progress["round"]), rounds)
+        return torch.optim.AdamW([self.split.prompt], lr=lr, weight_decay=train.weight_decay)
+
+    # -- the work ----------------------------------------------------------------------------
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        """Split step ``step``'s batch: the kept examples in a seeded order, cycling."""
+        kept = list(self.progress["kept"])
+        seed = run_seed(self.config, self.node.partition_id, int(self.progress["round"]), "split")
+        order = torch.randperm(len(kept), generator=torch.Generator().manual_seed(seed)).tolist()
+        size = self.config.train.batch_size
+        chosen = [kept[order[(step * size + i) % len(kept)]] for i in range(min(size, len(kept)))]
+        return collate([self.encoded[i] for i in chosen], self.tokenizer.pad_token_id)
+
+    def sent_activations(self, step: int, *, noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's output for step ``step``'s batch as it leaves the device: clipped and
+        noised when ``split.activation-clip`` is set (``noise`` False: the differentiable part
+        only, for the backward)."""
+        batch = self.batch(step)
+        hidden, mask = self.split.head(batch["input_ids"], batch["attention_mask"])
+        s = self.config.split
+        if s.activation_clip > 0:
+            hidden = clipped(hidden, s.activation_clip)
+            if noise and s.activation_noise > 0:
+                purpose = ("split-activations", self.node.partition_id, self.progress["round"])
+                generator = secret_generator(*purpose, step)
+                hidden = hidden + noise_like(
+                    hidden, s.activation_clip, s.activation_noise, generator
+                )
+        return hidden, mask
+
+    def activations_reply(self, msg: Message, step: int) -> Message:
+        with torch.no_grad():
+            hidden, mask = self.sent_activations(step, noise=True)
+        arrays = tensors_to_record({sk.ACTIVATIONS: hidden, sk.ATTENTION_MASK: mask.float()})
+        return Message(RecordDict({keys.ARRAYS: arrays}), reply_to=msg)
+
+    def local_update(self) -> float:
+        """SFPrompt's local-loss steps: the prompt trained through head and tail alone."""
+        steps, size = self.config.split.local_steps, self.config.train.batch_size
+        seed = run_seed(self.config, self.node.partition_id, int(self.progress["round"]), "local")
+        generator = torch.Generator().manual_seed(seed)
+        losses = []
+        for _ in range(steps):
+            chosen = torch.randperm(len(self.encoded), generator=generator)[:size].tolist()
+            batch = collate([self.encoded[i] for i in chosen], self.tokenizer.pad_token_id)
+            loss = local_loss_terms(self.split, batch).mean_loss()
+            self._step(loss)
+            losses.append(float(loss.detach()))
+        return sum(losses) / len(losses) if losses else float("nan")
+
+    def _step(self, loss: torch.Tensor | None) -> None:
+        if loss is not None:
+            loss.backward()
+        if self.config.train.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_([self.split.prompt], self.config.train.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def _step_of(msg: Message) -> tuple[int, int]:
+    config = msg.content.config_records[keys.CONFIG]
+    return int(config[keys.SERVER_ROUND]), int(config.get(sk.STEP, 0))
+
+
+def start(msg: Message, context: Context) -> Message:
+    """Take the global prompt, the local-loss steps and the pruning; send the first batch's
+    activations."""
+    device = _Device(context)
+    server_round, _ = _step_of(msg)
+    received = record_to_tensors(msg.content.array_records[keys.ARRAYS])
+    set_prompt(device.split.prompted, received)
+    started = time.perf_counter()
+    device.progress = ConfigRecord(
+        {"round": server_round, "step": 0, "adam-steps": 0, "kept": [0], "losses": []}
+    )
+    device.optimizer = device._optimizer()
+    local = device.local_update()
+    scores = el2n_scores(
+        device.split, device.encoded, device.config.eval.batch_size, device.tokenizer.pad_token_id
+    )
+    device.progress["kept"] = keep_hardest(scores, device.config.split.keep_fraction)
+    device.progress["local-loss"] = local
+    device.progress["seconds"] = time.perf_counter() - started
+    device.save()
+    return device.activations_reply(msg, 0)
+
+
+def loss_gradient(msg: Message, context: Context) -> Message:
+    """The loss of the server's body output through this device's tail and labels, and its
+    gradient at that output."""
+    device = _Device(context)
+    server_round, step = _step_of(msg)
+    device.restore(server_round, step)
+    started = time.perf_counter()
+    body = record_to_tensors(msg.content.array_records[keys.ARRAYS])[sk.ACTIVATIONS]
+    batch = device.batch(step)
+    expected = (
+        batch["input_ids"].size(0),
+        device.config.split.prompt_length + batch["input_ids"].size(1),
+    )
+    if tuple(body.shape[:2]) != expected or not torch.isfinite(body).all():
+        raise ValueError(f"the server's activations for step {step} do not fit its batch")
+    body.requires_grad_(True)
+    loss = lm_loss_terms(device.split.tail(body), batch["labels"]).mean_loss()
+    (gradient,) = torch.autograd.grad(loss, body)
+    device.progress["losses"] = [*device.progress["losses"], float(loss.detach())]
+    device.progress["seconds"] = float(device.progress["seconds"]) + time.perf_counter() - started
+    device.save()
+    arrays = tensors_to_record({sk.GRADIENT: gradient})
+    return Message(RecordDict({keys.ARRAYS: arrays}), reply_to=msg)
+
+
+def backward(msg: Message, context: Context) -> Message:
+    """Step the prompt with the gradient at the cut; send the next batch's activations, or
+    nothing after the round's last step."""
+    device = _Device(context)
+    server_round, step = _step_of(msg)
+    device.restore(server_round, step)
+    started = time.perf_counter()
+    gradient = record_to_tensors(msg.content.array_records[keys.ARRAYS])[sk.GRADIENT]
+    hidden, _ = device.sent_activations(step, noise=False)
+    if gradient.shape != hidden.shape or not torch.isfinite(gradient).all():
+        raise ValueError(f"the server's gradient for step {step} does not fit its activations")
+    hidden.backward(gradient)
+    device._step(None)
+    device.progress["step"] = step + 1
+    device.progress["seconds"] = float(device.progress["seconds"]) + time.perf_counter() - started
+    device.save()
+    if step + 1 >= split_steps(device.config, len(device.progress["kept"])):
+        return Message(RecordDict({keys.ARRAYS: ArrayRecord()}), reply_to=msg)
+    return device.activations_reply(msg, step + 1)
+
+
+def split_steps(config: RunConfig, kept: int) -> int:
+    """Split steps of a round: train.local-steps, or enough for train.local-epochs over the
+    kept examples."""
+    return config.train.steps_for(kept)
+
+
+def train(msg: Message, context: Context) -> Message:
+    """The round's reply: the prompt this node's finished exchange trained."""
+    device = _Device(context)
+    server_round, _ = _step_of(msg)
+    progress = context.state.config_records.get(STATE_PROGRESS)
+    if progress is None or int(progress["round"]) != server_round:
+        raise ValueError(f"no split exchange of round {server_round} finished on this node")
+    device.restore(server_round, int(progress["step"]))
+    if int(progress["step"]) < split_steps(device.config, len(progress["kept"])):
+        raise ValueError(f"the split exchange of round {server_round} is not finished")
+    losses = list(progress["losses"])
+    values = {
+        keys.NUM_EXAMPLES: len(device.encoded),
+        keys.PARTITION_ID: device.node.partition_id,
+        keys.TRAIN_LOSS: sum(losses) / len(losses),
+        keys.TRAIN_STEPS: len(losses),
+        keys.TRAIN_SECONDS: float(progress["seconds"]),
+        keys.PEAK_MEMORY_MB: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    wire = device.config.wire.dtype
+    upload = tensors_to_record({PROMPT_KEY: device.split.prompt.detach().clone()}, wire)
+    metrics = train_metrics(values, "split", device.config)
+    return Message(RecordDict({keys.ARRAYS: upload, keys.METRICS: metrics}), reply_to=msg)
+
+
+def evaluate(msg: Message, context: Context) -> Message:
+    raise PermissionError(
+        "mode split: a split device holds only the head and the tail, not the model to "
+        "evaluate; the server evaluates on its own test set"
+    )

@@ -1,0 +1,137 @@
+"""The server's side of a split round (mode = split): it leads each sampled device through the
+exchange of ``federated.protocol.split_keys``, all devices in step, runs the body on their
+activations and returns the gradients. A device that stops answering (or answers what does not
+fit) leaves the round at that point: its own work is lost, the others' goes on. The round's
+train messages then collect the prompts of the devices that finished, as any round's replies.
+"""
+
+from __future__ import annotations
+
+from logging import WARNING
+
+import torch
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common import log
+from flwr.serverapp import Grid
+
+from federated.config import RunConfig
+from federated.protocol import message_keys as keys
+from federated.protocol import split_keys as sk
+from federated.protocol.wire import record_to_tensors, tensors_to_record
+from federated.split.parts import SplitModel
+from server.exchange import Exchange, exchange, progress
+
+
+class _SplitRound:
+    def __init__(self, grid: Grid, split: SplitModel, config: RunConfig, server_round: int):
+        self.grid, self.split, self.config, self.round = grid, split, config, server_round
+        self.total = Exchange()
+        self.left: dict[int, str] = {}  # node -> why it left the exchange
+        self.step = 0
+
+    def _send(self, action: str, contents: dict[int, RecordDict]) -> dict[int, Message]:
+        messages = [
+            Message(content=c, dst_node_id=node, message_type=f"train.{action}")
+            for node, c in contents.items()
+        ]
+        ex = exchange(self.grid, messages, timeout=self.config.server.round_timeout)
+        for node, sent in ex.bytes_down.items():
+            self.total.bytes_down[node] = self.total.bytes_down.get(node, 0) + sent
+        for node, got in ex.bytes_up.items():
+            self.total.bytes_up[node] = self.total.bytes_up.get(node, 0) + got
+        answered = {}
+        for reply in ex.replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                self._leave(node, action, f"it failed: {reply.error.reason[:200]}")
+            else:
+                answered[node] = reply
+        for node in ex.timed_out:
+            self._leave(node, action, "no reply before server.round-timeout")
+        for node, reason in ex.unreachable.items():
+            self._leave(node, action, reason)
+        return answered
+
+    def _leave(self, node: int, action: str, why: str) -> None:
+        self.left[node] = f"out of the split exchange at step {self.step} ({action}): {why}"
+        log(WARNING, "    node %d %s", node, self.left[node])
+
+    def _content(self, step: int, tensors: dict[str, torch.Tensor]) -> RecordDict:
+        config = ConfigRecord({keys.SERVER_ROUND: self.round, sk.STEP: step})
+        return RecordDict({keys.ARRAYS: tensors_to_record(tensors), keys.CONFIG: config})
+
+    def _activations(self, reply: Message) -> tuple[torch.Tensor, torch.Tensor] | str:
+        """A device's cut-layer activations and mask, or why they cannot be used."""
+        try:
+            tensors = record_to_tensors(reply.content.array_records[keys.ARRAYS])
+            hidden, mask = tensors[sk.ACTIVATIONS], tensors[sk.ATTENTION_MASK]
+        except (KeyError, ValueError) as err:
+            return f"no activations ({err})"
+        hidden_size = self.split.lm.config.hidden_size
+        longest = self.config.split.prompt_length + self.config.model.max_length
+        fits = (
+            hidden.dim() == 3
+            and 1 <= hidden.size(0) <= self.config.train.batch_size
+            and hidden.size(1) <= longest
+            and hidden.size(2) == hidden_size
+            and tuple(mask.shape) == tuple(hidden.shape[:2])
+        )
+        if not fits:
+            return f"activations of shape {tuple(hidden.shape)} do not fit the model's cut"
+        if not torch.isfinite(hidden).all() or not ((mask == 0) | (mask == 1)).all():
+            return "activations with non-finite values or a mask other than 0/1"
+        return hidden, mask.long()
+
+    def run(self, sent: list[Message]) -> list[Message]:
+        """The round's train messages of the devices that finished their exchange."""
+        by_node = {m.metadata.dst_node_id: m for m in sent}
+        log_progress = progress("split")
+        active = self._send(sk.START, {n: m.content for n, m in by_node.items()})
+        while active:
+            cut, body = {}, {}
+            for node, reply in active.items():
+                got = self._activations(reply)
+                if isinstance(got, str):
+                    self._leave(node, "its activations", got)
+                    continue
+                hidden = got[0].requires_grad_(True)
+                cut[node] = hidden
+                body[node] = self.split.body(hidden, got[1])
+            losses = self._send(
+                sk.LOSS,
+                {
+                    n: self._content(self.step, {sk.ACTIVATIONS: z.detach()})
+                    for n, z in body.items()
+                },
+            )
+            down = {}
+            for node, reply in losses.items():
+                gradient = record_to_tensors(reply.content.array_records[keys.ARRAYS]).get(
+                    sk.GRADIENT
+                )
+                if gradient is None or gradient.shape != body[node].shape:
+                    self._leave(node, "its loss gradient", "it does not fit the activations")
+                    continue
+                if not torch.isfinite(gradient).all():
+                    self._leave(node, "its loss gradient", "non-finite values")
+                    continue
+                (down[node],) = torch.autograd.grad(body[node], cut[node], gradient)
+            answered = self._send(
+                sk.BACKWARD,
+                {n: self._content(self.step, {sk.GRADIENT: g}) for n, g in down.items()},
+            )
+            self.step += 1
+            active = {n: r for n, r in answered.items() if r.content.array_records[keys.ARRAYS]}
+            if finished := len(answered) - len(active):
+                log_progress(finished, len(by_node))
+        return [by_node[n] for n in by_node if n not in self.left]
+
+
+def split_train_messages(
+    grid: Grid, sent: list[Message], split: SplitModel, config: RunConfig, server_round: int
+) -> tuple[list[Message], Exchange, dict[int, str]]:
+    """Lead ``sent``'s devices through the round's split exchange: the train messages of those
+    that finished, the bytes each node sent and received in it, and why the others left."""
+    exchange_round = _SplitRound(grid, split, config, server_round)
+    finished = exchange_round.run(sent)
+    return finished, exchange_round.total, exchange_round.left

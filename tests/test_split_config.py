@@ -1,0 +1,36 @@
+"""What split mode refuses at start, each in one line that names the setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from federated.config import ConfigError, parse_run_config
+
+SPLIT = {"mode": "split", "model.name": "tiny-llama", "strategy.name": "fedavg"}
+
+
+def test_split_mode_parses_with_its_section() -> None:
+    config = parse_run_config({**SPLIT, "split.cut-layer": 1, "split.keep-fraction": 0.25})
+    assert config.mode == "split" and config.split.keep_fraction == 0.25
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"dp.mode": "record", "dp.noise-multiplier": 1.0}, "cut-layer activations"),
+        ({"dp.mode": "client", "dp.noise-multiplier": 1.0}, "do not cover it yet"),
+        ({"secagg.enabled": True}, "SecAgg"),
+        ({"strategy.name": "flora"}, "strategy.name = fedavg"),
+        ({"model.name": "tiny-bert", "data.name": "wordnet"}, "causal LM"),
+        ({"split.activation-noise": 1.0}, "needs split.activation-clip"),
+        ({"split.keep-fraction": 0.0}, "split.keep-fraction"),
+    ],
+)
+def test_what_split_mode_refuses(raw: dict, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        parse_run_config({**SPLIT, **raw})
+
+
+def test_split_options_outside_split_mode_are_refused() -> None:
+    with pytest.raises(ConfigError, match="'split.prompt-length' = 4: applies to mode = split"):
+        parse_run_config({"split.prompt-length": 4})
