@@ -1,6 +1,7 @@
 """Split learning's math against its definitions: head, body and tail give the whole prompt-tuned
 model's logits and prompt gradient (peft's own prompt tuning as the reference); the local loss
-is the tail on the head's output; EL2N and pruning; the activations' clipping and noise."""
+is the tail on the head's output; EL2N and pruning; the activations' clipping and noise; the
+inversion attack."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from federated.model.losses import lm_loss_terms
 from federated.model.presets import load_base_model
 from federated.model.tasks import TASK_CAUSAL_LM
 from federated.split.activation_noise import clipped, noise_like
+from federated.split.inversion import LinearInversion
 from federated.split.local_update import el2n_scores, keep_hardest, local_loss_terms
 from federated.split.parts import SplitError, SplitModel
 from federated.split.prompt_model import PROMPT_KEY, get_prompt, with_soft_prompt
@@ -159,3 +161,17 @@ def test_the_prompt_is_peft_prompt_tuning_seeded_from_the_vocabulary() -> None:
     vocabulary = base.get_input_embeddings().weight
     for row in first:  # each virtual token starts as some token's embedding
         assert (vocabulary - row).abs().amax(dim=1).min() < 1e-6
+
+
+def test_the_inversion_attack_recovers_tokens_and_noise_defeats_it(split: SplitModel) -> None:
+    generator = torch.Generator().manual_seed(6)
+    public = [torch.randint(3, 2000, (24,), generator=generator) for _ in range(40)]
+    attack = LinearInversion.fit(split, public)
+    batch = _batch(7)
+    with torch.no_grad():
+        hidden, mask = split.head(batch["input_ids"], batch["attention_mask"])
+    plain = attack.recovered_share(hidden, mask, batch["input_ids"])
+    clip = float(hidden.flatten(1).norm(dim=1).max())
+    noised = hidden + noise_like(hidden, clip, 1.0, torch.Generator().manual_seed(8))
+    assert plain > 0.5  # a shallow cut gives most tokens away
+    assert attack.recovered_share(noised, mask, batch["input_ids"]) < 0.1
