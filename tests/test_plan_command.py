@@ -154,3 +154,47 @@ def test_a_classifier_is_planned_with_its_head(capsys) -> None:
     assert main(["plan", "tiny-bert", "--labels", "3", "--batch", "4", "--memory-gb", "4"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("tiny-bert: bert, ") and ", classification\n" in out
+
+
+def test_a_split_device_holds_the_embeddings_its_blocks_the_head_and_the_prompt(
+    config_file,
+) -> None:
+    from federated.devices.split_estimate import estimate_split_memory
+
+    def split_job(cut: int) -> Job:
+        config = parse_run_config(
+            {
+                "model.name": str(config_file),
+                "model.task": "causal-lm",
+                "mode": "split",
+                "strategy.name": "fedavg",
+                "split.cut-layer": cut,
+                "split.prompt-length": 8,
+            }
+        )
+        return Job(config, BATCH, LENGTH, Numerics())
+
+    per_block = _block_linear_weights() // LAYERS + 2 * HIDDEN  # and its two norms
+    embeddings_and_head = 2 * VOCAB * HIDDEN  # untied
+    for cut in (1, 2, 3):
+        estimate = estimate_split_memory(split_job(cut).config, BATCH, LENGTH, Numerics())
+        expected = embeddings_and_head + cut * per_block + HIDDEN + 8 * HIDDEN  # norm, prompt
+        assert estimate.weights == 4 * expected
+        assert estimate.optimizer == 3 * 4 * 8 * HIDDEN
+        # The saved tensors hold the logits of every position, prompt included.
+        assert estimate.activations >= BATCH * (LENGTH + 8) * VOCAB * 4
+    assert split_job(3).estimate().job > split_job(1).estimate().job
+
+
+def test_split_learning_is_offered_when_nothing_else_fits(config_file) -> None:
+    from federated.devices.job_plan import _changes
+
+    job, gpu = _job(config_file, Numerics()), Device("any", 0, gpu=True)
+    others = [changed for _, changed in _changes(job) if changed.config.mode != "split"]
+    budget = min(gpu.need(j.estimate()) for j in [job, *others]) - 1
+    plan = plan_job(job, Device("small", budget, gpu=True))
+    assert not plan.fits
+    (offered,) = plan.alternatives  # one cut, not one per cut
+    what, changed, estimate = offered
+    assert changed.config.mode == "split" and "split.cut-layer=1" in what
+    assert gpu.need(estimate) <= budget

@@ -14,8 +14,10 @@ from dataclasses import dataclass, replace
 
 from federated.config import RunConfig
 from federated.devices.memory_estimate import MemoryEstimate, estimate_memory
-from federated.devices.numerics import Numerics
+from federated.devices.numerics import PLAIN_FP32, Numerics
 from federated.devices.planner import as_mode
+from federated.devices.split_estimate import estimate_split_memory, split_skeleton
+from federated.model.tasks import TASK_CAUSAL_LM
 
 CUDA_CONTEXT_BYTES = 0.5e9
 
@@ -50,14 +52,17 @@ class Job:
         return self.config.lora.rank
 
     def estimate(self) -> MemoryEstimate:
+        if self.config.mode == "split":
+            return estimate_split_memory(self.config, self.batch, self.length, self.numerics)
         return estimate_memory(self.config, self.batch, self.length, self.rank, self.numerics)
 
     def describe(self) -> str:
-        what = (
-            "zeroth-order"
-            if self.config.mode == "zo"
-            else f"LoRA rank {self.rank}" + (", DP-SGD" if self.config.dp.record_level else "")
-        )
+        if self.config.mode == "split":
+            what = f"split learning, {self.config.split.cut_layer} block(s) on the device"
+        elif self.config.mode == "zo":
+            what = "zeroth-order"
+        else:
+            what = f"LoRA rank {self.rank}" + (", DP-SGD" if self.config.dp.record_level else "")
         return f"{what}, batch {self.batch} x {self.length} tokens, {self.numerics.describe()}"
 
 
@@ -110,6 +115,29 @@ def _changes(job: Job) -> list[tuple[str, Job]]:
                 replace(job, config=as_mode(job.config, "zo")),
             )
         )
+    return changes + _split_changes(job)
+
+
+def _split_changes(job: Job) -> list[tuple[str, Job]]:
+    """Split learning (``docs/split.md``), the last resort of a causal LM whose whole forward
+    does not fit: at cuts that keep most blocks on the server, the largest batch first and at
+    each batch the deepest cut."""
+    config = job.config
+    if config.task != TASK_CAUSAL_LM or config.dp.record_level or job.numerics.quantized:
+        return []
+    blocks = split_skeleton(config).lm.config.num_hidden_layers
+    split_run = replace(config, mode="split", strategy=replace(config.strategy, name="fedavg"))
+    changes = []
+    batch = job.batch
+    while batch >= 1:
+        for cut in range(max(1, blocks // 4), 0, -1):
+            changed = replace(split_run, split=replace(config.split, cut_layer=cut))
+            what = (
+                f"split learning (mode=split split.cut-layer={cut}), batch {batch}: the "
+                f"embeddings, {cut} of {blocks} blocks and the LM head on the device"
+            )
+            changes.append((what, replace(job, config=changed, batch=batch, numerics=PLAIN_FP32)))
+        batch //= 2
     return changes
 
 
@@ -122,6 +150,8 @@ def plan_job(job: Job, device: Device, alternatives: int = 3) -> JobPlan:
         return plan
     found = []
     for what, changed in _changes(job):
+        if changed.config.mode == "split" and any(j.config.mode == "split" for _, j, _ in found):
+            continue  # one cut is offered: the deepest that fits
         changed_estimate = changed.estimate()
         if device.need(changed_estimate) <= device.memory_bytes:
             found.append((what, changed, changed_estimate))

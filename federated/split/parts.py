@@ -61,18 +61,31 @@ class SplitModel:
         return prompt_parameter(self.prompted)
 
     def head(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The cut-layer activations of a batch behind the prompt, and the mask they go with
-        (the prompt's positions count as tokens)."""
+        (the prompt's positions count as tokens; None: no padding)."""
         embeds = self.lm.model.embed_tokens(input_ids)
         prompt = self.prompt.to(embeds.dtype).unsqueeze(0).expand(embeds.size(0), -1, -1)
         hidden = torch.cat((prompt, embeds), dim=1)
-        ones = attention_mask.new_ones(attention_mask.size(0), prompt.size(1))
-        mask = torch.cat((ones, attention_mask), dim=1)
+        mask = None
+        if attention_mask is not None:
+            ones = attention_mask.new_ones(attention_mask.size(0), prompt.size(1))
+            mask = torch.cat((ones, attention_mask), dim=1)
         return self._blocks(hidden, mask, slice(0, self.cut)), mask
 
-    def body(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def device_parameters(self) -> list[torch.nn.Parameter]:
+        """What a split device holds: the embeddings, the prompt, the blocks before the cut,
+        the final norm and the LM head (once, where it is tied to the embeddings)."""
+        decoder, seen, held = self.lm.model, set(), []
+        modules = [decoder.embed_tokens, *decoder.layers[: self.cut], decoder.norm, self.lm.lm_head]
+        for p in [self.prompt, *(p for m in modules for p in m.parameters())]:
+            if id(p) not in seen:
+                seen.add(id(p))
+                held.append(p)
+        return held
+
+    def body(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """The server's part: the blocks after the cut."""
         return self._blocks(hidden, mask, slice(self.cut, None))
 
@@ -80,7 +93,9 @@ class SplitModel:
         """Logits from the last block's output (or, for the local loss, from the cut's)."""
         return self.lm.lm_head(self.lm.model.norm(hidden))
 
-    def _blocks(self, hidden: torch.Tensor, mask: torch.Tensor, which: slice) -> torch.Tensor:
+    def _blocks(
+        self, hidden: torch.Tensor, mask: torch.Tensor | None, which: slice
+    ) -> torch.Tensor:
         decoder = self.lm.model
         positions = torch.arange(hidden.size(1), device=hidden.device).unsqueeze(0)
         causal = create_causal_mask(
@@ -88,7 +103,8 @@ class SplitModel:
             inputs_embeds=hidden,
             attention_mask=mask,
             past_key_values=None,
-            position_ids=positions,
+            # No position ids: they only serve to detect packed sequences, which no batch is.
+            position_ids=None,
         )
         rotary = decoder.rotary_emb(hidden, position_ids=positions)
         for block in decoder.layers[which]:
