@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
-from client.node import run_seed, train_metrics
+from client.node import planned, run_seed, train_metrics
 from client.node_config import NodeSettings, node_settings
 from client.node_records import node_records
 from federated.config import RunConfig, parse_run_config
@@ -52,8 +52,13 @@ class _Device:
         self.context = context
         self.config: RunConfig = parse_run_config(context.run_config)
         self.node = node_settings(context)
-        self.split: SplitModel = split_model(self.config)
+        self.shared: SplitModel = split_model(self.config)  # cut as the run config says
         self.tokenizer, self.encoded = _encoded(self.config, self.node)
+
+    def begin(self, progress: ConfigRecord) -> None:
+        """Work on the round ``progress`` describes, at its planned cut."""
+        self.progress = progress
+        self.split = SplitModel(self.shared.prompted, int(progress["cut"]))
 
     # -- the round's state, kept between messages --------------------------------------------
     def restore(self, server_round: int, step: int) -> None:
@@ -64,7 +69,7 @@ class _Device:
             raise ValueError(
                 f"the server asked for split step {step}; this node is at {progress['step']}"
             )
-        self.progress = progress
+        self.begin(progress)
         tensors = record_to_tensors(self.context.state.array_records[STATE_TENSORS])
         set_prompt(self.split.prompted, {PROMPT_KEY: tensors[PROMPT_KEY]})
         self.optimizer = self._optimizer()
@@ -98,7 +103,7 @@ class _Device:
         kept = list(self.progress["kept"])
         seed = run_seed(self.config, self.node.partition_id, int(self.progress["round"]), "split")
         order = torch.randperm(len(kept), generator=torch.Generator().manual_seed(seed)).tolist()
-        size = self.config.train.batch_size
+        size = int(self.progress["batch"])
         chosen = [kept[order[(step * size + i) % len(kept)]] for i in range(min(size, len(kept)))]
         return collate([self.encoded[i] for i in chosen], self.tokenizer.pad_token_id)
 
@@ -127,7 +132,7 @@ class _Device:
 
     def local_update(self) -> float:
         """SFPrompt's local-loss steps: the prompt trained through head and tail alone."""
-        steps, size = self.config.split.local_steps, self.config.train.batch_size
+        steps, size = self.config.split.local_steps, int(self.progress["batch"])
         seed = run_seed(self.config, self.node.partition_id, int(self.progress["round"]), "local")
         generator = torch.Generator().manual_seed(seed)
         losses = []
@@ -158,18 +163,27 @@ def start(msg: Message, context: Context) -> Message:
     activations."""
     device = _Device(context)
     server_round, _ = _step_of(msg)
+    config, round_config = device.config, msg.content.config_records[keys.CONFIG]
+    settings, _ = planned(config, round_config, device.node.partition_id)
+    cut = round_config.get(keys.PLANNED_CUT, config.split.cut_layer)
+    if isinstance(cut, bool) or not isinstance(cut, int) or not 1 <= cut <= config.split.cut_layer:
+        raise ValueError(
+            f"the server planned {keys.PLANNED_CUT} = {cut!r}, outside 1..{config.split.cut_layer}"
+        )
     received = record_to_tensors(msg.content.array_records[keys.ARRAYS])
-    set_prompt(device.split.prompted, received)
+    set_prompt(device.shared.prompted, received)
     started = time.perf_counter()
-    device.progress = ConfigRecord(
-        {"round": server_round, "step": 0, "adam-steps": 0, "kept": [0], "losses": []}
+    device.begin(
+        ConfigRecord({"round": server_round, "step": 0, "adam-steps": 0, "cut": cut, "losses": []})
     )
+    device.progress["batch"] = settings.batch_size
     device.optimizer = device._optimizer()
     local = device.local_update()
     scores = el2n_scores(
-        device.split, device.encoded, device.config.eval.batch_size, device.tokenizer.pad_token_id
+        device.split, device.encoded, config.eval.batch_size, device.tokenizer.pad_token_id
     )
-    device.progress["kept"] = keep_hardest(scores, device.config.split.keep_fraction)
+    device.progress["kept"] = keep_hardest(scores, config.split.keep_fraction)
+    device.progress["steps"] = settings.steps_for(len(device.progress["kept"]))
     device.progress["local-loss"] = local
     device.progress["seconds"] = time.perf_counter() - started
     device.save()
@@ -217,15 +231,9 @@ def backward(msg: Message, context: Context) -> Message:
     device.progress["step"] = step + 1
     device.progress["seconds"] = float(device.progress["seconds"]) + time.perf_counter() - started
     device.save()
-    if step + 1 >= split_steps(device.config, len(device.progress["kept"])):
+    if step + 1 >= int(device.progress["steps"]):
         return Message(RecordDict({keys.ARRAYS: ArrayRecord()}), reply_to=msg)
     return device.activations_reply(msg, step + 1)
-
-
-def split_steps(config: RunConfig, kept: int) -> int:
-    """Split steps of a round: train.local-steps, or enough for train.local-epochs over the
-    kept examples."""
-    return config.train.steps_for(kept)
 
 
 def train(msg: Message, context: Context) -> Message:
@@ -236,7 +244,7 @@ def train(msg: Message, context: Context) -> Message:
     if progress is None or int(progress["round"]) != server_round:
         raise ValueError(f"no split exchange of round {server_round} finished on this node")
     device.restore(server_round, int(progress["step"]))
-    if int(progress["step"]) < split_steps(device.config, len(progress["kept"])):
+    if int(progress["step"]) < int(progress["steps"]):
         raise ValueError(f"the split exchange of round {server_round} is not finished")
     losses = list(progress["losses"])
     values = {

@@ -56,6 +56,9 @@ class _SplitRound:
         self.left[node] = f"out of the split exchange at step {self.step} ({action}): {why}"
         log(WARNING, "    node %d %s", node, self.left[node])
 
+    def _cut(self, round_config: ConfigRecord) -> int:
+        return int(round_config.get(keys.PLANNED_CUT, self.config.split.cut_layer))
+
     def _content(self, step: int, tensors: dict[str, torch.Tensor]) -> RecordDict:
         config = ConfigRecord({keys.SERVER_ROUND: self.round, sk.STEP: step})
         return RecordDict({keys.ARRAYS: tensors_to_record(tensors), keys.CONFIG: config})
@@ -85,6 +88,11 @@ class _SplitRound:
     def run(self, sent: list[Message]) -> list[Message]:
         """The round's train messages of the devices that finished their exchange."""
         by_node = {m.metadata.dst_node_id: m for m in sent}
+        # Each device's body starts after its own cut: the device simulator plans it per device.
+        views = {
+            node: SplitModel(self.split.prompted, self._cut(m.content.config_records[keys.CONFIG]))
+            for node, m in by_node.items()
+        }
         log_progress = progress("split")
         active = self._send(sk.START, {n: m.content for n, m in by_node.items()})
         while active:
@@ -96,7 +104,7 @@ class _SplitRound:
                     continue
                 hidden = got[0].requires_grad_(True)
                 cut[node] = hidden
-                body[node] = self.split.body(hidden, got[1])
+                body[node] = views[node].body(hidden, got[1])
             losses = self._send(
                 sk.LOSS,
                 {

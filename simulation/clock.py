@@ -45,14 +45,23 @@ class DeviceRound:
 
 
 def device_round(
-    profile: DeviceProfile, bytes_down: int, bytes_up: int, step_flops: float, steps: int
+    profile: DeviceProfile,
+    bytes_down: int,
+    bytes_up: int,
+    step_flops: float,
+    steps: int,
+    *,
+    fixed_flops: float = 0.0,
+    round_trips: int = 1,
 ) -> DeviceRound:
     """The round of one device that receives ``bytes_down``, takes ``steps`` steps of
-    ``step_flops`` each and sends ``bytes_up``."""
+    ``step_flops`` each (and ``fixed_flops`` besides) and sends ``bytes_up``, in
+    ``round_trips`` exchanges with the server (a split device's: two a step), each paying
+    the latency both ways."""
     return DeviceRound(
-        download=profile.latency_s + 8 * bytes_down / profile.downlink_bps,
-        compute=steps * step_flops / profile.flops,
-        upload=profile.latency_s + 8 * bytes_up / profile.uplink_bps,
+        download=round_trips * profile.latency_s + 8 * bytes_down / profile.downlink_bps,
+        compute=(fixed_flops + steps * step_flops) / profile.flops,
+        upload=round_trips * profile.latency_s + 8 * bytes_up / profile.uplink_bps,
         steps=steps,
     )
 

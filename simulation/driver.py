@@ -23,6 +23,7 @@ from flwr.common import log
 from federated.config import RunConfig
 from federated.devices.planner import Plan, as_mode, plan_device
 from federated.devices.profiles import DeviceProfile, load_profiles
+from federated.devices.split_estimate import split_skeleton
 from federated.model.workspace import client_indices
 from federated.protocol import message_keys as keys
 from federated.protocol.wire import serialized_bytes
@@ -34,7 +35,7 @@ from simulation.clock import (
     online,
     settle_round,
 )
-from simulation.compute_cost import step_flops
+from simulation.compute_cost import split_flops, step_flops
 from simulation.population import population
 
 # Bytes of a reply beyond its tensors (records, metrics, Flower's object headers).
@@ -110,9 +111,13 @@ class DeviceSimulator:
         return online(device, self.config.seed, server_round, partition, self.hour)
 
     def steps_of(self, partition: int) -> int:
-        """The local steps of the partition's full round, at its planned batch."""
+        """The local steps of the partition's full round, at its planned batch (a split
+        device's: over the examples its pruning keeps)."""
         train = replace(self.config.train, batch_size=self.plan_of(partition).batch)
-        return train.steps_for(self.sizes[partition])
+        size = self.sizes[partition]
+        if self.config.mode == "split":
+            size = max(1, math.ceil(self.config.split.keep_fraction * size))
+        return train.steps_for(size)
 
     def zo_steps(self) -> dict[int, int]:
         """In a LoRA run, the partitions whose devices take zeroth-order steps on the factors,
@@ -133,6 +138,7 @@ class DeviceSimulator:
                 "mode": plan.mode,
                 "lora_rank": plan.rank,
                 "batch": plan.batch,
+                **({"cut_layer": plan.cut} if plan.mode == "split" else {}),
                 "plan": plan.reason,
                 "memory_mb": _mb(plan.estimate.total) if plan.estimate else None,
             }
@@ -150,6 +156,8 @@ class DeviceSimulator:
     def _device_round(self, partition: int, bytes_down: int, upload_bytes: int) -> DeviceRound:
         plan, config = self.plan_of(partition), self.config
         steps = self.steps_of(partition)
+        if plan.mode == "split":
+            return self._split_round(partition, plan, steps, bytes_down, upload_bytes)
         flops = step_flops(
             as_mode(config, plan.mode), plan.batch, config.model.max_length, plan.rank
         )
@@ -157,6 +165,32 @@ class DeviceSimulator:
             upload_bytes = _ZO_PAIR_BYTES * steps
         return device_round(
             self.devices[partition], bytes_down, upload_bytes + _REPLY_OVERHEAD_BYTES, flops, steps
+        )
+
+    def _split_round(
+        self, partition: int, plan: Plan, steps: int, bytes_down: int, upload_bytes: int
+    ) -> DeviceRound:
+        """A split device's round: its local-loss steps and pruning pass, then ``steps``
+        exchange steps, each moving the batch's activations up and down twice (activations
+        and a gradient each way) in two round trips; the server's body is the server's time."""
+        config, s = self.config, self.config.split
+        length = config.model.max_length
+        flops = split_flops(
+            replace(config, split=replace(s, cut_layer=plan.cut)), plan.batch, length
+        )
+        passes = math.ceil(self.sizes[partition] / plan.batch)
+        fixed = s.local_steps * flops.local_step + passes * flops.local_forward
+        hidden = split_skeleton(config).lm.config.hidden_size
+        activations = plan.batch * (s.prompt_length + length) * hidden * 4
+        exchanged = steps * (2 * activations + 2 * _REPLY_OVERHEAD_BYTES)
+        return device_round(
+            self.devices[partition],
+            2 * bytes_down + exchanged,  # the start and the closing train message
+            upload_bytes + _REPLY_OVERHEAD_BYTES + exchanged,
+            flops.split_step,
+            steps,
+            fixed_flops=fixed,
+            round_trips=2 * steps + 2,
         )
 
     def schedule(
@@ -240,6 +274,8 @@ class DeviceSimulator:
             overrides[keys.PLANNED_RANK] = plan.rank
         if plan.mode != config.mode:
             overrides[keys.PLANNED_MODE] = plan.mode
+        if plan.mode == "split" and plan.cut != config.split.cut_layer:
+            overrides[keys.PLANNED_CUT] = plan.cut
         if not overrides:
             return message
         content = RecordDict(dict(message.content))

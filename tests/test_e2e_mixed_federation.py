@@ -13,6 +13,7 @@ import pytest
 from federated.config import parse_run_config
 from federated.devices.memory_estimate import estimate_memory
 from federated.devices.planner import as_mode
+from tests.profile_files import write_profiles
 from tests.run_files import rounds
 from tests.simulate import simulate
 
@@ -45,15 +46,7 @@ def _profiles(path: Path) -> Path:
     lora = estimate_memory(config, 1, length, rank).total
     zo = estimate_memory(as_mode(config, "zo"), 1, length, rank).total
     assert zo < lora
-    rows = {"strong": 4.0, "weak": (lora + zo) / 2 / 1e9}
-    path.write_text(
-        "".join(
-            f"[profiles.{name}]\nmemory-gb = {gb}\ngflops = 20\nuplink-mbps = 10\n"
-            f"downlink-mbps = 50\nlatency-ms = 20\navailability = 1\nfailure-rate = 0\n"
-            for name, gb in rows.items()
-        )
-    )
-    return path
+    return write_profiles(path, {"strong": 4.0, "weak": (lora + zo) / 2 / 1e9})
 
 
 # LoRA devices alone on the simulator are test_e2e_device_simulation's.

@@ -1,7 +1,9 @@
-"""Whole split runs in process (the real ServerApp and ClientApps, no Ray): the prompt trains
-through the exchange and the test loss falls; the saved prompt is a peft prompt-tuning adapter;
-a device that vanishes mid-exchange loses its own round only; a server that replays a step
-is refused by the device."""
+"""A whole split run in process (the real ServerApp and ClientApps, no Ray) on the device
+simulator: the planner gives each device the deepest cut that fits its memory and device and
+server both work at that cut; the simulated clock counts the exchange's round trips; the prompt
+trains and the test loss falls; the saved prompt is a peft prompt-tuning adapter; a device that
+vanishes mid-exchange loses its own round only; a server that replays a step is refused by the
+device."""
 
 from __future__ import annotations
 
@@ -13,22 +15,29 @@ import torch
 from flwr.app import Message
 from peft import PeftModel
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from federated.model.presets import load_base_model
-from federated.model.tasks import TASK_CAUSAL_LM
+from federated.config import parse_run_config
+from federated.devices.numerics import PLAIN_FP32
+from federated.devices.split_estimate import estimate_split_memory
+from federated.model.presets import load_tokenizer
 from federated.protocol import split_keys as sk
 from federated.split.prompt_model import PROMPT_KEY
 from tests.in_process import FIRST_NODE, run_federation
+from tests.profile_files import write_profiles
 
 pytestmark = pytest.mark.slow  # whole runs of the apps, in process
 
+BLOCKS, CUT = 4, 3
 SPLIT = {
-    "model.name": "tiny-llama",
     "mode": "split",
     "num-server-rounds": 2,
     "train.lr": 0.05,
     "train.local-steps": 3,
+    "train.batch-size": 4,
     "split.local-steps": 2,
+    "split.cut-layer": CUT,
+    "simulation.population": "roomy:0.5,cramped:0.5",
 }
 # Three nodes of twelve partitions: a few hundred examples each, a short run.
 SMALL = {i: {"num-partitions": 12} for i in range(3)}
@@ -39,7 +48,39 @@ def _records(folder: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def deviated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def four_blocks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small Llama with four blocks, saved as a model folder with its tokenizer."""
+    folder = tmp_path_factory.mktemp("model")
+    tokenizer = load_tokenizer("tiny-llama")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=BLOCKS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _profiles(path: Path, model: Path) -> Path:
+    """One device with room for the deepest cut, one with room for a single block."""
+    config = parse_run_config({"model.name": str(model), "mode": "split"})
+
+    def need(cut: int) -> float:
+        job = parse_run_config({"model.name": str(model), "mode": "split", "split.cut-layer": cut})
+        return estimate_split_memory(job, 4, config.model.max_length, PLAIN_FP32).total
+
+    rows = {"roomy": need(CUT) + 1e6, "cramped": (need(1) + need(2)) / 2}
+    return write_profiles(path, {n: b / 1e9 for n, b in rows.items()}, latency_ms=40)
+
+
+@pytest.fixture(scope="module")
+def deviated(tmp_path_factory: pytest.TempPathFactory, four_blocks: Path) -> Path:
     """A run in which partition 1's device never gets round 1's second loss message, and in
     round 2 the server sends partition 0's device its first backward message again in place
     of its second."""
@@ -61,7 +102,12 @@ def deviated(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return msg
 
     out = tmp_path_factory.mktemp("split")
-    return run_federation(out, "split", SPLIT, 3, tamper=tamper, node_configs=SMALL)
+    config = {
+        **SPLIT,
+        "model.name": str(four_blocks),
+        "simulation.profiles-file": str(_profiles(out / "devices.toml", four_blocks)),
+    }
+    return run_federation(out, "split", config, 3, tamper=tamper, node_configs=SMALL)
 
 
 def test_the_prompt_trains_through_the_exchange(deviated: Path) -> None:
@@ -82,11 +128,13 @@ def test_a_device_that_vanishes_mid_exchange_loses_its_own_round_only(deviated: 
     assert {c["partition_id"]: c["status"] for c in second["clients"]}[1] == "ok"
 
 
-def test_the_saved_prompt_is_a_peft_prompt_tuning_adapter(deviated: Path) -> None:
+def test_the_saved_prompt_is_a_peft_prompt_tuning_adapter(
+    deviated: Path, four_blocks: Path
+) -> None:
     prompt = load_file(str(deviated / "adapter" / "adapter_model.safetensors"))[PROMPT_KEY]
     checkpoint = load_file(str(deviated / "checkpoint.safetensors"))[PROMPT_KEY]
     torch.testing.assert_close(prompt, checkpoint)
-    base = load_base_model("tiny-llama", TASK_CAUSAL_LM, seed=0)
+    base = AutoModelForCausalLM.from_pretrained(four_blocks)
     model = PeftModel.from_pretrained(base, str(deviated / "adapter"))
     weight = model.prompt_encoder["default"].embedding.weight
     torch.testing.assert_close(weight, prompt)
@@ -95,3 +143,16 @@ def test_the_saved_prompt_is_a_peft_prompt_tuning_adapter(deviated: Path) -> Non
 def test_a_replayed_step_is_refused_by_the_device(deviated: Path) -> None:
     status = {c["partition_id"]: c["status"] for c in _records(deviated)[2]["clients"]}
     assert "split step 0" in status[0] and "at 1" in status[0]
+
+
+def test_each_device_trains_at_the_cut_that_fits_it(deviated: Path) -> None:
+    summary = json.loads((deviated / "summary.json").read_text())
+    assert {name: p["cut_layer"] for name, p in summary["devices"].items()} == {
+        "roomy": CUT,
+        "cramped": 1,
+    }
+    for record in _records(deviated)[1:]:
+        for device in record["simulation"]["devices"]:
+            assert device["mode"] == "split" and device["status"] == "kept"
+            # Two round trips a split step (3 steps) and two more, 40 ms each way.
+            assert device["download_s"] >= 8 * 0.04 and device["upload_s"] >= 8 * 0.04

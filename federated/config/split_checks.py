@@ -33,7 +33,6 @@ def check_split(config: RunConfig) -> None:
         (config.dp.mode != "none", "client-level and distributed DP do not cover it yet"),
         (config.secagg.enabled, "SecAgg+ would mask the prompt, not the activations, yet"),
         (config.strategy.name != "fedavg", "its prompts are averaged: strategy.name = fedavg"),
-        (config.simulation.population != "", "the device simulator does not plan split yet"),
         (config.model.quantization != "none", "k-bit base models do not split yet"),
         (config.train.precision != "fp32", "split parts run in fp32 only yet"),
         (config.train.gradient_checkpointing, "the device recomputes its head already"),

@@ -1,6 +1,7 @@
 """What each device can train: the configured job if it fits in the profile's memory, else a
 smaller LoRA rank or batch, else zeroth-order (inference memory only), else nothing, with the
-reason. Estimates come from ``federated.devices.memory_estimate`` at the run's longest sequence."""
+reason; in a split run, the deepest cut and largest batch that fit. Estimates come from
+``federated.devices.memory_estimate`` at the run's longest sequence."""
 
 from __future__ import annotations
 
@@ -8,18 +9,21 @@ from dataclasses import dataclass, replace
 
 from federated.config import RunConfig
 from federated.devices.memory_estimate import MemoryEstimate, estimate_memory
+from federated.devices.numerics import PLAIN_FP32
 from federated.devices.profiles import DeviceProfile
+from federated.devices.split_estimate import estimate_split_memory
 
 
 @dataclass(frozen=True)
 class Plan:
     """One device's job: its mode, rank and batch, or None when nothing fits."""
 
-    mode: str | None  # "lora", "zo", or None: the device is left out
+    mode: str | None  # "lora", "zo", "split", or None: the device is left out
     rank: int
     batch: int
     estimate: MemoryEstimate | None
     reason: str
+    cut: int = 0  # split: the blocks the device holds
 
 
 def as_mode(config: RunConfig, mode: str) -> RunConfig:
@@ -55,6 +59,8 @@ def plan_device(
     mixed ranks); then zeroth-order on the same LoRA factors (``zo_fallback``: a mixed
     federation); else the device is left out."""
     length, budget = config.model.max_length, profile.memory_bytes
+    if config.mode == "split":
+        return _plan_split(config, budget)
     smallest: MemoryEstimate | None = None
     if config.mode == "lora":
         ranks = _halvings(config.lora.rank) if smaller_ranks else [config.lora.rank]
@@ -82,3 +88,19 @@ def plan_device(
         None,
         f"left out: the smallest job needs {need}, {profile.name} has {_gb(budget)}",
     )
+
+
+def _plan_split(config: RunConfig, budget: float) -> Plan:
+    """A split device's job: at the largest batch that fits, the deepest cut up to
+    ``split.cut-layer`` (a deeper cut keeps more of the input from the server)."""
+    smallest: MemoryEstimate | None = None
+    for batch in _halvings(config.train.batch_size):
+        for cut in range(config.split.cut_layer, 0, -1):
+            job = replace(config, split=replace(config.split, cut_layer=cut))
+            estimate = estimate_split_memory(job, batch, config.model.max_length, PLAIN_FP32)
+            smallest = estimate
+            if estimate.total <= budget:
+                why = f"split at {cut} block(s), batch {batch}: {_gb(estimate.total)}"
+                return Plan("split", config.lora.rank, batch, estimate, why, cut=cut)
+    need = _gb(smallest.total) if smallest else "more"
+    return Plan(None, config.lora.rank, 0, None, f"left out: split needs {need}, has {_gb(budget)}")

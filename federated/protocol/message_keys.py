@@ -15,6 +15,7 @@ PLANNED_STEPS = "planned-local-steps"
 PLANNED_BATCH = "planned-batch-size"
 PLANNED_RANK = "planned-lora-rank"
 PLANNED_MODE = "planned-mode"
+PLANNED_CUT = "planned-cut-layer"  # a split device: the blocks it holds (split.cut-layer at most)
 # Names the files a client keeps for a run; the same when the run is resumed.
 RUN_KEY = "run-key"
 NUM_EXAMPLES = "num-examples"
