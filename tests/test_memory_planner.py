@@ -57,19 +57,17 @@ def _check_estimate_against_peak(config: dict, batch: int, length: int) -> None:
     assert measured["peak"] <= estimate.total <= MOST_ABOVE_PEAK * measured["peak"]
 
 
+# A subprocess each (10 to 20 s): the end-to-end layer's.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("config", "batch", "length"),
     [
         (LM, 8, 96),
         (CLASSIFIER, 32, 128),
-        # A subprocess each (about 10 s): the end-to-end layer's.
-        pytest.param(
-            {**LM, "mode": "zo", "strategy.name": "fedkseed"}, 8, 96, marks=pytest.mark.slow
-        ),
-        pytest.param(
+        ({**LM, "mode": "zo", "strategy.name": "fedkseed"}, 8, 96),
+        (
             {**LM, "dp.mode": "record", "dp.noise-multiplier": 1.0, "strategy.name": "fedavg"},
             *(8, 96),
-            marks=pytest.mark.slow,
         ),
     ],
 )

@@ -120,8 +120,9 @@ def replay_tiny(structure: str) -> list[torch.Tensor]:
     return out
 
 
-# A subprocess each (about 9 s): the low-rank structure's is the end-to-end layer's.
-@pytest.mark.parametrize("structure", ["dense", pytest.param("low-rank", marks=pytest.mark.slow)])
+# A subprocess each (about 10 s): the end-to-end layer's.
+@pytest.mark.slow
+@pytest.mark.parametrize("structure", ["dense", "low-rank"])
 def test_replay_is_bit_identical_in_another_process(structure: str, tmp_path: Path) -> None:
     path = tmp_path / "replayed.pt"
     subprocess.run(
