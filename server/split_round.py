@@ -63,13 +63,22 @@ class _SplitRound:
         config = ConfigRecord({keys.SERVER_ROUND: self.round, sk.STEP: step})
         return RecordDict({keys.ARRAYS: tensors_to_record(tensors), keys.CONFIG: config})
 
+    @staticmethod
+    def _arrays(reply: Message) -> dict[str, torch.Tensor] | str:
+        """The tensors a device's reply carries, or why it carries none that can be read."""
+        try:
+            return record_to_tensors(reply.content.array_records[keys.ARRAYS])
+        except (KeyError, ValueError, TypeError) as err:
+            return f"no readable tensors ({err})"
+
     def _activations(self, reply: Message) -> tuple[torch.Tensor, torch.Tensor] | str:
         """A device's cut-layer activations and mask, or why they cannot be used."""
-        try:
-            tensors = record_to_tensors(reply.content.array_records[keys.ARRAYS])
-            hidden, mask = tensors[sk.ACTIVATIONS], tensors[sk.ATTENTION_MASK]
-        except (KeyError, ValueError) as err:
-            return f"no activations ({err})"
+        tensors = self._arrays(reply)
+        if isinstance(tensors, str):
+            return tensors
+        if sk.ACTIVATIONS not in tensors or sk.ATTENTION_MASK not in tensors:
+            return "no activations"
+        hidden, mask = tensors[sk.ACTIVATIONS], tensors[sk.ATTENTION_MASK]
         hidden_size = self.split.lm.config.hidden_size
         longest = self.config.split.prompt_length + self.config.model.max_length
         fits = (
@@ -78,6 +87,7 @@ class _SplitRound:
             and hidden.size(1) <= longest
             and hidden.size(2) == hidden_size
             and tuple(mask.shape) == tuple(hidden.shape[:2])
+            and hidden.dtype == mask.dtype == torch.float32
         )
         if not fits:
             return f"activations of shape {tuple(hidden.shape)} do not fit the model's cut"
@@ -88,16 +98,23 @@ class _SplitRound:
     def run(self, sent: list[Message]) -> list[Message]:
         """The round's train messages of the devices that finished their exchange."""
         by_node = {m.metadata.dst_node_id: m for m in sent}
+        plans = {n: m.content.config_records[keys.CONFIG] for n, m in by_node.items()}
         # Each device's body starts after its own cut: the device simulator plans it per device.
-        views = {
-            node: SplitModel(self.split.prompted, self._cut(m.content.config_records[keys.CONFIG]))
-            for node, m in by_node.items()
+        views = {n: SplitModel(self.split.prompted, self._cut(c)) for n, c in plans.items()}
+        # A device answers with activations while it has steps left; past its planned steps
+        # it would hold the round open forever.
+        steps = {
+            n: int(c.get(keys.PLANNED_STEPS, self.config.train.local_steps))
+            for n, c in plans.items()
         }
         log_progress = progress("split")
         active = self._send(sk.START, {n: m.content for n, m in by_node.items()})
         while active:
             cut, body = {}, {}
             for node, reply in active.items():
+                if self.step >= steps[node]:
+                    self._leave(node, "its activations", f"more than its {steps[node]} steps")
+                    continue
                 got = self._activations(reply)
                 if isinstance(got, str):
                     self._leave(node, "its activations", got)
@@ -114,10 +131,13 @@ class _SplitRound:
             )
             down = {}
             for node, reply in losses.items():
-                gradient = record_to_tensors(reply.content.array_records[keys.ARRAYS]).get(
-                    sk.GRADIENT
-                )
-                if gradient is None or gradient.shape != body[node].shape:
+                tensors = self._arrays(reply)
+                gradient = None if isinstance(tensors, str) else tensors.get(sk.GRADIENT)
+                if (
+                    gradient is None
+                    or gradient.shape != body[node].shape
+                    or gradient.dtype != body[node].dtype
+                ):
                     self._leave(node, "its loss gradient", "it does not fit the activations")
                     continue
                 if not torch.isfinite(gradient).all():
@@ -129,7 +149,8 @@ class _SplitRound:
                 {n: self._content(self.step, {sk.GRADIENT: g}) for n, g in down.items()},
             )
             self.step += 1
-            active = {n: r for n, r in answered.items() if r.content.array_records[keys.ARRAYS]}
+            # An empty record: the device's last step; anything else is its next activations.
+            active = {n: r for n, r in answered.items() if self._arrays(r) != {}}
             if finished := len(answered) - len(active):
                 log_progress(finished, len(by_node))
         return [by_node[n] for n in by_node if n not in self.left]

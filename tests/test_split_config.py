@@ -24,6 +24,7 @@ def test_split_mode_parses_with_its_section() -> None:
         ({"model.name": "tiny-bert", "data.name": "wordnet"}, "causal LM"),
         ({"split.activation-noise": 1.0}, "needs split.activation-clip"),
         ({"split.keep-fraction": 0.0}, "split.keep-fraction"),
+        ({"train.local-steps": 0, "train.local-epochs": 1.0}, "set train.local-steps above 0"),
     ],
 )
 def test_what_split_mode_refuses(raw: dict, expected: str) -> None:

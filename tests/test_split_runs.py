@@ -2,8 +2,8 @@
 simulator: the planner gives each device the deepest cut that fits its memory and device and
 server both work at that cut; the simulated clock counts the exchange's round trips; the prompt
 trains and the test loss falls; the saved prompt is a peft prompt-tuning adapter; a device that
-vanishes mid-exchange loses its own round only; a server that replays a step is refused by the
-device."""
+vanishes mid-exchange loses its own round only; a device that keeps sending activations past
+its planned steps is dropped; a server that replays a step is refused by the device."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ SPLIT = {
     "split.local-steps": 2,
     "split.cut-layer": CUT,
     "simulation.population": "roomy:0.5,cramped:0.5",
+    "strategy.min-train-nodes": 1,
 }
 # Three nodes of twelve partitions: a few hundred examples each, a short run.
 SMALL = {i: {"num-partitions": 12} for i in range(3)}
@@ -85,6 +86,18 @@ def deviated(tmp_path_factory: pytest.TempPathFactory, four_blocks: Path) -> Pat
     round 2 the server sends partition 0's device its first backward message again in place
     of its second."""
     replayed: list[Message] = []
+    backward_replies: list[Message] = []
+
+    def tamper_reply(reply: Message) -> Message:
+        # Partition 2's device answers its last backward of round 2 (its sixth) with activations
+        # again, as if it had more steps to take.
+        meta = reply.metadata
+        if meta.message_type != f"train.{sk.BACKWARD}" or meta.src_node_id != FIRST_NODE + 2:
+            return reply
+        backward_replies.append(reply)
+        if len(backward_replies) == 6:
+            reply.content = backward_replies[4].content
+        return reply
 
     def tamper(msg: Message) -> Message | None:
         meta, config = msg.metadata, msg.content.config_records.get("config")
@@ -107,7 +120,9 @@ def deviated(tmp_path_factory: pytest.TempPathFactory, four_blocks: Path) -> Pat
         "model.name": str(four_blocks),
         "simulation.profiles-file": str(_profiles(out / "devices.toml", four_blocks)),
     }
-    return run_federation(out, "split", config, 3, tamper=tamper, node_configs=SMALL)
+    return run_federation(
+        out, "split", config, 3, tamper=tamper, tamper_reply=tamper_reply, node_configs=SMALL
+    )
 
 
 def test_the_prompt_trains_through_the_exchange(deviated: Path) -> None:
@@ -156,3 +171,9 @@ def test_each_device_trains_at_the_cut_that_fits_it(deviated: Path) -> None:
             assert device["mode"] == "split" and device["status"] == "kept"
             # Two round trips a split step (3 steps) and two more, 40 ms each way.
             assert device["download_s"] >= 8 * 0.04 and device["upload_s"] >= 8 * 0.04
+
+
+def test_a_device_that_keeps_stepping_is_dropped_at_its_planned_steps(deviated: Path) -> None:
+    status = {c["partition_id"]: c["status"] for c in _records(deviated)[2]["clients"]}
+    assert "more than its 3 steps" in status[2], status
+    assert status[1] == "ok"

@@ -37,6 +37,11 @@ def check_split(config: RunConfig) -> None:
         (config.train.precision != "fp32", "split parts run in fp32 only yet"),
         (config.train.gradient_checkpointing, "the device recomputes its head already"),
         (
+            config.train.local_steps < 1,
+            "the server counts each device's exchange steps, and a device must not choose them; "
+            "set train.local-steps above 0",
+        ),
+        (
             s.activation_noise > 0 and s.activation_clip == 0,
             "split.activation-noise needs split.activation-clip above 0 (its scale)",
         ),
