@@ -11,6 +11,7 @@ from client.deadline import end_past_deadline
 from client.node import describe
 from client.planned_memory import allocator_for_planned_memory
 from federated.config import parse_run_config
+from federated.protocol import message_keys as keys
 from federated.protocol import split_keys
 from federated.secagg import protocol
 from simulation import ray_workers
@@ -24,16 +25,21 @@ ray_workers.install()
 _ROUNDS = {"lora": lora_round, "zo": zo_round, "split": split_round}
 
 
-def _mode(context: Context):
-    return _ROUNDS[parse_run_config(context.run_config).mode]
+def _mode(msg: Message, context: Context):
+    """The round's handlers: the run's mode's, or, for a device the server planned as a split
+    device in a LoRA run, split learning's."""
+    mode = parse_run_config(context.run_config).mode
+    round_config = msg.content.config_records.get(keys.CONFIG)
+    planned = round_config.get(keys.PLANNED_MODE) if round_config is not None else None
+    return _ROUNDS["split" if mode == "lora" and planned == "split" else mode]
 
 
 def train(msg: Message, context: Context) -> Message:
-    return _mode(context).train(msg, context)
+    return _mode(msg, context).train(msg, context)
 
 
 def evaluate(msg: Message, context: Context) -> Message:
-    return _mode(context).evaluate(msg, context)
+    return _mode(msg, context).evaluate(msg, context)
 
 
 # SecAgg+'s training (or evaluation) stage: train as usual, send the update masked.

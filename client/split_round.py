@@ -1,8 +1,9 @@
-"""A split device's round (mode = split, SFPrompt): its side of the dialogue the server leads
-(``federated.protocol.split_keys``). The device holds the head and the tail and keeps its
-labels; between messages its prompt, optimizer state and pruned examples stay in the node state.
-It recomputes its head's forward for each backward instead of keeping it across messages (a
-process may serve each message afresh)."""
+"""A split device's round (mode = split, SFPrompt; or a split device in a LoRA run): its side of
+the dialogue the server leads (``federated.protocol.split_keys``). The device holds the head and
+the tail and keeps its labels; it trains its prompt (mode = split) or its blocks' LoRA factors (a
+LoRA run: the server trains the body's). Between messages what it trains, its optimizer state
+and its pruned examples stay in the node state. It recomputes its head's forward for each
+backward instead of keeping it across messages (a process may serve each message afresh)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from federated.config import RunConfig, parse_run_config
 from federated.data.encode import collate
 from federated.model.losses import lm_loss_terms
 from federated.model.presets import load_tokenizer
-from federated.model.workspace import Encoded, encode_records
+from federated.model.workspace import Encoded, encode_records, lora_model
 from federated.privacy.secret_randomness import secret_generator
 from federated.protocol import message_keys as keys
 from federated.protocol import split_keys as sk
@@ -29,10 +30,10 @@ from federated.protocol.wire import record_to_tensors, tensors_to_record
 from federated.split.activation_noise import clipped, noise_like
 from federated.split.local_update import el2n_scores, keep_hardest, local_loss_terms
 from federated.split.parts import SplitModel
-from federated.split.prompt_model import PROMPT_KEY, set_prompt
+from federated.split.prompt_model import set_prompt
 from federated.split.split_workspace import split_model
 
-STATE_TENSORS = "split-tensors"  # node state: the prompt and its optimizer's moments
+STATE_TENSORS = "split-tensors"  # node state: what the device trains and its AdamW moments
 STATE_PROGRESS = "split-progress"  # node state: round, step, kept examples, losses, time
 
 
@@ -52,13 +53,17 @@ class _Device:
         self.context = context
         self.config: RunConfig = parse_run_config(context.run_config)
         self.node = node_settings(context)
-        self.shared: SplitModel = split_model(self.config)  # cut as the run config says
         self.tokenizer, self.encoded = _encoded(self.config, self.node)
 
     def begin(self, progress: ConfigRecord) -> None:
-        """Work on the round ``progress`` describes, at its planned cut."""
+        """Work on the round ``progress`` describes, at its planned cut and rank."""
         self.progress = progress
-        self.split = SplitModel(self.shared.prompted, int(progress["cut"]))
+        if self.config.mode == "split":
+            model = split_model(self.config).peft_model
+        else:  # a LoRA run: the run's adapter (the process's shared, cached one)
+            model = lora_model(self.config, int(progress["rank"])).model
+        self.split = SplitModel(model, int(progress["cut"]))
+        self.trained = self.split.device_trainable()
 
     # -- the round's state, kept between messages --------------------------------------------
     def restore(self, server_round: int, step: int) -> None:
@@ -71,31 +76,35 @@ class _Device:
             )
         self.begin(progress)
         tensors = record_to_tensors(self.context.state.array_records[STATE_TENSORS])
-        set_prompt(self.split.prompted, {PROMPT_KEY: tensors[PROMPT_KEY]})
+        with torch.no_grad():
+            for key, param in self.trained.items():
+                param.copy_(tensors[key])
         self.optimizer = self._optimizer()
         if int(progress["adam-steps"]) > 0:
-            self.optimizer.state[self.split.prompt] = {
-                "step": torch.tensor(float(progress["adam-steps"])),
-                "exp_avg": tensors["exp-avg"],
-                "exp_avg_sq": tensors["exp-avg-sq"],
-            }
+            for key, param in self.trained.items():
+                self.optimizer.state[param] = {
+                    "step": torch.tensor(float(progress["adam-steps"])),
+                    "exp_avg": tensors[f"exp-avg/{key}"],
+                    "exp_avg_sq": tensors[f"exp-avg-sq/{key}"],
+                }
 
     def save(self) -> None:
-        state = self.optimizer.state.get(self.split.prompt, {})
-        prompt = self.split.prompt.detach().clone()
-        tensors = {
-            PROMPT_KEY: prompt,
-            "exp-avg": state.get("exp_avg", torch.zeros_like(prompt)),
-            "exp-avg-sq": state.get("exp_avg_sq", torch.zeros_like(prompt)),
-        }
-        self.progress["adam-steps"] = int(state["step"]) if state else 0
+        tensors = {}
+        for key, param in self.trained.items():
+            state = self.optimizer.state.get(param, {})
+            tensors[key] = param.detach().clone()
+            tensors[f"exp-avg/{key}"] = state.get("exp_avg", torch.zeros_like(param))
+            tensors[f"exp-avg-sq/{key}"] = state.get("exp_avg_sq", torch.zeros_like(param))
+        first = self.optimizer.state.get(next(iter(self.trained.values())), {})
+        self.progress["adam-steps"] = int(first["step"]) if first else 0
         self.context.state[STATE_TENSORS] = tensors_to_record(tensors)
         self.context.state[STATE_PROGRESS] = self.progress
 
     def _optimizer(self) -> torch.optim.Optimizer:
         train, rounds = self.config.train, self.config.num_server_rounds
         lr = train.lr_at(int(self.progress["round"]), rounds)
-        return torch.optim.AdamW([self.split.prompt], lr=lr, weight_decay=train.weight_decay)
+        params = list(self.trained.values())
+        return torch.optim.AdamW(params, lr=lr, weight_decay=train.weight_decay)
 
     # -- the work ----------------------------------------------------------------------------
     def batch(self, step: int) -> dict[str, torch.Tensor]:
@@ -148,7 +157,9 @@ class _Device:
         if loss is not None:
             loss.backward()
         if self.config.train.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_([self.split.prompt], self.config.train.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(
+                list(self.trained.values()), self.config.train.max_grad_norm
+            )
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -159,23 +170,25 @@ def _step_of(msg: Message) -> tuple[int, int]:
 
 
 def start(msg: Message, context: Context) -> Message:
-    """Take the global prompt, the local-loss steps and the pruning; send the first batch's
-    activations."""
+    """Take the global prompt (or LoRA factors), the local-loss steps and the pruning; send the
+    first batch's activations."""
     device = _Device(context)
     server_round, _ = _step_of(msg)
     config, round_config = device.config, msg.content.config_records[keys.CONFIG]
-    settings, _ = planned(config, round_config, device.node.partition_id)
+    settings, rank = planned(config, round_config, device.node.partition_id)
     cut = round_config.get(keys.PLANNED_CUT, config.split.cut_layer)
     if isinstance(cut, bool) or not isinstance(cut, int) or not 1 <= cut <= config.split.cut_layer:
         raise ValueError(
             f"the server planned {keys.PLANNED_CUT} = {cut!r}, outside 1..{config.split.cut_layer}"
         )
     received = record_to_tensors(msg.content.array_records[keys.ARRAYS])
-    set_prompt(device.shared.prompted, received)
     started = time.perf_counter()
-    device.begin(
-        ConfigRecord({"round": server_round, "step": 0, "adam-steps": 0, "cut": cut, "losses": []})
-    )
+    progress = {"round": server_round, "step": 0, "adam-steps": 0, "cut": cut, "rank": rank}
+    device.begin(ConfigRecord({**progress, "losses": []}))
+    if config.mode == "split":
+        set_prompt(device.split.peft_model, received)
+    else:
+        lora_model(config, rank).load(received)
     device.progress["batch"] = settings.batch_size
     device.optimizer = device._optimizer()
     local = device.local_update()
@@ -201,7 +214,7 @@ def loss_gradient(msg: Message, context: Context) -> Message:
     batch = device.batch(step)
     expected = (
         batch["input_ids"].size(0),
-        device.config.split.prompt_length + batch["input_ids"].size(1),
+        device.split.virtual_tokens + batch["input_ids"].size(1),
     )
     if tuple(body.shape[:2]) != expected or not torch.isfinite(body).all():
         raise ValueError(f"the server's activations for step {step} do not fit its batch")
@@ -216,8 +229,8 @@ def loss_gradient(msg: Message, context: Context) -> Message:
 
 
 def backward(msg: Message, context: Context) -> Message:
-    """Step the prompt with the gradient at the cut; send the next batch's activations, or
-    nothing after the round's last step."""
+    """Step what the device trains with the gradient at the cut; send the next batch's
+    activations, or nothing after the round's last step."""
     device = _Device(context)
     server_round, step = _step_of(msg)
     device.restore(server_round, step)
@@ -237,7 +250,8 @@ def backward(msg: Message, context: Context) -> Message:
 
 
 def train(msg: Message, context: Context) -> Message:
-    """The round's reply: the prompt this node's finished exchange trained."""
+    """The round's reply: the prompt (or its blocks' LoRA factors) this node's finished
+    exchange trained."""
     device = _Device(context)
     server_round, _ = _step_of(msg)
     progress = context.state.config_records.get(STATE_PROGRESS)
@@ -254,10 +268,11 @@ def train(msg: Message, context: Context) -> Message:
         keys.TRAIN_STEPS: len(losses),
         keys.TRAIN_SECONDS: float(progress["seconds"]),
         keys.PEAK_MEMORY_MB: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        keys.LORA_RANK: int(progress["rank"]),
     }
-    wire = device.config.wire.dtype
-    upload = tensors_to_record({PROMPT_KEY: device.split.prompt.detach().clone()}, wire)
-    metrics = train_metrics(values, "split", device.config)
+    trained = {k: p.detach().clone() for k, p in device.trained.items()}
+    upload = tensors_to_record(trained, device.config.wire.dtype)
+    metrics = train_metrics(values, device.config.mode, device.config)
     return Message(RecordDict({keys.ARRAYS: upload, keys.METRICS: metrics}), reply_to=msg)
 
 

@@ -39,6 +39,9 @@ def evaluate_round(grid: Grid, run: Run, server_round: int) -> Evaluation:
     # A split device cannot run the whole model to evaluate it.
     if not config.dp.quiet_clients and config.mode != "split":
         sent = strategy.evaluation_messages(server_round, grid, run.pool, run.shared)
+    if run.devices is not None:  # nor can a LoRA run's split devices
+        split = {p for p in run.partitions.of.values() if run.devices.plan_of(p).mode == "split"}
+        sent = [m for m in sent if run.partitions.of.get(m.metadata.dst_node_id) not in split]
     if sent and config.secagg.enabled:  # the held-out statistics travel masked too
         secure = secure_evaluate_round(grid, sent, strategy, config, server_round, progress)
         ex, metrics, stages = secure.exchange, secure.metrics, secure.stages

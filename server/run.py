@@ -224,12 +224,18 @@ def _device_simulator(
     if not config.simulation.population:
         return None
     try:
-        zo_fallback = config.simulation.zo_fallback and config.mode == "lora"
-        problem = zo_fallback_problem(strategy) if zo_fallback else None
-        if problem:
-            log(INFO, "device simulator: no zeroth-order fallback: %s", problem)
+        sim, lora = config.simulation, config.mode == "lora"
+        problem = zo_fallback_problem(strategy) if lora else None
+        fallbacks = {"zeroth-order": sim.zo_fallback and lora, "split": sim.split_fallback}
+        for name, wanted in fallbacks.items():
+            if wanted and problem:
+                log(INFO, "device simulator: no %s fallback: %s", name, problem)
         devices = DeviceSimulator(
-            config, num_partitions, strategy.mixed_ranks, zo_fallback and problem is None
+            config,
+            num_partitions,
+            strategy.mixed_ranks,
+            fallbacks["zeroth-order"] and problem is None,
+            fallbacks["split"] and problem is None,
         )
     except ProfileError as err:
         raise ConfigError(str(err)) from None

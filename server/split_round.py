@@ -1,12 +1,19 @@
-"""The server's side of a split round (mode = split): it leads each sampled device through the
-exchange of ``federated.protocol.split_keys``, all devices in step, runs the body on their
-activations and returns the gradients. A device that stops answering (or answers what does not
-fit) leaves the round at that point: its own work is lost, the others' goes on. The round's
-train messages then collect the prompts of the devices that finished, as any round's replies.
+"""The server's side of a split round: it leads each sampled split device through the exchange
+of ``federated.protocol.split_keys``, all devices in step, runs the body on their activations
+and returns the gradients. A device that stops answering (or answers what does not fit) leaves
+the round at that point: its own work is lost, the others' goes on. The round's train messages
+then collect what the devices that finished trained, as any round's replies.
+
+In mode = split the devices train a prompt and the body is frozen. A split device in a LoRA run
+trains its blocks' factors; the server trains the body's factors on its behalf, from the global
+factors the device was sent, with tensors and an AdamW of the device's own, and completes the
+device's reply with them before the reply is judged: the strategy sees one LoRA update.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from logging import WARNING
 
 import torch
@@ -15,19 +22,69 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from federated.config import RunConfig
+from federated.model.local_model import factors_at_rank
 from federated.protocol import message_keys as keys
 from federated.protocol import split_keys as sk
 from federated.protocol.wire import record_to_tensors, tensors_to_record
 from federated.split.parts import SplitModel
 from server.exchange import Exchange, exchange, progress
 
+ReplyCheck = Callable[[Message], str | None]
+
+
+def is_split(message: Message, config: RunConfig) -> bool:
+    """Whether ``message``'s node trains by split learning this round."""
+    planned = message.content.config_records[keys.CONFIG].get(keys.PLANNED_MODE, config.mode)
+    return planned == "split"
+
+
+@dataclass
+class SplitOutcome:
+    """What a round's split exchange left: the train messages of the devices that finished,
+    the bytes each node moved in it, why the others left, and (LoRA run) the body factors the
+    server trained for each finished device."""
+
+    finished: list[Message]
+    exchange: Exchange
+    left: dict[int, str]
+    body: dict[int, dict[str, torch.Tensor]]
+
+    def completing(self, check: ReplyCheck, wire: str) -> ReplyCheck:
+        """``check``, after a split device's reply in a LoRA run takes, in place, the body
+        factors the server trained for it (its own for any key the device had no business
+        sending); ``wire``: the run's wire dtype, as the device sent its own."""
+
+        def complete(reply: Message) -> str | None:
+            body = self.body.get(reply.metadata.src_node_id)
+            if body:
+                try:
+                    own = record_to_tensors(reply.content.array_records[keys.ARRAYS])
+                except (KeyError, ValueError, TypeError) as err:
+                    return f"no readable factors ({err})"
+                content = RecordDict(dict(reply.content))
+                content[keys.ARRAYS] = tensors_to_record({**own, **body}, wire)
+                reply.content = content
+            return check(reply)
+
+        return complete
+
 
 class _SplitRound:
-    def __init__(self, grid: Grid, split: SplitModel, config: RunConfig, server_round: int):
+    def __init__(
+        self,
+        grid: Grid,
+        split: SplitModel,
+        config: RunConfig,
+        server_round: int,
+        partition_of: Mapping[int, int],
+    ):
         self.grid, self.split, self.config, self.round = grid, split, config, server_round
+        self.partition_of = partition_of
         self.total = Exchange()
         self.left: dict[int, str] = {}  # node -> why it left the exchange
         self.step = 0
+        self.factors: dict[int, dict[str, torch.Tensor]] = {}  # node -> its body's factors
+        self.optimizers: dict[int, torch.optim.Optimizer] = {}
 
     def _send(self, action: str, contents: dict[int, RecordDict]) -> dict[int, Message]:
         messages = [
@@ -59,6 +116,35 @@ class _SplitRound:
     def _cut(self, round_config: ConfigRecord) -> int:
         return int(round_config.get(keys.PLANNED_CUT, self.config.split.cut_layer))
 
+    def _start_body(self, node: int, message: Message, view: SplitModel) -> None:
+        """The body factors the server trains for ``node`` (LoRA run): the global ones it sent
+        the device, at the device's rank."""
+        trained = view.body_trainable()
+        if not trained:
+            return
+        round_config = message.content.config_records[keys.CONFIG]
+        partition = self.partition_of.get(node, 0)
+        rank = int(round_config.get(keys.PLANNED_RANK, self.config.lora.rank_of(partition)))
+        sent = record_to_tensors(message.content.array_records[keys.ARRAYS])
+        start = factors_at_rank({k: sent[k] for k in trained}, rank)
+        self.factors[node] = {k: t.float().clone().requires_grad_(True) for k, t in start.items()}
+        train = self.config.train
+        self.optimizers[node] = torch.optim.AdamW(
+            list(self.factors[node].values()),
+            lr=train.lr_at(self.round, self.config.num_server_rounds),
+            weight_decay=train.weight_decay,
+        )
+
+    def _step_body(self, node: int, gradients: tuple[torch.Tensor, ...]) -> None:
+        """One AdamW step of ``node``'s body factors, clipped as the device clips its own."""
+        params = list(self.factors[node].values())
+        for param, gradient in zip(params, gradients, strict=True):
+            param.grad = gradient
+        if self.config.train.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.config.train.max_grad_norm)
+        self.optimizers[node].step()
+        self.optimizers[node].zero_grad(set_to_none=True)
+
     def _content(self, step: int, tensors: dict[str, torch.Tensor]) -> RecordDict:
         config = ConfigRecord({keys.SERVER_ROUND: self.round, sk.STEP: step})
         return RecordDict({keys.ARRAYS: tensors_to_record(tensors), keys.CONFIG: config})
@@ -71,7 +157,9 @@ class _SplitRound:
         except (KeyError, ValueError, TypeError) as err:
             return f"no readable tensors ({err})"
 
-    def _activations(self, reply: Message) -> tuple[torch.Tensor, torch.Tensor] | str:
+    def _activations(
+        self, reply: Message, view: SplitModel
+    ) -> tuple[torch.Tensor, torch.Tensor] | str:
         """A device's cut-layer activations and mask, or why they cannot be used."""
         tensors = self._arrays(reply)
         if isinstance(tensors, str):
@@ -80,7 +168,7 @@ class _SplitRound:
             return "no activations"
         hidden, mask = tensors[sk.ACTIVATIONS], tensors[sk.ATTENTION_MASK]
         hidden_size = self.split.lm.config.hidden_size
-        longest = self.config.split.prompt_length + self.config.model.max_length
+        longest = view.virtual_tokens + self.config.model.max_length
         fits = (
             hidden.dim() == 3
             and 1 <= hidden.size(0) <= self.config.train.batch_size
@@ -100,7 +188,9 @@ class _SplitRound:
         by_node = {m.metadata.dst_node_id: m for m in sent}
         plans = {n: m.content.config_records[keys.CONFIG] for n, m in by_node.items()}
         # Each device's body starts after its own cut: the device simulator plans it per device.
-        views = {n: SplitModel(self.split.prompted, self._cut(c)) for n, c in plans.items()}
+        views = {n: SplitModel(self.split.peft_model, self._cut(c)) for n, c in plans.items()}
+        for node, message in by_node.items():
+            self._start_body(node, message, views[node])
         # A device answers with activations while it has steps left; past its planned steps
         # it would hold the round open forever.
         steps = {
@@ -115,13 +205,13 @@ class _SplitRound:
                 if self.step >= steps[node]:
                     self._leave(node, "its activations", f"more than its {steps[node]} steps")
                     continue
-                got = self._activations(reply)
+                got = self._activations(reply, views[node])
                 if isinstance(got, str):
                     self._leave(node, "its activations", got)
                     continue
                 hidden = got[0].requires_grad_(True)
                 cut[node] = hidden
-                body[node] = views[node].body(hidden, got[1])
+                body[node] = views[node].body(hidden, got[1], self.factors.get(node))
             losses = self._send(
                 sk.LOSS,
                 {
@@ -143,7 +233,10 @@ class _SplitRound:
                 if not torch.isfinite(gradient).all():
                     self._leave(node, "its loss gradient", "non-finite values")
                     continue
-                (down[node],) = torch.autograd.grad(body[node], cut[node], gradient)
+                params = list(self.factors.get(node, {}).values())
+                down[node], *grads = torch.autograd.grad(body[node], [cut[node], *params], gradient)
+                if params:
+                    self._step_body(node, tuple(grads))
             answered = self._send(
                 sk.BACKWARD,
                 {n: self._content(self.step, {sk.GRADIENT: g}) for n, g in down.items()},
@@ -157,10 +250,21 @@ class _SplitRound:
 
 
 def split_train_messages(
-    grid: Grid, sent: list[Message], split: SplitModel, config: RunConfig, server_round: int
-) -> tuple[list[Message], Exchange, dict[int, str]]:
-    """Lead ``sent``'s devices through the round's split exchange: the train messages of those
-    that finished, the bytes each node sent and received in it, and why the others left."""
-    exchange_round = _SplitRound(grid, split, config, server_round)
+    grid: Grid,
+    sent: list[Message],
+    split: SplitModel,
+    config: RunConfig,
+    round_nodes: tuple[int, Mapping[int, int]],
+) -> SplitOutcome:
+    """Lead ``sent``'s split devices through the round's exchange; ``round_nodes``: the round,
+    and the partition each node holds (for a device's LoRA rank)."""
+    server_round, partition_of = round_nodes
+    exchange_round = _SplitRound(grid, split, config, server_round, partition_of)
     finished = exchange_round.run(sent)
-    return finished, exchange_round.total, exchange_round.left
+    done = {m.metadata.dst_node_id for m in finished}
+    body = {
+        n: {k: t.detach() for k, t in factors.items()}
+        for n, factors in exchange_round.factors.items()
+        if n in done
+    }
+    return SplitOutcome(finished, exchange_round.total, exchange_round.left, body)

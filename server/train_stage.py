@@ -16,7 +16,7 @@ from server.exchange import Exchange, exchange, progress
 from server.reply_screen import ClientRound
 from server.run import Run
 from server.secure_round import secure_train_round
-from server.split_round import split_train_messages
+from server.split_round import is_split, split_train_messages
 from server.start_checks import RunFailure
 from simulation.driver import RoundClock
 
@@ -89,18 +89,21 @@ def _train_try(grid: Grid, run: Run, round_try: tuple[int, int]) -> Training:
             stages=outcome.stages,
             failure=outcome.failure,
         )
-    split_ex = None
-    if config.mode == "split":
-        split = run.server_model.split
-        sent, split_ex, left = split_train_messages(grid, sent, split, config, server_round)
+    check = screen.reply_check(server_round)
+    split = None
+    if splitting := [m for m in sent if is_split(m, config)]:
+        nodes = (server_round, screen.partition_of)
+        split = split_train_messages(grid, splitting, run.server_model.split_view, config, nodes)
+        sent = [m for m in sent if not is_split(m, config)] + split.finished
+        check = split.completing(check, config.wire.dtype)
     train_ex = exchange(grid, sent, timeout=config.server.round_timeout, on_reply=progress("train"))
-    if split_ex is not None:  # the exchange's bytes count; who left it answers with why
-        for node, count in split_ex.bytes_down.items():
+    if split is not None:  # the exchange's bytes count; who left it answers with why
+        for node, count in split.exchange.bytes_down.items():
             train_ex.bytes_down[node] = train_ex.bytes_down.get(node, 0) + count
-        for node, count in split_ex.bytes_up.items():
+        for node, count in split.exchange.bytes_up.items():
             train_ex.bytes_up[node] = train_ex.bytes_up.get(node, 0) + count
-        train_ex.unreachable.update(left)
-    valid, clients = screen.screen(train_ex, screen.reply_check(server_round), server_round)
+        train_ex.unreachable.update(split.left)
+    valid, clients = screen.screen(train_ex, check, server_round)
     declined = sum(c.status.startswith("declined") for c in clients.values())
     needed = config.strategy.min_train_nodes
     if len(valid) < needed and not strategy.releases_every_round:

@@ -60,7 +60,8 @@ def move_bound(
     start = max((float(t.abs().max()) for t in reference.values() if t.numel()), default=0.0)
     lr = train.lr_at(server_round, config.num_server_rounds)
     # A split device also takes its local-loss steps, before any exchange.
-    local = config.split.local_steps if config.mode == "split" else 0
+    splits = config.mode == "split" or config.simulation.split_fallback
+    local = config.split.local_steps if splits else 0
     limit = adamw_max_move(lr, train.local_steps + local, train.weight_decay, start)
     # A weight's reply is rounded to wire.dtype after its steps: an honest one may land past
     # the exact bound by that rounding.

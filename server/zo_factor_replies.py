@@ -14,8 +14,7 @@ import torch
 from flwr.app import Message, MetricRecord, RecordDict
 
 from federated.config import RunConfig
-from federated.model.local_model import fit_rank
-from federated.model.lora import factor_of
+from federated.model.local_model import factors_at_rank
 from federated.protocol import message_keys as keys
 from federated.protocol.round_plan import RoundPlan
 from federated.protocol.wire import record_to_tensors, tensors_to_record
@@ -36,17 +35,6 @@ def zo_fallback_problem(strategy: Strategy) -> str | None:
     return None
 
 
-def _at_rank(start: Mapping[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
-    """The factors a client of ``rank`` loads from ``start``: their leading ``rank`` part."""
-    cut = {}
-    for key, value in start.items():
-        factor, shape = factor_of(key), list(value.shape)
-        if factor is not None:
-            shape[factor[1]] = min(rank, shape[factor[1]])
-        cut[key] = fit_rank(value, torch.Size(shape))
-    return cut
-
-
 def as_factor_reply(
     reply: Message, start: Mapping[str, torch.Tensor], rank: int, config: RunConfig
 ) -> RecordDict:
@@ -55,7 +43,7 @@ def as_factor_reply(
     steps = record_to_tensors(reply.content.array_records[keys.ARRAYS])
     z = config.zo
     factors = replay_pairs(
-        _at_rank(start, rank),
+        factors_at_rank(start, rank),
         steps[keys.SEED_INDICES],
         steps[keys.SEED_SCALARS],
         SeedPool.from_run_seed(config.seed, z.pool_size),

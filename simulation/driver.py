@@ -74,10 +74,16 @@ class DeviceSimulator:
     """The devices of ``num_partitions`` clients, their plans and the simulated clock."""
 
     def __init__(
-        self, config: RunConfig, num_partitions: int, mixed_ranks: bool, zo_fallback: bool
+        self,
+        config: RunConfig,
+        num_partitions: int,
+        mixed_ranks: bool,
+        zo_fallback: bool,
+        split_fallback: bool = False,
     ) -> None:
         """``mixed_ranks``: the strategy serves smaller ranks; ``zo_fallback``: it takes
-        zeroth-order devices on its factors (``server.zo_factor_replies``)."""
+        zeroth-order devices on its factors (``server.zo_factor_replies``); ``split_fallback``:
+        split devices on its factors (``server.split_round``)."""
         sim = config.simulation
         self.config = config
         self.devices: list[DeviceProfile] = population(
@@ -85,7 +91,11 @@ class DeviceSimulator:
         )
         self.plans: dict[str, Plan] = {
             profile.name: plan_device(
-                config, profile, smaller_ranks=mixed_ranks, zo_fallback=zo_fallback
+                config,
+                profile,
+                smaller_ranks=mixed_ranks,
+                zo_fallback=zo_fallback,
+                split_fallback=split_fallback,
             )
             for profile in {p.name: p for p in self.devices}.values()
         }
@@ -115,7 +125,7 @@ class DeviceSimulator:
         device's: over the examples its pruning keeps)."""
         train = replace(self.config.train, batch_size=self.plan_of(partition).batch)
         size = self.sizes[partition]
-        if self.config.mode == "split":
+        if self.plan_of(partition).mode == "split":
             size = max(1, math.ceil(self.config.split.keep_fraction * size))
         return train.steps_for(size)
 
@@ -173,20 +183,22 @@ class DeviceSimulator:
         """A split device's round: its local-loss steps and pruning pass, then ``steps``
         exchange steps, each moving the batch's activations up and down twice (activations
         and a gradient each way) in two round trips; the server's body is the server's time."""
-        config, s = self.config, self.config.split
-        length = config.model.max_length
-        flops = split_flops(
-            replace(config, split=replace(s, cut_layer=plan.cut)), plan.batch, length
-        )
+        s, length = self.config.split, self.config.model.max_length
+        config = replace(self.config, split=replace(s, cut_layer=plan.cut))
+        flops = split_flops(config, plan.batch, length)
         passes = math.ceil(self.sizes[partition] / plan.batch)
         fixed = s.local_steps * flops.local_step + passes * flops.local_forward
-        hidden = split_skeleton(config).lm.config.hidden_size
-        activations = plan.batch * (s.prompt_length + length) * hidden * 4
+        split = split_skeleton(config)
+        activations = plan.batch * (split.virtual_tokens + length) * split.lm.config.hidden_size * 4
         exchanged = steps * (2 * activations + 2 * _REPLY_OVERHEAD_BYTES)
+        # In a LoRA run the device sends its own blocks' factors; the server adds the body's.
+        own = sum(t.numel() for t in split.device_trainable().values())
+        body = sum(t.numel() for t in split.body_trainable().values())
+        upload = upload_bytes * own // (own + body)
         return device_round(
             self.devices[partition],
             2 * bytes_down + exchanged,  # the start and the closing train message
-            upload_bytes + _REPLY_OVERHEAD_BYTES + exchanged,
+            upload + _REPLY_OVERHEAD_BYTES + exchanged,
             flops.split_step,
             steps,
             fixed_flops=fixed,

@@ -13,8 +13,10 @@ from client.memory_measure import measure
 from federated.config import parse_run_config
 from federated.devices import runtime_memory
 from federated.devices.memory_estimate import estimate_memory
+from federated.devices.numerics import PLAIN_FP32
 from federated.devices.planner import plan_device
 from federated.devices.profiles import load_profiles
+from federated.devices.split_estimate import estimate_split_memory
 
 LM = {
     "model.name": "tiny-llama",
@@ -116,6 +118,25 @@ def test_zeroth_order_takes_a_device_that_cannot_backpropagate_and_else_it_is_le
     left = plan_device(config, between, smaller_ranks=True, zo_fallback=False)
     assert left.mode is None and "left out: the smallest job needs" in left.reason
     assert "device has" in left.reason
+
+
+def test_split_learning_takes_a_device_too_small_for_zeroth_order_at_the_deepest_cut() -> None:
+    split = {"simulation.split-fallback": True, "simulation.population": "pi5:1"}
+    config = parse_run_config({**PRETRAINED, **split, "train.batch-size": 1, "split.cut-layer": 3})
+    zo_need = estimate_memory(replace(config, mode="zo"), 1, 128, 8).total
+    cuts = {
+        cut: estimate_split_memory(
+            replace(config, split=replace(config.split, cut_layer=cut)), 1, 128, PLAIN_FP32
+        ).total
+        for cut in (2, 3)
+    }
+    assert cuts[2] < cuts[3] < zo_need
+    small = _device((cuts[2] + cuts[3]) / 2e9)
+    plan = plan_device(config, small, smaller_ranks=False, zo_fallback=True, split_fallback=True)
+    assert (plan.mode, plan.cut, plan.batch) == ("split", 2, 1)
+    assert "split at 2 block(s), batch 1" in plan.reason
+    left = plan_device(config, small, smaller_ranks=False, zo_fallback=True)
+    assert left.mode is None
 
 
 def test_a_dp_run_with_physical_chunks_keeps_its_logical_batch_where_a_chunk_fits() -> None:

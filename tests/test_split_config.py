@@ -35,3 +35,29 @@ def test_what_split_mode_refuses(raw: dict, expected: str) -> None:
 def test_split_options_outside_split_mode_are_refused() -> None:
     with pytest.raises(ConfigError, match="'split.prompt-length' = 4: applies to mode = split"):
         parse_run_config({"split.prompt-length": 4})
+
+
+FALLBACK = {"simulation.split-fallback": True, "simulation.population": "phone-low:1"}
+
+
+def test_split_devices_in_a_lora_run_take_the_split_section_but_no_prompt() -> None:
+    config = parse_run_config({**FALLBACK, "split.cut-layer": 2, "split.local-steps": 0})
+    assert config.mode == "lora" and config.split.cut_layer == 2
+    with pytest.raises(ConfigError, match="'split.prompt-length' = 4: applies to mode = split$"):
+        parse_run_config({**FALLBACK, "split.prompt-length": 4})
+    with pytest.raises(ConfigError, match="applies to mode = split or split devices"):
+        parse_run_config({"split.cut-layer": 2})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"simulation.population": ""}, "set simulation.population"),
+        ({"mode": "zo", "strategy.name": "fedkseed"}, "applies to mode = lora"),
+        ({"dp.mode": "client", "dp.noise-multiplier": 1.0}, "'simulation.split-fallback'.*yet"),
+        ({"model.name": "tiny-bert", "data.name": "wordnet"}, "causal LM"),
+    ],
+)
+def test_what_split_devices_in_a_lora_run_refuse(raw: dict, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        parse_run_config({**FALLBACK, **raw})

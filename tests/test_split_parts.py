@@ -12,13 +12,14 @@ import torch
 import torch.nn.functional as F
 
 from federated.data.encode import IGNORE_INDEX
+from federated.model.lora import trainable_parameters, wrap_with_lora
 from federated.model.losses import lm_loss_terms
 from federated.model.presets import load_base_model
 from federated.model.tasks import TASK_CAUSAL_LM
 from federated.split.activation_noise import clipped, noise_like
 from federated.split.inversion import LinearInversion
 from federated.split.local_update import el2n_scores, keep_hardest, local_loss_terms
-from federated.split.parts import SplitError, SplitModel
+from federated.split.parts import SplitError, SplitModel, block_of
 from federated.split.prompt_model import PROMPT_KEY, get_prompt, with_soft_prompt
 
 
@@ -44,7 +45,7 @@ def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def _whole_loss(split: SplitModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    logits = split.prompted(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    logits = split.peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     return lm_loss_terms(logits.logits, batch["labels"]).mean_loss()
 
 
@@ -66,7 +67,9 @@ def test_head_body_tail_give_the_whole_model_logits_and_prompt_gradient(
     (at_cut,) = torch.autograd.grad(body, sent, at_body)  # server -> device
     (prompt_grad,) = torch.autograd.grad(hidden, split.prompt, at_cut)
 
-    reference = split.prompted(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    reference = split.peft_model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    )
     torch.testing.assert_close(logits, reference.logits, rtol=0, atol=1e-5)
     torch.testing.assert_close(loss, whole, rtol=0, atol=1e-6)
     torch.testing.assert_close(prompt_grad, whole_grad, rtol=1e-4, atol=1e-7)
@@ -75,16 +78,18 @@ def test_head_body_tail_give_the_whole_model_logits_and_prompt_gradient(
 
 def test_every_cut_gives_the_same_model(split: SplitModel) -> None:
     batch = _batch(1)
-    reference = split.prompted(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    reference = split.peft_model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    )
     blocks = len(split.lm.model.layers)
     for cut in range(1, blocks):
-        other = SplitModel(split.prompted, cut)
+        other = SplitModel(split.peft_model, cut)
         hidden, mask = other.head(batch["input_ids"], batch["attention_mask"])
         logits = other.tail(other.body(hidden, mask))
         torch.testing.assert_close(logits, reference.logits, rtol=0, atol=1e-5)
     for cut in (0, blocks):
         with pytest.raises(SplitError, match="both sides"):
-            SplitModel(split.prompted, cut)
+            SplitModel(split.peft_model, cut)
 
 
 def test_the_local_loss_is_the_tail_on_the_head_output(split: SplitModel) -> None:
@@ -175,3 +180,51 @@ def test_the_inversion_attack_recovers_tokens_and_noise_defeats_it(split: SplitM
     noised = hidden + noise_like(hidden, clip, 1.0, torch.Generator().manual_seed(8))
     assert plain > 0.5  # a shallow cut gives most tokens away
     assert attack.recovered_share(noised, mask, batch["input_ids"]) < 0.1
+
+
+def test_a_lora_model_split_gives_the_whole_models_factor_gradients() -> None:
+    """A split device in a LoRA run: the device's factors get their gradient through the cut,
+    the body's come from the server's own copies, and together they are the whole model's."""
+    base = load_base_model("tiny-llama", TASK_CAUSAL_LM, seed=0)
+    lora = wrap_with_lora(
+        base, TASK_CAUSAL_LM, rank=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj")
+    )
+    lora.eval()
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # nonzero B factors: every factor's gradient is nonzero
+        for param in trainable_parameters(lora).values():
+            param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+    split = SplitModel(lora, cut=1)
+    device, body = split.device_trainable(), split.body_trainable()
+    assert split.prompt is None and split.virtual_tokens == 0
+    assert device.keys() | body.keys() == trainable_parameters(lora).keys()
+    assert {block_of(k) for k in device} == {0} and min(block_of(k) for k in body) == 1
+    batch = _batch()
+    whole = split.peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    whole_loss = lm_loss_terms(whole.logits, batch["labels"]).mean_loss()
+    every = {**device, **body}
+    expected = dict(zip(every, torch.autograd.grad(whole_loss, list(every.values())), strict=True))
+
+    hidden, mask = split.head(batch["input_ids"], batch["attention_mask"])
+    sent = hidden.detach().requires_grad_(True)
+    server = {k: p.detach().clone().requires_grad_(True) for k, p in body.items()}
+    out = split.body(sent, mask, server)
+    received = out.detach().requires_grad_(True)
+    logits = split.tail(received)
+    torch.testing.assert_close(logits, whole.logits, rtol=0, atol=1e-5)
+    loss = lm_loss_terms(logits, batch["labels"]).mean_loss()
+    (at_output,) = torch.autograd.grad(loss, received)
+    at_cut, *server_grads = torch.autograd.grad(out, [sent, *server.values()], at_output)
+    device_grads = torch.autograd.grad(hidden, list(device.values()), at_cut)
+    got = dict(zip([*device, *server], [*device_grads, *server_grads], strict=True))
+    for key, grad in expected.items():
+        torch.testing.assert_close(got[key], grad, rtol=1e-4, atol=1e-7)
+
+    # The body runs the server's tensors, not the model's: zero B factors there, and the
+    # body's output is the base model's (the model's own factors are untouched).
+    zeroed = {k: torch.zeros_like(t) if ".lora_B." in k else t for k, t in server.items()}
+    before = {k: p.detach().clone() for k, p in body.items()}
+    other = split.body(sent, mask, zeroed)
+    assert not torch.allclose(other, out)
+    for key, param in body.items():
+        assert torch.equal(param, before[key])

@@ -15,15 +15,15 @@ import torch
 from flwr.app import Message
 from peft import PeftModel
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 from federated.config import parse_run_config
 from federated.devices.numerics import PLAIN_FP32
 from federated.devices.split_estimate import estimate_split_memory
-from federated.model.presets import load_tokenizer
 from federated.protocol import split_keys as sk
 from federated.split.prompt_model import PROMPT_KEY
 from tests.in_process import FIRST_NODE, run_federation
+from tests.model_folders import llama_folder
 from tests.profile_files import write_profiles
 
 pytestmark = pytest.mark.slow  # whole runs of the apps, in process
@@ -51,21 +51,9 @@ def _records(folder: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def four_blocks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small Llama with four blocks, saved as a model folder with its tokenizer."""
-    folder = tmp_path_factory.mktemp("model")
-    tokenizer = load_tokenizer("tiny-llama")
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=BLOCKS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+    return llama_folder(
+        tmp_path_factory.mktemp("model"), blocks=BLOCKS, hidden=64, intermediate=128
     )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _profiles(path: Path, model: Path) -> Path:

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import torch
 
-from tests.simulate import simulate
+from benchmarks.simulated_runs import simulated_rounds
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs"
@@ -61,16 +60,10 @@ METHODS = ("none", "norm-bound", "median", "trimmed-mean", "krum", "multi-krum")
 
 def run(attack: str, method: str) -> list[dict]:
     """The rounds of one run: read from ``runs/`` or run first."""
-    name = f"{attack}-{method}"
-    folder = RUNS / name
-    if not (folder / "summary.json").is_file():
-        config = {**BASE, "robust.method": method, "output-dir": str(RUNS), "run-name": name}
-        kind = ATTACKS[attack]
-        corrupt = {"train": dict.fromkeys(ATTACKERS, kind)} if kind else None
-        started = time.perf_counter()
-        simulate(config, CLIENTS, corrupt=corrupt)
-        print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    kind = ATTACKS[attack]
+    corrupt = {"train": dict.fromkeys(ATTACKERS, kind)} if kind else None
+    config = {**BASE, "robust.method": method}
+    return simulated_rounds(RUNS, f"{attack}-{method}", config, CLIENTS, corrupt=corrupt)
 
 
 def summarise(rounds: list[dict]) -> dict:

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
 from benchmarks.figures import save
-from tests.simulate import simulate
+from benchmarks.simulated_runs import simulated_rounds
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs"
@@ -75,21 +74,9 @@ def _write_devices() -> None:
 
 def run(federation: str, network: str) -> list[dict]:
     """The rounds of one run: read from ``runs/`` or run first."""
-    name = f"{federation}-{network}"
-    folder = RUNS / name
-    if not (folder / "summary.json").is_file():
-        population = f"old-phone-{network}:0.5,phone-{network}:0.25,laptop-{network}:0.25"
-        config = {
-            **BASE,
-            **FEDERATIONS[federation],
-            "simulation.population": population,
-            "output-dir": str(RUNS),
-            "run-name": name,
-        }
-        started = time.perf_counter()
-        simulate(config, CLIENTS)
-        print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    population = f"old-phone-{network}:0.5,phone-{network}:0.25,laptop-{network}:0.25"
+    config = {**BASE, **FEDERATIONS[federation], "simulation.population": population}
+    return simulated_rounds(RUNS, f"{federation}-{network}", config, CLIENTS)
 
 
 def summarise(rounds: list[dict]) -> dict:

@@ -41,6 +41,13 @@ class SimulationSettings:
         "left out: a mixed federation (strategies fedavg, fedex-lora, flexlora, lora-fair, "
         "hetlora).",
     )
+    split_fallback: bool = option(
+        False,
+        "In a LoRA run, a device that fits neither LoRA nor zeroth-order steps trains the LoRA "
+        "factors of its first blocks (up to split.cut-layer) by split learning, the server "
+        "those of the rest on its behalf; the server sees its cut-layer activations "
+        "(docs/split.md). Off: such a device is left out.",
+    )
     start_hour: float = option(
         0.0,
         "The simulated local hour when round 1 starts (for daily availability).",

@@ -1,5 +1,6 @@
-"""The split section (mode = split, SFPrompt): where the model is cut, the soft prompt, and the
-device-side steps that save exchanges."""
+"""The split section (mode = split, SFPrompt; or split devices in a LoRA run,
+simulation.split-fallback): where the model is cut, the soft prompt, and the device-side steps
+that save exchanges."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from federated.config.options import option
 class SplitSettings:
     cut_layer: int = option(
         1,
-        "Transformer blocks on the device (after the embeddings and the soft prompt); the server "
-        "runs the rest, the device the final norm and LM head, so labels stay on the device.",
+        "Transformer blocks on the device (after the embeddings and any soft prompt), the most a "
+        "split device gets; the server runs the rest, the device the final norm and LM head, so "
+        "labels stay on the device.",
         minimum=1,
     )
     prompt_length: int = option(

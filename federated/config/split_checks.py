@@ -1,4 +1,5 @@
-"""What split mode (SFPrompt) runs with, and what it refuses, each with one line."""
+"""What split learning runs with (mode = split, SFPrompt, or split devices in a LoRA run:
+simulation.split-fallback), and what it refuses, each with one line."""
 
 from __future__ import annotations
 
@@ -12,17 +13,32 @@ from federated.model.tasks import TASK_CAUSAL_LM
 
 def check_split(config: RunConfig) -> None:
     s = config.split
+    fallback = config.simulation.split_fallback
+    if fallback and config.mode != "lora":
+        raise ConfigError(
+            f"run config 'simulation.split-fallback' = true: applies to mode = lora; in mode = "
+            f"{config.mode} every device trains the same way"
+        )
+    if fallback and not config.simulation.population:
+        raise ConfigError(
+            "run config 'simulation.split-fallback' = true: the device simulator plans which "
+            "devices split; set simulation.population"
+        )
     if config.mode != "split":
         for f in dataclasses.fields(SplitSettings):
             value = getattr(s, f.name)
-            if value != f.default:
+            applies = fallback and f.name != "prompt_length"  # no prompt in a LoRA run
+            if value != f.default and not applies:
                 key = f"split.{f.name.replace('_', '-')}"
-                raise ConfigError(f"run config '{key}' = {value!r}: applies to mode = split")
-        return
+                where = "mode = split" + ("" if f.name == "prompt_length" else " or split devices")
+                raise ConfigError(f"run config '{key}' = {value!r}: applies to {where}")
+        if not fallback:
+            return
+    key = "'mode' = 'split'" if config.mode == "split" else "'simulation.split-fallback' = true"
     refusals = (
         (
             config.task != TASK_CAUSAL_LM,
-            f"trains a causal LM's soft prompt, and this run's task is {config.task}",
+            f"split learning trains a causal LM, and this run's task is {config.task}",
         ),
         (
             config.dp.mode == "record",
@@ -31,8 +47,11 @@ def check_split(config: RunConfig) -> None:
             "the stated, unaccounted mechanism for them",
         ),
         (config.dp.mode != "none", "client-level and distributed DP do not cover it yet"),
-        (config.secagg.enabled, "SecAgg+ would mask the prompt, not the activations, yet"),
-        (config.strategy.name != "fedavg", "its prompts are averaged: strategy.name = fedavg"),
+        (config.secagg.enabled, "SecAgg+ would mask the update, not the activations, yet"),
+        (
+            config.mode == "split" and config.strategy.name != "fedavg",
+            "its prompts are averaged: strategy.name = fedavg",
+        ),
         (config.model.quantization != "none", "k-bit base models do not split yet"),
         (config.train.precision != "fp32", "split parts run in fp32 only yet"),
         (config.train.gradient_checkpointing, "the device recomputes its head already"),
@@ -48,4 +67,4 @@ def check_split(config: RunConfig) -> None:
     )
     for refused, why in refusals:
         if refused:
-            raise ConfigError(f"run config 'mode' = 'split': {why}")
+            raise ConfigError(f"run config {key}: {why}")

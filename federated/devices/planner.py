@@ -1,6 +1,7 @@
 """What each device can train: the configured job if it fits in the profile's memory, else a
-smaller LoRA rank or batch, else zeroth-order (inference memory only), else nothing, with the
-reason; in a split run, the deepest cut and largest batch that fit. Estimates come from
+smaller LoRA rank or batch, else zeroth-order (inference memory only), else split learning (the
+first blocks only), else nothing, with the reason; in a split run, the deepest cut and largest
+batch that fit. Estimates come from
 ``federated.devices.memory_estimate`` at the run's longest sequence."""
 
 from __future__ import annotations
@@ -52,12 +53,18 @@ def _gb(n: float) -> str:
 
 
 def plan_device(
-    config: RunConfig, profile: DeviceProfile, *, smaller_ranks: bool, zo_fallback: bool
+    config: RunConfig,
+    profile: DeviceProfile,
+    *,
+    smaller_ranks: bool,
+    zo_fallback: bool,
+    split_fallback: bool = False,
 ) -> Plan:
     """The largest job that fits ``profile``: the configured rank and batch first; then, batch
     by batch from the configured one down, smaller ranks (``smaller_ranks``: the strategy serves
     mixed ranks); then zeroth-order on the same LoRA factors (``zo_fallback``: a mixed
-    federation); else the device is left out."""
+    federation); then split learning of the same factors (``split_fallback``); else the device
+    is left out."""
     length, budget = config.model.max_length, profile.memory_bytes
     if config.mode == "split":
         return _plan_split(config, budget)
@@ -80,6 +87,10 @@ def plan_device(
             if estimate.total <= budget:
                 why = f"zeroth-order at batch {batch}: {_gb(estimate.total)}"
                 return Plan("zo", config.lora.rank, batch, estimate, why)
+    if split_fallback and config.mode == "lora":
+        split = _plan_split(config, budget)
+        if split.mode is not None:
+            return split
     need = _gb(smallest.total) if smallest else "more"
     return Plan(
         None,

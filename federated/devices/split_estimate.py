@@ -1,5 +1,6 @@
-"""How much memory a split device needs (mode = split): what it holds (the embeddings, the
-prompt, the blocks before the cut, the final norm and the LM head) and what its largest step
+"""How much memory a split device needs: what it holds (the embeddings, the prompt or its
+blocks' LoRA factors, the blocks before the cut, the final norm and the LM head) and what its
+largest step
 saves for the backward pass, the local-loss forward (head, then tail over every position, the
 vocabulary's logits included), counted on torch's meta device as ``memory_estimate`` counts a
 whole model's step. The server's blocks are not the device's."""
@@ -9,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from federated.config import RunConfig
-from federated.devices.memory_estimate import TRANSIENT_FACTOR, MemoryEstimate
+from federated.devices.memory_estimate import TRANSIENT_FACTOR, MemoryEstimate, skeleton
 from federated.devices.numerics import Numerics
 from federated.model.losses import lm_loss_terms
 from federated.model.presets import skeleton_model
@@ -19,7 +20,10 @@ from federated.split.prompt_model import with_soft_prompt
 
 
 def split_skeleton(config: RunConfig, dtype: torch.dtype = torch.float32) -> SplitModel:
-    """The run's model behind its prompt, cut at ``split.cut-layer``, on the meta device."""
+    """The run's model cut at ``split.cut-layer`` on the meta device: behind its prompt in
+    mode = split, with its LoRA adapter in a LoRA run."""
+    if config.mode != "split":
+        return SplitModel(skeleton(config, config.lora.rank, dtype), config.split.cut_layer)
     base = skeleton_model(config.model.name, TASK_CAUSAL_LM, dtype=dtype)
     base.requires_grad_(False)
     with torch.device("meta"):
@@ -34,7 +38,7 @@ def estimate_split_memory(
     split = split_skeleton(config, numerics.dtype)
     held = split.device_parameters()
     weights = float(sum(p.numel() * p.element_size() for p in held))
-    prompt = split.prompt.numel() * split.prompt.element_size()
+    trained = sum(p.numel() * p.element_size() for p in split.device_trainable().values())
     own = {p.untyped_storage()._cdata for p in held}
     seen: dict[int, torch.Tensor] = {}
 
@@ -49,5 +53,5 @@ def estimate_split_memory(
         hidden, _ = split.head(ids, None)
         lm_loss_terms(split.tail(hidden), ids).mean_loss()
     sizes = [float(t.untyped_storage().nbytes()) for t in seen.values()]
-    # The prompt's gradient and AdamW's two moments.
-    return MemoryEstimate(weights, 3.0 * prompt, sum(sizes), TRANSIENT_FACTOR * max(sizes))
+    # The trained tensors' gradients and AdamW's two moments.
+    return MemoryEstimate(weights, 3.0 * trained, sum(sizes), TRANSIENT_FACTOR * max(sizes))

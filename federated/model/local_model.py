@@ -20,6 +20,7 @@ from peft import PeftModel
 from federated.model.lora import (
     LoraPair,
     base_weight_key,
+    factor_of,
     in_weight_layout,
     load_trainable_state,
     lora_pairs,
@@ -39,6 +40,17 @@ def fit_rank(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     ):
         raise ValueError(f"a tensor of shape {tuple(tensor.shape)} cannot fill {tuple(shape)}")
     return tensor[tuple(slice(0, n) for n in shape)]
+
+
+def factors_at_rank(start: Mapping[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    """The factors a client of ``rank`` loads from ``start``: their leading ``rank`` part."""
+    cut = {}
+    for key, value in start.items():
+        factor, shape = factor_of(key), list(value.shape)
+        if factor is not None:
+            shape[factor[1]] = min(rank, shape[factor[1]])
+        cut[key] = fit_rank(value, torch.Size(shape))
+    return cut
 
 
 @dataclass

@@ -53,6 +53,14 @@ class TrainedModel:
         else:
             self.initial = GlobalModel(dict(self.local.initial))
 
+    @property
+    def split_view(self) -> SplitModel:
+        """The model as split devices and the server share it: behind the prompt in mode =
+        split, with the LoRA adapter (split devices in a LoRA run), cut at split.cut-layer."""
+        if self.split is not None:
+            return self.split
+        return SplitModel(self.local.model, self.config.split.cut_layer)
+
     def load(self, model: GlobalModel) -> torch.nn.Module:
         """The module with ``model``'s tensors in it (seeds replayed, for zeroth-order)."""
         if self.zo:
@@ -60,7 +68,7 @@ class TrainedModel:
             load_hybrid_(self.zo.hybrid, model.trainable)
             return self.zo.model
         if self.split:
-            set_prompt(self.split.prompted, model.trainable)
-            return self.split.prompted
+            set_prompt(self.split.peft_model, model.trainable)
+            return self.split.peft_model
         self.local.load(model.trainable, model.base_delta)
         return self.local.model
