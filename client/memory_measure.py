@@ -5,8 +5,10 @@ ClientApp process runs on a node that plans its memory: import what that process
 (Flower's ClientApp runtime and ``client.app``), read the resident set (the runtime), set the
 allocator as such a node does (``client.planned_memory``), build the model, reset the kernel's
 high-water mark (``/proc/self/clear_refs``), take a few real training steps
-(``client.lora_trainer``, ``client.dp_lora_trainer`` or ``federated.zo.trainer``) on random
-examples of the given length, and read the high-water mark (the job's peak, runtime included).
+(``client.lora_trainer``, ``client.dp_lora_trainer`` or ``federated.zo.trainer``; a split
+device's round: its local-loss steps, its pruning pass and its side of exchange steps, holding
+only its parts) on random examples of the given length, and read the high-water mark (the job's
+peak, runtime included).
 
     python -m client.memory_measure '{"model.name": "tiny-llama"}' 8 96
 """
@@ -64,6 +66,40 @@ def _examples(task: str, batch: int, length: int, vocab: int) -> list[dict]:
     return examples
 
 
+def _split_round(config, batch: int, examples: list[dict], pad_token_id: int) -> None:
+    """A split device's round on its parts alone: its local-loss steps, the EL2N pass over its
+    examples, and its side of exchange steps (the head's forward and backward, the tail's loss
+    and gradient at an output of the cut's shape, as the server's body returns)."""
+    import gc
+
+    import torch
+
+    from federated.data.encode import collate
+    from federated.model.losses import lm_loss_terms
+    from federated.split.local_update import el2n_scores, local_loss_terms
+    from federated.split.split_workspace import split_model
+
+    split = split_model(config)
+    del split.lm.model.layers[config.split.cut_layer :]  # the server's body
+    gc.collect()
+    optimizer = torch.optim.AdamW([split.prompt], lr=config.train.lr)
+    Path("/proc/self/clear_refs").write_text("5")  # the high-water mark restarts here
+    for step in range(config.split.local_steps + _STEPS):
+        chunk = collate(examples[step % _STEPS * batch :][:batch], pad_token_id)
+        if step < config.split.local_steps:
+            local_loss_terms(split, chunk).mean_loss().backward()
+        else:
+            if step == config.split.local_steps:
+                el2n_scores(split, examples, batch, pad_token_id)
+            hidden, _ = split.head(chunk["input_ids"], chunk["attention_mask"])
+            body = hidden.detach().requires_grad_(True)
+            loss = lm_loss_terms(split.tail(body), chunk["labels"]).mean_loss()
+            (gradient,) = torch.autograd.grad(loss, body)
+            hidden.backward(gradient)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
 def main() -> None:
     import importlib
 
@@ -77,6 +113,7 @@ def main() -> None:
     from client.lora_trainer import train_lora
     from federated.config import parse_run_config
     from federated.devices.allocator import return_freed_memory
+    from federated.model.presets import load_tokenizer
     from federated.model.workspace import lora_model
     from federated.zo.trainer import train_zo
     from federated.zo.workspace import zo_model
@@ -87,6 +124,13 @@ def main() -> None:
     runtime = _status_bytes("VmRSS")
     if not return_freed_memory():
         raise SystemExit("the memory planner's allocator is glibc's: this C library is not")
+    if config.mode == "split":
+        tokenizer = load_tokenizer(config.model.name)
+        examples = _examples(config.task, batch, length, len(tokenizer))
+        _split_round(config, batch, examples, tokenizer.pad_token_id)
+        peak = _status_bytes("VmHWM")
+        print(json.dumps({"runtime": runtime, "peak": peak}))
+        return
     built = zo_model(config) if config.mode == "zo" else lora_model(config)
     tokenizer = built.tokenizer
     examples = _examples(config.task, batch, length, len(tokenizer))

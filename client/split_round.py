@@ -192,8 +192,9 @@ def start(msg: Message, context: Context) -> Message:
     device.progress["batch"] = settings.batch_size
     device.optimizer = device._optimizer()
     local = device.local_update()
+    # At the planned batch: the pass holds the vocabulary's logits of a batch, as a step does.
     scores = el2n_scores(
-        device.split, device.encoded, config.eval.batch_size, device.tokenizer.pad_token_id
+        device.split, device.encoded, settings.batch_size, device.tokenizer.pad_token_id
     )
     device.progress["kept"] = keep_hardest(scores, config.split.keep_fraction)
     device.progress["steps"] = settings.steps_for(len(device.progress["kept"]))

@@ -56,7 +56,7 @@ class SplitOutcome:
 
         def complete(reply: Message) -> str | None:
             body = self.body.get(reply.metadata.src_node_id)
-            if body:
+            if body and not reply.has_error():  # an error reply is ``check``'s to name
                 try:
                     own = record_to_tensors(reply.content.array_records[keys.ARRAYS])
                 except (KeyError, ValueError, TypeError) as err:

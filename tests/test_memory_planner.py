@@ -93,6 +93,20 @@ def test_the_estimate_covers_the_measured_peak_of_pretrained_models(
     _check_estimate_against_peak(config, batch, length)
 
 
+@pytest.mark.slow
+def test_the_split_estimate_covers_the_measured_peak_of_a_split_device(
+    default_environment,
+) -> None:
+    """A split device's round (local-loss steps, the pruning pass, its side of the exchange)
+    holding only its parts: 2 of SmolLM2's 30 blocks, the embeddings and the LM head."""
+    config = {"model.name": "smollm2-135m", "mode": "split", "split.cut-layer": 2}
+    parsed = parse_run_config(config)
+    estimate = estimate_split_memory(parsed, 4, 128, PLAIN_FP32)
+    measured = measure(config, 4, 128)
+    assert estimate.runtime == pytest.approx(measured["runtime"], rel=0.05)
+    assert measured["peak"] <= estimate.total <= MOST_ABOVE_PEAK * measured["peak"]
+
+
 def _device(memory_gb: float):
     return replace(load_profiles()["pi5"], name="device", memory_bytes=memory_gb * 1e9)
 

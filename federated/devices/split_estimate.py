@@ -1,9 +1,9 @@
 """How much memory a split device needs: what it holds (the embeddings, the prompt or its
 blocks' LoRA factors, the blocks before the cut, the final norm and the LM head) and what its
-largest step
-saves for the backward pass, the local-loss forward (head, then tail over every position, the
-vocabulary's logits included), counted on torch's meta device as ``memory_estimate`` counts a
-whole model's step. The server's blocks are not the device's."""
+largest step saves for the backward pass, the local-loss forward (head, then tail over every
+position, the vocabulary's logits included; the pruning pass runs at the same batch with no
+backward, and holds less), counted on torch's meta device as ``memory_estimate`` counts a whole
+model's step. The server's blocks are not the device's."""
 
 from __future__ import annotations
 
