@@ -31,6 +31,7 @@ from federated.split.activation_noise import clipped, noise_like
 from federated.split.local_update import el2n_scores, keep_hardest, local_loss_terms
 from federated.split.parts import SplitModel
 from federated.split.prompt_model import set_prompt
+from federated.split.round_optimizer import clipped_step, round_optimizer
 from federated.split.split_workspace import split_model
 
 STATE_TENSORS = "split-tensors"  # node state: what the device trains and its AdamW moments
@@ -101,10 +102,7 @@ class _Device:
         self.context.state[STATE_PROGRESS] = self.progress
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        train, rounds = self.config.train, self.config.num_server_rounds
-        lr = train.lr_at(int(self.progress["round"]), rounds)
-        params = list(self.trained.values())
-        return torch.optim.AdamW(params, lr=lr, weight_decay=train.weight_decay)
+        return round_optimizer(self.trained.values(), self.config, int(self.progress["round"]))
 
     # -- the work ----------------------------------------------------------------------------
     def batch(self, step: int) -> dict[str, torch.Tensor]:
@@ -156,12 +154,7 @@ class _Device:
     def _step(self, loss: torch.Tensor | None) -> None:
         if loss is not None:
             loss.backward()
-        if self.config.train.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(
-                list(self.trained.values()), self.config.train.max_grad_norm
-            )
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        clipped_step(self.optimizer, self.trained.values(), self.config.train.max_grad_norm)
 
 
 def _step_of(msg: Message) -> tuple[int, int]:

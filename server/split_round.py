@@ -27,6 +27,7 @@ from federated.protocol import message_keys as keys
 from federated.protocol import split_keys as sk
 from federated.protocol.wire import record_to_tensors, tensors_to_record
 from federated.split.parts import SplitModel
+from federated.split.round_optimizer import clipped_step, round_optimizer
 from server.exchange import Exchange, exchange, progress
 
 ReplyCheck = Callable[[Message], str | None]
@@ -128,11 +129,8 @@ class _SplitRound:
         sent = record_to_tensors(message.content.array_records[keys.ARRAYS])
         start = factors_at_rank({k: sent[k] for k in trained}, rank)
         self.factors[node] = {k: t.float().clone().requires_grad_(True) for k, t in start.items()}
-        train = self.config.train
-        self.optimizers[node] = torch.optim.AdamW(
-            list(self.factors[node].values()),
-            lr=train.lr_at(self.round, self.config.num_server_rounds),
-            weight_decay=train.weight_decay,
+        self.optimizers[node] = round_optimizer(
+            self.factors[node].values(), self.config, self.round
         )
 
     def _step_body(self, node: int, gradients: tuple[torch.Tensor, ...]) -> None:
@@ -140,10 +138,7 @@ class _SplitRound:
         params = list(self.factors[node].values())
         for param, gradient in zip(params, gradients, strict=True):
             param.grad = gradient
-        if self.config.train.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, self.config.train.max_grad_norm)
-        self.optimizers[node].step()
-        self.optimizers[node].zero_grad(set_to_none=True)
+        clipped_step(self.optimizers[node], params, self.config.train.max_grad_norm)
 
     def _content(self, step: int, tensors: dict[str, torch.Tensor]) -> RecordDict:
         config = ConfigRecord({keys.SERVER_ROUND: self.round, sk.STEP: step})
