@@ -12,9 +12,9 @@ from federated.config import DataSettings, RunConfig
 from federated.data.corpus import Corpus, Example
 from federated.data.files import load_table
 from federated.data.partition import split_fraction
-from federated.model.tasks import TASK_CLASSIFICATION
 from federated.model.workspace import client_indices, corpus_for, num_labels
 from federated.privacy.canaries import client_canaries
+from federated.tasks import TASK_CLASSIFICATION
 
 Records = tuple[list[Example], list[Example]]
 

@@ -9,7 +9,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from federated.checkpoint import kept_before
-from federated.model.global_model import GlobalModel
+from federated.protocol.global_model import GlobalModel
 from federated.protocol.stop_request import take_stop_request
 from server.evaluate_stage import evaluate_round
 from server.round_record import prefixed, record_round

@@ -27,11 +27,11 @@ from federated.checkpoint import Checkpoint
 from federated.config import ConfigError, RunConfig, parse_run_config, run_config_to_flat
 from federated.config.schema import auto_settings_line
 from federated.devices.profiles import ProfileError
-from federated.model.global_model import GlobalModel, zo_initial_model
-from federated.model.trained_model import run_mask
+from federated.inference.trained_model import run_mask
 from federated.model.workspace import corpus_for, lora_model
 from federated.privacy.planned_epsilon import planned_epsilon_line
 from federated.protocol import message_keys as keys
+from federated.protocol.global_model import GlobalModel, zo_initial_model
 from federated.protocol.partition_keys import read_partition_keys
 from federated.protocol.stop_request import take_stop_request
 from federated.results import RunResults

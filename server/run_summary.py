@@ -9,7 +9,7 @@ from typing import Any
 from flwr.common import log
 
 from federated.config import RunConfig, run_config_to_flat
-from federated.model.global_model import GlobalModel
+from federated.protocol.global_model import GlobalModel
 from federated.results import METRICS_FILE, SUMMARY_FILE, RunResults
 from server.audit import run_audit
 from server.loss_plot import plot_losses

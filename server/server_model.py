@@ -15,11 +15,11 @@ from federated.data.corpus import evenly_spread
 from federated.inference.evaluation_report import GENERATIONS_FILE
 from federated.inference.generation import Decoding
 from federated.inference.scoring import generation_scores
+from federated.inference.trained_model import TrainedModel
 from federated.model.adapter_files import save_global_adapter
 from federated.model.evaluation import EvalResult, evaluate_model
-from federated.model.global_model import GlobalModel
-from federated.model.trained_model import TrainedModel
 from federated.model.workspace import corpus_for, encode_records, server_test_indices
+from federated.protocol.global_model import GlobalModel
 from federated.zo.workspace import MASK_FILE
 
 

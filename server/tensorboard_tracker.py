@@ -1,10 +1,11 @@
 """TensorBoard as a run's tracker: event files in ``RUN_DIR/tensorboard``.
 
 Each number is a scalar, which TensorBoard keeps as a 32-bit float (about 7 digits: its default
-loader shows no other kind); the run config is a text summary, a table of its keys. TensorBoard
-keeps no files: the model, plots and summary stay in the run folder. A resumed run writes into
-the same folder from the step after the last round it holds, hiding any later steps a dying
-launch wrote.
+loader shows no other kind); the run config is a text summary, a table of its keys, and the
+HParams tab's parameters of the run. The run's plots go in as images when it finishes;
+TensorBoard keeps no other files (the adapter and summary stay in the run folder). A resumed run
+writes into the same folder from the step after the last round it holds, hiding any later steps
+a dying launch wrote.
 """
 
 from __future__ import annotations
@@ -34,8 +35,13 @@ class TensorBoardBackend:
         return self._last
 
     def log_params(self, params: Mapping[str, str]) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
         rows = ["| key | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in params.items())]
         self.writer.add_text("config", "\n".join(rows), global_step=0)
+        # Into this run's own event file (SummaryWriter.add_hparams would open a run beside it).
+        for summary in hparams(dict(params), {}):
+            self.writer.file_writer.add_summary(summary)
         self.writer.flush()
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
@@ -45,7 +51,15 @@ class TensorBoardBackend:
         self.writer.flush()
 
     def log_artifacts(self, paths: list[Path]) -> None:
-        """TensorBoard keeps no files."""
+        """The run's PNG plots as images, each under its file's name; TensorBoard keeps no
+        other files."""
+        from matplotlib.image import imread
+
+        for path in paths:
+            if path.suffix == ".png":
+                pixels = imread(path)[..., :3]  # RGB: TensorBoard's images take no alpha here
+                self.writer.add_image(f"plots/{path.stem}", pixels, 0, dataformats="HWC")
+        self.writer.flush()
 
     def close(self, failed: bool) -> None:
         self.writer.close()

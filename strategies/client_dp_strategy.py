@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from federated.model.global_model import Tensors
+from federated.protocol.global_model import Tensors
 from strategies.client_dp import ClientLevelDp
 from strategies.federated_strategy import FederatedStrategy
 from strategies.node_pool import NodePool

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from federated.model.global_model import GlobalModel, Tensors
+from federated.protocol.global_model import GlobalModel, Tensors
 from strategies.lora_factors import weighted_mean
 from strategies.lora_strategy import LoraStrategy
 

@@ -22,9 +22,9 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from flwr.supercore import log
 
 from federated.config import RunConfig
-from federated.model.global_model import GlobalModel, Tensors
 from federated.model.lora import LoraPair, lora_pairs
 from federated.protocol import message_keys as keys
+from federated.protocol.global_model import GlobalModel, Tensors
 from federated.protocol.round_plan import RoundPlan
 from federated.protocol.wire import record_to_tensors, tensors_to_record
 from strategies.node_pool import NodePool

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from federated.model.global_model import GlobalModel, Tensors
+from federated.protocol.global_model import GlobalModel, Tensors
 from strategies.fedavg import aggregate_fedavg
 from strategies.lora_factors import Factors, check_same_modules, mean_of_products, weighted_mean
 from strategies.lora_strategy import LoraStrategy, add_to_base_delta

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from federated.model.global_model import GlobalModel, Tensors
+from federated.protocol.global_model import GlobalModel, Tensors
 from federated.protocol.round_plan import RoundPlan
 from strategies.fedavg import aggregate_fedavg
 from strategies.federated_strategy import Payload

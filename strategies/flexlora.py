@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from federated.model.global_model import GlobalModel, Tensors
+from federated.protocol.global_model import GlobalModel, Tensors
 from federated.protocol.round_plan import RoundPlan
 from strategies.fedavg import aggregate_fedavg
 from strategies.federated_strategy import STATE_PREFIX, Payload

@@ -27,7 +27,7 @@ import torch
 from flwr.supercore import log
 
 from federated.config import RunConfig, option
-from federated.model.global_model import GlobalModel, Tensors
+from federated.protocol.global_model import GlobalModel, Tensors
 from strategies.fedavg import aggregate_fedavg
 from strategies.lora_factors import Factors, check_same_modules, mean_of_products, weighted_mean
 from strategies.lora_strategy import LoraStrategy

@@ -15,8 +15,8 @@ import torch
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
 from federated.config import RunConfig
-from federated.model.global_model import GlobalModel, Tensors
 from federated.protocol import message_keys as keys
+from federated.protocol.global_model import GlobalModel, Tensors
 from federated.protocol.wire import tensors_to_record
 from strategies.federated_strategy import FederatedStrategy
 from strategies.lora_factors import Factors

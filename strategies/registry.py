@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from federated.config import ConfigError, RunConfig, build_section, iter_options, unknown_key
-from federated.model.global_model import GlobalModel
+from federated.protocol.global_model import GlobalModel
 from federated.secagg.masking import rounding_margin, rounding_problem
 from strategies.client_dp import ClientLevelDp
 from strategies.client_dp_strategy import ClientLevelDpStrategy

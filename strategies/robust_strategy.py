@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from flwr.app import ArrayRecord, Message, MetricRecord
 
 from federated.config import RobustSettings
-from federated.model.global_model import Tensors
+from federated.protocol.global_model import Tensors
 from strategies.federated_strategy import FederatedStrategy
 from strategies.robust_aggregation import ROBUST_AGGREGATES
 from strategies.strategy_wrapper import StrategyWrapper

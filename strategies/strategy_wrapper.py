@@ -15,8 +15,8 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
-from federated.model.global_model import GlobalModel, Tensors
 from federated.model.lora import LoraPair
+from federated.protocol.global_model import GlobalModel, Tensors
 from strategies.federated_strategy import FederatedStrategy, Payload
 from strategies.node_pool import NodePool
 from strategies.privacy_hooks import PrivacyHooks

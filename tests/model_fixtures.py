@@ -7,7 +7,7 @@ from peft import PeftModel
 
 from federated.model.lora import wrap_with_lora
 from federated.model.presets import load_base_model
-from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 TINY_NUM_LABELS = 3
 

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks.accelerator.memory import compare, estimate_row
 from benchmarks.accelerator.models import TINY
@@ -17,7 +18,7 @@ from benchmarks.accelerator.run import main
 from federated.devices import memory_estimate
 from federated.devices.job_plan import CUDA_CONTEXT_BYTES
 from federated.devices.memory_estimate import HEADROOM_FRACTION, JOB_OVERHEAD_BYTES
-from federated.devices.numerics import Numerics
+from federated.model.numerics import Numerics
 from tests.simulate import ROOT
 
 PROJECT = ("benchmarks", "federated", "client", "server", "strategies", "simulation")
@@ -137,3 +138,17 @@ def test_a_gpu_plan_does_not_measure_the_client_runtime(monkeypatch: pytest.Monk
     row = estimate_row(TINY, Numerics("bf16", "4bit", True), batch=2, length=16)
 
     assert row["planned_gb"] > row["estimate_tensors_gb"] > row["estimate_weights_gb"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CPU against CUDA needs a CUDA GPU")
+def test_a_seed_draws_the_same_perturbation_on_cpu_and_cuda() -> None:
+    """Seed replay between a CPU client and a CUDA server: the draw is the CPU generator's on
+    both, so it is equal bit for bit; applying and replaying it is the devices' arithmetic,
+    equal to float32's rounding of the change it makes."""
+    from benchmarks.accelerator.replay_check import replay_rows
+
+    rows = list(replay_rows(((TINY, "lora", 64), (TINY, "full", 16)), torch.device("cuda")))
+    assert rows and all(row["draw_bit_exact"] for row in rows), rows
+    for row in rows:
+        assert row["perturb_max_abs_diff"] <= 1e-6, row
+        assert row["replay_max_abs_diff"] <= 1e-5 * max(1.0, row["replay_max_abs_change"]), row

@@ -10,9 +10,9 @@ import torch
 from client.lora_trainer import train_lora
 from federated.config import parse_run_config
 from federated.model.presets import load_tokenizer
-from federated.model.tasks import TASK_CLASSIFICATION
 from federated.model.workspace import encode_records
 from federated.privacy.canaries import canary, client_canaries, inserted
+from federated.tasks import TASK_CLASSIFICATION
 from server.audit import run_audit
 from tests.model_fixtures import TINY_NUM_LABELS, tiny_lora_model
 

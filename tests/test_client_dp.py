@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from federated.config import ConfigError, parse_run_config
-from federated.model.global_model import GlobalModel, zo_initial_model
 from federated.model.workspace import lora_model
 from federated.privacy.accounting import PrivacyLedger
 from federated.privacy.clipping import clip_update, update_norm
+from federated.protocol.global_model import GlobalModel, zo_initial_model
 from strategies.client_dp import ClientLevelDp
 from strategies.registry import STRATEGIES, build_strategy
 

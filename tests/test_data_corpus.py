@@ -14,7 +14,7 @@ from federated.data.chatterbot import load_chatterbot
 from federated.data.corpus import Corpus, Example
 from federated.data.files import MAX_LINE_BYTES, load_table
 from federated.data.wordnet import LEXNAMES, load_wordnet
-from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 torch.set_num_threads(1)
 

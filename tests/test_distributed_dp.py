@@ -16,7 +16,6 @@ from opacus.accountants.analysis import rdp as rdp_analysis
 from client import secure_aggregation
 from federated.config import ConfigError, parse_run_config
 from federated.config.schema import default_flat_config
-from federated.model.global_model import GlobalModel
 from federated.model.workspace import lora_model
 from federated.privacy.discrete_gaussian import discrete_gaussian
 from federated.privacy.distributed_noise import (
@@ -29,6 +28,7 @@ from federated.privacy.distributed_noise import (
     subsampled_rdp,
 )
 from federated.protocol import message_keys as keys
+from federated.protocol.global_model import GlobalModel
 from federated.protocol.reply_contract import MASKED, train_metric_keys
 from federated.secagg import protocol as p
 from federated.secagg.distributed_dp import conditional_round, decode_sum, noised_vector

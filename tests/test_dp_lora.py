@@ -8,9 +8,9 @@ import torch
 from client.dp_lora_trainer import physical_batches, private_gradient, private_model, train_lora_dp
 from federated.config import parse_run_config
 from federated.model.presets import load_tokenizer
-from federated.model.tasks import TASK_CLASSIFICATION
 from federated.model.workspace import client_indices, encode_indices
 from federated.privacy.sampling import poisson_batches
+from federated.tasks import TASK_CLASSIFICATION
 from tests.model_fixtures import TINY_NUM_LABELS, tiny_lora_model
 
 MODES = ("hooks", "functorch", "ghost")

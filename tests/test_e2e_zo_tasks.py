@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from federated.config import parse_run_config
 from federated.model.presets import load_base_model
-from federated.model.tasks import TASK_CLASSIFICATION
 from federated.protocol import message_keys as keys
+from federated.tasks import TASK_CLASSIFICATION
 from federated.zo.hybrid import WIRE_PREFIX
 from server.zo_rate import zo_lr_probe
 from tests.simulate import simulate

@@ -20,7 +20,7 @@ from federated.data.encode import (
     encode_examples,
     render_prompt,
 )
-from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a stray hub call fails at once
 torch.set_num_threads(1)

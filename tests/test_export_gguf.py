@@ -29,7 +29,7 @@ from federated.export.gguf_llama import llama_tensors
 from federated.export.gguf_types import encoded, tensor_type
 from federated.export.run_export import export_run
 from federated.model.presets import base_model_config, load_tokenizer
-from federated.model.tasks import TASK_CAUSAL_LM
+from federated.tasks import TASK_CAUSAL_LM
 
 TYPES = ("f16", "q8_0", "q4_0")
 SLOW = pytest.mark.slow  # each load through transformers' GGUF reader takes seconds

@@ -15,8 +15,8 @@ from federated.config import parse_run_config
 from federated.export.run_export import check_gguf, export_run
 from federated.inference.run_folder import open_run, trained_model
 from federated.model.presets import load_base_model
-from federated.model.tasks import TASK_CAUSAL_LM
 from federated.protocol import message_keys as keys
+from federated.tasks import TASK_CAUSAL_LM
 from tests.finished_runs import TINY_LM as QUICK
 from tests.in_process import run_federation
 

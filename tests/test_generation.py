@@ -9,7 +9,7 @@ import torch
 from federated.data.encode import render_prompt
 from federated.inference.generation import Decoding, chat_prompt, generate
 from federated.model.presets import load_tokenizer
-from federated.model.tasks import TASK_CAUSAL_LM
+from federated.tasks import TASK_CAUSAL_LM
 from tests.model_fixtures import perturb_trainable, tiny_lora_model
 
 PROMPTS = ["What is AI?", "Tell me a joke about computers, please.", "Hi"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from federated.cli.gpu_share import _client_bytes, clients_per_gpu, share_problem
+from federated.cli.gpu_share import check_gpu_share, clients_per_gpu, planned_bytes, share_problem
 from federated.devices.job_plan import CUDA_CONTEXT_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,16 +30,33 @@ def test_a_share_that_overfills_the_gpu_names_the_share_that_fits() -> None:
         "40.0 GB on a 24.0 GB GPU; use client-resources-num-gpus=0.5 (2 a GPU)"
     )
     assert "one client alone does not fit" in share_problem(1.0, 16e9, 17.6e9)
+    # The server's evaluation model shares the first GPU with its clients.
+    assert share_problem(0.5, 24e9, 10e9, 5e9) == (
+        "client-resources-num-gpus=0.5 places 2 clients on each GPU, each planned at 10.0 GB "
+        "and the server's evaluation model at 5.0 GB: 25.0 GB on a 24.0 GB GPU; use "
+        "client-resources-num-gpus=1 (1 a GPU)"
+    )
 
 
-def test_a_client_is_planned_as_the_run_configures_it() -> None:
-    small = _client_bytes(ROOT, ["--run-config", "model.name='tiny-llama'"])
-    bigger = _client_bytes(  # flwr run's short name for the option, as fedtune run takes it
+def test_a_client_and_the_server_are_planned_as_the_run_configures_them() -> None:
+    small, server = planned_bytes(ROOT, ["--run-config", "model.name='tiny-llama'"])
+    bigger, _ = planned_bytes(  # flwr run's short name for the option, as fedtune run takes it
         ROOT, ["-c", "model.name='tiny-llama' train.batch-size=64 model.max-length=256"]
     )
     assert CUDA_CONTEXT_BYTES < small < bigger
-    assert _client_bytes(ROOT, ["--run-config", "model.name='tiny-llama'"]) == small
-    assert _client_bytes(ROOT, ["-c", "model.name='tiny-llama'"]) == small
+    assert planned_bytes(ROOT, ["--run-config", "model.name='tiny-llama'"]) == (small, server)
+    assert planned_bytes(ROOT, ["-c", "model.name='tiny-llama'"])[0] == small
+    # The server holds the model and a no-grad forward at eval.batch-size: more examples, more.
+    assert server > 0
+    _, larger = planned_bytes(ROOT, ["-c", "model.name='tiny-llama' eval.batch-size=256"])
+    assert larger > server
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for a machine without GPU")
+@pytest.mark.parametrize("key", ["client-resources-num-gpus", "client_resources_num_gpus"])
+def test_the_share_is_read_in_either_spelling_flwr_takes(key) -> None:
+    line = check_gpu_share(ROOT, ["--federation-config", f"num-supernodes=4 {key}=0.5"])
+    assert line is not None and "no CUDA GPU" in line
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for a machine without GPU")

@@ -21,8 +21,8 @@ from federated.model.lora import (
     wrap_with_lora,
 )
 from federated.model.presets import load_base_model
-from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from federated.model.verbalizer import VerbalizedClassifier
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from tests.model_fixtures import TINY_NUM_LABELS, perturb_trainable, tiny_inputs, tiny_lora_model
 
 torch.set_num_threads(1)

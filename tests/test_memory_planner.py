@@ -13,10 +13,10 @@ from client.memory_measure import measure
 from federated.config import parse_run_config
 from federated.devices import runtime_memory
 from federated.devices.memory_estimate import estimate_memory
-from federated.devices.numerics import PLAIN_FP32
 from federated.devices.planner import plan_device
 from federated.devices.profiles import load_profiles
 from federated.devices.split_estimate import estimate_split_memory
+from federated.model.numerics import PLAIN_FP32
 
 LM = {
     "model.name": "tiny-llama",

@@ -10,10 +10,10 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from client import lora_round
 from federated.config import parse_run_config
-from federated.model.global_model import GlobalModel
 from federated.model.lora import trainable_state
 from federated.model.workspace import client_indices, encode_indices, lora_model
 from federated.protocol import message_keys as keys
+from federated.protocol.global_model import GlobalModel
 from federated.protocol.round_plan import RoundPlan
 from federated.protocol.wire import record_to_tensors, serialized_bytes, tensors_to_record
 from server.exchange import Exchange

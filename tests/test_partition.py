@@ -20,7 +20,7 @@ from federated.data.partition import (
     partition_indices,
     split_fraction,
 )
-from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 torch.set_num_threads(1)
 

@@ -15,7 +15,7 @@ from federated.cli.main import main
 from federated.config import parse_run_config
 from federated.devices.job_plan import Device, Job, plan_job
 from federated.devices.memory_estimate import estimate_memory
-from federated.devices.numerics import WEIGHT_BITS, Numerics
+from federated.model.numerics import WEIGHT_BITS, Numerics
 
 HIDDEN, FFN, LAYERS, HEADS, KV, VOCAB = 512, 1536, 4, 8, 2, 8000
 BATCH, LENGTH, RANK = 4, 128, 8
@@ -198,3 +198,49 @@ def test_split_learning_is_offered_when_nothing_else_fits(config_file) -> None:
     what, changed, estimate = offered
     assert changed.config.mode == "split" and "split.cut-layer=1" in what
     assert gpu.need(estimate) <= budget
+
+
+@pytest.mark.parametrize(
+    ("flags", "refused"),
+    [
+        (["--zeroth-order", "--precision", "bf16"], "'train.precision' = 'bf16': mode zo"),
+        (["--dp-sgd", "--gradient-checkpointing"], "'train.gradient-checkpointing' = True"),
+    ],
+)
+def test_a_job_a_run_refuses_is_refused_with_the_runs_words(
+    config_file, capsys, flags, refused
+) -> None:
+    assert main(["plan", str(config_file), *flags, "--memory-gb", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fedtune plan: run config ") and refused in err
+
+
+@pytest.mark.parametrize(
+    ("mode", "numerics"),
+    [
+        ("lora", Numerics("bf16")),
+        ("dp", Numerics()),
+        ("zo", Numerics()),
+        ("zo", Numerics("fp32", "8bit")),
+    ],
+)
+def test_every_job_offered_is_one_a_run_takes(config_file, mode, numerics) -> None:
+    from dataclasses import replace
+
+    from federated.devices.job_plan import _changes
+    from federated.devices.planner import as_mode
+
+    job = _job(config_file, numerics)
+    if mode == "dp":
+        flat = {"model.name": str(config_file), "dp.mode": "record", "dp.noise-multiplier": 1.0}
+        dp = parse_run_config(flat).dp
+        job = replace(job, config=replace(job.config, dp=dp))
+    elif mode == "zo":
+        job = replace(job, config=as_mode(job.config, "zo"))
+    changes = _changes(job)
+    assert changes and all(changed.refusal() is None for _, changed in changes), [
+        (what, changed.refusal()) for what, changed in changes if changed.refusal()
+    ]
+    # Tried against a budget nothing fits, the plan still only weighs what a run takes.
+    plan = plan_job(job, Device("tiny", 1, gpu=False))
+    assert not plan.fits and plan.alternatives == []

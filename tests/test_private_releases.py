@@ -14,7 +14,6 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from client import app as client_app
 from client import lora_round, zo_round
 from federated.config import ConfigError, parse_run_config
-from federated.model.global_model import GlobalModel, zo_initial_model
 from federated.model.presets import load_tokenizer
 from federated.model.workspace import client_indices, encode_indices, lora_model
 from federated.node_state import STATE_DIR_ENV
@@ -22,6 +21,7 @@ from federated.privacy.accounting import PrivacyLedger
 from federated.privacy.record_count import count_release, noised_count
 from federated.privacy.secret_randomness import INSECURE_SEED_ENV, secret_generator
 from federated.protocol import message_keys as keys
+from federated.protocol.global_model import GlobalModel, zo_initial_model
 from federated.protocol.round_plan import RoundPlan
 from federated.protocol.wire import record_to_tensors, serialized_bytes, tensors_to_record
 from server.exchange import Exchange

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from federated.config import parse_run_config
-from federated.model.global_model import GlobalModel
 from federated.protocol import message_keys as keys
+from federated.protocol.global_model import GlobalModel
 from federated.protocol.reply_contract import (
     DECLINED_METRIC_KEYS,
     PARTITION_METRIC_KEYS,

@@ -7,12 +7,12 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, MetricRecord, RecordDict
 
-from federated.model.tasks import TASK_CLASSIFICATION
 from federated.protocol import message_keys as keys
 from federated.protocol.reply_contract import PLAIN as PLAIN_RELEASE
 from federated.protocol.reply_contract import RECORD_LEVEL, eval_metric_keys, train_metric_keys
 from federated.protocol.wire import tensors_to_record
 from federated.secagg.protocol import MASKED
+from federated.tasks import TASK_CLASSIFICATION
 from server.reply_validation import check_evaluate_reply, check_masked_reply, check_train_reply
 from tests.messages import message
 

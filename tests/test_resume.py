@@ -10,8 +10,8 @@ import torch
 
 from federated.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from federated.config import ConfigError, parse_run_config, run_config_to_flat
-from federated.model.global_model import GlobalModel, zo_initial_model
 from federated.protocol import message_keys as keys
+from federated.protocol.global_model import GlobalModel, zo_initial_model
 from server.resume import config_differences, resume_run
 from strategies.registry import build_strategy
 

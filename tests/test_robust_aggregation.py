@@ -134,8 +134,8 @@ def test_an_unbounded_norm_bound_is_the_strategy_s_own_mean(name: str) -> None:
     ],
 )
 def test_robust_aggregation_is_refused_where_it_cannot_apply(extra: dict, message: str) -> None:
-    from federated.model.global_model import GlobalModel
     from federated.model.workspace import lora_model
+    from federated.protocol.global_model import GlobalModel
     from strategies.registry import build_strategy
 
     config = parse_run_config({**TINY, "robust.method": "median", **extra})

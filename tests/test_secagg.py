@@ -10,9 +10,9 @@ from flwr.app import ConfigRecord, MetricRecord
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares, create_shares
 
 from federated.config import ConfigError, parse_run_config
-from federated.model.global_model import GlobalModel
 from federated.model.workspace import lora_model
 from federated.protocol import message_keys
+from federated.protocol.global_model import GlobalModel
 from federated.secagg import protocol as p
 from federated.secagg.keys import agree, neighbours, new_key_pair, threshold
 from federated.secagg.masking import (

@@ -14,9 +14,9 @@ from flwr.clientapp import ClientApp
 
 from client.app import register
 from federated.config import parse_run_config
-from federated.model.global_model import GlobalModel
 from federated.model.workspace import lora_model
 from federated.protocol import message_keys as keys
+from federated.protocol.global_model import GlobalModel
 from federated.secagg import protocol as p
 from federated.secagg.keys import new_key_pair, new_signing_pair, threshold
 from server.secure_round import SecureOutcome, secure_train_round

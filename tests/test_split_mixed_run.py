@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 
 from federated.config import parse_run_config
 from federated.devices.memory_estimate import estimate_memory
-from federated.devices.numerics import PLAIN_FP32
 from federated.devices.planner import as_mode
 from federated.devices.split_estimate import estimate_split_memory
+from federated.model.numerics import PLAIN_FP32
 from federated.protocol import message_keys as keys
 from federated.protocol.wire import record_to_tensors, tensors_to_record
 from federated.split.parts import block_of

@@ -15,12 +15,12 @@ from federated.data.encode import IGNORE_INDEX
 from federated.model.lora import trainable_parameters, wrap_with_lora
 from federated.model.losses import lm_loss_terms
 from federated.model.presets import load_base_model
-from federated.model.tasks import TASK_CAUSAL_LM
 from federated.split.activation_noise import clipped, noise_like
 from federated.split.inversion import LinearInversion
 from federated.split.local_update import el2n_scores, keep_hardest, local_loss_terms
 from federated.split.parts import SplitError, SplitModel, block_of
 from federated.split.prompt_model import PROMPT_KEY, get_prompt, with_soft_prompt
+from federated.tasks import TASK_CAUSAL_LM
 
 
 @pytest.fixture(scope="module")

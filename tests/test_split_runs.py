@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from federated.config import parse_run_config
-from federated.devices.numerics import PLAIN_FP32
 from federated.devices.split_estimate import estimate_split_memory
+from federated.model.numerics import PLAIN_FP32
 from federated.protocol import split_keys as sk
 from federated.split.prompt_model import PROMPT_KEY
 from tests.in_process import FIRST_NODE, run_federation

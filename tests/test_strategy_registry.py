@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from federated.config import ConfigError, parse_run_config
-from federated.model.global_model import GlobalModel, zo_initial_model
 from federated.model.workspace import lora_model
+from federated.protocol.global_model import GlobalModel, zo_initial_model
 from strategies.lora_fair import LoraFairOptions
 from strategies.reference import strategy_options_markdown
 from strategies.registry import STRATEGIES, build_strategy, strategy_options

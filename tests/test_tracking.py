@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy
 import pytest
+from matplotlib.image import imread
 
 import federated.results
 from federated.results import read_rounds
@@ -166,6 +167,17 @@ def test_tensorboard_holds_every_number_of_metrics_jsonl(tensorboard_run: tuple)
     config = json.loads((folder / "summary.json").read_text())["config"]
     text = tensor_util.make_ndarray(events.Tensors("config/text_summary")[0].tensor_proto)
     assert f"| train.local-steps | {config['train.local-steps']} |" in text.item().decode()
+    # The config again as the HParams tab's parameters of this run.
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    logged = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+    assert logged["train.local-steps"].string_value == str(config["train.local-steps"])
+    assert set(logged) == set(config)
+    # The loss plot, as the run folder's PNG has it.
+    (image,) = events.Images("plots/loss")
+    height, width = imread(folder / "loss.png").shape[:2]
+    assert (image.height, image.width) == (height, width)
     assert len(list((folder / FOLDER).iterdir())) == 2  # one event file per launch
 
 

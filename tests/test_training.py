@@ -13,9 +13,9 @@ from federated.data.encode import batches
 from federated.model.evaluation import evaluate_model
 from federated.model.lora import load_trainable_state, trainable_state
 from federated.model.losses import loss_terms
-from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from federated.model.workspace import client_indices, encode_indices, lora_model
 from federated.protocol.wire import record_to_tensors, tensors_to_record
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from tests.model_fixtures import perturb_trainable, tiny_inputs, tiny_lora_model
 
 LM = parse_run_config({"model.name": "tiny-llama"})

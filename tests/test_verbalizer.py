@@ -13,7 +13,6 @@ from federated.data.encode import collate, encode_examples, render_prompt
 from federated.data.wordnet import load_wordnet
 from federated.model.lora import trainable_parameters, wrap_with_lora
 from federated.model.presets import load_base_model, load_tokenizer
-from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from federated.model.verbalizer import (
     WORDNET_PROMPT,
     WORDNET_WORDS,
@@ -22,6 +21,7 @@ from federated.model.verbalizer import (
     label_words,
 )
 from federated.model.workspace import client_indices, encode_indices, label_tokens, lora_model
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 TOKENS = (400, 1234, 9876)
 VERBALIZED = {

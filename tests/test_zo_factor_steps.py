@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from federated.model.lora import trainable_parameters, trainable_state
-from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from federated.zo.factor_steps import factor_targets, replay_pairs
 from federated.zo.perturbation import dense_vector
 from federated.zo.seed_pool import SeedPool

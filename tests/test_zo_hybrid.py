@@ -15,13 +15,13 @@ from flwr.app import Message, MetricRecord, RecordDict
 
 from federated.config import ConfigError, parse_run_config
 from federated.data.encode import collate
-from federated.model.global_model import zo_initial_model
 from federated.model.losses import loss_terms
 from federated.model.presets import load_base_model
-from federated.model.tasks import TASK_CLASSIFICATION
 from federated.protocol import message_keys as keys
+from federated.protocol.global_model import zo_initial_model
 from federated.protocol.reply_contract import PLAIN, train_metric_keys
 from federated.protocol.wire import tensors_to_record
+from federated.tasks import TASK_CLASSIFICATION
 from federated.zo.hybrid import WIRE_PREFIX, hybrid_parameters, hybrid_state
 from federated.zo.perturbation import perturb_
 from federated.zo.seed_pool import SeedPool

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from federated.model.presets import load_base_model
-from federated.model.tasks import TASK_CAUSAL_LM
+from federated.tasks import TASK_CAUSAL_LM
 from federated.zo.momentum import SeedMomentum
 from federated.zo.replay import replay_
 from federated.zo.seed_pool import SeedPool

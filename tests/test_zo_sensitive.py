@@ -17,8 +17,8 @@ from federated.config import parse_run_config
 from federated.data.encode import collate
 from federated.model.losses import loss_terms
 from federated.model.presets import load_base_model
-from federated.model.tasks import TASK_CAUSAL_LM
 from federated.protocol import message_keys as keys
+from federated.tasks import TASK_CAUSAL_LM
 from federated.zo.sensitive import (
     client_mask,
     mask_arrays,

@@ -26,7 +26,7 @@ from benchmarks.accelerator.models import build, random_examples, run_config
 from client.lora_trainer import train_lora
 from federated.config import TrainSettings
 from federated.devices.job_plan import Device, Job
-from federated.devices.numerics import Numerics
+from federated.model.numerics import Numerics
 
 # FlowerTune trains 16 sequences of 512 tokens a step; 4 keep every job of the 8B model within
 # an H100 without checkpointing and the whole measurement within minutes.

@@ -20,11 +20,11 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from federated.config import RunConfig, parse_run_config
-from federated.devices.numerics import PLAIN_FP32, Numerics, quantized_linears
+from federated.model.numerics import PLAIN_FP32, Numerics, quantized_linears
 from federated.model.numerics_loading import bitsandbytes, prepared
 from federated.model.presets import base_model_config
-from federated.model.tasks import TASK_CAUSAL_LM
 from federated.model.workspace import wrapped
+from federated.tasks import TASK_CAUSAL_LM
 
 CONFIGS = Path(__file__).resolve().parents[1] / "planner" / "configs"
 # The planner's sizes, about 0.5, 1, 3 and 8 billion parameters.

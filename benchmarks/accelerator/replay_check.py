@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import torch
 
 from benchmarks.accelerator.models import build, run_config
-from federated.devices.numerics import PLAIN_FP32
+from federated.model.numerics import PLAIN_FP32
 from federated.zo.perturbation import STRUCTURES, Target, perturb_
 from federated.zo.replay import replay_
 from federated.zo.seed_pool import SeedPool

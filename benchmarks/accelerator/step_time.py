@@ -20,7 +20,7 @@ from benchmarks.accelerator.models import build, random_examples, run_config
 from client.dp_lora_trainer import train_lora_dp
 from client.lora_trainer import train_lora
 from federated.config import TrainSettings
-from federated.devices.numerics import PLAIN_FP32
+from federated.model.numerics import PLAIN_FP32
 from federated.privacy.secret_randomness import secret_generator
 from federated.zo.seed_pool import SeedPool
 from federated.zo.targets import zo_targets

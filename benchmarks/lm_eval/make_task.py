@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 
 from federated.inference.run_folder import open_run
-from federated.model.tasks import TASK_CAUSAL_LM
 from federated.model.workspace import corpus_for, server_test_indices
+from federated.tasks import TASK_CAUSAL_LM
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "chatterbot_heldout.jsonl"

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 from benchmarks.figures import save
 from federated.config import parse_run_config
 from federated.devices.job_plan import CUDA_CONTEXT_BYTES, Device, Job
-from federated.devices.numerics import Numerics
+from federated.model.numerics import Numerics
 
 HERE = Path(__file__).resolve().parent
 MODELS = ("mistral-7b-v0.3", "llama-3-8b", "qwen2.5-7b", "qwen2.5-3b")

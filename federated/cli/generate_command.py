@@ -49,7 +49,7 @@ def _lines(path: Path) -> list[str]:
 def _models(args: argparse.Namespace, task_wanted: str):
     """The run, its model loaded, and the versions to answer with (name, global model)."""
     from federated.inference.run_folder import open_run, trained_model
-    from federated.model.tasks import TASK_CAUSAL_LM
+    from federated.tasks import TASK_CAUSAL_LM
 
     run = open_run(args.run_dir, args.server_round)
     is_lm = run.config.task == TASK_CAUSAL_LM
@@ -64,7 +64,7 @@ def _models(args: argparse.Namespace, task_wanted: str):
 
 def generate_command(args: argparse.Namespace) -> int:
     from federated.inference.generation import chat_prompt, generate
-    from federated.model.tasks import TASK_CAUSAL_LM
+    from federated.tasks import TASK_CAUSAL_LM
 
     decoding = decoding_of(args)
     run, model, versions = _models(args, TASK_CAUSAL_LM)
@@ -121,8 +121,8 @@ def predict_command(args: argparse.Namespace) -> int:
     from federated.data.corpus import Example
     from federated.inference.evaluation_sets import class_names
     from federated.inference.scoring import class_logits
-    from federated.model.tasks import TASK_CLASSIFICATION
     from federated.model.workspace import encode_records
+    from federated.tasks import TASK_CLASSIFICATION
 
     run, model, versions = _models(args, TASK_CLASSIFICATION)
     texts = args.text or _lines(args.texts)

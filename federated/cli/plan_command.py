@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from federated.devices.numeric_names import PRECISIONS, QUANTIZATIONS
+from federated.numeric_names import PRECISIONS, QUANTIZATIONS
 
 if TYPE_CHECKING:  # the parser is built for every fedtune command; torch loads for plan alone
     from federated.devices.job_plan import Device, Job, JobPlan
@@ -64,9 +64,9 @@ def _device(args: argparse.Namespace) -> Device:
 def _job(args: argparse.Namespace, source: str) -> Job:
     from federated.config import parse_run_config
     from federated.devices.job_plan import Job
-    from federated.devices.numerics import Numerics
+    from federated.model.numerics import Numerics
     from federated.model.presets import PRESETS
-    from federated.model.tasks import TASK_CLASSIFICATION
+    from federated.tasks import TASK_CLASSIFICATION
 
     flat = {
         "model.name": source,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from federated.config.options import option
-from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 BUILTIN_DATASETS = {"chatterbot": TASK_CAUSAL_LM, "wordnet": TASK_CLASSIFICATION}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from federated.config.options import option
-from federated.devices.numeric_names import QUANTIZATIONS
-from federated.model.tasks import (
+from federated.numeric_names import QUANTIZATIONS
+from federated.tasks import (
     TASK_CAUSAL_LM,
     TASK_CLASSIFICATION,
     TASK_CLASSIFICATION_AS_GENERATION,

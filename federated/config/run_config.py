@@ -22,7 +22,7 @@ from federated.config.train import EvalSettings, TrainSettings
 from federated.config.wire import WireSettings
 from federated.config.zo import ZoSettings
 from federated.model.presets import PRESETS
-from federated.model.tasks import (
+from federated.tasks import (
     TASK_CAUSAL_LM,
     TASK_CLASSIFICATION,
     TASK_CLASSIFICATION_AS_GENERATION,

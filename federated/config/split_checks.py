@@ -8,7 +8,7 @@ import dataclasses
 from federated.config.options import ConfigError
 from federated.config.run_config import RunConfig
 from federated.config.split import SplitSettings
-from federated.model.tasks import TASK_CAUSAL_LM
+from federated.tasks import TASK_CAUSAL_LM
 
 
 def check_split(config: RunConfig) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from federated.config.dp_defaults import auto_help
 from federated.config.options import option
-from federated.devices.numeric_names import DEVICES, PRECISIONS
+from federated.numeric_names import DEVICES, PRECISIONS
 
 
 @dataclass(frozen=True)

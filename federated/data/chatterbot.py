@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from federated.data.corpus import Corpus, Example
-from federated.model.tasks import TASK_CAUSAL_LM
+from federated.tasks import TASK_CAUSAL_LM
 
 
 def chatterbot_folder() -> Path:

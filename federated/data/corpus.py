@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 # The task names have one home, beside the model presets; re-exported here for the loaders.
-from federated.model.tasks import TASK_CLASSIFICATION, TASKS
+from federated.tasks import TASK_CLASSIFICATION, TASKS
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from federated.data.corpus import Example
-from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 IGNORE_INDEX = -100
 

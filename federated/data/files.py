@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from federated.data.corpus import Corpus, Example
-from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
 
 TABLE_SUFFIXES = (".jsonl", ".csv")
 # An example is cut to the model's context (a few thousand tokens) anyway; a line a thousand

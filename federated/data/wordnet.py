@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from federated.data.corpus import Corpus, Example
-from federated.model.tasks import TASK_CLASSIFICATION
+from federated.tasks import TASK_CLASSIFICATION
 
 # WordNet's `lexnames` file, by file number; Debian's wordnet-base does not ship it, so the
 # standard table (lexnames(5WN)) is written out here. A shipped file, if found, must agree.

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from federated.config import RunConfig
+from federated.config import ConfigError, RunConfig
+from federated.config.checks import check_numerics
 from federated.devices.memory_estimate import MemoryEstimate, estimate_memory
-from federated.devices.numerics import PLAIN_FP32, Numerics
 from federated.devices.planner import as_mode
 from federated.devices.split_estimate import estimate_split_memory, split_skeleton
-from federated.model.tasks import TASK_CAUSAL_LM
+from federated.model.numerics import PLAIN_FP32, Numerics
+from federated.tasks import TASK_CAUSAL_LM
 
 CUDA_CONTEXT_BYTES = 0.5e9
 
@@ -50,6 +51,25 @@ class Job:
     @property
     def rank(self) -> int:
         return self.config.lora.rank
+
+    def refusal(self) -> str | None:
+        """Why a run would refuse this job's numerics for its mode, or None: the planner offers
+        only jobs that ``fedtune run`` takes."""
+        n, config = self.numerics, self.config
+        held = replace(
+            config,
+            train=replace(
+                config.train,
+                precision=n.precision,
+                gradient_checkpointing=n.gradient_checkpointing,
+            ),
+            model=replace(config.model, quantization=n.quantization),
+        )
+        try:
+            check_numerics(held)
+        except ConfigError as err:
+            return str(err)
+        return None
 
     def estimate(self) -> MemoryEstimate:
         if self.config.mode == "split":
@@ -88,7 +108,10 @@ def _changes(job: Job) -> list[tuple[str, Job]]:
     """Jobs that take less memory than ``job``, each with what changed, cheapest change first:
     recomputing activations, then 4-bit weights, then smaller batches, then zeroth-order."""
     n, changes = job.numerics, []
-    if job.config.mode == "lora" and not n.gradient_checkpointing:
+    # Zeroth-order steps run no backward and compare losses in fp32; DP-SGD's per-example
+    # hooks cannot take a recomputed forward.
+    recompute = job.config.mode == "lora" and not job.config.dp.record_level
+    if recompute and not n.gradient_checkpointing:
         changes.append(
             (
                 "gradient checkpointing",
@@ -96,25 +119,24 @@ def _changes(job: Job) -> list[tuple[str, Job]]:
             )
         )
     if n.quantization != "4bit":
-        precision = "bf16" if n.precision == "fp32" else n.precision
-        four = replace(n, quantization="4bit", precision=precision, gradient_checkpointing=True)
-        changes.append(
-            (
-                f"4-bit weights ({precision} compute), gradient checkpointing",
-                replace(job, numerics=four),
-            )
+        precision = "bf16" if n.precision == "fp32" and job.config.mode != "zo" else n.precision
+        four = replace(
+            n, quantization="4bit", precision=precision, gradient_checkpointing=recompute
         )
+        what = f"4-bit weights ({precision} compute)" + (
+            ", gradient checkpointing" if recompute else ""
+        )
+        changes.append((what, replace(job, numerics=four)))
     batch = job.batch // 2
     while batch >= 1:
         changes.append((f"batch {batch}", replace(job, batch=batch)))
         batch //= 2
     if job.config.mode == "lora" and not job.config.dp.record_level:
-        changes.append(
-            (
-                "zeroth-order steps on the LoRA factors",
-                replace(job, config=as_mode(job.config, "zo")),
-            )
-        )
+        # Zeroth-order steps compare two losses a tiny step apart: in fp32, with no backward.
+        zo = replace(n, precision="fp32", gradient_checkpointing=False)
+        what = "zeroth-order steps on the LoRA factors"
+        what += ", fp32" if n.precision != "fp32" else ""
+        changes.append((what, replace(job, config=as_mode(job.config, "zo"), numerics=zo)))
     return changes + _split_changes(job)
 
 
@@ -143,7 +165,10 @@ def _split_changes(job: Job) -> list[tuple[str, Job]]:
 
 def plan_job(job: Job, device: Device, alternatives: int = 3) -> JobPlan:
     """``job`` on ``device``; when it does not fit, up to ``alternatives`` changed jobs that
-    do, in the order ``_changes`` tries them."""
+    do, in the order ``_changes`` tries them, each one a run would take."""
+    refusal = job.refusal()
+    if refusal:
+        raise ConfigError(refusal)
     estimate = job.estimate()
     plan = JobPlan(job, device, estimate, [])
     if plan.fits:
@@ -152,6 +177,8 @@ def plan_job(job: Job, device: Device, alternatives: int = 3) -> JobPlan:
     for what, changed in _changes(job):
         if changed.config.mode == "split" and any(j.config.mode == "split" for _, j, _ in found):
             continue  # one cut is offered: the deepest that fits
+        if changed.refusal():
+            continue
         changed_estimate = changed.estimate()
         if device.need(changed_estimate) <= device.memory_bytes:
             found.append((what, changed, changed_estimate))

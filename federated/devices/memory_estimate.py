@@ -25,19 +25,19 @@ from functools import lru_cache
 import torch
 
 from federated.config import RunConfig
-from federated.devices.numerics import (
+from federated.devices.runtime_memory import runtime_bytes
+from federated.model.losses import loss_terms
+from federated.model.numerics import (
     PLAIN_FP32,
     Numerics,
     blocks,
     quantized_bytes,
     stand_in_for_kbit,
 )
-from federated.devices.runtime_memory import runtime_bytes
-from federated.model.losses import loss_terms
 from federated.model.presets import skeleton_model
-from federated.model.tasks import TASK_CAUSAL_LM
 from federated.model.verbalizer import VerbalizedClassifier
 from federated.model.workspace import num_labels, wrapped
+from federated.tasks import TASK_CAUSAL_LM
 
 # Beyond the tensors saved for backward, a step holds gradients on their way back and the
 # loss's temporaries: about this many times the largest saved tensor (measured, same place).

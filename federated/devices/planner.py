@@ -10,9 +10,9 @@ from dataclasses import dataclass, replace
 
 from federated.config import RunConfig
 from federated.devices.memory_estimate import MemoryEstimate, estimate_memory
-from federated.devices.numerics import PLAIN_FP32
 from federated.devices.profiles import DeviceProfile
 from federated.devices.split_estimate import estimate_split_memory
+from federated.model.numerics import PLAIN_FP32
 
 
 @dataclass(frozen=True)

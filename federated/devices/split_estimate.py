@@ -11,12 +11,12 @@ import torch
 
 from federated.config import RunConfig
 from federated.devices.memory_estimate import TRANSIENT_FACTOR, MemoryEstimate, skeleton
-from federated.devices.numerics import Numerics
 from federated.model.losses import lm_loss_terms
+from federated.model.numerics import Numerics
 from federated.model.presets import skeleton_model
-from federated.model.tasks import TASK_CAUSAL_LM
 from federated.split.parts import SplitModel
 from federated.split.prompt_model import with_soft_prompt
+from federated.tasks import TASK_CAUSAL_LM
 
 
 def split_skeleton(config: RunConfig, dtype: torch.dtype = torch.float32) -> SplitModel:

@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 from transformers import PreTrainedModel
 
 from federated.export.kbit import dequantize_, merge_into_float_, without_quantization
-from federated.model.trained_model import TrainedModel
+from federated.inference.trained_model import TrainedModel
 from federated.model.verbalizer import VerbalizedClassifier
 
 

@@ -21,8 +21,8 @@ from federated.export.gguf_types import GGUF_TYPES
 from federated.export.merged import merged_model
 from federated.inference.run_folder import open_run, trained_model
 from federated.model.presets import base_model_config
-from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from federated.model.workspace import corpus_for
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 EXPORT_FOLDER = "export"  # under the run folder, unless --out says otherwise
 

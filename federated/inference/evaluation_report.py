@@ -14,8 +14,8 @@ from federated.inference.evaluation_sets import EvaluationSet, class_names
 from federated.inference.generation import Decoding
 from federated.inference.run_folder import TrainedRun, trained_model
 from federated.inference.scoring import Scores, score
-from federated.model.global_model import GlobalModel
 from federated.personal_factors import PersonalFactors
+from federated.protocol.global_model import GlobalModel
 
 REPORT_FILE = "evaluation.json"
 GENERATIONS_FILE = "generations.jsonl"

@@ -21,8 +21,8 @@ from federated.checkpoint import (
     round_checkpoint,
 )
 from federated.config import RunConfig, parse_run_config
-from federated.model.global_model import GlobalModel
-from federated.model.trained_model import TrainedModel
+from federated.inference.trained_model import TrainedModel
+from federated.protocol.global_model import GlobalModel
 from federated.zo.workspace import MASK_FILE, forget_zo_model
 
 

@@ -18,8 +18,8 @@ from federated.inference.generation import Decoding, generate
 from federated.inference.text_metrics import exact_match, rouge_l
 from federated.model.compute import autocast, model_device
 from federated.model.evaluation import evaluate_model
-from federated.model.tasks import TASK_CAUSAL_LM
 from federated.model.workspace import encode_records
+from federated.tasks import TASK_CAUSAL_LM
 
 
 @dataclass

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 
 from federated.config import ConfigError
-from federated.devices.numerics import DTYPES
+from federated.model.numerics import DTYPES
 
 
 def resolve_device(name: str) -> str:

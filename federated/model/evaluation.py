@@ -11,7 +11,7 @@ import torch
 from federated.data.encode import batches
 from federated.model.compute import autocast, model_device
 from federated.model.losses import loss_terms
-from federated.model.tasks import TASK_CAUSAL_LM
+from federated.tasks import TASK_CAUSAL_LM
 
 
 @dataclass(frozen=True)

@@ -8,20 +8,20 @@ which keys belong together.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model, get_peft_model_state_dict
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from federated.model.seeded_peft import seeded_peft_model
 from federated.model.verbalizer import VerbalizedClassifier
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 ALL_LINEAR = "all-linear"
 _LORA_A = "lora_A"
@@ -96,12 +96,7 @@ def wrap_with_lora(
     )
     # For SEQ_CLS peft itself puts "classifier" and "score" in modules_to_save (naming it here
     # too would only duplicate the entries); _check_trainable_names confirms the head trains.
-    # peft draws lora_A from torch's global RNG: fork it so the adapter depends on `seed` only.
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        # peft 0.21 calls a transformers 5 method that is deprecated; nothing for users to act on.
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-        torch.manual_seed(seed)
-        peft_model = get_peft_model(model, config)
+    peft_model = seeded_peft_model(model, config, seed)
     # A head copied from bf16 or fp16 base weights trains, is sent and aggregated in float32,
     # as the LoRA factors are (peft casts those itself).
     for param in peft_model.parameters():

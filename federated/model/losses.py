@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from federated.data.encode import IGNORE_INDEX
 from federated.model.compute import model_device
-from federated.model.tasks import TASK_CAUSAL_LM
+from federated.tasks import TASK_CAUSAL_LM
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
-from federated.devices.numerics import Numerics
+from federated.model.numerics import Numerics
 
 # Recompute without torch's reentrant checkpoint, which needs an input that requires grad (a
 # frozen embedding's output does not) and would train nothing of the first block.

@@ -45,9 +45,9 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
 )
 
-from federated.devices.numerics import PLAIN_FP32, Numerics
+from federated.model.numerics import PLAIN_FP32, Numerics
 from federated.model.numerics_loading import prepared, weight_kwargs
-from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
 
 # The architectures (config model_type) transformers has a class for, by task.
 _TASK_CLASSES = {

@@ -23,19 +23,19 @@ from federated.data.encode import encode_examples
 from federated.data.files import load_table
 from federated.data.partition import FederatedSplit, federated_split, global_test_indices
 from federated.data.wordnet import load_wordnet
-from federated.devices.numerics import PLAIN_FP32, Numerics
 from federated.model.compute import resolve_device
 from federated.model.local_model import LocalModel
 from federated.model.lora import wrap_with_lora
 from federated.model.lora_targets import lora_targets
+from federated.model.numerics import PLAIN_FP32, Numerics
 from federated.model.presets import load_base_model, load_tokenizer
-from federated.model.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from federated.model.verbalizer import (
     VerbalizedClassifier,
     class_prompt_template,
     label_token_ids,
     label_words,
 )
+from federated.tasks import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 Encoded = list[dict[str, list[int]]]
 

@@ -17,7 +17,7 @@ import random
 
 from federated.config import RunConfig
 from federated.data.corpus import Example
-from federated.model.tasks import TASK_CLASSIFICATION
+from federated.tasks import TASK_CLASSIFICATION
 
 DIGITS = 12  # a secret's length: 10^12 values, none guessed by chance
 PROMPT = "What is the secret code of this agent?"

@@ -8,8 +8,8 @@ whose metric keys differ, so one reply with a key more or less, let through, wou
 from __future__ import annotations
 
 from federated.config import RunConfig
-from federated.model.tasks import TASK_CAUSAL_LM
 from federated.protocol import message_keys as keys
+from federated.tasks import TASK_CAUSAL_LM
 
 # How a training reply releases what its client computed from its data.
 PLAIN = "plain"  # every statistic, exactly

@@ -5,8 +5,10 @@ adapter's one tensor, so the final prompt saves and loads as any peft prompt-tun
 from __future__ import annotations
 
 import torch
-from peft import PeftModel, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+from peft import PeftModel, PromptTuningConfig, PromptTuningInit, TaskType
 from transformers import PreTrainedModel
+
+from federated.model.seeded_peft import seeded_peft_model
 
 # peft's own name for the tensor in a saved prompt-tuning adapter.
 PROMPT_KEY = "prompt_embeddings"
@@ -20,10 +22,7 @@ def with_soft_prompt(base: PreTrainedModel, length: int, seed: int) -> PeftModel
         num_virtual_tokens=length,
         prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = get_peft_model(base, config)
-    return model
+    return seeded_peft_model(base, config, seed)
 
 
 def prompt_parameter(model: PeftModel) -> torch.nn.Parameter:

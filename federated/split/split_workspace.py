@@ -7,11 +7,11 @@ from __future__ import annotations
 from functools import lru_cache
 
 from federated.config import ModelSettings, RunConfig, SplitSettings
-from federated.devices.numerics import Numerics
-from federated.model.tasks import TASK_CAUSAL_LM
+from federated.model.numerics import Numerics
 from federated.model.workspace import base_model, device_of, numerics_of
 from federated.split.parts import SplitModel
 from federated.split.prompt_model import with_soft_prompt
+from federated.tasks import TASK_CAUSAL_LM
 
 
 @lru_cache(maxsize=2)

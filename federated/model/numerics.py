@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from federated.devices.numeric_names import PRECISIONS, QUANTIZATIONS
+from federated.numeric_names import PRECISIONS, QUANTIZATIONS
 
 DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.bfloat16, torch.float16), strict=True))
 # Bits a quantized weight takes with its constants. NF4 with double quantization: 4 bits, an

@@ -10,11 +10,11 @@ from typing import Any
 import torch
 
 from federated.config import RunConfig
-from federated.model.global_model import GlobalModel, zo_initial_model
 from federated.model.local_model import LocalModel
 from federated.model.presets import load_tokenizer
 from federated.model.workspace import lora_model
 from federated.protocol import message_keys as keys
+from federated.protocol.global_model import GlobalModel, zo_initial_model
 from federated.split.parts import SplitModel
 from federated.split.prompt_model import set_prompt
 from federated.split.split_workspace import split_model
