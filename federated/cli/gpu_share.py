@@ -85,7 +85,7 @@ def check_gpu_share(app: Path, options: list[str]) -> str | None:
 def planned_bytes(app: Path, options: list[str]) -> tuple[float, float]:
     """One client's planned GPU memory for the run the options configure, and the server's
     evaluation model's (a no-grad forward at eval.batch-size, counted as a zeroth-order step's
-    forward is, without the CUDA context the clients' share already counts once)."""
+    forward is); each with the CUDA context of its own process."""
     from flwr.common.config import flatten_dict
 
     from federated.cli.run_config_merge import RUN_CONFIG
@@ -105,4 +105,5 @@ def planned_bytes(app: Path, options: list[str]) -> tuple[float, float]:
         config.model.max_length,
         replace(numerics, gradient_checkpointing=False),
     )
-    return Device("gpu", float("inf"), True).need(job.estimate()), evaluation.estimate().job
+    gpu = Device("gpu", float("inf"), True)
+    return gpu.need(job.estimate()), gpu.need(evaluation.estimate())
