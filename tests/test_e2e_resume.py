@@ -1,6 +1,7 @@
 """Kill the server with SIGKILL right after a round's checkpoint, resume, and get what the
 uninterrupted run gets: equal metrics, weights and strategy state, for LoRA with fedavg under
-record-level DP (whose clients' epsilon carries over), flexlora, and zeroth-order FedKSeed-Pro."""
+record-level DP (whose clients' epsilon carries over) and zeroth-order FedKSeed-Pro (a LoRA
+strategy's own state, FlexLoRA's, resumes in process: tests/test_resume.py)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,6 @@ CASES = {
         "dp.noise-multiplier": 1.0,
         "train.batch-size": 8,
     },
-    "flexlora": {"strategy.name": "flexlora"},
     "fedkseed-pro": {
         "mode": "zo",
         "strategy.name": "fedkseed",

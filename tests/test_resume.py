@@ -8,12 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
+import server.round_record as round_record
 from federated.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from federated.config import ConfigError, parse_run_config, run_config_to_flat
 from federated.protocol import message_keys as keys
 from federated.protocol.global_model import GlobalModel, zo_initial_model
 from server.resume import config_differences, resume_run
 from strategies.registry import build_strategy
+from tests.in_process import run_federation
+from tests.run_files import assert_same_outcomes, assert_same_tensors, checkpoint_tensors, rounds
+from tests.test_e2e_resume import BASE, CLIENTS, KILLED_AFTER
 
 FACTORS = {"m.lora_A.weight": torch.randn(2, 4), "m.lora_B.weight": torch.randn(4, 2)}
 RUN = {"model.name": "tiny-llama", "lora.rank": 2, "num-server-rounds": 4}
@@ -104,3 +108,35 @@ def test_only_where_and_how_long_may_differ() -> None:
     saved = {"seed": 1, "run-name": "a", "server.round-timeout": 1.0, "lora.rank": 2}
     now = {"seed": 1, "run-name": "b", "server.round-timeout": 9.0, "lora.rank": 4}
     assert config_differences(saved, now) == {"lora.rank": (2, 4)}
+
+
+class _Killed(BaseException):
+    """The server dying right after a checkpoint: past every ``except Exception`` on its way."""
+
+
+@pytest.mark.slow  # three whole runs of the apps, in process
+def test_a_flexlora_run_dying_after_a_checkpoint_resumes_to_the_uninterrupted_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The strategy's state (FlexLoRA's round-start factors) comes back from the checkpoint:
+    killed after round 1 and resumed, the run ends with the uninterrupted run's metrics and
+    weights bit for bit (the kill by SIGKILL itself: tests/test_e2e_resume.py)."""
+    config = {**BASE, "strategy.name": "flexlora"}
+    whole = run_federation(tmp_path, "whole", config, CLIENTS)
+    save = round_record.save_checkpoint
+
+    def save_then_die(folder: Path, checkpoint: Checkpoint, **options) -> None:
+        save(folder, checkpoint, **options)
+        if checkpoint.round == KILLED_AFTER:
+            raise _Killed
+
+    monkeypatch.setattr(round_record, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        run_federation(tmp_path, "killed", config, CLIENTS)
+    monkeypatch.undo()
+    folder = tmp_path / "killed"
+    assert [r["round"] for r in rounds(folder)] == list(range(KILLED_AFTER + 1))
+    assert not (folder / "summary.json").exists()
+    run_federation(tmp_path, "resumed", {**config, "resume": str(folder)}, CLIENTS)
+    assert_same_outcomes(rounds(folder), rounds(whole))
+    assert_same_tensors(checkpoint_tensors(folder), checkpoint_tensors(whole))
