@@ -114,14 +114,30 @@ class _Killed(BaseException):
     """The server dying right after a checkpoint: past every ``except Exception`` on its way."""
 
 
+# Strategies whose own state a resume must bring back: FlexLoRA's round-start factors, and
+# FedKSeed-Pro's seed probabilities and replayed sums.
+OWN_STATE = {
+    "flexlora": {"strategy.name": "flexlora"},
+    "fedkseed-pro": {
+        "mode": "zo",
+        "strategy.name": "fedkseed",
+        "zo.params": "lora",
+        "zo.pool-size": 64,
+        "zo.pro": True,
+        "train.local-steps": 6,
+    },
+}
+
+
 @pytest.mark.slow  # three whole runs of the apps, in process
-def test_a_flexlora_run_dying_after_a_checkpoint_resumes_to_the_uninterrupted_result(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("case", sorted(OWN_STATE))
+def test_a_run_dying_after_a_checkpoint_resumes_to_the_uninterrupted_result(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The strategy's state (FlexLoRA's round-start factors) comes back from the checkpoint:
-    killed after round 1 and resumed, the run ends with the uninterrupted run's metrics and
-    weights bit for bit (the kill by SIGKILL itself: tests/test_e2e_resume.py)."""
-    config = {**BASE, "strategy.name": "flexlora"}
+    """The strategy's state comes back from the checkpoint: killed after round 1 and resumed,
+    the run ends with the uninterrupted run's metrics and weights (the kill by SIGKILL itself,
+    through Flower's simulation: tests/test_e2e_resume.py)."""
+    config = {**BASE, **OWN_STATE[case]}
     whole = run_federation(tmp_path, "whole", config, CLIENTS)
     save = round_record.save_checkpoint
 
@@ -138,5 +154,8 @@ def test_a_flexlora_run_dying_after_a_checkpoint_resumes_to_the_uninterrupted_re
     assert [r["round"] for r in rounds(folder)] == list(range(KILLED_AFTER + 1))
     assert not (folder / "summary.json").exists()
     run_federation(tmp_path, "resumed", {**config, "resume": str(folder)}, CLIENTS)
-    assert_same_outcomes(rounds(folder), rounds(whole))
-    assert_same_tensors(checkpoint_tensors(folder), checkpoint_tensors(whole))
+    # A zeroth-order model replayed in a process that moved it before rounds differently
+    # (docs/running.md, "Reproducible runs"); LoRA runs repeat bit for bit.
+    rel = 1e-4 if config.get("mode") == "zo" else 0.0
+    assert_same_outcomes(rounds(folder), rounds(whole), rel)
+    assert_same_tensors(checkpoint_tensors(folder), checkpoint_tensors(whole), rel)
