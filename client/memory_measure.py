@@ -77,12 +77,13 @@ def _split_round(config, batch: int, examples: list[dict], pad_token_id: int) ->
     from federated.data.encode import collate
     from federated.model.losses import lm_loss_terms
     from federated.split.local_update import el2n_scores, local_loss_terms
+    from federated.split.round_optimizer import clipped_step, round_optimizer
     from federated.split.split_workspace import split_model
 
     split = split_model(config)
     del split.lm.model.layers[config.split.cut_layer :]  # the server's body
     gc.collect()
-    optimizer = torch.optim.AdamW([split.prompt], lr=config.train.lr)
+    optimizer = round_optimizer([split.prompt], config, 1)
     Path("/proc/self/clear_refs").write_text("5")  # the high-water mark restarts here
     for step in range(config.split.local_steps + _STEPS):
         chunk = collate(examples[step % _STEPS * batch :][:batch], pad_token_id)
@@ -96,8 +97,7 @@ def _split_round(config, batch: int, examples: list[dict], pad_token_id: int) ->
             loss = lm_loss_terms(split.tail(body), chunk["labels"]).mean_loss()
             (gradient,) = torch.autograd.grad(loss, body)
             hidden.backward(gradient)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        clipped_step(optimizer, [split.prompt], config.train.max_grad_norm)
 
 
 def main() -> None:

@@ -30,6 +30,9 @@ def test_a_share_that_overfills_the_gpu_names_the_share_that_fits() -> None:
         "40.0 GB on a 24.0 GB GPU; use client-resources-num-gpus=0.5 (2 a GPU)"
     )
     assert "one client alone does not fit" in share_problem(1.0, 16e9, 17.6e9)
+    assert "one client alone does not fit beside the server's model" in share_problem(
+        1.0, 16e9, 10e9, 8e9
+    )
     # The server's evaluation model shares the first GPU with its clients.
     assert share_problem(0.5, 24e9, 10e9, 5e9) == (
         "client-resources-num-gpus=0.5 places 2 clients on each GPU, each planned at 10.0 GB "

@@ -48,10 +48,11 @@ def share_problem(
     if placed * client_bytes + server_bytes <= gpu_bytes:
         return None
     fit = math.floor((gpu_bytes - server_bytes) / client_bytes)
+    beside = " beside the server's model" if server_bytes else ""
     advice = (
         f"use {NUM_GPUS}={1 / fit:g} ({fit} a GPU)"
         if fit >= 1
-        else "one client alone does not fit: see fedtune plan for what would"
+        else f"one client alone does not fit{beside}: see fedtune plan for what would"
     )
     server = (
         f" and the server's evaluation model at {server_bytes / 1e9:.1f} GB" if server_bytes else ""

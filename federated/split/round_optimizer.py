@@ -4,7 +4,7 @@ server's bound on how far a reply moves (``federated.protocol.optimizer_bound``)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import torch
 
@@ -13,7 +13,7 @@ from federated.protocol.optimizer_bound import ADAMW_BETAS
 
 
 def round_optimizer(
-    params: Sequence[torch.Tensor], config: RunConfig, server_round: int
+    params: Iterable[torch.Tensor], config: RunConfig, server_round: int
 ) -> torch.optim.Optimizer:
     train = config.train
     return torch.optim.AdamW(
@@ -25,7 +25,7 @@ def round_optimizer(
 
 
 def clipped_step(
-    optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], max_grad_norm: float
+    optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor], max_grad_norm: float
 ) -> None:
     """One step on the gradients ``params`` hold, clipped to ``max_grad_norm`` (0: unclipped)."""
     if max_grad_norm > 0:
